@@ -1,0 +1,129 @@
+"""Compile one variant to a cubin with Triton's AOT path (ASTSource -> triton.compile).
+
+This is the same path as ``triton.tools.compile`` (signature with divisibility hints,
+constexprs fixed, scratch checks), driven from Python so we can (a) target an explicit arch
+through a stand-in driver on a GPU-less machine and (b) render our own launcher instead of
+Triton's stock C template. Results are cached on disk, keyed by kernel source, variant,
+Triton version and arch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from build_tools.variants import DTYPE_TRITON, INPUT_PRECISION, Variant
+
+# Shared memory a block may opt into, per arch (CUDA programming guide, compute capabilities).
+MAX_SHARED_BYTES = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+
+
+def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) -> list[dict]:
+    """Return, for each non-constexpr kernel parameter, its Triton type and C role."""
+    fast = flavor == "fast"
+    out = []
+    for name in param_names:
+        if name in abi["i32_scalars"]:
+            out.append({"name": name, "ty": "i32", "kind": "size", "hint": False})
+        elif name in abi["fp32_scalars"]:
+            out.append({"name": name, "ty": "fp32", "kind": "scale", "hint": False})
+        elif name.startswith("stride_"):
+            prefix = name[len("stride_"):-1]
+            hint = fast and prefix not in abi["unaligned_stride_prefixes"]
+            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint})
+        elif name in abi["fp32_pointers"]:
+            out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
+        else:
+            out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast})
+    return out
+
+
+def source_digest(kernels_dir: Path, source: str) -> str:
+    h = hashlib.sha256()
+    for name in sorted({source, "_common.py"}):
+        h.update(name.encode())
+        h.update((kernels_dir / name).read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> str:
+    h = hashlib.sha256()
+    h.update(source_digest(kernels_dir, v.source).encode())
+    h.update(json.dumps(v.as_json(), sort_keys=True).encode())
+    h.update(json.dumps(abi, sort_keys=True).encode())
+    h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
+    return h.hexdigest()[:24]
+
+
+def _load_kernel(kernels_dir: Path, source: str, kernel: str):
+    if str(kernels_dir) not in sys.path:
+        sys.path.insert(0, str(kernels_dir))
+    mod_name = "aot_sdpa_kernels_" + Path(source).stem
+    mod = sys.modules.get(mod_name)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(mod_name, kernels_dir / source)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return getattr(mod, kernel)
+
+
+def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> dict:
+    """Compile ``v`` into ``out_dir`` (kernel.cubin + meta.json); return the metadata."""
+    import triton
+
+    from build_tools.standin_driver import activate
+
+    kernels_dir = Path(kernels_dir)
+    out = Path(out_dir)
+    # No line info in shipped cubins: it triples their size (145 KB -> 45 KB for fwd fp16 d64).
+    triton.knobs.compilation.disable_line_info = True
+    target = activate(v.arch)
+    fn = _load_kernel(kernels_dir, v.source, v.kernel)
+    constexprs = dict(v.blocks)
+    constexprs.update(dict(v.constexprs))
+    constexprs["HEAD_DIM"] = v.head_dim
+    constexprs["EVEN_D"] = v.flavor == "fast"
+    constexprs["INPUT_PRECISION"] = INPUT_PRECISION[v.dtype]
+    names = [p.name for p in fn.params]
+    unknown = [n for n in list(dict(v.blocks)) + list(dict(v.constexprs)) if n not in names]
+    if unknown:
+        raise ValueError(f"{v.name}: variants.toml sets {unknown}, not parameters of {v.kernel}")
+    # the precision switch only exists in kernels that multiply
+    constexprs = {n: c for n, c in constexprs.items() if n in names}
+    missing = [p.name for p in fn.params if p.is_constexpr and p.name not in constexprs]
+    if missing:
+        raise ValueError(f"{v.name}: constexpr parameters without a value: {missing}")
+    runtime = [p.name for p in fn.params if not p.is_constexpr]
+    params = classify_params(runtime, abi, v.dtype, v.flavor)
+    signature = {n: "constexpr" for n in names}
+    signature.update({p["name"]: p["ty"] for p in params})
+    attrs = {(names.index(p["name"]),): [["tt.divisibility", 16]] for p in params if p["hint"]}
+    src = triton.compiler.ASTSource(fn=fn, constexprs=constexprs, signature=signature,
+                                    attrs=attrs)
+    backend = triton.compiler.make_backend(target)
+    options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})
+    cc = triton.compile(src, target=target, options=options.__dict__)
+    md = cc.metadata
+    # Our launcher passes null scratch pointers: a kernel that needs scratch cannot ship.
+    if getattr(md, "global_scratch_size", 0) > 0 or getattr(md, "profile_scratch_size", 0) > 0:
+        raise RuntimeError(f"{v.name}: kernel needs global/profile scratch memory "
+                           f"({md.global_scratch_size}/{md.profile_scratch_size} bytes); "
+                           "AOT launchers do not provide it")
+    limit = MAX_SHARED_BYTES.get(v.arch)
+    if limit is not None and md.shared > limit:
+        raise RuntimeError(f"{v.name}: needs {md.shared} bytes of shared memory, "
+                           f"sm_{v.arch} allows {limit}")
+    cubin = cc.asm["cubin"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernel.cubin").write_bytes(cubin)
+    meta = {
+        "variant": v.as_json(), "kernel_name": md.name, "shared": int(md.shared),
+        "num_warps": int(md.num_warps), "num_stages": int(md.num_stages),
+        "cubin_bytes": len(cubin), "params": params, "triton_version": triton.__version__,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return meta

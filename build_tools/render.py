@@ -1,0 +1,91 @@
+"""Render the generated C sources (launchers + dispatch table) from build_tools/templates/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+TEMPLATES = Path(__file__).parent / "templates"
+DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2}
+C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
+
+
+def _tpl(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text())
+
+
+def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict) -> dict:
+    fields, fills, fast_terms = [], [], []
+    n_ptr = n_stride = 0
+    for p in params:
+        fields.append(f"    {C_TYPE[p['kind']]} {p['name']};")
+        if p["kind"] == "ptr":
+            src = f"c->ptrs[{n_ptr}]"
+            if p["hint"]:
+                fast_terms.append(f"{src} % 16u == 0")
+            n_ptr += 1
+        elif p["kind"] == "stride":
+            src = f"c->strides[{n_stride}]"
+            if p["hint"]:
+                fast_terms.append(f"{src} % 16 == 0")
+            n_stride += 1
+        elif p["kind"] == "size":
+            src = f"c->sizes[{abi['i32_scalars'].index(p['name'])}]"
+        else:
+            src = "c->scale"
+        fills.append(f"    a->{p['name']} = {src};")
+    ptr_names = ",".join(p["name"] for p in params if p["kind"] == "ptr")
+    code = _tpl("op.c.in").substitute(
+        op=op, kernel=table["kernel"], fields="\n".join(fields), fills="\n".join(fills),
+        fast_expr=" &&\n           ".join(fast_terms) or "1",
+    )
+    entry = (f'    {{"{op}", \'{table["grid"]}\', {n_ptr}, {n_stride}, "{ptr_names}", '
+             f"aot_{op}_fast_ok}},  /* {op_index} */")
+    return {"code": code, "entry": entry, "params": params}
+
+
+def render(spec, metas: list[dict], cubins: list[Path]) -> str:
+    """Return the generated C source for all compiled variants."""
+    op_names = list(spec.ops)
+    op_blocks = {}
+    for meta in metas:
+        op = meta["variant"]["op"]
+        if op not in op_blocks:
+            # the fast flavour's classification carries the alignment hints the dispatcher checks
+            params = [dict(p, hint=p["hint"] or False) for p in meta["params"]]
+            if meta["variant"]["flavor"] != "fast":
+                from build_tools.compile_variant import classify_params
+                params = classify_params([p["name"] for p in params], spec.abi,
+                                         meta["variant"]["dtype"], "fast")
+            op_blocks[op] = _op_block(op_names.index(op), op, spec.ops[op], params, spec.abi)
+    ops_used = [op for op in op_names if op in op_blocks]
+    variant_code, table = [], []
+    tpl = _tpl("variant.c.in")
+    for i, (meta, cubin) in enumerate(zip(metas, cubins)):
+        v = meta["variant"]
+        path = str(cubin.resolve())
+        if any(ch in path for ch in '"\\\n'):
+            raise ValueError(f"cubin path cannot be embedded with .incbin: {path!r}")
+        params = op_blocks[v["op"]]["params"]
+        variant_code.append(tpl.substitute(
+            i=i, op=v["op"], name=f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}",
+            path=path, kernel_name=meta["kernel_name"], shared=meta["shared"],
+            num_warps=meta["num_warps"],
+            params=", ".join(f"&a.{p['name']}" for p in params),
+        ))
+        blocks = v["blocks"]
+        table.append(
+            f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
+            f'{v["head_dim"]}, {v["arch"]}, {int(v["flavor"] == "fast")}, '
+            f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
+            f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, aot_launch_{i}}},')
+    source = _tpl("aot_kernels.c.in").substitute(
+        ops="\n".join(op_blocks[op]["code"] for op in ops_used),
+        variants="\n".join(variant_code),
+        op_table="\n".join(op_blocks[op]["entry"] for op in ops_used),
+        variant_table="\n".join(table),
+        archs=", ".join(str(a) for a in spec.archs),
+        n_archs=len(spec.archs),
+        size_names=", ".join(f'"{n}"' for n in spec.abi["i32_scalars"]),
+    )
+    return source

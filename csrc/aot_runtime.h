@@ -1,0 +1,76 @@
+/* Runtime interface between the generated launchers (build/gen/aot_kernels.c) and the
+ * extension. Only types from Triton's bundled cuda.h are used; libcuda itself is resolved at
+ * run time (see aot_runtime.cpp), so the extension links no CUDA library. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda.h>
+
+#define AOT_MAX_DEVICES 64
+#define AOT_NUM_SIZES 5 /* Z, H, T, M, D */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One compiled kernel image; function/module handles are cached per device (context). */
+typedef struct aot_kernel {
+    const unsigned char* image; /* cubin */
+    const char* kernel_name;    /* symbol inside the cubin */
+    unsigned shared;            /* dynamic shared memory bytes */
+    unsigned num_warps;
+    const char* variant_name;
+    void* volatile function[AOT_MAX_DEVICES]; /* CUfunction, published once loaded */
+    void* module[AOT_MAX_DEVICES];            /* CUmodule */
+} aot_kernel_t;
+
+/* The arguments of one call: raw pointers, strides and sizes in the op's ABI order. */
+typedef struct aot_call {
+    int device;
+    const uint64_t* ptrs;
+    const int64_t* strides;
+    const int32_t* sizes; /* AOT_NUM_SIZES entries: Z, H, T, M, D */
+    float scale;
+} aot_call_t;
+
+typedef CUresult (*aot_launch_fn)(CUstream, unsigned, unsigned, unsigned, const aot_call_t*);
+typedef int (*aot_fast_fn)(const aot_call_t*);
+
+typedef struct aot_op {
+    const char* name;
+    char grid;          /* 'T': axis 0 tiles query rows by BLOCK_M; 'M': keys by BLOCK_N */
+    int n_ptrs;
+    int n_strides;
+    const char* ptr_names; /* comma separated, ABI order */
+    aot_fast_fn fast_ok;
+} aot_op_t;
+
+typedef struct aot_variant {
+    int op;
+    const char* dtype;
+    int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 */
+    int head_dim;   /* bucket */
+    int arch;       /* 90 = sm_90a, 80 = sm_80 */
+    int fast;
+    int block_m, block_n, num_warps, num_stages;
+    unsigned shared;
+    unsigned cubin_bytes;
+    aot_launch_fn launch;
+} aot_variant_t;
+
+extern const aot_op_t aot_ops[];
+extern const int aot_num_ops;
+extern const aot_variant_t aot_variants[];
+extern const int aot_num_variants;
+extern const int aot_archs[];
+extern const int aot_num_archs;
+extern const char* const aot_size_names[AOT_NUM_SIZES];
+
+/* Load (once per device, thread-safe) and launch. Never exits; returns the CUDA status.
+ * An empty grid returns CUDA_SUCCESS without launching. */
+CUresult aot_launch(aot_kernel_t* k, int device, CUstream stream, unsigned gx, unsigned gy,
+                    unsigned gz, void** params);
+
+#ifdef __cplusplus
+}
+#endif

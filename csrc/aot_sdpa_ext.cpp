@@ -1,0 +1,190 @@
+/* aot_sdpa._C: dispatch from (op, dtype, head dim, device arch, alignment) to a compiled
+ * launcher. Takes raw pointers, strides, sizes and a stream handle: no libtorch, no CUDA
+ * runtime, so one build serves any PyTorch. */
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "aot_cuda.h"
+#include "aot_errors.h"
+#include "aot_runtime.h"
+
+namespace py = pybind11;
+
+namespace aot {
+
+namespace {
+thread_local std::string t_detail;
+std::mutex g_arch_mutex;
+int g_arch[AOT_MAX_DEVICES] = {};  // compute capability * 10, 0 = unknown
+const char* const kDtypeNames[] = {"float16", "bfloat16", "float32"};
+}  // namespace
+
+void set_error_detail(std::string detail) { t_detail = std::move(detail); }
+std::string take_error_detail() {
+    std::string d;
+    d.swap(t_detail);
+    return d;
+}
+
+[[noreturn]] void throw_cuda(CUresult st, const std::string& what) {
+    std::string msg = "aot_sdpa: " + what + " failed with " + cuda_error_text(st);
+    std::string detail = take_error_detail();
+    if (!detail.empty()) msg += " (" + detail + ")";
+    throw CudaError(msg);
+}
+
+/* Compute capability of a device as e.g. 90 (cached; needs the driver). */
+int device_arch(int device) {
+    if (device < 0 || device >= AOT_MAX_DEVICES)
+        throw std::invalid_argument("aot_sdpa: device index out of range");
+    int arch = __atomic_load_n(&g_arch[device], __ATOMIC_ACQUIRE);
+    if (arch != 0) return arch;
+    std::string why;
+    const CudaApi* api = cuda_api(&why);
+    if (api == nullptr) throw std::runtime_error("aot_sdpa: " + why);
+    CUdevice dev;
+    CUresult st = api->DeviceGet(&dev, device);
+    if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGet(" + std::to_string(device) + ")");
+    int major = 0, minor = 0;
+    st = api->DeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+    if (st == CUDA_SUCCESS)
+        st = api->DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+    if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGetAttribute");
+    arch = major * 10 + minor;
+    std::lock_guard<std::mutex> lock(g_arch_mutex);
+    __atomic_store_n(&g_arch[device], arch, __ATOMIC_RELEASE);
+    return arch;
+}
+
+std::string wheel_archs() {
+    std::ostringstream s;
+    for (int i = 0; i < aot_num_archs; ++i) s << (i ? ", " : "") << "sm_" << aot_archs[i];
+    return s.str();
+}
+
+/* The compiled arch whose cubins run on a device of compute capability `cc`: an exact match,
+ * else the newest arch of the same major version below it (sm_90a code is 9.0-only). */
+int pick_arch(int cc) {
+    int best = 0;
+    for (int i = 0; i < aot_num_archs; ++i) {
+        int a = aot_archs[i];
+        if (a == cc) return a;
+        if (a / 10 == cc / 10 && a < cc && a != 90 && a > best) best = a;
+    }
+    return best;
+}
+
+const aot_variant_t* select_variant(int op, int dtype, int head_dim, int device, bool fast_ok) {
+    const int cc = device_arch(device);
+    const int arch = pick_arch(cc);
+    if (arch == 0) {
+        throw NoKernelError("aot_sdpa: device " + std::to_string(device) + " is sm_" +
+                            std::to_string(cc) + "; this build has kernels for " + wheel_archs());
+    }
+    const aot_variant_t* general = nullptr;
+    const aot_variant_t* fast = nullptr;
+    for (int i = 0; i < aot_num_variants; ++i) {
+        const aot_variant_t& v = aot_variants[i];
+        if (v.op != op || v.dtype_code != dtype || v.arch != arch || v.head_dim < head_dim) continue;
+        const aot_variant_t*& slot = v.fast ? fast : general;
+        if (slot == nullptr || v.head_dim < slot->head_dim) slot = &v;
+    }
+    // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
+    if (fast_ok && fast != nullptr && fast->head_dim == head_dim &&
+        (general == nullptr || fast->head_dim <= general->head_dim))
+        return fast;
+    if (general != nullptr) return general;
+    throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel for " +
+                        kDtypeNames[dtype] + " with head dim " + std::to_string(head_dim) +
+                        " on sm_" + std::to_string(arch));
+}
+
+void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<uint64_t>& ptrs,
+            const std::vector<int64_t>& strides, const std::array<int32_t, AOT_NUM_SIZES>& sizes,
+            double scale) {
+    if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
+    if (dtype < 0 || dtype > 2) throw std::invalid_argument("aot_sdpa: unknown dtype code");
+    const aot_op_t& o = aot_ops[op];
+    if (static_cast<int>(ptrs.size()) != o.n_ptrs || static_cast<int>(strides.size()) != o.n_strides)
+        throw std::invalid_argument(std::string("aot_sdpa: op '") + o.name + "' takes " +
+                                    std::to_string(o.n_ptrs) + " pointers and " +
+                                    std::to_string(o.n_strides) + " strides");
+    const int64_t bh = static_cast<int64_t>(sizes[0]) * sizes[1];
+    const int64_t extent = o.grid == 'T' ? sizes[2] : sizes[3];
+    if (bh == 0 || extent == 0) return;  // empty problem: no launch
+    aot_call_t call{device, ptrs.data(), strides.data(), sizes.data(), static_cast<float>(scale)};
+    const aot_variant_t* v = select_variant(op, dtype, sizes[4], device, o.fast_ok(&call) != 0);
+    const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
+    const int64_t gx = (extent + block - 1) / block;
+    const int64_t gy = bh < 65535 ? bh : 65535;  // CUDA caps grid axis 1 at 65535
+    const int64_t gz = (bh + gy - 1) / gy;
+    if (gz > 65535) throw std::invalid_argument("aot_sdpa: batch*heads too large for one launch");
+    CUresult st = v->launch(reinterpret_cast<CUstream>(stream), static_cast<unsigned>(gx),
+                            static_cast<unsigned>(gy), static_cast<unsigned>(gz), &call);
+    if (st != CUDA_SUCCESS) throw_cuda(st, std::string("launch of '") + o.name + "'");
+}
+
+py::list inventory() {
+    py::list out;
+    for (int i = 0; i < aot_num_variants; ++i) {
+        const aot_variant_t& v = aot_variants[i];
+        py::dict d;
+        d["op"] = aot_ops[v.op].name;
+        d["dtype"] = kDtypeNames[v.dtype_code];
+        d["head_dim"] = v.head_dim;
+        d["arch"] = "sm_" + std::to_string(v.arch);
+        d["flavor"] = v.fast ? "fast" : "general";
+        d["block_m"] = v.block_m;
+        d["block_n"] = v.block_n;
+        d["num_warps"] = v.num_warps;
+        d["num_stages"] = v.num_stages;
+        d["shared_bytes"] = v.shared;
+        d["cubin_bytes"] = v.cubin_bytes;
+        out.append(d);
+    }
+    return out;
+}
+
+py::list ops() {
+    py::list out;
+    for (int i = 0; i < aot_num_ops; ++i) {
+        py::dict d;
+        d["name"] = aot_ops[i].name;
+        d["grid"] = std::string(1, aot_ops[i].grid);
+        d["pointers"] = aot_ops[i].ptr_names;
+        d["n_strides"] = aot_ops[i].n_strides;
+        out.append(d);
+    }
+    return out;
+}
+
+}  // namespace aot
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "aot_sdpa native extension: AOT-compiled Triton kernels and their dispatcher";
+    py::register_exception<aot::CudaError>(m, "CudaError", PyExc_RuntimeError);
+    py::register_exception<aot::NoKernelError>(m, "NoKernelError", PyExc_RuntimeError);
+    m.def("launch", &aot::launch, py::arg("op"), py::arg("dtype"), py::arg("device"),
+          py::arg("stream"), py::arg("ptrs"), py::arg("strides"), py::arg("sizes"),
+          py::arg("scale"), py::call_guard<py::gil_scoped_release>(),
+          "Launch op on raw pointers (ABI order of ops()); raises CudaError/NoKernelError.");
+    m.def("inventory", &aot::inventory, "One dict per compiled variant.");
+    m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
+    m.def("archs", []() {
+        std::vector<int> a(aot_archs, aot_archs + aot_num_archs);
+        return a;
+    });
+    m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
+          "Compute capability of a device as major*10+minor (needs the driver).");
+    m.def("driver_error", []() {
+        std::string why;
+        return aot::cuda_api(&why) ? std::string() : why;
+    }, "Empty when libcuda loaded and initialised, else why not.");
+}

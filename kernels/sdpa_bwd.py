@@ -1,0 +1,291 @@
+"""Explicit SDPA backward from frozen row stats (m, l): z preprocess, dK/dV and dQ kernels.
+
+With S = scale * Q K^T and P = exp(S - m) / l (m, l given, not recomputed):
+    dV = P^T dO
+    dP = dO V^T
+    z_i = sum_j dP_ij P_ij          (= dO_i . O_i when O = P V with the same stats)
+    dS = P * (dP - z)
+    dQ = scale * dS K
+    dK = scale * dS^T Q
+No atomics: every output row is owned by one program that reduces in a fixed order, so
+results are bitwise reproducible.
+"""
+
+import triton
+import triton.language as tl
+from _common import LOG2E, batch_head, load_tile, store_tile
+
+
+@triton.jit
+def _sdpa_bwd_z_from_o_kernel(
+    O, DO, Zbuf,
+    stride_oz, stride_oh, stride_om,
+    stride_doz, stride_doh, stride_dom,
+    Z, H, T, D,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    """z_i = sum_d dO_id * O_id (fp32), written to the contiguous (Z*H, T) buffer Zbuf."""
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        o = load_tile(O + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om
+                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
+                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        z = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        bh = (off_z * H + off_h).to(tl.int64)
+        tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
+
+
+@triton.jit
+def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M,
+                   offs_n, offs_d, d_ok, qk_scale,
+                   BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                   INPUT_PRECISION: tl.constexpr):
+    """acc += P V over key blocks [n_lo, n_hi), P from the frozen stats."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- load K^T and V for this key block
+        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
+                       d_ok[:, None], MASK_N, EVEN_D)
+        v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
+                      d_ok[None, :], MASK_N, EVEN_D)
+        # -- P = exp2(S*log2(e) - m*log2(e)) / l, zero on masked keys
+        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+                         - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(n_ok[None, :], p, 0.0)
+        # -- acc += P V
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
+def _sdpa_bwd_z_from_stats_kernel(
+    Q, K, V, DO, Mstat, Lstat, Zbuf,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """z_i = dO_i . (sum_j P_ij V_j) with P from the given (frozen) stats.
+
+    Equal to sum_j dP_ij P_ij exactly, for any m, l (not only the forward's own).
+    """
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
+                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
+                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
+                     mask=m_ok, other=0.0) * LOG2E
+        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
+                              mask=m_ok, other=1.0)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        qk_scale = sm_scale * LOG2E
+        n_full = (M // BLOCK_N) * BLOCK_N
+        acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_full,
+                             M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                             INPUT_PRECISION)
+        if n_full < M:
+            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
+                                 M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                                 INPUT_PRECISION)
+        z = tl.sum(acc * do.to(tl.float32), 1)
+        bh = (off_z * H + off_h).to(tl.int64)
+        tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
+
+
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_hi, T,
+                offs_m, offs_d, d_ok, qk_scale,
+                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
+                COMPUTE_DV: tl.constexpr):
+    """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi)."""
+    for start_m in range(m_lo, m_hi, BLOCK_M):
+        rows = start_m + offs_m
+        r_ok = rows < T
+        # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats;
+        #    padded rows get m = +inf so their P^T column is exactly 0
+        qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
+                       d_ok[:, None], MASK_M, EVEN_D)
+        do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :], r_ok[:, None],
+                       d_ok[None, :], MASK_M, EVEN_D)
+        if MASK_M:
+            m2 = tl.load(m_base + rows * stride_mm, mask=r_ok, other=float("inf")) * LOG2E
+            inv_l = 1.0 / tl.load(l_base + rows * stride_lm, mask=r_ok, other=1.0)
+        else:
+            m2 = tl.load(m_base + rows * stride_mm) * LOG2E
+            inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
+        # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
+        pT = tl.math.exp2(tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
+                          - m2[None, :]) * inv_l[None, :]
+        # -- dV += P^T dO
+        if COMPUTE_DV:
+            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+        if COMPUTE_DK:
+            # -- dP^T = V dO^T;  dS^T = P^T * (dP^T - z);  dK += dS^T Q
+            if MASK_M:
+                z = tl.load(z_base + rows, mask=r_ok, other=0.0)
+            else:
+                z = tl.load(z_base + rows)
+            dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
+            dsT = pT * (dpT - z[None, :])
+            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _sdpa_bwd_dkdv_kernel(
+    Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dkz, stride_dkh, stride_dkn,
+    stride_dvz, stride_dvh, stride_dvn,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
+):
+    """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
+
+    dV_j = sum_i P_ij dO_i
+    dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
+    (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.)
+    """
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        n_ok = offs_n < M
+        d_ok = offs_d < D
+        k = load_tile(K + off_z * stride_kz + off_h * stride_kh + offs_n[:, None] * stride_kn
+                      + offs_d[None, :], n_ok[:, None], d_ok[None, :], True, EVEN_D)
+        v = load_tile(V + off_z * stride_vz + off_h * stride_vh + offs_n[:, None] * stride_vn
+                      + offs_d[None, :], n_ok[:, None], d_ok[None, :], True, EVEN_D)
+        q_base = Q + off_z * stride_qz + off_h * stride_qh
+        do_base = DO + off_z * stride_doz + off_h * stride_doh
+        m_base = Mstat + off_z * stride_mz + off_h * stride_mh
+        l_base = Lstat + off_z * stride_lz + off_h * stride_lh
+        z_base = Zbuf + (off_z * H + off_h).to(tl.int64) * T
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+        qk_scale = sm_scale * LOG2E
+        m_full = (T // BLOCK_M) * BLOCK_M
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, stride_qm,
+                             stride_dom, stride_mm, stride_lm, 0, m_full, T, offs_m, offs_d,
+                             d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
+                             COMPUTE_DK, COMPUTE_DV)
+        if m_full < T:
+            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                 stride_qm, stride_dom, stride_mm, stride_lm, m_full, T, T,
+                                 offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True,
+                                 INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+        if COMPUTE_DK:
+            store_tile(DK + off_z * stride_dkz + off_h * stride_dkh + offs_n[:, None] * stride_dkn
+                       + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
+                       n_ok[:, None], d_ok[None, :], EVEN_D)
+        if COMPUTE_DV:
+            store_tile(DV + off_z * stride_dvz + off_h * stride_dvh + offs_n[:, None] * stride_dvn
+                       + offs_d[None, :], dv.to(DV.dtype.element_ty), n_ok[:, None],
+                       d_ok[None, :], EVEN_D)
+
+
+@triton.jit
+def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_lo, n_hi, M,
+              offs_n, offs_d, d_ok, qk_scale,
+              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr):
+    """Accumulate dQ (unscaled) of one query block over key blocks [n_lo, n_hi)."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- load K^T and V^T (HEAD_DIM x BLOCK_N)
+        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
+                       d_ok[:, None], MASK_N, EVEN_D)
+        vT = load_tile(vT_base + cols[None, :] * stride_vn + offs_d[:, None], n_ok[None, :],
+                       d_ok[:, None], MASK_N, EVEN_D)
+        # -- P from the frozen stats (zero on masked keys)
+        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+                         - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(n_ok[None, :], p, 0.0)
+        # -- dP = dO V^T;  dS = P * (dP - z);  dQ += dS K
+        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+        ds = p * (dp - z[:, None])
+        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _sdpa_bwd_dq_kernel(
+    Q, K, V, DO, Mstat, Lstat, Zbuf, DQ,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dqz, stride_dqh, stride_dqm,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
+                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
+                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
+                     mask=m_ok, other=0.0) * LOG2E
+        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
+                              mask=m_ok, other=1.0)
+        z = tl.load(Zbuf + (off_z * H + off_h).to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        qk_scale = sm_scale * LOG2E
+        n_full = (M // BLOCK_N) * BLOCK_N
+        dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_full,
+                       M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+        if n_full < M:
+            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
+                           M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                           INPUT_PRECISION)
+        store_tile(DQ + off_z * stride_dqz + off_h * stride_dqh + offs_m[:, None] * stride_dqm
+                   + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty), m_ok[:, None],
+                   d_ok[None, :], EVEN_D)

@@ -1,0 +1,95 @@
+"""Fused SDPA forward (FlashAttention-2 style) returning O and the row stats m, l."""
+
+import triton
+import triton.language as tl
+from _common import LN2, LOG2E, batch_head, load_tile, store_tile
+
+
+@triton.jit
+def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M,
+               offs_n, offs_d, d_ok, qk_scale,
+               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+               INPUT_PRECISION: tl.constexpr):
+    """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks keys >= M."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- load K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) for this key block
+        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
+                       d_ok[:, None], MASK_N, EVEN_D)
+        v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
+                      d_ok[None, :], MASK_N, EVEN_D)
+        # -- scores in base-2 units: s2 = (q k^T) * scale * log2(e)
+        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        if MASK_N:
+            s2 = tl.where(n_ok[None, :], s2, float("-inf"))
+        # -- new running max, rescale factor for the old accumulators, unnormalised probs
+        m_new = tl.maximum(m_i, tl.max(s2, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s2 - m_new[:, None])
+        # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _sdpa_fwd_kernel(
+    Q, K, V, O, Mstat, Lstat,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_oz, stride_oh, stride_om,
+    stride_sz, stride_sh, stride_sm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """Forward attention for one (query block, batch*head) program.
+
+    S_ij = scale * q_i . k_j                  (fp32 accumulation)
+    m_i  = max_j S_ij                         (fp32, natural units)
+    l_i  = sum_j exp(S_ij - m_i)              (fp32)
+    O_i  = sum_j exp(S_ij - m_i) v_j / l_i    (stored in the input dtype)
+
+    Computed with the online softmax in base 2 (exp2, scale folded into log2(e)), one pass
+    over the keys, never materialising S. Stats are written to Mstat/Lstat with strides
+    (stride_sz, stride_sh, stride_sm).
+    """
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        pid_m = tl.program_id(0)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        # 64-bit per-head base pointers (strides are int64)
+        q_base = Q + off_z * stride_qz + off_h * stride_qh
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        o_base = O + off_z * stride_oz + off_h * stride_oh
+        q = load_tile(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], m_ok[:, None],
+                      d_ok[None, :], True, EVEN_D)
+        qk_scale = sm_scale * LOG2E
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        # full key blocks without a key mask, then the ragged tail (if any) with one
+        n_full = (M // BLOCK_N) * BLOCK_N
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, 0,
+                                   n_full, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                                   False, INPUT_PRECISION)
+        if n_full < M:
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                       n_full, M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                                       EVEN_D, True, INPUT_PRECISION)
+        o = acc / l_i[:, None]
+        store_tile(o_base + offs_m[:, None] * stride_om + offs_d[None, :],
+                   o.to(O.dtype.element_ty), m_ok[:, None], d_ok[None, :], EVEN_D)
+        s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
+        tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
+        tl.store(Lstat + s_off, l_i, mask=m_ok)

@@ -1,0 +1,230 @@
+"""Forward-mode derivative (JVP) of SDPA: frozen-stats JVP and fused primal+tangent forward.
+
+Tangents (tQ, tK, tV) of (Q, K, V). With S = scale * Q K^T and P = softmax_row(S):
+    dS   = scale * (tQ K^T + Q tK^T)
+    dS_c = dS - rowsum(P * dS)
+    dP   = P * dS_c
+    tO   = dP V + P tV
+Using the row stats m, l for P gives the exact JVP (the centering term carries the stats'
+own derivatives). Per query row this is
+    tO_i = sum_j P_ij (dS_ij V_j + tV_j) - (sum_j P_ij dS_ij) O_i,   O_i = sum_j P_ij V_j
+so one sweep over keys with three accumulators (A, r, O) suffices; T x M is never stored.
+"""
+
+import triton
+import triton.language as tl
+from _common import LN2, LOG2E, batch_head, load_tile, store_tile
+
+
+@triton.jit
+def _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                   stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N: tl.constexpr,
+                   EVEN_D: tl.constexpr):
+    """K^T, tK^T (HEAD_DIM x BLOCK_N) and V, tV (BLOCK_N x HEAD_DIM) of one key block."""
+    kT = load_tile(k_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
+                   d_ok[:, None], MASK_N, EVEN_D)
+    tkT = load_tile(tk_base + cols[None, :] * stride_tkn + offs_d[:, None], n_ok[None, :],
+                    d_ok[:, None], MASK_N, EVEN_D)
+    v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
+                  d_ok[None, :], MASK_N, EVEN_D)
+    tv = load_tile(tv_base + cols[:, None] * stride_tvn + offs_d[None, :], n_ok[:, None],
+                   d_ok[None, :], MASK_N, EVEN_D)
+    return kT, tkT, v, tv
+
+
+@triton.jit
+def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_base,
+               stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+               offs_n, offs_d, d_ok, sm_scale, qk_scale,
+               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+               INPUT_PRECISION: tl.constexpr):
+    """Frozen-stats accumulators over key blocks [n_lo, n_hi)."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- load this key block's primal and tangent tiles
+        kT, tkT, v, tv = _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                        stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
+                                        EVEN_D)
+        # -- P from the frozen stats (zero on masked keys)
+        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+                         - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(n_ok[None, :], p, 0.0)
+        # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
+        ds = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
+        ds = tl.dot(q, tkT, ds, input_precision=INPUT_PRECISION) * sm_scale
+        pds = p * ds
+        # -- r += rowsum(P dS);  A += (P dS) V + P tV;  O += P V
+        r += tl.sum(pds, 1)
+        p_lo = p.to(v.dtype)
+        acc_a = tl.dot(pds.to(v.dtype), v, acc_a, input_precision=INPUT_PRECISION)
+        acc_a = tl.dot(p_lo, tv, acc_a, input_precision=INPUT_PRECISION)
+        acc_o = tl.dot(p_lo, v, acc_o, input_precision=INPUT_PRECISION)
+    return acc_a, acc_o, r
+
+
+@triton.jit
+def _sdpa_jvp_kernel(
+    Q, K, V, TQ, TK, TV, Mstat, Lstat, TO,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_tqz, stride_tqh, stride_tqm,
+    stride_tkz, stride_tkh, stride_tkn,
+    stride_tvz, stride_tvh, stride_tvn,
+    stride_toz, stride_toh, stride_tom,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """tO = A - r * O for one (query block, batch*head), P from the frozen stats (m, l):
+
+    A_i = sum_j P_ij (dS_ij V_j + tV_j),  r_i = sum_j P_ij dS_ij,  O_i = sum_j P_ij V_j
+    """
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
+                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        tq = load_tile(TQ + off_z * stride_tqz + off_h * stride_tqh + offs_m[:, None] * stride_tqm
+                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
+                     mask=m_ok, other=0.0) * LOG2E
+        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
+                              mask=m_ok, other=1.0)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        acc_a = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        acc_o = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        r = tl.zeros([BLOCK_M], tl.float32)
+        qk_scale = sm_scale * LOG2E
+        n_full = (M // BLOCK_N) * BLOCK_N
+        acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
+                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0,
+                                     n_full, M, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                     EVEN_D, False, INPUT_PRECISION)
+        if n_full < M:
+            acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                         v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                         stride_tvn, n_full, M, M, offs_n, offs_d, d_ok, sm_scale,
+                                         qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+        t_o = acc_a - r[:, None] * acc_o
+        store_tile(TO + off_z * stride_toz + off_h * stride_toh + offs_m[:, None] * stride_tom
+                   + offs_d[None, :], t_o.to(TO.dtype.element_ty), m_ok[:, None], d_ok[None, :],
+                   EVEN_D)
+
+
+@triton.jit
+def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base,
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+                   offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                   BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                   INPUT_PRECISION: tl.constexpr):
+    """Online-softmax sweep carrying the primal (acc_o, l) and tangent (acc_a, r) sums."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- load this key block's primal and tangent tiles
+        kT, tkT, v, tv = _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                        stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
+                                        EVEN_D)
+        # -- base-2 scores, running max, rescale factor and unnormalised probs e
+        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        if MASK_N:
+            s2 = tl.where(n_ok[None, :], s2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s2, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        e = tl.math.exp2(s2 - m_new[:, None])
+        # -- dS = scale * (tQ K^T + Q tK^T);  e*dS
+        ds = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
+        ds = tl.dot(q, tkT, ds, input_precision=INPUT_PRECISION) * sm_scale
+        eds = e * ds
+        # -- rescale and accumulate: l, r (row sums) and O, A (row vectors)
+        l_i = l_i * alpha + tl.sum(e, 1)
+        r = r * alpha + tl.sum(eds, 1)
+        e_lo = e.to(v.dtype)
+        acc_o = tl.dot(e_lo, v, acc_o * alpha[:, None], input_precision=INPUT_PRECISION)
+        acc_a = tl.dot(eds.to(v.dtype), v, acc_a * alpha[:, None],
+                       input_precision=INPUT_PRECISION)
+        acc_a = tl.dot(e_lo, tv, acc_a, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return acc_o, acc_a, r, m_i, l_i
+
+
+@triton.jit
+def _sdpa_fwd_jvp_kernel(
+    Q, K, V, TQ, TK, TV, O, Mstat, Lstat, TO,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_tqz, stride_tqh, stride_tqm,
+    stride_tkz, stride_tkh, stride_tkn,
+    stride_tvz, stride_tvh, stride_tvn,
+    stride_oz, stride_oh, stride_om,
+    stride_toz, stride_toh, stride_tom,
+    stride_sz, stride_sh, stride_sm,
+    Z, H, T, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """Primal and tangent in one pass (online softmax, running max m~, e_ij = exp(S_ij - m~_i)):
+
+    l_i = sum_j e_ij,  O_i = sum_j e_ij V_j / l_i
+    r_i = sum_j e_ij dS_ij,  A_i = sum_j e_ij (dS_ij V_j + tV_j)
+    tO_i = A_i / l_i - (r_i / l_i) O_i;  m_i = max_j S_ij (natural units)
+    """
+    off_z, off_h, valid = batch_head(Z, H)
+    if valid:
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m_ok = offs_m < T
+        d_ok = offs_d < D
+        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
+                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        tq = load_tile(TQ + off_z * stride_tqz + off_h * stride_tqh + offs_m[:, None] * stride_tqm
+                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        acc_o = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        acc_a = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        r = tl.zeros([BLOCK_M], tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        qk_scale = sm_scale * LOG2E
+        n_full = (M // BLOCK_N) * BLOCK_N
+        acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+            acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, offs_n, offs_d, d_ok, sm_scale,
+            qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+        if n_full < M:
+            acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+                stride_tkn, stride_vn, stride_tvn, n_full, M, M, offs_n, offs_d, d_ok, sm_scale,
+                qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+        inv_l = 1.0 / l_i
+        o = acc_o * inv_l[:, None]
+        t_o = acc_a * inv_l[:, None] - (r * inv_l)[:, None] * o
+        row_off = offs_m[:, None]
+        store_tile(O + off_z * stride_oz + off_h * stride_oh + row_off * stride_om
+                   + offs_d[None, :], o.to(O.dtype.element_ty), m_ok[:, None], d_ok[None, :],
+                   EVEN_D)
+        store_tile(TO + off_z * stride_toz + off_h * stride_toh + row_off * stride_tom
+                   + offs_d[None, :], t_o.to(TO.dtype.element_ty), m_ok[:, None], d_ok[None, :],
+                   EVEN_D)
+        s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
+        tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
+        tl.store(Lstat + s_off, l_i, mask=m_ok)

@@ -1,0 +1,69 @@
+"""Drop-in `scaled_dot_product_attention`, differentiable in reverse and forward mode."""
+
+from __future__ import annotations
+
+import torch
+
+from ._ops import sdpa_bwd, sdpa_jvp, triton_sdpa_fused
+
+Tensor = torch.Tensor
+
+
+class _SDPA(torch.autograd.Function):
+    """o = SDPA(q, k, v); saves o, m, l (never P). Backward and JVP use the frozen stats."""
+
+    @staticmethod
+    def forward(q, k, v, scale):
+        return triton_sdpa_fused(q, k, v, scale=scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale = inputs
+        o, m, l = output
+        ctx.scale = scale
+        ctx.mark_non_differentiable(m, l)
+        ctx.save_for_backward(q, k, v, o, m, l)
+        ctx.save_for_forward(q, k, v, m, l)
+
+    @staticmethod
+    def backward(ctx, do, _dm, _dl):
+        q, k, v, o, m, l = ctx.saved_tensors
+        if do.stride(-1) != 1:  # upstream grads may arrive with any layout
+            do = do.contiguous()
+        dq, dk, dv = sdpa_bwd(q, k, v, do, m, l, o=o, scale=ctx.scale)
+        return dq, dk, dv, None
+
+    @staticmethod
+    def jvp(ctx, tq, tk, tv, _tscale):
+        q, k, v, m, l = ctx.saved_tensors
+        tq = torch.zeros_like(q) if tq is None else _unit_stride(tq)
+        tk = torch.zeros_like(k) if tk is None else _unit_stride(tk)
+        tv = torch.zeros_like(v) if tv is None else _unit_stride(tv)
+        return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
+
+
+def _unit_stride(t: Tensor) -> Tensor:
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
+                                 attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False) -> Tensor:
+    """Drop-in for the supported subset of ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, no GQA, D <= 64,
+    float16/bfloat16/float32 on CUDA. Anything else raises (never a silent fallback).
+    Differentiable by reverse mode (explicit backward kernels; saves o, m, l) and forward
+    mode (frozen-stats JVP kernel): torch.autograd.grad, .backward(), torch.func.jvp,
+    torch.func.grad and torch.autograd.forward_ad all work.
+    """
+    if attn_mask is not None:
+        raise NotImplementedError("attn_mask is not supported by aot_sdpa (pass None)")
+    if dropout_p != 0.0:
+        raise NotImplementedError(f"dropout_p={dropout_p} is not supported by aot_sdpa (pass 0.0)")
+    if is_causal:
+        raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
+    if enable_gqa:
+        raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
+    return _SDPA.apply(query, key, value, scale)[0]

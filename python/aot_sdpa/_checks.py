@@ -1,0 +1,128 @@
+"""Contract checks at the API boundary: each violation raises a ValueError or TypeError that
+names the argument and the rule. Nothing here launches anything or copies a tensor."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
+MAX_HEAD_DIM = 64
+_INT32_MAX = 2**31 - 1
+
+
+def _tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _rank4(name: str, x: torch.Tensor, layout: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have rank 4 {layout}, got shape {tuple(x.shape)}")
+
+
+def _unit_last_stride(name: str, x: torch.Tensor) -> None:
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        raise ValueError(f"{name} must have stride 1 in its last (head) dimension, got strides "
+                         f"{tuple(x.stride())}; pass a tensor whose last dim is contiguous")
+
+
+def check_scale(scale, head_dim: int) -> float:
+    """None -> 1/sqrt(D); otherwise a finite real number (bool rejected)."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim) if head_dim > 0 else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def check_devices(**tensors: torch.Tensor) -> None:
+    """All tensors on the first one's device, and that device a CUDA device.
+
+    Called last by every op, so every other rule is checkable on a machine without a GPU.
+    """
+    items = list(tensors.items())
+    n0, t0 = items[0]
+    for name, x in items[1:]:
+        if x.device != t0.device:
+            raise ValueError(f"{name} is on {x.device} but {n0} is on {t0.device}: all tensors "
+                             "must be on one CUDA device")
+    if t0.device.type != "cuda":
+        raise ValueError(f"{n0} is on {t0.device}; aot_sdpa kernels need CUDA tensors")
+
+
+def check_attention(q, k, v, scale, names=("q", "k", "v")):
+    """Validate q (B,H,T,D), k and v (B,H,M,D) except their device (see check_devices).
+
+    Returns (B, H, T, M, D, dtype_code, scale)."""
+    nq, nk, nv = names
+    q, k, v = _tensor(nq, q), _tensor(nk, k), _tensor(nv, v)
+    if q.dtype not in DTYPE_CODE:
+        raise TypeError(f"{nq} has dtype {q.dtype}; supported dtypes are float16, bfloat16 "
+                        "and float32")
+    for name, x in ((nk, k), (nv, v)):
+        if x.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but {nq} has {q.dtype}: "
+                            f"{nq}, {nk} and {nv} must share one dtype")
+    _rank4(nq, q, "(B, H, T, D)")
+    _rank4(nk, k, "(B, H, M, D)")
+    _rank4(nv, v, "(B, H, M, D)")
+    B, H, T, D = q.shape
+    M = k.shape[2]
+    if k.shape[0] != B or k.shape[1] != H:
+        raise ValueError(f"{nk} has (B, H) = {tuple(k.shape[:2])} but {nq} has ({B}, {H}): "
+                         "batch and heads must match")
+    if k.shape[3] != D:
+        raise ValueError(f"{nk} has head dim {k.shape[3]} but {nq} has {D}: they must match")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"{nv} has (B, H, M) = {tuple(v.shape[:3])} but {nk} has "
+                         f"{tuple(k.shape[:3])}: they must match")
+    if v.shape[3] != D:
+        raise ValueError(f"{nv} has head dim Dv={v.shape[3]} but D={D}: Dv == D is required")
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D={D} of {nq} must satisfy 1 <= D <= {MAX_HEAD_DIM}")
+    if M == 0:
+        raise ValueError(f"{nk} and {nv} have M=0 keys: attention needs M >= 1")
+    if max(B * H, T, M) > _INT32_MAX:
+        raise ValueError(f"sizes B*H={B * H}, T={T}, M={M} must each be below 2**31")
+    for name, x in ((nq, q), (nk, k), (nv, v)):
+        _unit_last_stride(name, x)
+    return B, H, T, M, D, DTYPE_CODE[q.dtype], check_scale(scale, D)
+
+
+def check_like(name: str, x, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
+    """x must match ref's shape and dtype, with a unit last stride (device: check_devices)."""
+    x = _tensor(name, x)
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but {ref_name} has {ref.dtype}: they must match")
+    if x.shape != ref.shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)} but must be shaped like {ref_name} "
+                         f"{tuple(ref.shape)}")
+    _unit_last_stride(name, x)
+    return x
+
+
+def check_stats(name: str, x, q: torch.Tensor) -> torch.Tensor:
+    """Row stats: float32 (B, H, T) (device: check_devices)."""
+    x = _tensor(name, x)
+    if x.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32 row stats, got {x.dtype}")
+    if x.shape != q.shape[:3]:
+        raise ValueError(f"{name} must have shape (B, H, T) = {tuple(q.shape[:3])}, got "
+                         f"{tuple(x.shape)}")
+    return x
+
+
+def check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be finite and > 0, got {eps}")
+    return eps

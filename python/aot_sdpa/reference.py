@@ -1,0 +1,75 @@
+"""The seed's math in plain torch (any device, any dtype): the ground truth for tests.
+
+Materialises S (T x M); meant for checking, not for speed. Run it in float64 for a
+reference; run it in the kernels' dtype to measure "PyTorch's same-dtype error".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _scale(q: Tensor, scale: float | None) -> float:
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+
+
+def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
+    """(o, m, l): S = scale q k^T, m = max_j S, l = sum_j exp(S - m), o = exp(S - m) v / l.
+
+    m and l come back in float32 unless the inputs are float64 (then float64).
+    """
+    s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
+    m = s.amax(dim=-1, keepdim=True)
+    e = torch.exp(s - m)
+    l = e.sum(dim=-1, keepdim=True)
+    o = (e / l) @ v
+    stat_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return o, m.squeeze(-1).to(stat_dtype), l.squeeze(-1).to(stat_dtype)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
+    """softmax(scale q k^T) v, differentiable by torch (for autograd/jvp references)."""
+    return forward(q, k, v, scale)[0]
+
+
+def probs(q: Tensor, k: Tensor, m: Tensor, l: Tensor, scale: float | None = None) -> Tensor:
+    """P = exp(S - m) / l from frozen row stats (computed in q's dtype)."""
+    s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
+    return torch.exp(s - m.to(s.dtype).unsqueeze(-1)) / l.to(s.dtype).unsqueeze(-1)
+
+
+def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
+             scale: float | None = None):
+    """Seed formulas with frozen stats: returns (dq, dk, dv)."""
+    sc = _scale(q, scale)
+    p = probs(q, k, m, l, scale)
+    dv = p.transpose(-1, -2) @ do
+    dp = do @ v.transpose(-1, -2)
+    z = (dp * p).sum(dim=-1, keepdim=True)
+    ds = p * (dp - z)
+    return (ds @ k) * sc, (ds.transpose(-1, -2) @ q) * sc, dv
+
+
+def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
+        l: Tensor, scale: float | None = None) -> Tensor:
+    """Seed formulas with frozen stats: the exact JVP of attention along (dq, dk, dv)."""
+    sc = _scale(q, scale)
+    p = probs(q, k, m, l, scale)
+    ds = (dq @ k.transpose(-1, -2) + q @ dk.transpose(-1, -2)) * sc
+    ds_c = ds - (ds * p).sum(dim=-1, keepdim=True)
+    return (p * ds_c) @ v + p @ dv
+
+
+def hvp_fd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
+           eps: float = 1e-3, scale: float | None = None):
+    """Central difference of the explicit VJP, stats recomputed at each point."""
+    grads = []
+    for sign in (1.0, -1.0):
+        x = (q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv)
+        _, m, l = forward(*x, scale=scale)
+        grads.append(backward(*x, do, m, l, scale=scale))
+    return tuple((a - b) / (2 * eps) for a, b in zip(*grads))

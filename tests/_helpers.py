@@ -1,0 +1,34 @@
+"""Shared test helpers: random inputs and the "≤ factor × PyTorch's same-dtype error + atol" rule."""
+
+from __future__ import annotations
+
+import torch
+
+
+def randn(shape, dtype, device="cuda", seed=0, scale=1.0):
+    g = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(shape, dtype=dtype, device=device, generator=g) * scale
+
+
+def qkv(B, H, T, M, D, dtype, seed=0, device="cuda"):
+    return (randn((B, H, T, D), dtype, device, seed), randn((B, H, M, D), dtype, device, seed + 1),
+            randn((B, H, M, D), dtype, device, seed + 2))
+
+
+def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    assert x.shape == ref.shape, (x.shape, ref.shape)
+    d = (x.double() - ref.double()).abs()
+    assert not torch.isnan(d).any(), "NaN in result"
+    return d.max().item() if d.numel() else 0.0
+
+
+def assert_within(name: str, ours: torch.Tensor, ref64: torch.Tensor, torch_same: torch.Tensor,
+                  factor: float, atol: float) -> None:
+    """ours vs the fp64 reference: error <= factor * (PyTorch same-dtype error) + atol."""
+    e_ours, e_torch = max_err(ours, ref64), max_err(torch_same, ref64)
+    assert e_ours <= factor * e_torch + atol, (
+        f"{name}: max error {e_ours:.3e} > {factor} x torch's {e_torch:.3e} + {atol:.1e}")
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-300)).item()

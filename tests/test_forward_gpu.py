@@ -1,0 +1,94 @@
+"""Forward kernel vs the fp64 reference on the GPU (skipped without CUDA)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from _helpers import assert_within, qkv, rel_err
+
+import aot_sdpa
+from aot_sdpa import reference
+
+pytestmark = pytest.mark.gpu
+
+# (dtype, factor, atol): ours <= factor x PyTorch's same-dtype math error + atol
+DTYPES = [
+    (torch.float16, 2.0, 1e-4),
+    (torch.bfloat16, 2.0, 1e-3),
+    (torch.float32, 2.0, 1e-6),
+]
+HEAD_DIMS = [1, 8, 16, 40, 59, 64]
+SIZES = [(1, 1), (113, 203), (1023, 1024), (2048, 2048)]
+
+
+def _bh(T, M):
+    return (1, 2) if T * M > 1_000_000 else (2, 3)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("D", HEAD_DIMS)
+@pytest.mark.parametrize("T,M", SIZES)
+def test_forward_matches_fp64(dtype, factor, atol, D, T, M):
+    B, H = _bh(T, M)
+    q, k, v = qkv(B, H, T, M, D, dtype, seed=T + M + D)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    assert o.dtype == dtype and m.dtype == torch.float32 and l.dtype == torch.float32
+    assert o.shape == q.shape and m.shape == (B, H, T) and l.shape == (B, H, T)
+    ro, rm, rl = reference.forward(q.double(), k.double(), v.double())
+    to, tm, tl = reference.forward(q, k, v)  # PyTorch, same dtype
+    assert_within("o", o, ro, to, factor, atol)
+    assert_within("m", m, rm, tm, factor, atol)
+    assert_within("l", l, rl, tl, factor, atol * max(1.0, M / 64))  # l grows with M
+    if dtype == torch.float32:  # fp32 must be fp32-accurate, not TF32
+        assert rel_err(o, ro) < 1e-5 and rel_err(m, rm) < 1e-5 and rel_err(l, rl) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("D", [40, 64])
+def test_transposed_view_matches_contiguous(dtype, D):
+    B, T, H, M = 2, 130, 3, 77
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q_bthd = torch.randn(B, T, H, D, device="cuda", dtype=dtype, generator=g)
+    k_bthd = torch.randn(B, M, H, D, device="cuda", dtype=dtype, generator=g)
+    v_bthd = torch.randn(B, M, H, D, device="cuda", dtype=dtype, generator=g)
+    q, k, v = (x.transpose(1, 2) for x in (q_bthd, k_bthd, v_bthd))  # (B,H,T,D) views, no copy
+    assert not q.is_contiguous()
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    oc, mc, lc = aot_sdpa.triton_sdpa_fused(q.contiguous(), k.contiguous(), v.contiguous())
+    torch.testing.assert_close(o, oc, rtol=0, atol=0)
+    torch.testing.assert_close(m, mc, rtol=0, atol=0)
+    torch.testing.assert_close(l, lc, rtol=0, atol=0)
+    assert o.stride() == q.stride()  # output keeps the input's layout
+
+
+def test_custom_scale_and_poisoned_output():
+    q, k, v = qkv(2, 2, 65, 130, 32, torch.float16, seed=5)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, scale=0.3)
+    ro, rm, rl = reference.forward(q.double(), k.double(), v.double(), scale=0.3)
+    assert rel_err(o, ro) < 2e-3 and rel_err(m, rm) < 1e-3 and rel_err(l, rl) < 1e-3
+
+
+def test_empty_batch_returns_empty_without_launch():
+    q, k, v = qkv(0, 2, 5, 7, 16, torch.float16)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    assert o.shape == (0, 2, 5, 16) and m.shape == (0, 2, 5)
+    q, k, v = qkv(1, 2, 0, 7, 16, torch.float16)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    assert o.shape == (1, 2, 0, 16)
+
+
+def test_no_matching_variant_raises_named_error():
+    # bypass the Python contract (D <= 64) to reach the dispatcher's own failure path
+    from aot_sdpa import _C
+    from aot_sdpa._native import OPS
+
+    with pytest.raises(aot_sdpa.NoKernelError, match="head dim 65"):
+        _C.launch(OPS["fwd"][0], 0, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 65), 1.0)
+
+
+def test_python_m_aot_sdpa_passes():
+    r = subprocess.run([sys.executable, "-m", "aot_sdpa"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "self-check passed" in r.stdout

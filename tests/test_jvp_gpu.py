@@ -1,0 +1,115 @@
+"""JVP kernels, the autograd drop-in and the FD HVP vs fp64 references (skipped without CUDA)."""
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from _helpers import assert_within, qkv, randn, rel_err
+
+import aot_sdpa
+from aot_sdpa import reference
+
+pytestmark = pytest.mark.gpu
+
+# (dtype, factor, atol): ours <= factor x torch.func.jvp's same-dtype error + atol
+DTYPES = [
+    (torch.float16, 2.0, 2e-4),
+    (torch.bfloat16, 2.0, 2e-3),
+    (torch.float32, 2.0, 1e-6),
+]
+HEAD_DIMS = [8, 16, 40, 64]
+SIZES = [(1, 7), (113, 203), (1024, 1023), (2048, 2048)]
+
+
+def _jvp_ref(q, k, v, tq, tk, tv):
+    return torch.func.jvp(reference.attention, (q, k, v), (tq, tk, tv))
+
+
+def _inputs(T, M, D, dtype, seed):
+    B, H = (1, 2) if T * M > 1_000_000 else (2, 3)
+    q, k, v = qkv(B, H, T, M, D, dtype, seed=seed)
+    tq, tk, tv = qkv(B, H, T, M, D, dtype, seed=seed + 10)
+    return q, k, v, tq, tk, tv
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("D", HEAD_DIMS)
+@pytest.mark.parametrize("T,M", SIZES)
+def test_jvp_kernels_match_func_jvp_fp64(dtype, factor, atol, D, T, M):
+    q, k, v, tq, tk, tv = _inputs(T, M, D, dtype, seed=T + 3 * M + D)
+    ro, rt = _jvp_ref(*(x.double() for x in (q, k, v, tq, tk, tv)))
+    so, st = _jvp_ref(q, k, v, tq, tk, tv)  # PyTorch, same dtype
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    assert_within("sdpa_jvp", t, rt, st, factor, atol)
+    fo, fm, fl, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    assert_within("fused o", fo, ro, so, factor, atol)
+    assert_within("fused tangent", ft, rt, st, factor, atol)
+    assert torch.allclose(fm, m, rtol=1e-5, atol=1e-5) and torch.allclose(fl, l, rtol=1e-4)
+
+
+DROPIN = [(torch.float16, 2.0, 2e-4), (torch.float32, 2.0, 1e-6)]
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DROPIN, ids=lambda x: str(x))
+def test_dropin_forward_and_reverse_modes(dtype, factor, atol):
+    q, k, v, tq, tk, tv = _inputs(113, 203, 40, dtype, seed=5)
+    do = randn(q.shape, dtype, seed=77)
+    r64 = [x.double() for x in (q, k, v, tq, tk, tv)]
+    ro, rt = _jvp_ref(*r64)
+    so, st = _jvp_ref(q, k, v, tq, tk, tv)
+    f = aot_sdpa.scaled_dot_product_attention
+    # torch.func.jvp
+    o, t = torch.func.jvp(f, (q, k, v), (tq, tk, tv))
+    assert_within("func.jvp o", o, ro, so, factor, atol)
+    assert_within("func.jvp tangent", t, rt, st, factor, atol)
+    # torch.autograd.forward_ad
+    with fwAD.dual_level():
+        out = f(fwAD.make_dual(q, tq), fwAD.make_dual(k, tk), fwAD.make_dual(v, tv))
+        t2 = fwAD.unpack_dual(out).tangent
+    assert_within("forward_ad tangent", t2, rt, st, factor, atol)
+    # .backward() and torch.autograd.grad
+    ref_g = torch.autograd.grad(reference.attention(*(x.requires_grad_() for x in r64[:3])),
+                                r64[:3], do.double())
+    qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    same_out = reference.attention(qq, kk, vv)
+    same_g = torch.autograd.grad(same_out, (qq, kk, vv), do)
+    qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    f(qq, kk, vv).backward(do)
+    for name, g, r, s in zip("qkv", (qq.grad, kk.grad, vv.grad), ref_g, same_g):
+        assert_within(f".backward d{name}", g, r, s, 3.0 if name == "q" else factor, atol)
+    g2 = torch.autograd.grad(f(q.requires_grad_(), k, v), q, do)[0]
+    assert torch.equal(g2, qq.grad)
+    # torch.func.grad of a scalar loss
+    gq = torch.func.grad(lambda x: (f(x, k, v).float() * do.float()).sum())(q.detach())
+    assert torch.equal(gq, qq.grad)
+
+
+def test_dropin_rejects_unsupported_arguments():
+    q, k, v = qkv(1, 2, 8, 8, 16, torch.float16)
+    f = aot_sdpa.scaled_dot_product_attention
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        f(q, k, v, attn_mask=torch.ones(8, 8, device="cuda", dtype=torch.bool))
+    with pytest.raises(NotImplementedError, match="dropout_p"):
+        f(q, k, v, dropout_p=0.1)
+    with pytest.raises(NotImplementedError, match="is_causal"):
+        f(q, k, v, is_causal=True)
+    with pytest.raises(NotImplementedError, match="enable_gqa"):
+        f(q, k, v, enable_gqa=True)
+    with pytest.raises(ValueError, match="D=80"):
+        f(*qkv(1, 2, 8, 8, 80, torch.float16))
+
+
+def test_hvp_fd_fp32_close_to_double_backward():
+    q, k, v, tq, tk, tv = _inputs(64, 96, 32, torch.float32, seed=3)
+    do = randn(q.shape, torch.float32, seed=4)
+    x64 = [t.double() for t in (q, k, v)]
+    t64 = [t.double() for t in (tq, tk, tv)]
+
+    def grad_l(q_, k_, v_):
+        return torch.func.grad(lambda a, b, c: (reference.attention(a, b, c) * do.double()).sum(),
+                               argnums=(0, 1, 2))(q_, k_, v_)
+
+    _, exact = torch.func.jvp(grad_l, tuple(x64), tuple(t64))  # forward-over-reverse, fp64
+    hq, hk, hv = aot_sdpa.hvp_fd_vjp(q, k, v, do, tq, tk, tv, eps=1e-2)
+    for name, h, e in zip(("hq", "hk", "hv"), (hq, hk, hv), exact):
+        assert rel_err(h, e) < 0.05, f"{name}: relative error {rel_err(h, e):.3e}"
