@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
 # fp32 must be fp32-accurate: IEEE products, never TF32; 16-bit inputs ignore the setting.

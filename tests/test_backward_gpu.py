@@ -1,10 +1,9 @@
 """Backward kernels vs fp64 autograd on the GPU (skipped without CUDA)."""
 
+import aot_sdpa
 import pytest
 import torch
 from _helpers import assert_within, max_err, qkv, randn
-
-import aot_sdpa
 from aot_sdpa import reference
 
 pytestmark = pytest.mark.gpu
@@ -16,7 +15,9 @@ pytestmark = pytest.mark.gpu
 DTYPES = [
     (torch.float16, 2.0, 3.0, 1e-4),
     (torch.bfloat16, 2.0, 3.0, 1e-3),
-    (torch.float32, 2.0, 2.0, 1e-6),
+    # fp32 atol 1e-5: z (from dO.O or P V) and dP (dO.V) are reduced in different orders, so
+    # where the exact dS is 0 (M = 1) an fp32 residue ~ D * u * |dO| |V| survives in dq, dk.
+    (torch.float32, 2.0, 2.0, 1e-5),
 ]
 HEAD_DIMS = [8, 16, 40, 59, 64]
 SIZES = [(1, 1), (3, 799), (113, 203), (1023, 1024), (2048, 2048)]

@@ -3,11 +3,10 @@
 import subprocess
 import sys
 
+import aot_sdpa
 import pytest
 import torch
 from _helpers import assert_within, qkv, rel_err
-
-import aot_sdpa
 from aot_sdpa import reference
 
 pytestmark = pytest.mark.gpu
@@ -39,7 +38,9 @@ def test_forward_matches_fp64(dtype, factor, atol, D, T, M):
     to, tm, tl = reference.forward(q, k, v)  # PyTorch, same dtype
     assert_within("o", o, ro, to, factor, atol)
     assert_within("m", m, rm, tm, factor, atol)
-    assert_within("l", l, rl, tl, factor, atol * max(1.0, M / 64))  # l grows with M
+    # l is a sum of M terms <= 1, so its error scales with l itself; the online softmax also
+    # rounds once more per key block when it rescales l. Hence atol relative to max l.
+    assert_within("l", l, rl, tl, factor, atol * rl.abs().max().item())
     if dtype == torch.float32:  # fp32 must be fp32-accurate, not TF32
         assert rel_err(o, ro) < 1e-5 and rel_err(m, rm) < 1e-5 and rel_err(l, rl) < 1e-5
 

@@ -27,23 +27,33 @@ class _SDPA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
-        q, k, v, o, m, l = ctx.saved_tensors
-        if do.stride(-1) != 1:  # upstream grads may arrive with any layout
-            do = do.contiguous()
-        dq, dk, dv = sdpa_bwd(q, k, v, do, m, l, o=o, scale=ctx.scale)
+        q, k, v, o, m, l = (_plain(t) for t in ctx.saved_tensors)
+        dq, dk, dv = sdpa_bwd(q, k, v, _unit_stride(_plain(do)), m, l, o=o, scale=ctx.scale)
         return dq, dk, dv, None
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, _tscale):
-        q, k, v, m, l = ctx.saved_tensors
-        tq = torch.zeros_like(q) if tq is None else _unit_stride(tq)
-        tk = torch.zeros_like(k) if tk is None else _unit_stride(tk)
-        tv = torch.zeros_like(v) if tv is None else _unit_stride(tv)
+        q, k, v, m, l = (_plain(t) for t in ctx.saved_tensors)
+        tq = torch.zeros_like(q) if tq is None else _unit_stride(_plain(tq))
+        tk = torch.zeros_like(k) if tk is None else _unit_stride(_plain(tk))
+        tv = torch.zeros_like(v) if tv is None else _unit_stride(_plain(tv))
         return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
 
 
 def _unit_stride(t: Tensor) -> Tensor:
+    """Upstream grads and tangents may arrive in any layout; kernels need a unit last stride."""
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def _plain(t: Tensor) -> Tensor:
+    """The storage-backed tensor under torch.func's wrappers (our kernels read raw pointers).
+
+    Under torch.func.jvp/grad the derivative rules see functorch-wrapped tensors; the kernels
+    compute the rule's value directly, which is a constant at that level.
+    """
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,

@@ -1,0 +1,139 @@
+"""Shared benchmark harness: CUDA-event timing (median with p10/p90 spread), peak memory,
+environment stamp, CSV and PNG output. Every comparison is measured in the same process."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def env() -> dict:
+    import aot_sdpa
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": props.name, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(), "aot_sdpa": aot_sdpa.__version__,
+        "python": platform.python_version(), "date": datetime.date.today().isoformat(),
+    }
+
+
+def time_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
+    """Median, p10 and p90 of per-call device time in ms (CUDA events around each call)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    t = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    q = lambda f: t[min(len(t) - 1, int(f * len(t)))]
+    return {"ms": q(0.5), "p10_ms": q(0.1), "p90_ms": q(0.9)}
+
+
+def peak_extra_mib(fn) -> float:
+    """Peak memory allocated by fn beyond what was allocated before it, in MiB."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    out = fn()
+    torch.cuda.synchronize()
+    del out
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+@contextmanager
+def torch_backend(name: str):
+    """Force one torch SDPA backend: flash, cudnn, efficient or math."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    b = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+         "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name]
+    with sdpa_kernel(b):
+        yield
+
+
+def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa") -> list[dict]:
+    """Time each impl {name: (torch backend or None, fn)}; rows carry TFLOP/s and
+    aot_speedup = impl time / aot_sdpa time (so > 1 means aot_sdpa is faster)."""
+    rows = []
+    for name, (backend, fn) in impls.items():
+        if backend is None:
+            t = time_ms(fn)
+        else:
+            with torch_backend(backend):
+                t = time_ms(fn)
+        rows.append({**key, "impl": name, **{k: round(v, 4) for k, v in t.items()},
+                     "tflops": round(flops / t["ms"] / 1e9, 1)})
+    base = next(r["ms"] for r in rows if r["impl"] == baseline)
+    for r in rows:
+        r["aot_speedup"] = round(r["ms"] / base, 3)
+    return rows
+
+
+def write_csv(name: str, rows: list[dict]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    stamp = env()
+    keys = list(rows[0].keys()) + list(stamp.keys())
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **stamp})
+    out = os.environ.get("OUT")
+    if out:  # the device tool brings files back from $OUT
+        (Path(out) / path.name).write_text(path.read_text())
+    return path
+
+
+def plot(name: str, rows: list[dict], x: str, y: str, series: str, title: str) -> None:
+    """One line per series value; skipped (with a note) when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(matplotlib not installed: no {name}.png)")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in dict.fromkeys(r[series] for r in rows):
+        pts = [(r[x], r[y]) for r in rows if r[series] == s and r[y] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=str(s))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{title}\n{env()['gpu']}, {env()['date']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    out = os.environ.get("OUT")
+    if out:
+        fig.savefig(Path(out) / f"{name}.png", dpi=110)
+
+
+def fwd_flops(B: int, H: int, T: int, M: int, D: int) -> float:
+    """Forward FLOPs: two matmuls (Q K^T and P V), 2*T*M*D each, per batch*head: 4*B*H*T*M*D."""
+    return 4.0 * B * H * T * M * D
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    w = {c: max(len(c), *(len(f"{r[c]}") for r in rows)) for c in cols}
+    lines = ["  ".join(c.rjust(w[c]) for c in cols)]
+    lines += ["  ".join(f"{r[c]}".rjust(w[c]) for c in cols) for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""Forward TFLOP/s: aot_sdpa vs torch flash (FA2) and cuDNN, same run, D=64, B*T = 16k.
+
+FLOPs = 4*B*H*T*M*D (Q K^T and P V, 2*T*M*D each per batch*head).
+"""
+
+import aot_sdpa
+import torch
+from _harness import compare, fwd_flops, plot, table, write_csv
+
+F = torch.nn.functional
+
+
+def main():
+    rows = []
+    H, D = 16, 64
+    for dtype in (torch.float16, torch.bfloat16):
+        for T in (512, 1024, 2048, 4096, 8192):
+            B = 16384 // T
+            q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(3))
+            rows += compare(
+                {"aot_sdpa": (None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),
+                 "flash": ("flash", lambda: F.scaled_dot_product_attention(q, k, v)),
+                 "cudnn": ("cudnn", lambda: F.scaled_dot_product_attention(q, k, v))},
+                flops=fwd_flops(B, H, T, T, D),
+                key={"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H, "D": D})
+    write_csv("fwd", rows)
+    plot("fwd", [r for r in rows if r["dtype"] == "float16"], "T", "tflops", "impl",
+         "SDPA forward fp16, D=64, B*T=16k (TFLOP/s, 4BHTMD)")
+    print(table(rows, ["dtype", "T", "impl", "ms", "p10_ms", "p90_ms", "tflops", "aot_speedup"]))
+
+
+if __name__ == "__main__":
+    main()
