@@ -1,0 +1,75 @@
+"""Break the host cost of one triton_sdpa_fused call at (1, 8, 128, 64) fp16 into its parts."""
+
+import time
+
+import torch
+
+import aot_sdpa
+from aot_sdpa import _C
+from aot_sdpa._checks import check_attention, check_devices
+from aot_sdpa._native import OPS
+
+
+def us(fn, n=5000):
+    for _ in range(100):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def main():
+    q, k, v = (torch.randn(1, 8, 128, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    ptrs = [t.data_ptr() for t in (q, k, v, o, m, l)]
+    strides = [s for t in (q, k, v, o, m) for s in t.stride()[:3]]
+    stream = torch._C._cuda_getCurrentRawStream(0)
+    parts = {
+        "full call": lambda: aot_sdpa.triton_sdpa_fused(q, k, v),
+        "check_attention": lambda: check_attention(q, k, v, None),
+        "check_devices": lambda: check_devices(q=q, k=k, v=v),
+        "empty_like": lambda: torch.empty_like(q),
+        "stats alloc": lambda: torch.empty((2, 1, 8, 128), dtype=torch.float32, device=q.device),
+        "raw stream": lambda: torch._C._cuda_getCurrentRawStream(0),
+        "_C.launch only": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
+                                            (1, 8, 128, 128, 64), 0.125),
+        "_C.launch empty grid": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
+                                                  (1, 8, 0, 128, 64), 0.125),
+        "_C.device_arch": lambda: _C.device_arch(0),
+    }
+    for name, fn in parts.items():
+        print(f"{name:<24}{us(fn):8.2f} us")
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(1000):
+        _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides, (1, 8, 128, 128, 64), 0.125)
+    e.record()
+    torch.cuda.synchronize()
+    print(f"{'device time / launch':<24}{s.elapsed_time(e):8.2f} us (1000 launches, ms total)")
+    # functorch wrapper types seen by the JVP rule
+    import aot_sdpa._autograd as ag
+
+    seen = []
+    orig = ag.sdpa_jvp
+
+    def spy(*a, **kw):
+        for t in a[:5]:
+            f = torch._C._functorch
+            seen.append((type(t).__name__, f.is_functorch_wrapped_tensor(t),
+                         f.is_gradtrackingtensor(t), f.is_batchedtensor(t),
+                         torch._C._functorch.maybe_get_level(t)))
+        return orig(*a, **kw)
+
+    ag.sdpa_jvp = spy
+    try:
+        torch.func.jvp(aot_sdpa.scaled_dot_product_attention, (q, k, v), (q, k, v))
+    except RuntimeError as exc:
+        print("jvp failed:", exc)
+    print("jvp rule saw:", seen)
+
+
+if __name__ == "__main__":
+    main()

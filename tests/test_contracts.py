@@ -1,0 +1,133 @@
+"""Contract checks (CPU): every rule raises ValueError/TypeError naming the argument.
+
+The device rule is checked last by every op, so every other rule is reachable with CPU
+tensors; device mixing is exercised with the 'meta' device.
+"""
+
+import math
+
+import pytest
+import torch
+
+import aot_sdpa
+
+F16 = torch.float16
+
+
+def t(*shape, dtype=F16, device="cpu"):
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def qkv(B=1, H=2, T=5, M=7, D=16, dtype=F16):
+    return t(B, H, T, D, dtype=dtype), t(B, H, M, D, dtype=dtype), t(B, H, M, D, dtype=dtype)
+
+
+def stats(B=1, H=2, T=5):
+    return t(B, H, T, dtype=torch.float32), t(B, H, T, dtype=torch.float32)
+
+
+FWD = aot_sdpa.triton_sdpa_fused
+
+# (case id, thunk, exception type, message pattern)
+CASES = [
+    ("q not a tensor", lambda: FWD([1.0], *qkv()[1:]), TypeError, r"q must be a torch\.Tensor"),
+    ("k not a tensor", lambda: FWD(qkv()[0], None, qkv()[2]), TypeError, r"k must be a torch\.Tensor"),
+    ("float64", lambda: FWD(*qkv(dtype=torch.float64)), TypeError, r"q has dtype torch\.float64"),
+    ("int", lambda: FWD(*qkv(dtype=torch.int32)), TypeError, r"q has dtype torch\.int32"),
+    ("bool", lambda: FWD(*qkv(dtype=torch.bool)), TypeError, r"q has dtype torch\.bool"),
+    ("mixed dtype k", lambda: FWD(qkv()[0], t(1, 2, 7, 16, dtype=torch.bfloat16), qkv()[2]),
+     TypeError, r"k has dtype torch\.bfloat16 but q has torch\.float16"),
+    ("mixed dtype v", lambda: FWD(*qkv()[:2], t(1, 2, 7, 16, dtype=torch.float32)), TypeError,
+     r"v has dtype torch\.float32"),
+    ("rank 3 q", lambda: FWD(t(2, 5, 16), *qkv()[1:]), ValueError, r"q must have rank 4"),
+    ("rank 5 k", lambda: FWD(qkv()[0], t(1, 2, 7, 16, 1), qkv()[2]), ValueError,
+     r"k must have rank 4"),
+    ("batch mismatch", lambda: FWD(t(2, 2, 5, 16), *qkv()[1:]), ValueError,
+     r"k has \(B, H\) = \(1, 2\) but q has \(2, 2\)"),
+    ("heads mismatch", lambda: FWD(t(1, 3, 5, 16), *qkv()[1:]), ValueError, r"batch and heads"),
+    ("D mismatch", lambda: FWD(t(1, 2, 5, 32), *qkv()[1:]), ValueError, r"k has head dim 16 but q has 32"),
+    ("Dv != D", lambda: FWD(*qkv()[:2], t(1, 2, 7, 8)), ValueError, r"Dv=8 but D=16"),
+    ("v M mismatch", lambda: FWD(*qkv()[:2], t(1, 2, 6, 16)), ValueError, r"v has \(B, H, M\)"),
+    ("D = 0", lambda: FWD(*qkv(D=0)), ValueError, r"1 <= D <= 64"),
+    ("D > 64", lambda: FWD(*qkv(D=80)), ValueError, r"head dim D=80"),
+    ("M = 0", lambda: FWD(*qkv(M=0)), ValueError, r"M=0 keys"),
+    ("q last stride", lambda: FWD(t(1, 2, 16, 5).transpose(-1, -2), *qkv()[1:]), ValueError,
+     r"q must have stride 1 in its last"),
+    ("v last stride", lambda: FWD(*qkv()[:2], t(1, 2, 16, 7).transpose(-1, -2)), ValueError,
+     r"v must have stride 1"),
+    ("scale str", lambda: FWD(*qkv(), scale="0.1"), TypeError, r"scale must be a real number"),
+    ("scale bool", lambda: FWD(*qkv(), scale=True), TypeError, r"scale must be a real number"),
+    ("scale tensor", lambda: FWD(*qkv(), scale=torch.tensor(0.1)), TypeError, r"scale must be"),
+    ("scale nan", lambda: FWD(*qkv(), scale=math.nan), ValueError, r"scale must be finite"),
+    ("scale inf", lambda: FWD(*qkv(), scale=math.inf), ValueError, r"scale must be finite"),
+    ("cpu tensors", lambda: FWD(*qkv()), ValueError, r"q is on cpu; aot_sdpa kernels need CUDA"),
+    ("two devices", lambda: FWD(qkv()[0], t(1, 2, 7, 16, device="meta"), qkv()[2]), ValueError,
+     r"k is on meta but q is on cpu"),
+    # backward
+    ("do shape", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 4, 16), *stats()), ValueError,
+     r"do has shape \(1, 2, 4, 16\) but must be shaped like q"),
+    ("do dtype", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 5, 16, dtype=torch.float32), *stats()),
+     TypeError, r"do has dtype torch\.float32 but q has torch\.float16"),
+    ("do stride", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 16, 5).transpose(-1, -2), *stats()),
+     ValueError, r"do must have stride 1"),
+    ("m dtype", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 5, 16), t(1, 2, 5), stats()[1]),
+     TypeError, r"m must be float32 row stats"),
+    ("l shape", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 5, 16), stats()[0],
+                                          t(1, 2, 6, dtype=torch.float32)),
+     ValueError, r"l must have shape \(B, H, T\) = \(1, 2, 5\)"),
+    ("l not tensor", lambda: aot_sdpa.sdpa_bwd_dq(*qkv(), t(1, 2, 5, 16), stats()[0], 1.0),
+     TypeError, r"l must be a torch\.Tensor"),
+    ("m device", lambda: aot_sdpa.sdpa_bwd_dk(*qkv(), t(1, 2, 5, 16),
+                                             t(1, 2, 5, dtype=torch.float32, device="meta"),
+                                             stats()[1]), ValueError, r"m is on meta"),
+    ("o shape", lambda: aot_sdpa.sdpa_bwd(*qkv(), t(1, 2, 5, 16), *stats(), o=t(1, 2, 5, 8)),
+     ValueError, r"o has shape"),
+    ("bwd_dv scale", lambda: aot_sdpa.sdpa_bwd_dv(*qkv(), t(1, 2, 5, 16), *stats(), scale=[1]),
+     TypeError, r"scale must be a real number"),
+    # JVP / HVP
+    ("jvp tangent shape", lambda: aot_sdpa.sdpa_jvp(*qkv(), t(1, 2, 5, 16), t(1, 2, 6, 16),
+                                                    t(1, 2, 7, 16), *stats()),
+     ValueError, r"dk has shape \(1, 2, 6, 16\) but must be shaped like k"),
+    ("jvp tangent dtype", lambda: aot_sdpa.sdpa_jvp(*qkv(), t(1, 2, 5, 16, dtype=torch.bfloat16),
+                                                    t(1, 2, 7, 16), t(1, 2, 7, 16), *stats()),
+     TypeError, r"dq has dtype torch\.bfloat16"),
+    ("jvp stats", lambda: aot_sdpa.sdpa_jvp(*qkv(), t(1, 2, 5, 16), t(1, 2, 7, 16),
+                                            t(1, 2, 7, 16), t(1, 2, 5, dtype=torch.float16),
+                                            stats()[1]), TypeError, r"m must be float32"),
+    ("fwd_jvp tangent", lambda: aot_sdpa.sdpa_fwd_jvp(*qkv(), t(1, 2, 5, 16), t(1, 2, 7, 16),
+                                                      t(1, 2, 7, 8)),
+     ValueError, r"dv has shape"),
+    ("hvp eps 0", lambda: aot_sdpa.hvp_fd_vjp(*qkv(), t(1, 2, 5, 16), *qkv(), eps=0.0),
+     ValueError, r"eps must be finite and > 0"),
+    ("hvp eps negative", lambda: aot_sdpa.hvp_fd_vjp(*qkv(), t(1, 2, 5, 16), *qkv(), eps=-1e-3),
+     ValueError, r"eps must be finite and > 0"),
+    ("hvp eps type", lambda: aot_sdpa.hvp_fd_vjp(*qkv(), t(1, 2, 5, 16), *qkv(), eps="1e-3"),
+     TypeError, r"eps must be a real number"),
+    ("hvp tangent", lambda: aot_sdpa.hvp_fd_vjp(*qkv(), t(1, 2, 5, 16), t(1, 2, 5, 8),
+                                                *qkv()[1:]), ValueError, r"tq has shape"),
+    # drop-in
+    ("dropin mask", lambda: aot_sdpa.scaled_dot_product_attention(*qkv(), attn_mask=t(5, 7)),
+     NotImplementedError, r"attn_mask"),
+    ("dropin dropout", lambda: aot_sdpa.scaled_dot_product_attention(*qkv(), dropout_p=0.5),
+     NotImplementedError, r"dropout_p"),
+    ("dropin causal", lambda: aot_sdpa.scaled_dot_product_attention(*qkv(), is_causal=True),
+     NotImplementedError, r"is_causal"),
+    ("dropin gqa", lambda: aot_sdpa.scaled_dot_product_attention(*qkv(), enable_gqa=True),
+     NotImplementedError, r"enable_gqa"),
+    ("dropin D > 64", lambda: aot_sdpa.scaled_dot_product_attention(*qkv(D=128)), ValueError,
+     r"head dim D=128"),
+]
+
+
+@pytest.mark.parametrize("case,thunk,exc,pattern", CASES, ids=[c[0] for c in CASES])
+def test_contract_violation_raises_named_error(case, thunk, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        thunk()
+
+
+def test_no_assertion_errors_anywhere_in_the_package():
+    from pathlib import Path
+
+    pkg = Path(aot_sdpa.__file__).parent
+    for path in pkg.glob("*.py"):
+        assert "assert " not in path.read_text(), f"{path.name} validates with assert"
