@@ -2,9 +2,8 @@
 
 import time
 
-import torch
-
 import aot_sdpa
+import torch
 from aot_sdpa import _C
 from aot_sdpa._checks import check_attention, check_devices
 from aot_sdpa._native import OPS

@@ -1,1 +1,1 @@
-"""Build-time tools: AOT-compile the Triton kernels and render the C launchers (never imported at run time)."""
+"""Build-time tools: AOT-compile the Triton kernels, render the C launchers (never imported at run time)."""

@@ -6,9 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import aot_sdpa
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"float16", "bfloat16", "float32"}

@@ -6,10 +6,9 @@ tensors; device mixing is exercised with the 'meta' device.
 
 import math
 
+import aot_sdpa
 import pytest
 import torch
-
-import aot_sdpa
 
 F16 = torch.float16
 

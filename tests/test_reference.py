@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from aot_sdpa import reference
 
 F64 = torch.float64

@@ -28,16 +28,18 @@ class _SDPA(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _dm, _dl):
         q, k, v, o, m, l = (_plain(t) for t in ctx.saved_tensors)
-        dq, dk, dv = sdpa_bwd(q, k, v, _unit_stride(_plain(do)), m, l, o=o, scale=ctx.scale)
+        with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
+            dq, dk, dv = sdpa_bwd(q, k, v, _unit_stride(_plain(do)), m, l, o=o, scale=ctx.scale)
         return dq, dk, dv, None
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, _tscale):
         q, k, v, m, l = (_plain(t) for t in ctx.saved_tensors)
-        tq = torch.zeros_like(q) if tq is None else _unit_stride(_plain(tq))
-        tk = torch.zeros_like(k) if tk is None else _unit_stride(_plain(tk))
-        tv = torch.zeros_like(v) if tv is None else _unit_stride(_plain(tv))
-        return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
+        with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
+            tq = torch.zeros_like(q) if tq is None else _unit_stride(_plain(tq))
+            tk = torch.zeros_like(k) if tk is None else _unit_stride(_plain(tk))
+            tv = torch.zeros_like(v) if tv is None else _unit_stride(_plain(tv))
+            return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
 
 
 def _unit_stride(t: Tensor) -> Tensor:
@@ -48,8 +50,9 @@ def _unit_stride(t: Tensor) -> Tensor:
 def _plain(t: Tensor) -> Tensor:
     """The storage-backed tensor under torch.func's wrappers (our kernels read raw pointers).
 
-    Under torch.func.jvp/grad the derivative rules see functorch-wrapped tensors; the kernels
-    compute the rule's value directly, which is a constant at that level.
+    Under torch.func.jvp/grad the derivative rules see functorch-wrapped tensors (and tensors
+    they allocate come out wrapped unless functorch is disabled); the kernels compute the
+    rule's value directly, which is a constant at that level.
     """
     while torch._C._functorch.is_functorch_wrapped_tensor(t):
         t = torch._C._functorch.get_unwrapped(t)

@@ -42,19 +42,20 @@ def check_scale(scale, head_dim: int) -> float:
     return scale
 
 
-def check_devices(**tensors: torch.Tensor) -> None:
-    """All tensors on the first one's device, and that device a CUDA device.
+def check_devices(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> int:
+    """All tensors on the first one's device, and that a CUDA device; returns its index.
 
     Called last by every op, so every other rule is checkable on a machine without a GPU.
     """
-    items = list(tensors.items())
-    n0, t0 = items[0]
-    for name, x in items[1:]:
-        if x.device != t0.device:
-            raise ValueError(f"{name} is on {x.device} but {n0} is on {t0.device}: all tensors "
-                             "must be on one CUDA device")
-    if t0.device.type != "cuda":
-        raise ValueError(f"{n0} is on {t0.device}; aot_sdpa kernels need CUDA tensors")
+    dev = tensors[0].get_device()  # -1 for CPU (and meta) tensors
+    for name, x in zip(names[1:], tensors[1:]):
+        if x.get_device() != dev or x.device.type != tensors[0].device.type:
+            raise ValueError(f"{name} is on {x.device} but {names[0]} is on {tensors[0].device}: "
+                             "all tensors must be on one CUDA device")
+    if dev < 0 or not tensors[0].is_cuda:
+        raise ValueError(f"{names[0]} is on {tensors[0].device}; aot_sdpa kernels need CUDA "
+                         "tensors")
+    return dev
 
 
 def check_attention(q, k, v, scale, names=("q", "k", "v")):
@@ -62,37 +63,43 @@ def check_attention(q, k, v, scale, names=("q", "k", "v")):
 
     Returns (B, H, T, M, D, dtype_code, scale)."""
     nq, nk, nv = names
-    q, k, v = _tensor(nq, q), _tensor(nk, k), _tensor(nv, v)
-    if q.dtype not in DTYPE_CODE:
-        raise TypeError(f"{nq} has dtype {q.dtype}; supported dtypes are float16, bfloat16 "
+    for name, x in ((nq, q), (nk, k), (nv, v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    dtype = q.dtype
+    if dtype not in DTYPE_CODE:
+        raise TypeError(f"{nq} has dtype {dtype}; supported dtypes are float16, bfloat16 "
                         "and float32")
-    for name, x in ((nk, k), (nv, v)):
-        if x.dtype != q.dtype:
-            raise TypeError(f"{name} has dtype {x.dtype} but {nq} has {q.dtype}: "
-                            f"{nq}, {nk} and {nv} must share one dtype")
-    _rank4(nq, q, "(B, H, T, D)")
-    _rank4(nk, k, "(B, H, M, D)")
-    _rank4(nv, v, "(B, H, M, D)")
-    B, H, T, D = q.shape
-    M = k.shape[2]
-    if k.shape[0] != B or k.shape[1] != H:
-        raise ValueError(f"{nk} has (B, H) = {tuple(k.shape[:2])} but {nq} has ({B}, {H}): "
+    if k.dtype != dtype or v.dtype != dtype:
+        name, x = (nk, k) if k.dtype != dtype else (nv, v)
+        raise TypeError(f"{name} has dtype {x.dtype} but {nq} has {dtype}: "
+                        f"{nq}, {nk} and {nv} must share one dtype")
+    qs, ks, vs = q.shape, k.shape, v.shape
+    if len(qs) != 4 or len(ks) != 4 or len(vs) != 4:
+        _rank4(nq, q, "(B, H, T, D)")
+        _rank4(nk, k, "(B, H, M, D)")
+        _rank4(nv, v, "(B, H, M, D)")
+    B, H, T, D = qs
+    M = ks[2]
+    if ks[0] != B or ks[1] != H:
+        raise ValueError(f"{nk} has (B, H) = {tuple(ks[:2])} but {nq} has ({B}, {H}): "
                          "batch and heads must match")
-    if k.shape[3] != D:
-        raise ValueError(f"{nk} has head dim {k.shape[3]} but {nq} has {D}: they must match")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"{nv} has (B, H, M) = {tuple(v.shape[:3])} but {nk} has "
-                         f"{tuple(k.shape[:3])}: they must match")
-    if v.shape[3] != D:
-        raise ValueError(f"{nv} has head dim Dv={v.shape[3]} but D={D}: Dv == D is required")
+    if ks[3] != D:
+        raise ValueError(f"{nk} has head dim {ks[3]} but {nq} has {D}: they must match")
+    if vs[:3] != ks[:3]:
+        raise ValueError(f"{nv} has (B, H, M) = {tuple(vs[:3])} but {nk} has "
+                         f"{tuple(ks[:3])}: they must match")
+    if vs[3] != D:
+        raise ValueError(f"{nv} has head dim Dv={vs[3]} but D={D}: Dv == D is required")
     if not 1 <= D <= MAX_HEAD_DIM:
         raise ValueError(f"head dim D={D} of {nq} must satisfy 1 <= D <= {MAX_HEAD_DIM}")
     if M == 0:
         raise ValueError(f"{nk} and {nv} have M=0 keys: attention needs M >= 1")
-    if max(B * H, T, M) > _INT32_MAX:
+    if B * H > _INT32_MAX or T > _INT32_MAX or M > _INT32_MAX:
         raise ValueError(f"sizes B*H={B * H}, T={T}, M={M} must each be below 2**31")
-    for name, x in ((nq, q), (nk, k), (nv, v)):
-        _unit_last_stride(name, x)
+    if (q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1) and D > 1:
+        for name, x in ((nq, q), (nk, k), (nv, v)):
+            _unit_last_stride(name, x)
     return B, H, T, M, D, DTYPE_CODE[q.dtype], check_scale(scale, D)
 
 

@@ -15,21 +15,21 @@ from ._native import OPS
 Tensor = torch.Tensor
 
 
-def _launch(op: str, dtype: int, q: Tensor, ptr_tensors, stride_tensors, sizes, scale: float):
-    """Launch `op`; pointers and stride groups are given in the kernel's ABI order."""
+def _launch(op: str, dtype: int, device: int, ptr_tensors, stride_tensors, sizes,
+            scale: float):
+    """Launch `op` on `device`; pointers and stride groups are given in the kernel's ABI order."""
     index = OPS[op][0]
-    device = q.device.index
     ptrs = [0 if t is None else t.data_ptr() for t in ptr_tensors]
-    strides = []
+    strides = ()
     for t in stride_tensors:
-        strides.extend(t.stride()[:3])
+        strides += t.stride()[:3]
     _C.launch(index, dtype, device, torch._C._cuda_getCurrentRawStream(device), ptrs, strides,
               sizes, scale)
 
 
 def _stats_pair(q: Tensor, B: int, H: int, T: int) -> tuple[Tensor, Tensor]:
     """m and l as two (B, H, T) float32 views of one allocation."""
-    stats = torch.empty((2, B, H, T), dtype=torch.float32, device=q.device)
+    stats = q.new_empty((2, B, H, T), dtype=torch.float32)
     return stats[0], stats[1]
 
 
@@ -48,10 +48,10 @@ def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *,
         l: (B, H, T) float32, l_i = sum_j exp(S_ij - m_i).
     """
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    check_devices(q=q, k=k, v=v)
+    dev = check_devices(("q", "k", "v"), (q, k, v))
     o = torch.empty_like(q)
     m, l = _stats_pair(q, B, H, T)
-    _launch("fwd", dt, q, (q, k, v, o, m, l), (q, k, v, o, m), (B, H, T, M, D), scale)
+    _launch("fwd", dt, dev, (q, k, v, o, m, l), (q, k, v, o, m), (B, H, T, M, D), scale)
     return o, m, l
 
 
@@ -61,21 +61,21 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None):
     check_stats("m", m, q)
     check_stats("l", l, q)
     if o is None:
-        check_devices(q=q, k=k, v=v, do=do, m=m, l=l)
+        dev = check_devices(("q", "k", "v", "do", "m", "l"), (q, k, v, do, m, l))
     else:
         check_like("o", o, q, "q")
-        check_devices(q=q, k=k, v=v, do=do, m=m, l=l, o=o)
-    return B, H, T, M, D, dt, scale
+        dev = check_devices(("q", "k", "v", "do", "m", "l", "o"), (q, k, v, do, m, l, o))
+    return B, H, T, M, D, dt, scale, dev
 
 
-def _z(q, k, v, do, m, l, o, sizes, dt, scale) -> Tensor:
+def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev) -> Tensor:
     """z_i = sum_j dP_ij P_ij: from dO . O when the forward's o is given, else from the stats."""
     B, H, T = sizes[:3]
-    z = torch.empty((B * H, T), dtype=torch.float32, device=q.device)
+    z = q.new_empty((B * H, T), dtype=torch.float32)
     if o is not None:
-        _launch("bwd_z_from_o", dt, q, (o, do, z), (o, do), sizes, scale)
+        _launch("bwd_z_from_o", dt, dev, (o, do, z), (o, do), sizes, scale)
     else:
-        _launch("bwd_z_from_stats", dt, q, (q, k, v, do, m, l, z), (q, k, v, do, m, l), sizes,
+        _launch("bwd_z_from_stats", dt, dev, (q, k, v, do, m, l, z), (q, k, v, do, m, l), sizes,
                 scale)
     return z
 
@@ -88,36 +88,36 @@ def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, 
     P = exp(S - m)/l; dV = P^T dO; dP = dO V^T; z = rowsum(dP * P); dS = P * (dP - z);
     dQ = scale dS K; dK = scale dS^T Q. Passing the forward's ``o`` computes z as dO . O.
     """
-    B, H, T, M, D, dt, scale = _check_bwd(q, k, v, do, m, l, scale, o)
+    B, H, T, M, D, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, o)
     sizes = (B, H, T, M, D)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    z = _z(q, k, v, do, m, l, o, sizes, dt, scale)
-    _launch("bwd_dkdv", dt, q, (q, k, v, do, m, l, z, dk, dv), (q, k, v, do, dk, dv, m, l),
+    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev)
+    _launch("bwd_dkdv", dt, dev, (q, k, v, do, m, l, z, dk, dv), (q, k, v, do, dk, dv, m, l),
             sizes, scale)
-    _launch("bwd_dq", dt, q, (q, k, v, do, m, l, z, dq), (q, k, v, do, dq, m, l), sizes, scale)
+    _launch("bwd_dq", dt, dev, (q, k, v, do, m, l, z, dq), (q, k, v, do, dq, m, l), sizes, scale)
     return dq, dk, dv
 
 
 def sdpa_bwd_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
                 scale: float | None = None) -> Tensor:
     """dQ = scale * dS K from frozen stats (z recomputed from the stats)."""
-    B, H, T, M, D, dt, scale = _check_bwd(q, k, v, do, m, l, scale)
+    B, H, T, M, D, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
     sizes = (B, H, T, M, D)
     dq = torch.empty_like(q)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale)
-    _launch("bwd_dq", dt, q, (q, k, v, do, m, l, z, dq), (q, k, v, do, dq, m, l), sizes, scale)
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
+    _launch("bwd_dq", dt, dev, (q, k, v, do, m, l, z, dq), (q, k, v, do, dq, m, l), sizes, scale)
     return dq
 
 
 def sdpa_bwd_dk(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
                 scale: float | None = None) -> Tensor:
     """dK = scale * dS^T Q from frozen stats (z recomputed from the stats)."""
-    B, H, T, M, D, dt, scale = _check_bwd(q, k, v, do, m, l, scale)
+    B, H, T, M, D, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
     sizes = (B, H, T, M, D)
     dk = torch.empty_like(k)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale)
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
     # dK-only mode never touches DV: a null pointer, and dk's strides stand in for dv's
-    _launch("bwd_dk", dt, q, (q, k, v, do, m, l, z, dk, None), (q, k, v, do, dk, dk, m, l),
+    _launch("bwd_dk", dt, dev, (q, k, v, do, m, l, z, dk, None), (q, k, v, do, dk, dk, m, l),
             sizes, scale)
     return dk
 
@@ -125,10 +125,10 @@ def sdpa_bwd_dk(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tenso
 def sdpa_bwd_dv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
                 scale: float | None = None) -> Tensor:
     """dV = P^T dO from frozen stats (needs no z)."""
-    B, H, T, M, D, dt, scale = _check_bwd(q, k, v, do, m, l, scale)
+    B, H, T, M, D, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
     dv = torch.empty_like(v)
     # dV-only mode never touches Zbuf or DK: null pointers, dv's strides stand in for dk's
-    _launch("bwd_dv", dt, q, (q, k, v, do, m, l, None, None, dv), (q, k, v, do, dv, dv, m, l),
+    _launch("bwd_dv", dt, dev, (q, k, v, do, m, l, None, None, dv), (q, k, v, do, dv, dv, m, l),
             (B, H, T, M, D), scale)
     return dv
 
@@ -149,9 +149,9 @@ def sdpa_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor
     _check_tangents(q, k, v, dq, dk, dv)
     check_stats("m", m, q)
     check_stats("l", l, q)
-    check_devices(q=q, k=k, v=v, dq=dq, dk=dk, dv=dv, m=m, l=l)
+    dev = check_devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, dq, dk, dv, m, l))
     dout = torch.empty_like(q)
-    _launch("jvp", dt, q, (q, k, v, dq, dk, dv, m, l, dout), (q, k, v, dq, dk, dv, dout, m, l),
+    _launch("jvp", dt, dev, (q, k, v, dq, dk, dv, m, l, dout), (q, k, v, dq, dk, dv, dout, m, l),
             (B, H, T, M, D), scale)
     return dout
 
@@ -161,10 +161,10 @@ def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Te
     """Primal and tangent in one fused pass: returns (o, m, l, dout)."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     _check_tangents(q, k, v, dq, dk, dv)
-    check_devices(q=q, k=k, v=v, dq=dq, dk=dk, dv=dv)
+    dev = check_devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, dq, dk, dv))
     o, dout = torch.empty_like(q), torch.empty_like(q)
     m, l = _stats_pair(q, B, H, T)
-    _launch("fwd_jvp", dt, q, (q, k, v, dq, dk, dv, o, m, l, dout),
+    _launch("fwd_jvp", dt, dev, (q, k, v, dq, dk, dv, o, m, l, dout),
             (q, k, v, dq, dk, dv, o, dout, m), (B, H, T, M, D), scale)
     return o, m, l, dout
 
@@ -185,7 +185,7 @@ def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tens
     check_like("tk", tk, k, "k")
     check_like("tv", tv, v, "v")
     eps = check_eps(eps)
-    check_devices(q=q, k=k, v=v, do=do, tq=tq, tk=tk, tv=tv)
+    check_devices(("q", "k", "v", "do", "tq", "tk", "tv"), (q, k, v, do, tq, tk, tv))
     grads = []
     for sign in (1.0, -1.0):
         xq, xk, xv = q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv
