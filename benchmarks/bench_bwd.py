@@ -4,8 +4,10 @@ D=64, B*T = 16k, T in {512..8k}. FLOPs = 2.5 x forward = 2.5 * 4*B*H*T*M*D (the 
 convention: five T x M x D matmuls in the backward vs two in the forward).
 """
 
-import aot_sdpa
 import torch
+
+import aot_sdpa
+
 from _harness import compare, fwd_flops, plot, table, write_csv
 
 F = torch.nn.functional

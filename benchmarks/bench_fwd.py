@@ -3,8 +3,10 @@
 FLOPs = 4*B*H*T*M*D (Q K^T and P V, 2*T*M*D each per batch*head).
 """
 
-import aot_sdpa
 import torch
+
+import aot_sdpa
+
 from _harness import compare, fwd_flops, plot, table, write_csv
 
 F = torch.nn.functional

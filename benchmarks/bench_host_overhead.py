@@ -6,8 +6,10 @@ this is the Python + dispatch + launch cost a latency-sensitive caller pays).
 
 import time
 
-import aot_sdpa
 import torch
+
+import aot_sdpa
+
 from _harness import table, torch_backend, write_csv
 
 F = torch.nn.functional

@@ -5,8 +5,10 @@ D=64, B=2, H=16, T=M in {1k, 2k, 4k, 8k}. Time and peak extra memory, same run.
 FLOPs = 3 x forward = 3 * 4*B*H*T*M*D (primal + tangent: Q K^T, dQ K^T, Q dK^T, three P-products).
 """
 
-import aot_sdpa
 import torch
+
+import aot_sdpa
+
 from _harness import fwd_flops, peak_extra_mib, plot, table, time_ms, torch_backend, write_csv
 
 F = torch.nn.functional

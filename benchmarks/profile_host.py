@@ -2,8 +2,9 @@
 
 import time
 
-import aot_sdpa
 import torch
+
+import aot_sdpa
 from aot_sdpa import _C
 from aot_sdpa._checks import check_attention, check_devices
 from aot_sdpa._native import OPS

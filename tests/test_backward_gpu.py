@@ -1,10 +1,12 @@
 """Backward kernels vs fp64 autograd on the GPU (skipped without CUDA)."""
 
-import aot_sdpa
 import pytest
 import torch
-from _helpers import assert_within, max_err, qkv, randn
+
+import aot_sdpa
 from aot_sdpa import reference
+
+from _helpers import assert_within, max_err, qkv, randn
 
 pytestmark = pytest.mark.gpu
 

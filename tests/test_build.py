@@ -6,8 +6,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import aot_sdpa
 import pytest
+
+import aot_sdpa
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"float16", "bfloat16", "float32"}

@@ -6,9 +6,10 @@ tensors; device mixing is exercised with the 'meta' device.
 
 import math
 
-import aot_sdpa
 import pytest
 import torch
+
+import aot_sdpa
 
 F16 = torch.float16
 

@@ -3,11 +3,13 @@
 import subprocess
 import sys
 
-import aot_sdpa
 import pytest
 import torch
-from _helpers import assert_within, qkv, rel_err
+
+import aot_sdpa
 from aot_sdpa import reference
+
+from _helpers import assert_within, qkv, rel_err
 
 pytestmark = pytest.mark.gpu
 

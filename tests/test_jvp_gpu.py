@@ -1,11 +1,13 @@
 """JVP kernels, the autograd drop-in and the FD HVP vs fp64 references (skipped without CUDA)."""
 
-import aot_sdpa
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
-from _helpers import assert_within, qkv, randn, rel_err
+
+import aot_sdpa
 from aot_sdpa import reference
+
+from _helpers import assert_within, qkv, randn, rel_err
 
 pytestmark = pytest.mark.gpu
 

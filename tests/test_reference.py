@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from aot_sdpa import reference
 
 F64 = torch.float64

@@ -1,0 +1,283 @@
+"""Reliability on the GPU: CUDA errors as exceptions, threads, CUDA graphs, > 2**31 elements,
+numerics at the edges, run-to-run races, soak. (Skipped without CUDA; soak and 2-GPU tests
+carry their own markers.)"""
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import aot_sdpa
+from aot_sdpa import reference
+
+from _helpers import qkv, randn, rel_err
+
+pytestmark = pytest.mark.gpu
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _run_all_ops(q, k, v, do, tq, tk, tv):
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    grads = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    singles = (aot_sdpa.sdpa_bwd_dq(q, k, v, do, m, l), aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l),
+               aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l))
+    t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    fused = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    return (o, m, l, *grads, *singles, t, *fused)
+
+
+# ---------------------------------------------------------------- CUDA errors, no exits
+def test_cuda_failure_becomes_exception_with_error_name():
+    from aot_sdpa._native import OPS
+
+    bad_device = torch.cuda.device_count()  # one past the last device
+    with pytest.raises(aot_sdpa.CudaError, match="CUDA_ERROR_INVALID_DEVICE"):
+        aot_sdpa._C.launch(OPS["fwd"][0], 0, bad_device, 0, [0] * 6, [0] * 15,
+                           (1, 1, 1, 1, 16), 1.0)
+    # the process and the device are still fine afterwards
+    q, k, v = qkv(1, 1, 8, 8, 16, torch.float16)
+    assert torch.isfinite(aot_sdpa.triton_sdpa_fused(q, k, v)[0]).all()
+
+
+def test_empty_tensors_return_empty_results():
+    for B, H, T in ((0, 2, 5), (1, 0, 5), (1, 2, 0)):
+        q, k, v = qkv(B, H, T, 7, 16, torch.float16)
+        tq = torch.randn_like(q)
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+        assert o.shape == q.shape and m.shape == (B, H, T)
+        dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, tq, m, l, o=o)
+        assert dq.shape == q.shape and dk.shape == k.shape
+        assert (dk == 0).all() and (dv == 0).all()  # no query rows: zero key gradients
+        t = aot_sdpa.sdpa_jvp(q, k, v, tq, k, v, m, l)
+        assert t.shape == q.shape
+
+
+# ---------------------------------------------------------------- threads
+THREADS_SCRIPT = textwrap.dedent('''
+    import threading, torch, aot_sdpa
+    from tests_helpers_path import run_all_ops, make_inputs
+    inputs = {dt: make_inputs(dt) for dt in (torch.float16, torch.bfloat16, torch.float32)}
+    torch.cuda.synchronize()
+    barrier = threading.Barrier(16)
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            barrier.wait()
+            dt = list(inputs)[i % 3]
+            out = run_all_ops(*inputs[dt])
+            torch.cuda.current_stream().synchronize()
+            results[i] = (dt, out)
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert not errors, errors
+    torch.cuda.synchronize()
+    for i, (dt, out) in results.items():
+        ref = run_all_ops(*inputs[dt])
+        assert all(torch.equal(a, b) for a, b in zip(out, ref)), f"thread {i} differs"
+    print("THREADS_OK", len(results))
+''')
+
+
+def test_sixteen_threads_first_calls_in_fresh_process(tmp_path):
+    helper = tmp_path / "tests_helpers_path.py"
+    helper.write_text(textwrap.dedent('''
+        import torch, aot_sdpa
+
+        def make_inputs(dt):
+            g = torch.Generator(device="cuda").manual_seed(0)
+            shapes = [(2, 3, 100, 40), (2, 3, 77, 40), (2, 3, 77, 40), (2, 3, 100, 40),
+                      (2, 3, 100, 40), (2, 3, 77, 40), (2, 3, 77, 40)]
+            return [torch.randn(s, device="cuda", dtype=dt, generator=g) for s in shapes]
+
+        def run_all_ops(q, k, v, do, tq, tk, tv):
+            o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+            g = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+            s = (aot_sdpa.sdpa_bwd_dq(q, k, v, do, m, l), aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l),
+                 aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l))
+            t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+            f = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+            return (o, m, l, *g, *s, t, *f)
+    '''))
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0 and "THREADS_OK 16" in r.stdout, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- CUDA graphs
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_cuda_graph_capture_and_replay_with_new_values(dtype):
+    static = [randn(s, dtype, seed=i) for i, s in enumerate(
+        [(2, 3, 130, 64), (2, 3, 90, 64), (2, 3, 90, 64), (2, 3, 130, 64), (2, 3, 130, 64),
+         (2, 3, 90, 64), (2, 3, 90, 64)])]
+    _run_all_ops(*static)  # warm call: modules load outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = _run_all_ops(*static)
+    for i, x in enumerate(static):
+        x.copy_(randn(x.shape, dtype, seed=100 + i))
+    graph.replay()
+    torch.cuda.synchronize()
+    eager = _run_all_ops(*static)
+    for a, b in zip(outs, eager):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- > 2**31 elements
+def test_tensors_over_2_31_elements_give_correct_tail_rows():
+    B, H, T, M, D = 1, 16, 2_097_216, 128, 64  # q has 2.1e9 elements (> 2**31)
+    if torch.cuda.get_device_properties(0).total_memory < 60 * 2**30:
+        pytest.skip("needs ~40 GB of GPU memory")
+    dt = torch.float16
+    q = torch.empty(B, H, T, D, device="cuda", dtype=dt).normal_()
+    assert q.numel() > 2**31
+    k, v = randn((B, H, M, D), dt, seed=1), randn((B, H, M, D), dt, seed=2)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    tail = slice(T - 300, T)
+    ro, rm, rl = reference.forward(q[:, :, tail].double(), k.double(), v.double())
+    assert rel_err(o[:, :, tail], ro) < 2e-3 and rel_err(m[:, :, tail], rm) < 1e-3
+    do = torch.empty_like(q).normal_()
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    del o
+    rdq, _, _ = reference.backward(q[:, :, tail].double(), k.double(), v.double(),
+                                   do[:, :, tail].double(), m[:, :, tail], l[:, :, tail])
+    assert rel_err(dq[:, :, tail], rdq) < 5e-3
+    # dk, dv sum over every row: a chunked fp64 reference over all 2.1M rows
+    rdk = torch.zeros_like(k, dtype=torch.float64)
+    rdv = torch.zeros_like(v, dtype=torch.float64)
+    for s in range(0, T, 1 << 18):
+        c = slice(s, min(T, s + (1 << 18)))
+        _, ck, cv = reference.backward(q[:, :, c].double(), k.double(), v.double(),
+                                       do[:, :, c].double(), m[:, :, c], l[:, :, c])
+        rdk += ck
+        rdv += cv
+    assert rel_err(dk, rdk) < 5e-3 and rel_err(dv, rdv) < 5e-3
+    del dq, do
+    tq = torch.empty_like(q).normal_()
+    tk, tv = randn((B, H, M, D), dt, seed=3), randn((B, H, M, D), dt, seed=4)
+    t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    rt = reference.jvp(q[:, :, tail].double(), k.double(), v.double(), tq[:, :, tail].double(),
+                       tk.double(), tv.double(), m[:, :, tail], l[:, :, tail])
+    assert rel_err(t[:, :, tail], rt) < 5e-3
+
+
+# ---------------------------------------------------------------- numerics at the edges
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_in_one_query_row_poisons_only_that_row(dtype):
+    q, k, v = qkv(1, 2, 50, 60, 32, dtype, seed=9)
+    q[0, 1, 17, 3] = float("nan")
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    assert torch.isnan(o[0, 1, 17]).all()
+    bad = torch.zeros(o.shape[:3], dtype=torch.bool, device="cuda")
+    bad[0, 1, 17] = True
+    assert torch.isfinite(o[~bad]).all()
+    ro, _, _ = reference.forward(q.double(), k.double(), v.double())
+    assert rel_err(o[~bad], ro[~bad]) < 2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_huge_logits_do_not_overflow(dtype):
+    q, k, v = qkv(1, 2, 64, 96, 64, dtype, seed=4)
+    q = (q * 40).to(dtype)  # |S| up to ~1e4 with scale 1/8
+    k = (k * 40).to(dtype)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    ro, rm, rl = reference.forward(q.double(), k.double(), v.double())
+    assert rm.abs().max() > 5e3
+    assert torch.isfinite(o).all() and torch.isfinite(l).all()
+    assert rel_err(o, ro) < 2e-2 and rel_err(m, rm) < 1e-3
+
+
+def test_infinite_logits_match_fp64_reference():
+    q, k, v = qkv(1, 1, 8, 16, 16, torch.float32, seed=6)
+    q = q.abs() + 0.1  # positive rows: an infinite key coordinate gives an infinite score
+    k[0, 0, 3, 0] = float("-inf")  # S[:, 3] = -inf: probability exactly 0
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    ro, rm, rl = reference.forward(q.double(), k.double(), v.double())
+    torch.testing.assert_close(o.double(), ro, rtol=1e-5, atol=1e-6)
+    k[0, 0, 5, 0] = float("inf")  # S[:, 5] = +inf: the reference's softmax is NaN
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    ro, rm, rl = reference.forward(q.double(), k.double(), v.double())
+    torch.testing.assert_close(o.double(), ro, equal_nan=True)
+    torch.testing.assert_close(m.double(), rm, equal_nan=True)
+
+
+def test_fp16_overflow_becomes_inf_not_garbage():
+    q, k, v = qkv(1, 1, 32, 48, 16, torch.float16, seed=8)
+    v = torch.full_like(v, 30000.0)
+    v[..., 1::2, :] = -30000.0
+    tq = randn(q.shape, torch.float16, seed=9) * 20
+    tk, tv = torch.zeros_like(k), torch.zeros_like(v)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    _, rt = torch.func.jvp(reference.attention, (q.double(), k.double(), v.double()),
+                           (tq.double(), tk.double(), tv.double()))
+    over = rt.abs() > 70000  # clearly beyond fp16's max (65504) after rounding
+    fine = rt.abs() < 60000
+    assert over.any(), "test data must overflow somewhere"
+    assert torch.isinf(t[over]).all() and (torch.sign(t[over]) == torch.sign(rt[over])).all()
+    assert torch.isfinite(t[fine]).all()
+
+
+# ---------------------------------------------------------------- races of the result
+def test_250_repeats_are_bitwise_equal():
+    q, k, v = qkv(2, 4, 1000, 1000, 64, torch.float16, seed=21)
+    do = randn(q.shape, torch.float16, seed=22)
+    o0, m0, l0 = aot_sdpa.triton_sdpa_fused(q, k, v)
+    g0 = aot_sdpa.sdpa_bwd(q, k, v, do, m0, l0, o=o0)
+    for _ in range(250):
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+        g = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+        assert torch.equal(o, o0) and torch.equal(m, m0) and torch.equal(l, l0)
+        assert all(torch.equal(a, b) for a, b in zip(g, g0))
+
+
+# ---------------------------------------------------------------- soak
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.soak
+def test_soak_memory_flat_over_1e5_calls():
+    q, k, v = qkv(1, 4, 64, 64, 32, torch.float16, seed=31)
+    do = randn(q.shape, torch.float16, seed=32)
+
+    def step():
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+        aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+
+    for _ in range(2000):
+        step()
+    torch.cuda.synchronize()
+    gc.collect()
+    rss0, cuda0 = _rss_bytes(), torch.cuda.memory_allocated()
+    for _ in range(100_000):
+        step()
+    torch.cuda.synchronize()
+    gc.collect()
+    rss1, cuda1 = _rss_bytes(), torch.cuda.memory_allocated()
+    assert abs(rss1 - rss0) <= 0.01 * rss0, (rss0, rss1)
+    assert cuda1 == cuda0
+    # many shapes and dtypes: handles are per (variant, device), so memory stays bounded
+    for i in range(3000):
+        dt = DTYPES[i % 3]
+        T, M, D = 1 + (i * 7) % 300, 1 + (i * 13) % 200, 1 + (i * 5) % 64
+        q2, k2, v2 = qkv(1, 2, T, M, D, dt, seed=i)
+        o, m, l = aot_sdpa.triton_sdpa_fused(q2, k2, v2)
+        aot_sdpa.sdpa_bwd(q2, k2, v2, q2, m, l, o=o)
+    torch.cuda.synchronize()
+    gc.collect()
+    rss2 = _rss_bytes()
+    assert rss2 <= rss1 * 1.01 + 16 * 2**20, (rss1, rss2)
