@@ -1,4 +1,4 @@
-"""Forward + JVP: aot_sdpa drop-in under torch.func.jvp vs torch.func.jvp of
+"""Forward + JVP: aot_sdpa drop-in (torch.func.jvp and forward_ad) and sdpa_fwd_jvp vs torch.func.jvp of
 F.scaled_dot_product_attention (math backend, the only torch backend with forward AD).
 
 D=64, B=2, H=16, T=M in {1k, 2k, 4k, 8k}. Time and peak extra memory, same run.
@@ -6,6 +6,7 @@ FLOPs = 3 x forward = 3 * 4*B*H*T*M*D (primal + tangent: Q K^T, dQ K^T, Q dK^T, 
 """
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 import aot_sdpa
 
@@ -25,10 +26,17 @@ def main():
             key = {"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H, "D": D}
             ours = lambda: torch.func.jvp(aot_sdpa.scaled_dot_product_attention, prim, tang)
             fused = lambda: aot_sdpa.sdpa_fwd_jvp(*prim, *tang)
+
+            def fwd_ad():
+                with fwAD.dual_level():
+                    out = aot_sdpa.scaled_dot_product_attention(
+                        *(fwAD.make_dual(p, t) for p, t in zip(prim, tang)))
+                    return fwAD.unpack_dual(out)
             math = lambda: torch.func.jvp(F.scaled_dot_product_attention, prim, tang)
             res = {}
-            for name, backend, fn in (("aot_sdpa drop-in", None, ours),
-                                      ("aot_sdpa fused", None, fused),
+            for name, backend, fn in (("aot_sdpa drop-in func.jvp", None, ours),
+                                      ("aot_sdpa drop-in forward_ad", None, fwd_ad),
+                                      ("aot_sdpa sdpa_fwd_jvp", None, fused),
                                       ("torch math", "math", math)):
                 try:
                     if backend:
@@ -43,7 +51,7 @@ def main():
                 rows.append({**key, "impl": name, **t, "peak_extra_mib": mem and round(mem, 1),
                              "tflops": t["ms"] and round(flops / t["ms"] / 1e9, 1)})
             mt, mm = res["torch math"]
-            for r in rows[-3:]:
+            for r in rows[-4:]:
                 ot, om = res[r["impl"]]
                 r["speedup_vs_math"] = mt and ot and round(mt / ot, 1)
                 r["mem_ratio_vs_math"] = mm and om and round(mm / om, 1)

@@ -27,18 +27,37 @@ def main():
     ptrs = [t.data_ptr() for t in (q, k, v, o, m, l)]
     strides = [s for t in (q, k, v, o, m) for s in t.stride()[:3]]
     stream = torch._C._cuda_getCurrentRawStream(0)
+    from aot_sdpa import _ops
+
+    def checks():
+        check_attention(q, k, v, None)
+        check_devices(("q", "k", "v"), (q, k, v))
+
+    def checks_alloc():
+        checks()
+        torch.empty_like(q)
+        _ops._stats_pair(q, 1, 8, 128)
+
+    def checks_alloc_args():
+        checks_alloc()
+        [t.data_ptr() for t in (q, k, v, q, q, q)]
+        st = ()
+        for t in (q, k, v, q, m):
+            st += t.stride()[:3]
+        torch._C._cuda_getCurrentRawStream(0)
+
     parts = {
         "full call": lambda: aot_sdpa.triton_sdpa_fused(q, k, v),
-        "check_attention": lambda: check_attention(q, k, v, None),
-        "check_devices": lambda: check_devices(q=q, k=k, v=v),
-        "empty_like": lambda: torch.empty_like(q),
-        "stats alloc": lambda: torch.empty((2, 1, 8, 128), dtype=torch.float32, device=q.device),
-        "raw stream": lambda: torch._C._cuda_getCurrentRawStream(0),
+        "drop-in (inference)": lambda: aot_sdpa.scaled_dot_product_attention(q, k, v),
+        "checks": checks,
+        "checks+alloc": checks_alloc,
+        "checks+alloc+args": checks_alloc_args,
         "_C.launch only": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
                                             (1, 8, 128, 128, 64), 0.125),
         "_C.launch empty grid": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
                                                   (1, 8, 0, 128, 64), 0.125),
-        "_C.device_arch": lambda: _C.device_arch(0),
+        "empty_like": lambda: torch.empty_like(q),
+        "stats pair": lambda: _ops._stats_pair(q, 1, 8, 128),
     }
     for name, fn in parts.items():
         print(f"{name:<24}{us(fn):8.2f} us")
@@ -49,26 +68,6 @@ def main():
     e.record()
     torch.cuda.synchronize()
     print(f"{'device time / launch':<24}{s.elapsed_time(e):8.2f} us (1000 launches, ms total)")
-    # functorch wrapper types seen by the JVP rule
-    import aot_sdpa._autograd as ag
-
-    seen = []
-    orig = ag.sdpa_jvp
-
-    def spy(*a, **kw):
-        for t in a[:5]:
-            f = torch._C._functorch
-            seen.append((type(t).__name__, f.is_functorch_wrapped_tensor(t),
-                         f.is_gradtrackingtensor(t), f.is_batchedtensor(t),
-                         torch._C._functorch.maybe_get_level(t)))
-        return orig(*a, **kw)
-
-    ag.sdpa_jvp = spy
-    try:
-        torch.func.jvp(aot_sdpa.scaled_dot_product_attention, (q, k, v), (q, k, v))
-    except RuntimeError as exc:
-        print("jvp failed:", exc)
-    print("jvp rule saw:", seen)
 
 
 if __name__ == "__main__":

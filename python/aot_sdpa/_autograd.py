@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
-from ._ops import sdpa_bwd, sdpa_jvp, triton_sdpa_fused
+from ._ops import sdpa_bwd, sdpa_fwd_jvp, sdpa_jvp, triton_sdpa_fused
 
 Tensor = torch.Tensor
 
@@ -68,8 +69,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, no GQA, D <= 64,
     float16/bfloat16/float32 on CUDA. Anything else raises (never a silent fallback).
     Differentiable by reverse mode (explicit backward kernels; saves o, m, l) and forward
-    mode (frozen-stats JVP kernel): torch.autograd.grad, .backward(), torch.func.jvp,
-    torch.func.grad and torch.autograd.forward_ad all work.
+    mode: torch.autograd.grad, .backward(), torch.func.jvp, torch.func.grad and
+    torch.autograd.forward_ad all work. Paths: no grad and no tangents -> one forward kernel;
+    forward_ad tangents without reverse mode -> the fused primal+tangent kernel (one pass);
+    otherwise a torch.autograd.Function whose jvp rule is the frozen-stats JVP kernel.
     """
     if attn_mask is not None:
         raise NotImplementedError("attn_mask is not supported by aot_sdpa (pass None)")
@@ -79,4 +82,24 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
     if enable_gqa:
         raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
+    needs_graph = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad
+                                               or value.requires_grad)
+    if not needs_graph and not _functorch_wrapped(query, key, value):
+        if fwAD._current_level < 0:
+            # inference: no graph to record and no tangents to carry
+            return triton_sdpa_fused(query, key, value, scale=scale)[0]
+        # forward AD only (torch.autograd.forward_ad): primal and tangent in one fused pass
+        duals = [fwAD.unpack_dual(x) for x in (query, key, value)]
+        if any(d.tangent is not None for d in duals):
+            q, k, v = (d.primal for d in duals)
+            tq, tk, tv = (torch.zeros_like(d.primal) if d.tangent is None
+                          else _unit_stride(d.tangent) for d in duals)
+            o, _, _, t = sdpa_fwd_jvp(q, k, v, tq, tk, tv, scale=scale)
+            return fwAD.make_dual(o, t)
+    # reverse mode, torch.func transforms, or both modes at once
     return _SDPA.apply(query, key, value, scale)[0]
+
+
+def _functorch_wrapped(*ts: Tensor) -> bool:
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
+               if isinstance(t, torch.Tensor))
