@@ -52,3 +52,50 @@ def store_tile(ptrs, x, row_ok, d_ok, EVEN_D: tl.constexpr):
         tl.store(ptrs, x, mask=row_ok)
     else:
         tl.store(ptrs, x, mask=row_ok & d_ok)
+
+
+@triton.jit
+def load_rows(base, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_d, row_ok, d_ok,
+              EVEN_D: tl.constexpr):
+    """Tile (len(rows) x HEAD_DIM) of batch off_z, head off_h of a (Z, H, rows, D) tensor."""
+    ptrs = base + off_z * stride_z + off_h * stride_h + rows[:, None] * stride_row + offs_d[None, :]
+    return load_tile(ptrs, row_ok[:, None], d_ok[None, :], True, EVEN_D)
+
+
+@triton.jit
+def store_rows(base, x, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_d, row_ok, d_ok,
+               EVEN_D: tl.constexpr):
+    """Store x (cast to the tensor's dtype) into rows of batch off_z, head off_h."""
+    ptrs = base + off_z * stride_z + off_h * stride_h + rows[:, None] * stride_row + offs_d[None, :]
+    store_tile(ptrs, x.to(base.dtype.element_ty), row_ok[:, None], d_ok[None, :], EVEN_D)
+
+
+@triton.jit
+def load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                   stride_lz, stride_lh, stride_lm, rows, row_ok):
+    """Frozen row stats in the form the kernels use: (m * log2(e), 1 / l); padded rows (0, 1)."""
+    m = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + rows * stride_mm, mask=row_ok,
+                other=0.0)
+    l = tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + rows * stride_lm, mask=row_ok,
+                other=1.0)
+    return m * LOG2E, 1.0 / l
+
+
+@triton.jit
+def block_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
+                  HEAD_DIM: tl.constexpr, n_rows, D):
+    """This program's rows, the inner-loop offsets, head-dim offsets and their masks."""
+    rows = pid * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    offs_d = tl.arange(0, HEAD_DIM)
+    return rows, tl.arange(0, BLOCK_INNER), offs_d, rows < n_rows, offs_d < D
+
+
+@triton.jit
+def load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok,
+              MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) of the key block `cols`."""
+    kT = load_tile(k_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
+                   d_ok[:, None], MASK_N, EVEN_D)
+    v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
+                  d_ok[None, :], MASK_N, EVEN_D)
+    return kT, v

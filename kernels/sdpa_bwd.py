@@ -13,7 +13,16 @@ results are bitwise reproducible.
 
 import triton
 import triton.language as tl
-from _common import LOG2E, batch_head, load_tile, store_tile
+from _common import (
+    LOG2E,
+    batch_head,
+    block_offsets,
+    load_kT_v,
+    load_row_stats,
+    load_rows,
+    load_tile,
+    store_rows,
+)
 
 
 @triton.jit
@@ -27,14 +36,12 @@ def _sdpa_bwd_z_from_o_kernel(
     """z_i = sum_d dO_id * O_id (fp32), written to the contiguous (Z*H, T) buffer Zbuf."""
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        o = load_tile(O + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om
-                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
-                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        offs_m, _, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_M,
+                                                      HEAD_DIM, T, D)
+        o = load_rows(O, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
         z = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
         bh = (off_z * H + off_h).to(tl.int64)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
@@ -49,11 +56,9 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
-        # -- load K^T and V for this key block
-        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
-                       d_ok[:, None], MASK_N, EVEN_D)
-        v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
-                      d_ok[None, :], MASK_N, EVEN_D)
+        # -- load K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) for this key block
+        kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
+                          EVEN_D)
         # -- P = exp2(S*log2(e) - m*log2(e)) / l, zero on masked keys
         p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
@@ -84,19 +89,14 @@ def _sdpa_bwd_z_from_stats_kernel(
     """
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
-                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
-                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
-                     mask=m_ok, other=0.0) * LOG2E
-        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
-                              mask=m_ok, other=1.0)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -180,15 +180,13 @@ def _sdpa_bwd_dkdv_kernel(
     """
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_m = tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        n_ok = offs_n < M
-        d_ok = offs_d < D
-        k = load_tile(K + off_z * stride_kz + off_h * stride_kh + offs_n[:, None] * stride_kn
-                      + offs_d[None, :], n_ok[:, None], d_ok[None, :], True, EVEN_D)
-        v = load_tile(V + off_z * stride_vz + off_h * stride_vh + offs_n[:, None] * stride_vn
-                      + offs_d[None, :], n_ok[:, None], d_ok[None, :], True, EVEN_D)
+        # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
+        offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
+                                                           HEAD_DIM, M, D)
+        k = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_d, n_ok,
+                      d_ok, EVEN_D)
+        v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok,
+                      d_ok, EVEN_D)
         q_base = Q + off_z * stride_qz + off_h * stride_qh
         do_base = DO + off_z * stride_doz + off_h * stride_doh
         m_base = Mstat + off_z * stride_mz + off_h * stride_mh
@@ -208,13 +206,11 @@ def _sdpa_bwd_dkdv_kernel(
                                  offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True,
                                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
         if COMPUTE_DK:
-            store_tile(DK + off_z * stride_dkz + off_h * stride_dkh + offs_n[:, None] * stride_dkn
-                       + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty),
-                       n_ok[:, None], d_ok[None, :], EVEN_D)
+            store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
+                       offs_d, n_ok, d_ok, EVEN_D)
         if COMPUTE_DV:
-            store_tile(DV + off_z * stride_dvz + off_h * stride_dvh + offs_n[:, None] * stride_dvn
-                       + offs_d[None, :], dv.to(DV.dtype.element_ty), n_ok[:, None],
-                       d_ok[None, :], EVEN_D)
+            store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d,
+                       n_ok, d_ok, EVEN_D)
 
 
 @triton.jit
@@ -261,19 +257,14 @@ def _sdpa_bwd_dq_kernel(
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
-                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        do = load_tile(DO + off_z * stride_doz + off_h * stride_doh + offs_m[:, None] * stride_dom
-                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
-                     mask=m_ok, other=0.0) * LOG2E
-        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
-                              mask=m_ok, other=1.0)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
         z = tl.load(Zbuf + (off_z * H + off_h).to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
@@ -286,6 +277,5 @@ def _sdpa_bwd_dq_kernel(
             dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
                            M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
                            INPUT_PRECISION)
-        store_tile(DQ + off_z * stride_dqz + off_h * stride_dqh + offs_m[:, None] * stride_dqm
-                   + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty), m_ok[:, None],
-                   d_ok[None, :], EVEN_D)
+        store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
+                   offs_d, m_ok, d_ok, EVEN_D)

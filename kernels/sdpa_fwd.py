@@ -2,7 +2,7 @@
 
 import triton
 import triton.language as tl
-from _common import LN2, LOG2E, batch_head, load_tile, store_tile
+from _common import LN2, LOG2E, batch_head, block_offsets, load_kT_v, load_rows, store_rows
 
 
 @triton.jit
@@ -15,10 +15,8 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         cols = start_n + offs_n
         n_ok = cols < M
         # -- load K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) for this key block
-        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
-                       d_ok[:, None], MASK_N, EVEN_D)
-        v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
-                      d_ok[None, :], MASK_N, EVEN_D)
+        kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
+                          EVEN_D)
         # -- scores in base-2 units: s2 = (q k^T) * scale * log2(e)
         s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
         if MASK_N:
@@ -61,19 +59,13 @@ def _sdpa_fwd_kernel(
     """
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        pid_m = tl.program_id(0)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        # 64-bit per-head base pointers (strides are int64)
-        q_base = Q + off_z * stride_qz + off_h * stride_qh
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        # 64-bit per-head base pointers of K and V (strides are int64)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
-        o_base = O + off_z * stride_oz + off_h * stride_oh
-        q = load_tile(q_base + offs_m[:, None] * stride_qm + offs_d[None, :], m_ok[:, None],
-                      d_ok[None, :], True, EVEN_D)
         qk_scale = sm_scale * LOG2E
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -88,8 +80,8 @@ def _sdpa_fwd_kernel(
                                        n_full, M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
                                        EVEN_D, True, INPUT_PRECISION)
         o = acc / l_i[:, None]
-        store_tile(o_base + offs_m[:, None] * stride_om + offs_d[None, :],
-                   o.to(O.dtype.element_ty), m_ok[:, None], d_ok[None, :], EVEN_D)
+        store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok, d_ok,
+                   EVEN_D)
         s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
         tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
         tl.store(Lstat + s_off, l_i, mask=m_ok)

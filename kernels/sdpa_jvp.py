@@ -13,7 +13,16 @@ so one sweep over keys with three accumulators (A, r, O) suffices; T x M is neve
 
 import triton
 import triton.language as tl
-from _common import LN2, LOG2E, batch_head, load_tile, store_tile
+from _common import (
+    LN2,
+    LOG2E,
+    batch_head,
+    block_offsets,
+    load_kT_v,
+    load_row_stats,
+    load_rows,
+    store_rows,
+)
 
 
 @triton.jit
@@ -21,14 +30,10 @@ def _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn, stri
                    stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N: tl.constexpr,
                    EVEN_D: tl.constexpr):
     """K^T, tK^T (HEAD_DIM x BLOCK_N) and V, tV (BLOCK_N x HEAD_DIM) of one key block."""
-    kT = load_tile(k_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
-                   d_ok[:, None], MASK_N, EVEN_D)
-    tkT = load_tile(tk_base + cols[None, :] * stride_tkn + offs_d[:, None], n_ok[None, :],
-                    d_ok[:, None], MASK_N, EVEN_D)
-    v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
-                  d_ok[None, :], MASK_N, EVEN_D)
-    tv = load_tile(tv_base + cols[:, None] * stride_tvn + offs_d[None, :], n_ok[:, None],
-                   d_ok[None, :], MASK_N, EVEN_D)
+    kT, v = load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
+                      EVEN_D)
+    tkT, tv = load_kT_v(tk_base, tv_base, stride_tkn, stride_tvn, cols, n_ok, offs_d, d_ok,
+                        MASK_N, EVEN_D)
     return kT, tkT, v, tv
 
 
@@ -87,19 +92,14 @@ def _sdpa_jvp_kernel(
     """
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
-                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        tq = load_tile(TQ + off_z * stride_tqz + off_h * stride_tqh + offs_m[:, None] * stride_tqm
-                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        m2 = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + offs_m * stride_mm,
-                     mask=m_ok, other=0.0) * LOG2E
-        inv_l = 1.0 / tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + offs_m * stride_lm,
-                              mask=m_ok, other=1.0)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
@@ -119,9 +119,8 @@ def _sdpa_jvp_kernel(
                                          stride_tvn, n_full, M, M, offs_n, offs_d, d_ok, sm_scale,
                                          qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
         t_o = acc_a - r[:, None] * acc_o
-        store_tile(TO + off_z * stride_toz + off_h * stride_toh + offs_m[:, None] * stride_tom
-                   + offs_d[None, :], t_o.to(TO.dtype.element_ty), m_ok[:, None], d_ok[None, :],
-                   EVEN_D)
+        store_rows(TO, t_o, off_z, off_h, stride_toz, stride_toh, stride_tom, offs_m, offs_d, m_ok,
+                   d_ok, EVEN_D)
 
 
 @triton.jit
@@ -186,15 +185,12 @@ def _sdpa_fwd_jvp_kernel(
     """
     off_z, off_h, valid = batch_head(Z, H)
     if valid:
-        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        m_ok = offs_m < T
-        d_ok = offs_d < D
-        q = load_tile(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm
-                      + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
-        tq = load_tile(TQ + off_z * stride_tqz + off_h * stride_tqh + offs_m[:, None] * stride_tqm
-                       + offs_d[None, :], m_ok[:, None], d_ok[None, :], True, EVEN_D)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
@@ -218,13 +214,10 @@ def _sdpa_fwd_jvp_kernel(
         inv_l = 1.0 / l_i
         o = acc_o * inv_l[:, None]
         t_o = acc_a * inv_l[:, None] - (r * inv_l)[:, None] * o
-        row_off = offs_m[:, None]
-        store_tile(O + off_z * stride_oz + off_h * stride_oh + row_off * stride_om
-                   + offs_d[None, :], o.to(O.dtype.element_ty), m_ok[:, None], d_ok[None, :],
-                   EVEN_D)
-        store_tile(TO + off_z * stride_toz + off_h * stride_toh + row_off * stride_tom
-                   + offs_d[None, :], t_o.to(TO.dtype.element_ty), m_ok[:, None], d_ok[None, :],
-                   EVEN_D)
+        store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok,
+                   d_ok, EVEN_D)
+        store_rows(TO, t_o, off_z, off_h, stride_toz, stride_toh, stride_tom, offs_m, offs_d, m_ok,
+                   d_ok, EVEN_D)
         s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
         tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
         tl.store(Lstat + s_off, l_i, mask=m_ok)

@@ -3,6 +3,7 @@ numerics at the edges, run-to-run races, soak. (Skipped without CUDA; soak and 2
 carry their own markers.)"""
 
 import gc
+import inspect
 import os
 import subprocess
 import sys
@@ -57,9 +58,16 @@ def test_empty_tensors_return_empty_results():
 
 
 # ---------------------------------------------------------------- threads
+def _make_inputs(dt):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    shapes = [(2, 3, 100, 40), (2, 3, 77, 40), (2, 3, 77, 40), (2, 3, 100, 40), (2, 3, 100, 40),
+              (2, 3, 77, 40), (2, 3, 77, 40)]
+    return [torch.randn(s, device="cuda", dtype=dt, generator=g) for s in shapes]
+
+
 THREADS_SCRIPT = textwrap.dedent('''
     import threading, torch, aot_sdpa
-    from tests_helpers_path import run_all_ops, make_inputs
+    from tests_helpers_path import _run_all_ops as run_all_ops, _make_inputs as make_inputs
     inputs = {dt: make_inputs(dt) for dt in (torch.float16, torch.bfloat16, torch.float32)}
     torch.cuda.synchronize()
     barrier = threading.Barrier(16)
@@ -89,24 +97,8 @@ THREADS_SCRIPT = textwrap.dedent('''
 
 def test_sixteen_threads_first_calls_in_fresh_process(tmp_path):
     helper = tmp_path / "tests_helpers_path.py"
-    helper.write_text(textwrap.dedent('''
-        import torch, aot_sdpa
-
-        def make_inputs(dt):
-            g = torch.Generator(device="cuda").manual_seed(0)
-            shapes = [(2, 3, 100, 40), (2, 3, 77, 40), (2, 3, 77, 40), (2, 3, 100, 40),
-                      (2, 3, 100, 40), (2, 3, 77, 40), (2, 3, 77, 40)]
-            return [torch.randn(s, device="cuda", dtype=dt, generator=g) for s in shapes]
-
-        def run_all_ops(q, k, v, do, tq, tk, tv):
-            o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
-            g = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
-            s = (aot_sdpa.sdpa_bwd_dq(q, k, v, do, m, l), aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l),
-                 aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l))
-            t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
-            f = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
-            return (o, m, l, *g, *s, t, *f)
-    '''))
+    helper.write_text("import torch\nimport aot_sdpa\n\n" + inspect.getsource(_run_all_ops)
+                      + inspect.getsource(_make_inputs))
     script = tmp_path / "threads.py"
     script.write_text(THREADS_SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
