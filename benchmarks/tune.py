@@ -61,13 +61,13 @@ def main():
             q, k, v, do, m, l, z, dk, dv, scale, *strides3(q, k, v, do, dk, dv, m, l),
             B, H, T, T, D, BLOCK_M=bm, BLOCK_N=bn, COMPUTE_DK=1, COMPUTE_DV=1, num_warps=w,
             num_stages=s, **common)
-        run("bwd_dkdv", fn, (bm, bn, w, s), 1.5 * flops)  # 3 of the 5 backward matmuls + recompute
+        run("bwd_dkdv", fn, (bm, bn, w, s), 2.0 * flops)  # S^T, dV, dP^T, dK: 4 matmuls
     for bm, bn, w, s in itertools.product((64, 128), (32, 64), (4, 8), (2, 3, 4)):
         grid = (triton.cdiv(T, bm), B * H, 1)
         fn = lambda: sdpa_bwd._sdpa_bwd_dq_kernel[grid](
             q, k, v, do, m, l, z, dq, scale, *strides3(q, k, v, do, dq, m, l), B, H, T, T, D,
             BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, **common)
-        run("bwd_dq", fn, (bm, bn, w, s), 1.0 * flops)
+        run("bwd_dq", fn, (bm, bn, w, s), 1.5 * flops)  # S, dP, dQ: 3 matmuls
     print("\nbest (BLOCK_M, BLOCK_N, num_warps, num_stages), fp16 D=64 T=4096:")
     for name, rs in results.items():
         rs.sort()
