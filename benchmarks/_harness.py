@@ -127,6 +127,14 @@ def plot(name: str, rows: list[dict], x: str, y: str, series: str, title: str) -
         fig.savefig(Path(out) / f"{name}.png", dpi=110)
 
 
+def sweep_16k(H: int = 16, D: int = 64, Ts=(512, 1024, 2048, 4096, 8192)):
+    """The standard sweep: fp16 and bf16, D=64, B*T = 16k tokens. Yields (dtype, B, T, key)."""
+    for dtype in (torch.float16, torch.bfloat16):
+        for T in Ts:
+            B = 16384 // T
+            yield dtype, B, T, {"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H, "D": D}
+
+
 def fwd_flops(B: int, H: int, T: int, M: int, D: int) -> float:
     """Forward FLOPs: two matmuls (Q K^T and P V), 2*T*M*D each, per batch*head: 4*B*H*T*M*D."""
     return 4.0 * B * H * T * M * D

@@ -8,7 +8,7 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, plot, table, write_csv
+from _harness import compare, fwd_flops, plot, sweep_16k, table, torch_backend, write_csv
 
 F = torch.nn.functional
 
@@ -22,19 +22,14 @@ def _torch_bwd(q, k, v, do):
 def main():
     rows = []
     H, D = 16, 64
-    for dtype in (torch.float16, torch.bfloat16):
-        for T in (512, 1024, 2048, 4096, 8192):
-            B = 16384 // T
-            q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(4))
-            o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
-            impls = {"aot_sdpa": (None, lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o))}
-            from _harness import torch_backend
-            for bk in ("flash", "cudnn"):
-                with torch_backend(bk):  # build each backend's graph under that backend
-                    impls[bk] = (bk, _torch_bwd(q, k, v, do))
-            rows += compare(impls, flops=2.5 * fwd_flops(B, H, T, T, D),
-                            key={"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H,
-                                 "D": D})
+    for dtype, B, T, key in sweep_16k(H, D):
+        q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(4))
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+        impls = {"aot_sdpa": (None, lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o))}
+        for bk in ("flash", "cudnn"):
+            with torch_backend(bk):  # build each backend's graph under that backend
+                impls[bk] = (bk, _torch_bwd(q, k, v, do))
+        rows += compare(impls, flops=2.5 * fwd_flops(B, H, T, T, D), key=key)
     write_csv("bwd", rows)
     plot("bwd", [r for r in rows if r["dtype"] == "float16"], "T", "tflops", "impl",
          "SDPA backward fp16, D=64, B*T=16k (TFLOP/s, 2.5 x 4BHTMD)")

@@ -7,7 +7,7 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, plot, table, write_csv
+from _harness import compare, fwd_flops, plot, sweep_16k, table, write_csv
 
 F = torch.nn.functional
 
@@ -15,16 +15,13 @@ F = torch.nn.functional
 def main():
     rows = []
     H, D = 16, 64
-    for dtype in (torch.float16, torch.bfloat16):
-        for T in (512, 1024, 2048, 4096, 8192):
-            B = 16384 // T
-            q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(3))
-            rows += compare(
-                {"aot_sdpa": (None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),
-                 "flash": ("flash", lambda: F.scaled_dot_product_attention(q, k, v)),
-                 "cudnn": ("cudnn", lambda: F.scaled_dot_product_attention(q, k, v))},
-                flops=fwd_flops(B, H, T, T, D),
-                key={"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H, "D": D})
+    for dtype, B, T, key in sweep_16k(H, D):
+        q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=dtype) for _ in range(3))
+        rows += compare(
+            {"aot_sdpa": (None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),
+             "flash": ("flash", lambda: F.scaled_dot_product_attention(q, k, v)),
+             "cudnn": ("cudnn", lambda: F.scaled_dot_product_attention(q, k, v))},
+            flops=fwd_flops(B, H, T, T, D), key=key)
     write_csv("fwd", rows)
     plot("fwd", [r for r in rows if r["dtype"] == "float16"], "T", "tflops", "impl",
          "SDPA forward fp16, D=64, B*T=16k (TFLOP/s, 4BHTMD)")
