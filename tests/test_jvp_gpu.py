@@ -100,7 +100,8 @@ def test_dropin_rejects_unsupported_arguments():
         f(*qkv(1, 2, 8, 8, 80, torch.float16))
 
 
-def test_hvp_fd_fp32_close_to_double_backward():
+@pytest.mark.parametrize("eps", [None, 1e-2], ids=["default-eps", "eps=1e-2"])
+def test_hvp_fd_fp32_close_to_double_backward(eps):
     q, k, v, tq, tk, tv = _inputs(64, 96, 32, torch.float32, seed=3)
     do = randn(q.shape, torch.float32, seed=4)
     x64 = [t.double() for t in (q, k, v)]
@@ -111,6 +112,7 @@ def test_hvp_fd_fp32_close_to_double_backward():
                                argnums=(0, 1, 2))(q_, k_, v_)
 
     _, exact = torch.func.jvp(grad_l, tuple(x64), tuple(t64))  # forward-over-reverse, fp64
-    hq, hk, hv = aot_sdpa.hvp_fd_vjp(q, k, v, do, tq, tk, tv, eps=1e-2)
+    kw = {} if eps is None else {"eps": eps}
+    hq, hk, hv = aot_sdpa.hvp_fd_vjp(q, k, v, do, tq, tk, tv, **kw)
     for name, h, e in zip(("hq", "hk", "hv"), (hq, hk, hv), exact):
         assert rel_err(h, e) < 0.05, f"{name}: relative error {rel_err(h, e):.3e}"
