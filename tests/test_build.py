@@ -149,3 +149,39 @@ def test_kernel_needing_scratch_is_rejected(tmp_path):
            "unaligned_stride_prefixes": []}
     with pytest.raises((RuntimeError, ValueError), match="scratch"):
         compile_variant(str(tmp_path), v, abi, str(tmp_path / "out"))
+
+
+def test_rendered_launchers_match_the_abi(tmp_path):
+    """The generated C++ packs every kernel parameter in order and checks exactly the hinted
+    (fast-flavour) pointers and strides before choosing the fast variant."""
+    from build_tools.compile_variant import classify_params
+    from build_tools.render import render
+
+    spec = _spec()
+    names = ["Q", "K", "Mstat", "sm_scale", "stride_qz", "stride_kz", "stride_mz", "Z", "T", "D"]
+    variants = [v for v in spec.variants if v.op == "fwd"][:2]  # general + fast of one dtype/D
+    metas = []
+    for v in variants:
+        metas.append({"variant": v.as_json(), "kernel_name": v.kernel, "shared": 1024,
+                      "num_warps": v.num_warps, "num_stages": v.num_stages, "cubin_bytes": 4,
+                      "params": classify_params(names, spec.abi, v.dtype, v.flavor)})
+    cubins = []
+    for i, _ in enumerate(variants):
+        p = tmp_path / f"k{i}.cubin"
+        p.write_bytes(b"\0" * 4)
+        cubins.append(p)
+    src = render(spec, metas, cubins)
+    # argument struct and packing in the kernel's parameter order, scratch pointers last
+    assert "void* params[] = {&a.Q, &a.K, &a.Mstat, &a.sm_scale, &a.stride_qz, &a.stride_kz, " \
+           "&a.stride_mz, &a.Z, &a.T, &a.D, &global_scratch, &profile_scratch};" in src
+    # sizes come from the (Z, H, T, M, D) array by name
+    assert "a->T = c->sizes[2];" in src and "a->D = c->sizes[4];" in src
+    # fast check: data pointers Q, K and their strides; never the stats pointer or stride
+    fast = src[src.index("static int aot_fwd_fast_ok"):].split("}", 1)[0]
+    assert "c->ptrs[0] % 16u == 0" in fast and "c->ptrs[1] % 16u == 0" in fast
+    assert "c->ptrs[2]" not in fast
+    assert "c->strides[0] % 16 == 0" in fast and "c->strides[1] % 16 == 0" in fast
+    assert "c->strides[2]" not in fast
+    # both variants are in the dispatch table with their flavour flag and embedded cubin path
+    assert src.count("AOT_INCBIN(aot_cubin_") == 2  # one embedded cubin per variant
+    assert str(cubins[0].resolve()) in src and str(cubins[1].resolve()) in src
