@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
+from build_tools.compile_variant import classify_params
+
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2}
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
@@ -52,11 +54,8 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
         op = meta["variant"]["op"]
         if op not in op_blocks:
             # the fast flavour's classification carries the alignment hints the dispatcher checks
-            params = [dict(p, hint=p["hint"] or False) for p in meta["params"]]
-            if meta["variant"]["flavor"] != "fast":
-                from build_tools.compile_variant import classify_params
-                params = classify_params([p["name"] for p in params], spec.abi,
-                                         meta["variant"]["dtype"], "fast")
+            params = classify_params([p["name"] for p in meta["params"]], spec.abi,
+                                     meta["variant"]["dtype"], "fast")
             op_blocks[op] = _op_block(op_names.index(op), op, spec.ops[op], params, spec.abi)
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []

@@ -64,8 +64,7 @@ def check_attention(q, k, v, scale, names=("q", "k", "v")):
     Returns (B, H, T, M, D, dtype_code, scale)."""
     nq, nk, nv = names
     for name, x in ((nq, q), (nk, k), (nv, v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        _tensor(name, x)
     dtype = q.dtype
     if dtype not in DTYPE_CODE:
         raise TypeError(f"{nq} has dtype {dtype}; supported dtypes are float16, bfloat16 "
