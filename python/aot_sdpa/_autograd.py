@@ -28,6 +28,9 @@ class _SDPA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
+        _refuse_second_order("backward", (*ctx.saved_tensors, do),
+                             "a second derivative through the backward (double backward, "
+                             "create_graph=True, torch.func.jvp/grad of torch.func.grad, hessian)")
         q, k, v, o, m, l = (_plain(t) for t in ctx.saved_tensors)
         with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
             dq, dk, dv = sdpa_bwd(q, k, v, _unit_stride(_plain(do)), m, l, o=o, scale=ctx.scale)
@@ -35,12 +38,47 @@ class _SDPA(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, _tscale):
+        _refuse_second_order("jvp", (*ctx.saved_tensors, tq, tk, tv),
+                             "a derivative of the forward-mode tangent (reverse mode through a "
+                             "JVP, or a JVP of a JVP)")
         q, k, v, m, l = (_plain(t) for t in ctx.saved_tensors)
         with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
             tq = torch.zeros_like(q) if tq is None else _unit_stride(_plain(tq))
             tk = torch.zeros_like(k) if tk is None else _unit_stride(_plain(tk))
             tv = torch.zeros_like(v) if tv is None else _unit_stride(_plain(tv))
             return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
+
+
+def _refuse_second_order(rule: str, tensors, what: str) -> None:
+    """Raise where the derivative rule's result would have to be differentiated again.
+
+    The rules compute their result with kernels on raw storage, so a transform wrapped around
+    them (an outer torch.func level, a forward-AD tangent, or an autograd graph recording the
+    rule) would see a constant and silently get a wrong second derivative. Until second-order
+    kernels exist, such compositions raise instead.
+    """
+    outer = False
+    for t in tensors:
+        if t is None:
+            continue
+        depth = 0
+        while torch._C._functorch.is_functorch_wrapped_tensor(t):
+            if torch._C._functorch.is_batchedtensor(t):
+                raise NotImplementedError(
+                    "aot_sdpa: torch.func.vmap over a derivative of attention (jacrev, jacfwd, "
+                    "hessian, per-sample gradients) is not supported yet; the rules would "
+                    "compute on the unbatched storage")
+            t = torch._C._functorch.get_unwrapped(t)
+            depth += 1
+        if depth > 1 or fwAD.unpack_dual(t).tangent is not None:
+            outer = True
+        if rule == "jvp" and torch.is_grad_enabled() and t.requires_grad:
+            outer = True
+    if rule == "backward" and torch.is_grad_enabled() and not _functorch_wrapped(*tensors):
+        outer = True  # torch.autograd with create_graph=True records the backward for a 2nd pass
+    if outer:
+        raise NotImplementedError(f"aot_sdpa: {what} is not supported yet; the {rule} rule "
+                                  "would return a wrong value here, so it refuses")
 
 
 def _unit_stride(t: Tensor) -> Tensor:
@@ -90,6 +128,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             return triton_sdpa_fused(query, key, value, scale=scale)[0]
         # forward AD only (torch.autograd.forward_ad): primal and tangent in one fused pass
         duals = [fwAD.unpack_dual(x) for x in (query, key, value)]
+        if torch.is_grad_enabled() and any(d.tangent is not None and d.tangent.requires_grad
+                                           for d in duals):
+            raise NotImplementedError("aot_sdpa: reverse mode through a forward-mode tangent "
+                                      "(tangents that require grad) is not supported yet")
         if any(d.tangent is not None for d in duals):
             q, k, v = (d.primal for d in duals)
             tq, tk, tv = (torch.zeros_like(d.primal) if d.tangent is None
