@@ -15,15 +15,45 @@ import json
 import sys
 from pathlib import Path
 
-from build_tools.variants import DTYPE_TRITON, INPUT_PRECISION, Variant
+from build_tools.variants import DTYPE_TRITON, Variant
 
-# Shared memory a block may opt into, per arch (CUDA programming guide, compute capabilities).
-MAX_SHARED_BYTES = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+# Shared memory a block may opt into, per compute capability (CUDA programming guide, "Compute
+# Capabilities" table). A cubin must fit the smallest limit among the devices it serves.
+MAX_SHARED_BYTES = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024,
+                    90: 227 * 1024}
+
+
+def shared_limit(serves) -> int:
+    unknown = [cc for cc in serves if cc not in MAX_SHARED_BYTES]
+    if unknown:
+        raise ValueError(f"no shared-memory limit known for compute capabilities {unknown}")
+    return min(MAX_SHARED_BYTES[cc] for cc in serves)
+
+
+def _is_pointer(name: str, abi: dict) -> bool:
+    return not (name in abi["i32_scalars"] or name in abi["fp32_scalars"]
+                or name.startswith("stride_"))
+
+
+def stride_owner(name: str, pointers: list[str], abi: dict) -> str:
+    """The pointer whose tensor supplies stride `name` (stride_<prefix><axis>)."""
+    prefix = name[len("stride_"):-1]
+    owner = abi.get("stride_owners", {}).get(prefix)
+    if owner is None:
+        owner = next((p for p in pointers if p.lower() == prefix), None)
+    if owner is None or owner not in pointers:
+        raise ValueError(f"stride parameter {name!r}: no pointer parameter owns prefix {prefix!r} "
+                         f"(pointers: {pointers}; see [abi] stride_owners)")
+    return owner
 
 
 def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) -> list[dict]:
-    """Return, for each non-constexpr kernel parameter, its Triton type and C role."""
+    """Return, for each non-constexpr kernel parameter, its Triton type and C role.
+
+    Strides come in (z, h, row) triples and carry the name of the pointer that owns them.
+    """
     fast = flavor == "fast"
+    pointers = [n for n in param_names if _is_pointer(n, abi)]
     out = []
     for name in param_names:
         if name in abi["i32_scalars"]:
@@ -33,11 +63,18 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
         elif name.startswith("stride_"):
             prefix = name[len("stride_"):-1]
             hint = fast and prefix not in abi["unaligned_stride_prefixes"]
-            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint})
+            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint,
+                        "owner": stride_owner(name, pointers, abi)})
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
         else:
             out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast})
+    strides = [p for p in out if p["kind"] == "stride"]
+    for i in range(0, len(strides), 3):
+        triple = strides[i:i + 3]
+        if len(triple) != 3 or len({p["owner"] for p in triple}) != 1:
+            raise ValueError(f"strides must come in (z, h, row) triples of one tensor, got "
+                             f"{[p['name'] for p in triple]}")
     return out
 
 
@@ -87,7 +124,7 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     constexprs.update(dict(v.constexprs))
     constexprs["HEAD_DIM"] = v.head_dim
     constexprs["EVEN_D"] = v.flavor == "fast"
-    constexprs["INPUT_PRECISION"] = INPUT_PRECISION[v.dtype]
+    constexprs["INPUT_PRECISION"] = v.input_precision
     names = [p.name for p in fn.params]
     unknown = [n for n in list(dict(v.blocks)) + list(dict(v.constexprs)) if n not in names]
     if unknown:
@@ -113,10 +150,10 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
         raise RuntimeError(f"{v.name}: kernel needs global/profile scratch memory "
                            f"({md.global_scratch_size}/{md.profile_scratch_size} bytes); "
                            "AOT launchers do not provide it")
-    limit = MAX_SHARED_BYTES.get(v.arch)
-    if limit is not None and md.shared > limit:
-        raise RuntimeError(f"{v.name}: needs {md.shared} bytes of shared memory, "
-                           f"sm_{v.arch} allows {limit}")
+    limit = shared_limit(v.serves)
+    if md.shared > limit:
+        raise RuntimeError(f"{v.name}: needs {md.shared} bytes of shared memory; the devices it "
+                           f"serves (compute capabilities {list(v.serves)}) allow {limit}")
     cubin = cc.asm["cubin"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernel.cubin").write_bytes(cubin)

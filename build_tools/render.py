@@ -32,16 +32,19 @@ def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict
                 fast_terms.append(f"{src} % 16 == 0")
             n_stride += 1
         elif p["kind"] == "size":
-            src = f"c->sizes[{abi['i32_scalars'].index(p['name'])}]"
+            src = f"c->ints[{abi['i32_scalars'].index(p['name'])}]"
         else:
             src = "c->scale"
         fills.append(f"    a->{p['name']} = {src};")
     ptr_names = ",".join(p["name"] for p in params if p["kind"] == "ptr")
+    # one owner per (z, h, row) stride triple: the pointer whose tensor supplies the strides
+    owners = ",".join(p["owner"] for p in params if p["kind"] == "stride")
+    owners = ",".join(owners.split(",")[::3]) if owners else ""
     code = _tpl("op.c.in").substitute(
         op=op, kernel=table["kernel"], fields="\n".join(fields), fills="\n".join(fills),
         fast_expr=" &&\n           ".join(fast_terms) or "1",
     )
-    entry = (f'    {{"{op}", \'{table["grid"]}\', {n_ptr}, {n_stride}, "{ptr_names}", '
+    entry = (f'    {{"{op}", \'{table["grid"]}\', {n_ptr}, {n_stride}, "{ptr_names}", "{owners}", '
              f"aot_{op}_fast_ok}},  /* {op_index} */")
     return {"code": code, "entry": entry, "params": params}
 
@@ -77,7 +80,9 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
             f'{v["head_dim"]}, {v["arch"]}, {int(v["flavor"] == "fast")}, '
             f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
-            f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, aot_launch_{i}}},')
+            f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
+            f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')
+    serves = [f"    {{{a}, {cc}}}," for a in spec.archs for cc in spec.serves[a]]
     source = _tpl("aot_kernels.c.in").substitute(
         ops="\n".join(op_blocks[op]["code"] for op in ops_used),
         variants="\n".join(variant_code),
@@ -85,6 +90,7 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
         variant_table="\n".join(table),
         archs=", ".join(str(a) for a in spec.archs),
         n_archs=len(spec.archs),
-        size_names=", ".join(f'"{n}"' for n in spec.abi["i32_scalars"]),
+        serves="\n".join(serves),
+        int_names=", ".join(f'"{n}"' for n in spec.abi["i32_scalars"]),
     )
     return source

@@ -8,9 +8,13 @@ from pathlib import Path
 import tomllib
 
 DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
-# fp32 must be fp32-accurate: IEEE products, never TF32; 16-bit inputs ignore the setting.
+# fp32 must be fp32-accurate: IEEE products, never plain TF32; 16-bit inputs ignore the setting.
+# An op may choose split-precision tensor-core products for fp32 ("tf32x3": three TF32 products
+# whose sum carries fp32 accuracy) with `input_precision = { fp32 = "tf32x3" }` in its table.
 INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "ieee"}
+FP32_ACCURATE = {"ieee", "tf32x3"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
+MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +26,8 @@ class Variant:
     dtype: str
     head_dim: int
     arch: int
+    serves: tuple[int, ...]  # compute capabilities whose devices run this cubin
+    input_precision: str     # tl.dot input_precision (fp32: "ieee" or "tf32x3")
     flavor: str
     blocks: tuple[tuple[str, int], ...]
     constexprs: tuple[tuple[str, int], ...]
@@ -40,6 +46,7 @@ class Variant:
         d = dataclasses.asdict(self)
         d["blocks"] = dict(self.blocks)
         d["constexprs"] = dict(self.constexprs)
+        d["serves"] = list(self.serves)
         return d
 
 
@@ -49,6 +56,7 @@ class Spec:
     abi: dict
     ops: dict  # op name -> op table (source, kernel, grid, ...)
     archs: list[int]
+    serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str) -> dict:
@@ -60,21 +68,37 @@ def _pick_config(op: str, configs: list[dict], arch: int, dtype: str) -> dict:
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     data = tomllib.loads(Path(path).read_text())
+    serves = {int(a): [int(c) for c in ccs] for a, ccs in data["serves"].items()}
+    missing = [a for a in data["archs"] if a not in serves]
+    if missing:
+        raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
     variants = []
     for op, table in data["ops"].items():
+        bad = {d: p for d, p in table.get("input_precision", {}).items()
+               if d == "fp32" and p not in FP32_ACCURATE}
+        if bad:
+            raise ValueError(f"variants.toml: op {op!r} asks for {bad}; fp32 must stay "
+                             f"fp32-accurate ({sorted(FP32_ACCURATE)})")
         if only_ops is not None and op not in only_ops:
             continue
         for arch in data["archs"]:
             for dtype in data["dtypes"]:
                 cfg = _pick_config(op, table["configs"], arch, dtype)
                 blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
+                if any(b > MAX_BLOCK for _, b in blocks):
+                    raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
+                                     f"{MAX_BLOCK} (the runtime's sequence-length bound "
+                                     "assumes it)")
                 for head_dim in data["head_dim_buckets"]:
                     for flavor in table["flavors"]:
                         variants.append(Variant(
                             op=op, source=table["source"], kernel=table["kernel"],
                             grid=table["grid"], dtype=dtype, head_dim=int(head_dim), arch=int(arch),
-                            flavor=flavor, blocks=blocks,
+                            serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
+                            input_precision=table.get("input_precision", {}).get(
+                                dtype, INPUT_PRECISION[dtype]),
                             constexprs=tuple(sorted(table.get("constexprs", {}).items())),
                             num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
                         ))
-    return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]))
+    return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
+                serves=serves)

@@ -40,10 +40,12 @@ void load() {
     AOT_LOAD(DeviceGetCount, cuDeviceGetCount);
     AOT_LOAD(DeviceGetAttribute, cuDeviceGetAttribute);
     AOT_LOAD(DevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain);
+    AOT_LOAD(DevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease);
     AOT_LOAD(CtxGetCurrent, cuCtxGetCurrent);
     AOT_LOAD(CtxPushCurrent, cuCtxPushCurrent);
     AOT_LOAD(CtxPopCurrent, cuCtxPopCurrent);
     AOT_LOAD(ModuleLoadData, cuModuleLoadData);
+    AOT_LOAD(ModuleUnload, cuModuleUnload);
     AOT_LOAD(ModuleGetFunction, cuModuleGetFunction);
     AOT_LOAD(FuncSetAttribute, cuFuncSetAttribute);
     AOT_LOAD(LaunchKernel, cuLaunchKernel);

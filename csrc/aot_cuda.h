@@ -15,10 +15,12 @@ struct CudaApi {
     decltype(&::cuDeviceGetCount) DeviceGetCount;
     decltype(&::cuDeviceGetAttribute) DeviceGetAttribute;
     decltype(&::cuDevicePrimaryCtxRetain) DevicePrimaryCtxRetain;
+    decltype(&::cuDevicePrimaryCtxRelease) DevicePrimaryCtxRelease;
     decltype(&::cuCtxGetCurrent) CtxGetCurrent;
     decltype(&::cuCtxPushCurrent) CtxPushCurrent;
     decltype(&::cuCtxPopCurrent) CtxPopCurrent;
     decltype(&::cuModuleLoadData) ModuleLoadData;
+    decltype(&::cuModuleUnload) ModuleUnload;
     decltype(&::cuModuleGetFunction) ModuleGetFunction;
     decltype(&::cuFuncSetAttribute) FuncSetAttribute;
     decltype(&::cuLaunchKernel) LaunchKernel;

@@ -1,13 +1,13 @@
-/* Runtime interface between the generated launchers (build/gen/aot_kernels.c) and the
+/* Runtime interface between the generated launchers (build/gen/aot_kernels.cpp) and the
  * extension. Only types from Triton's bundled cuda.h are used; libcuda itself is resolved at
- * run time (see aot_runtime.cpp), so the extension links no CUDA library. */
+ * run time (see aot_cuda.cpp), so the extension links no CUDA library. */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 #include <cuda.h>
 
 #define AOT_MAX_DEVICES 64
-#define AOT_NUM_SIZES 5 /* Z, H, T, M, D */
+#define AOT_NUM_INTS 6 /* Z, H, T, M, D, HAS_TDO (variants.toml [abi] i32_scalars) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,12 +24,12 @@ typedef struct aot_kernel {
     void* module[AOT_MAX_DEVICES];            /* CUmodule */
 } aot_kernel_t;
 
-/* The arguments of one call: raw pointers, strides and sizes in the op's ABI order. */
+/* The arguments of one call: raw pointers, strides and ints in the op's ABI order. */
 typedef struct aot_call {
     int device;
     const uint64_t* ptrs;
     const int64_t* strides;
-    const int32_t* sizes; /* AOT_NUM_SIZES entries: Z, H, T, M, D */
+    const int32_t* ints; /* AOT_NUM_INTS entries: Z, H, T, M, D, HAS_TDO */
     float scale;
 } aot_call_t;
 
@@ -41,7 +41,8 @@ typedef struct aot_op {
     char grid;          /* 'T': axis 0 tiles query rows by BLOCK_M; 'M': keys by BLOCK_N */
     int n_ptrs;
     int n_strides;
-    const char* ptr_names; /* comma separated, ABI order */
+    const char* ptr_names;     /* comma separated, ABI order */
+    const char* stride_owners; /* comma separated: the pointer owning each (z, h, row) triple */
     aot_fast_fn fast_ok;
 } aot_op_t;
 
@@ -55,8 +56,15 @@ typedef struct aot_variant {
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;
+    const char* input_precision;
     aot_launch_fn launch;
+    aot_kernel_t* kernel;
 } aot_variant_t;
+
+typedef struct aot_serve {
+    int arch; /* compiled arch */
+    int cc;   /* compute capability of devices that run its cubins */
+} aot_serve_t;
 
 extern const aot_op_t aot_ops[];
 extern const int aot_num_ops;
@@ -64,13 +72,34 @@ extern const aot_variant_t aot_variants[];
 extern const int aot_num_variants;
 extern const int aot_archs[];
 extern const int aot_num_archs;
-extern const char* const aot_size_names[AOT_NUM_SIZES];
+extern const aot_serve_t aot_serves[];
+extern const int aot_num_serves;
+extern const char* const aot_int_names[AOT_NUM_INTS];
 
 /* Load (once per device, thread-safe) and launch. Never exits; returns the CUDA status.
  * An empty grid returns CUDA_SUCCESS without launching. */
 CUresult aot_launch(aot_kernel_t* k, int device, CUstream stream, unsigned gx, unsigned gy,
                     unsigned gz, void** params);
 
+/* Load k's module on `device` (once, thread-safe) without launching anything. */
+CUresult aot_load(aot_kernel_t* k, int device);
+
 #ifdef __cplusplus
 }
+#endif
+
+#ifdef __cplusplus
+namespace aot {
+
+struct RuntimeCounters {
+    long long modules_loaded, modules_unloaded, contexts_retained, contexts_released;
+};
+RuntimeCounters runtime_counters();
+
+/* Test hook: load `proto`'s image on `device` so that the load fails after cuModuleLoadData
+ * succeeded (mode 0: unknown function name; 1: impossible shared-memory attribute), through
+ * the same code path as real loads. Returns the failing status. */
+CUresult test_failing_load(int device, const aot_kernel_t* proto, int mode);
+
+}  // namespace aot
 #endif

@@ -48,7 +48,10 @@ int device_arch(int device) {
     if (arch != 0) return arch;
     std::string why;
     const CudaApi* api = cuda_api(&why);
-    if (api == nullptr) throw std::runtime_error("aot_sdpa: " + why);
+    if (api == nullptr) {
+        set_error_detail(why);
+        throw_cuda(CUDA_ERROR_NOT_INITIALIZED, "loading the CUDA driver");
+    }
     CUdevice dev;
     CUresult st = api->DeviceGet(&dev, device);
     if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGet(" + std::to_string(device) + ")");
@@ -69,19 +72,32 @@ std::string wheel_archs() {
     return s.str();
 }
 
-/* The compiled arch whose cubins run on a device of compute capability `cc`: an exact match,
- * else the newest arch of the same major version below it (sm_90a code is 9.0-only). */
+/* The compiled arch whose cubins run on a device of compute capability `cc` (variants.toml
+ * [serves]; the build checked each cubin's shared memory against every cc it serves), or 0. */
 int pick_arch(int cc) {
-    int best = 0;
-    for (int i = 0; i < aot_num_archs; ++i) {
-        int a = aot_archs[i];
-        if (a == cc) return a;
-        if (a / 10 == cc / 10 && a < cc && a != 90 && a > best) best = a;
-    }
-    return best;
+    for (int i = 0; i < aot_num_serves; ++i)
+        if (aot_serves[i].cc == cc) return aot_serves[i].arch;
+    return 0;
 }
 
-const aot_variant_t* select_variant(int op, int dtype, int head_dim, int device, bool fast_ok) {
+std::vector<int> served_by(int arch) {
+    std::vector<int> out;
+    for (int i = 0; i < aot_num_serves; ++i)
+        if (aot_serves[i].arch == arch) out.push_back(aot_serves[i].cc);
+    return out;
+}
+
+struct Choice {
+    const aot_variant_t* run;      // the variant to launch
+    const aot_variant_t* sibling;  // the other flavour of the same bucket (or null)
+};
+
+/* The variants of `op` for (dtype, head_dim) on `device`: the general one of the smallest
+ * bucket >= head_dim, and the fast one of that bucket when it exists. The fast one runs when
+ * the call qualifies (aligned, strides % 16, head_dim == bucket). Both are loaded on first
+ * use, so a later call with another alignment (e.g. inside CUDA-graph capture, where loading
+ * a module is not allowed) finds its flavour ready. */
+Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok) {
     const int cc = device_arch(device);
     const int arch = pick_arch(cc);
     if (arch == 0) {
@@ -89,25 +105,37 @@ const aot_variant_t* select_variant(int op, int dtype, int head_dim, int device,
                             std::to_string(cc) + "; this build has kernels for " + wheel_archs());
     }
     const aot_variant_t* general = nullptr;
+    for (int i = 0; i < aot_num_variants; ++i) {
+        const aot_variant_t& v = aot_variants[i];
+        if (v.op != op || v.dtype_code != dtype || v.arch != arch || v.head_dim < head_dim ||
+            v.fast)
+            continue;
+        if (general == nullptr || v.head_dim < general->head_dim) general = &v;
+    }
+    if (general == nullptr) {
+        throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel for " +
+                            kDtypeNames[dtype] + " with head dim " + std::to_string(head_dim) +
+                            " on sm_" + std::to_string(arch));
+    }
     const aot_variant_t* fast = nullptr;
     for (int i = 0; i < aot_num_variants; ++i) {
         const aot_variant_t& v = aot_variants[i];
-        if (v.op != op || v.dtype_code != dtype || v.arch != arch || v.head_dim < head_dim) continue;
-        const aot_variant_t*& slot = v.fast ? fast : general;
-        if (slot == nullptr || v.head_dim < slot->head_dim) slot = &v;
+        if (v.op == op && v.dtype_code == dtype && v.arch == arch && v.fast &&
+            v.head_dim == general->head_dim)
+            fast = &v;
     }
     // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
-    if (fast_ok && fast != nullptr && fast->head_dim == head_dim &&
-        (general == nullptr || fast->head_dim <= general->head_dim))
-        return fast;
-    if (general != nullptr) return general;
-    throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel for " +
-                        kDtypeNames[dtype] + " with head dim " + std::to_string(head_dim) +
-                        " on sm_" + std::to_string(arch));
+    if (fast_ok && fast != nullptr && fast->head_dim == head_dim) return {fast, general};
+    return {general, fast};
+}
+
+void load_or_throw(const aot_variant_t* v, int device) {
+    CUresult st = aot_load(v->kernel, device);
+    if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
 }
 
 void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<uint64_t>& ptrs,
-            const std::vector<int64_t>& strides, const std::array<int32_t, AOT_NUM_SIZES>& sizes,
+            const std::vector<int64_t>& strides, const std::array<int32_t, AOT_NUM_INTS>& ints,
             double scale) {
     if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
     if (dtype < 0 || dtype > 2) throw std::invalid_argument("aot_sdpa: unknown dtype code");
@@ -116,19 +144,35 @@ void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<u
         throw std::invalid_argument(std::string("aot_sdpa: op '") + o.name + "' takes " +
                                     std::to_string(o.n_ptrs) + " pointers and " +
                                     std::to_string(o.n_strides) + " strides");
-    const int64_t bh = static_cast<int64_t>(sizes[0]) * sizes[1];
-    const int64_t extent = o.grid == 'T' ? sizes[2] : sizes[3];
+    const int64_t bh = static_cast<int64_t>(ints[0]) * ints[1];
+    const int64_t extent = o.grid == 'T' ? ints[2] : ints[3];
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
-    aot_call_t call{device, ptrs.data(), strides.data(), sizes.data(), static_cast<float>(scale)};
-    const aot_variant_t* v = select_variant(op, dtype, sizes[4], device, o.fast_ok(&call) != 0);
+    aot_call_t call{device, ptrs.data(), strides.data(), ints.data(), static_cast<float>(scale)};
+    const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0);
+    if (c.sibling != nullptr) load_or_throw(c.sibling, device);
+    const aot_variant_t* v = c.run;
     const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
     const int64_t gx = (extent + block - 1) / block;
-    const int64_t gy = bh < 65535 ? bh : 65535;  // CUDA caps grid axis 1 at 65535
+    const int64_t gy = bh < 65535 ? bh : 65535;  // CUDA caps grid axes 1 and 2 at 65535
     const int64_t gz = (bh + gy - 1) / gy;
-    if (gz > 65535) throw std::invalid_argument("aot_sdpa: batch*heads too large for one launch");
+    if (gz > 65535 || gx > 0x7fffffff)
+        throw std::invalid_argument("aot_sdpa: problem too large for one launch grid");
     CUresult st = v->launch(reinterpret_cast<CUstream>(stream), static_cast<unsigned>(gx),
                             static_cast<unsigned>(gy), static_cast<unsigned>(gz), &call);
     if (st != CUDA_SUCCESS) throw_cuda(st, std::string("launch of '") + o.name + "'");
+}
+
+/* Load every variant that can run on `device` (for CUDA-graph capture of any op); returns
+ * how many modules that device now has loaded. */
+int load_all(int device) {
+    const int arch = pick_arch(device_arch(device));
+    int n = 0;
+    for (int i = 0; i < aot_num_variants; ++i) {
+        if (aot_variants[i].arch != arch) continue;
+        load_or_throw(&aot_variants[i], device);
+        ++n;
+    }
+    return n;
 }
 
 py::list inventory() {
@@ -147,6 +191,8 @@ py::list inventory() {
         d["num_stages"] = v.num_stages;
         d["shared_bytes"] = v.shared;
         d["cubin_bytes"] = v.cubin_bytes;
+        d["input_precision"] = v.input_precision;
+        d["serves"] = served_by(v.arch);
         out.append(d);
     }
     return out;
@@ -159,6 +205,7 @@ py::list ops() {
         d["name"] = aot_ops[i].name;
         d["grid"] = std::string(1, aot_ops[i].grid);
         d["pointers"] = aot_ops[i].ptr_names;
+        d["stride_owners"] = aot_ops[i].stride_owners;
         d["n_strides"] = aot_ops[i].n_strides;
         out.append(d);
     }
@@ -172,7 +219,7 @@ PYBIND11_MODULE(_C, m) {
     py::register_exception<aot::CudaError>(m, "CudaError", PyExc_RuntimeError);
     py::register_exception<aot::NoKernelError>(m, "NoKernelError", PyExc_RuntimeError);
     m.def("launch", &aot::launch, py::arg("op"), py::arg("dtype"), py::arg("device"),
-          py::arg("stream"), py::arg("ptrs"), py::arg("strides"), py::arg("sizes"),
+          py::arg("stream"), py::arg("ptrs"), py::arg("strides"), py::arg("ints"),
           py::arg("scale"), py::call_guard<py::gil_scoped_release>(),
           "Launch op on raw pointers (ABI order of ops()); raises CudaError/NoKernelError.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
@@ -181,6 +228,31 @@ PYBIND11_MODULE(_C, m) {
         std::vector<int> a(aot_archs, aot_archs + aot_num_archs);
         return a;
     });
+    m.def("int_names", []() {
+        std::vector<std::string> n(aot_int_names, aot_int_names + AOT_NUM_INTS);
+        return n;
+    }, "Names of the ints passed to launch, in order.");
+    m.def("load_all", &aot::load_all, py::arg("device"), py::call_guard<py::gil_scoped_release>(),
+          "Load every variant that runs on the device; returns how many.");
+    m.def("_runtime_counters", []() {
+        aot::RuntimeCounters c = aot::runtime_counters();
+        py::dict d;
+        d["modules_loaded"] = c.modules_loaded;
+        d["modules_unloaded"] = c.modules_unloaded;
+        d["contexts_retained"] = c.contexts_retained;
+        d["contexts_released"] = c.contexts_released;
+        return d;
+    }, "Modules and contexts the runtime acquired and released (for leak tests).");
+    m.def("_test_failing_load", [](int device, int mode) {
+        if (aot_num_variants == 0) throw std::invalid_argument("aot_sdpa: no variants built");
+        CUresult st;
+        {
+            py::gil_scoped_release release;
+            st = aot::test_failing_load(device, aot_variants[0].kernel, mode);
+        }
+        aot::throw_cuda(st, "test load (injected failure)");
+    }, py::arg("device"), py::arg("mode"),
+          "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");
     m.def("driver_error", []() {

@@ -20,13 +20,14 @@ LN2 = tl.constexpr(0.6931471805599453)  # ln(2): converts a base-2 row max back 
 
 @triton.jit
 def batch_head(Z, H):
-    """Return (off_z, off_h, valid) for this program's batch*head index.
+    """Return (off_z, off_h, bh, valid) for this program's batch*head index, all int64.
 
     The grid carries batch*head on axes 1 and 2 (axis 1 is capped at 65535 by CUDA), so
-    bh = pid1 + pid2 * num_programs(1); programs past Z*H exit.
+    bh = pid1 + pid2 * num_programs(1), computed in int64: pid2 * 65535 passes 2**31 once
+    B*H does; programs past Z*H exit.
     """
-    bh = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)
-    return bh // H, bh % H, bh < Z * H
+    bh = tl.program_id(1).to(tl.int64) + tl.program_id(2).to(tl.int64) * tl.num_programs(1)
+    return bh // H, bh % H, bh, bh < Z.to(tl.int64) * H
 
 
 @triton.jit
@@ -91,11 +92,35 @@ def block_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
 
 
 @triton.jit
+def row_vector(base, bh, T, rows, row_ok, other):
+    """Rows `rows` of batch*head bh of a contiguous float32 (Z*H, T) buffer (z, r, ...)."""
+    return tl.load(base + bh * T + rows, mask=row_ok, other=other)
+
+
+@triton.jit
+def load_cols_T(base, stride_n, cols, n_ok, offs_d, d_ok, MASK_N: tl.constexpr,
+                EVEN_D: tl.constexpr):
+    """X^T (HEAD_DIM x BLOCK_N) of the rows `cols` of one head of X."""
+    return load_tile(base + cols[None, :] * stride_n + offs_d[:, None], n_ok[None, :],
+                     d_ok[:, None], MASK_N, EVEN_D)
+
+
+@triton.jit
+def load_tiles_T(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
+                 cols, n_ok, offs_d, d_ok, MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """K^T, tK^T, V^T, tV^T (HEAD_DIM x BLOCK_N) of the key block `cols`."""
+    kT = load_cols_T(k_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+    tkT = load_cols_T(tk_base, stride_tkn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+    vT = load_cols_T(v_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+    tvT = load_cols_T(tv_base, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+    return kT, tkT, vT, tvT
+
+
+@triton.jit
 def load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok,
               MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
     """K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) of the key block `cols`."""
-    kT = load_tile(k_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
-                   d_ok[:, None], MASK_N, EVEN_D)
+    kT = load_cols_T(k_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
     v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
                   d_ok[None, :], MASK_N, EVEN_D)
     return kT, v

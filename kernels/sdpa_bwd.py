@@ -17,10 +17,12 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    load_cols_T,
     load_kT_v,
     load_row_stats,
     load_rows,
     load_tile,
+    row_vector,
     store_rows,
 )
 
@@ -34,7 +36,7 @@ def _sdpa_bwd_z_from_o_kernel(
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
 ):
     """z_i = sum_d dO_id * O_id (fp32), written to the contiguous (Z*H, T) buffer Zbuf."""
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, _, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_M,
                                                       HEAD_DIM, T, D)
@@ -43,7 +45,6 @@ def _sdpa_bwd_z_from_o_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         z = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        bh = (off_z * H + off_h).to(tl.int64)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
 
@@ -87,7 +88,7 @@ def _sdpa_bwd_z_from_stats_kernel(
 
     Equal to sum_j dP_ij P_ij exactly, for any m, l (not only the forward's own).
     """
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
@@ -110,7 +111,6 @@ def _sdpa_bwd_z_from_stats_kernel(
                                  M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
                                  INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
-        bh = (off_z * H + off_h).to(tl.int64)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
 
@@ -178,7 +178,7 @@ def _sdpa_bwd_dkdv_kernel(
     dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
     (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.)
     """
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
         offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
@@ -191,7 +191,7 @@ def _sdpa_bwd_dkdv_kernel(
         do_base = DO + off_z * stride_doz + off_h * stride_doh
         m_base = Mstat + off_z * stride_mz + off_h * stride_mh
         l_base = Lstat + off_z * stride_lz + off_h * stride_lh
-        z_base = Zbuf + (off_z * H + off_h).to(tl.int64) * T
+        z_base = Zbuf + bh * T
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
@@ -223,10 +223,8 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         cols = start_n + offs_n
         n_ok = cols < M
         # -- load K^T and V^T (HEAD_DIM x BLOCK_N)
-        kT = load_tile(kT_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :],
-                       d_ok[:, None], MASK_N, EVEN_D)
-        vT = load_tile(vT_base + cols[None, :] * stride_vn + offs_d[:, None], n_ok[None, :],
-                       d_ok[:, None], MASK_N, EVEN_D)
+        kT = load_cols_T(kT_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+        vT = load_cols_T(vT_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
         p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
@@ -255,7 +253,7 @@ def _sdpa_bwd_dq_kernel(
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
@@ -265,7 +263,7 @@ def _sdpa_bwd_dq_kernel(
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
                                    stride_lz, stride_lh, stride_lm, offs_m, m_ok)
-        z = tl.load(Zbuf + (off_z * H + off_h).to(tl.int64) * T + offs_m, mask=m_ok, other=0.0)
+        z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)

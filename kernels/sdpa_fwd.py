@@ -57,7 +57,7 @@ def _sdpa_fwd_kernel(
     over the keys, never materialising S. Stats are written to Mstat/Lstat with strides
     (stride_sz, stride_sh, stride_sm).
     """
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)

@@ -90,7 +90,7 @@ def _sdpa_jvp_kernel(
 
     A_i = sum_j P_ij (dS_ij V_j + tV_j),  r_i = sum_j P_ij dS_ij,  O_i = sum_j P_ij V_j
     """
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
@@ -183,7 +183,7 @@ def _sdpa_fwd_jvp_kernel(
     r_i = sum_j e_ij dS_ij,  A_i = sum_j e_ij (dS_ij V_j + tV_j)
     tO_i = A_i / l_i - (r_i / l_i) O_i;  m_i = max_j S_ij (natural units)
     """
-    off_z, off_h, valid = batch_head(Z, H)
+    off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)

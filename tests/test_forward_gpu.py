@@ -9,7 +9,7 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, qkv, rel_err
+from _helpers import assert_within, poison_allocator, qkv, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -67,7 +67,9 @@ def test_transposed_view_matches_contiguous(dtype, D):
 
 def test_custom_scale_and_poisoned_output():
     q, k, v = qkv(2, 2, 65, 130, 32, torch.float16, seed=5)
+    poison_allocator()  # o, m, l land on NaN-filled memory: every element must be written
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, scale=0.3)
+    assert torch.isfinite(o).all() and torch.isfinite(m).all() and torch.isfinite(l).all()
     ro, rm, rl = reference.forward(q.double(), k.double(), v.double(), scale=0.3)
     assert rel_err(o, ro) < 2e-3 and rel_err(m, rm) < 1e-3 and rel_err(l, rl) < 1e-3
 
@@ -87,7 +89,7 @@ def test_no_matching_variant_raises_named_error():
     from aot_sdpa._native import OPS
 
     with pytest.raises(aot_sdpa.NoKernelError, match="head dim 65"):
-        _C.launch(OPS["fwd"][0], 0, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 65), 1.0)
+        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 65, 0), 1.0)
 
 
 def test_python_m_aot_sdpa_passes():

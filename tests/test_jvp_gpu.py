@@ -1,4 +1,5 @@
-"""JVP kernels, the autograd drop-in and the FD HVP vs fp64 references (skipped without CUDA)."""
+"""JVP kernels and the autograd drop-in vs fp64 references (skipped without CUDA); the HVPs are in
+test_hvp_gpu.py."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch.autograd.forward_ad as fwAD
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, qkv, randn, rel_err
+from _helpers import assert_within, qkv, randn
 
 pytestmark = pytest.mark.gpu
 
@@ -98,21 +99,3 @@ def test_dropin_rejects_unsupported_arguments():
         f(q, k, v, enable_gqa=True)
     with pytest.raises(ValueError, match="D=80"):
         f(*qkv(1, 2, 8, 8, 80, torch.float16))
-
-
-@pytest.mark.parametrize("eps", [None, 1e-2], ids=["default-eps", "eps=1e-2"])
-def test_hvp_fd_fp32_close_to_double_backward(eps):
-    q, k, v, tq, tk, tv = _inputs(64, 96, 32, torch.float32, seed=3)
-    do = randn(q.shape, torch.float32, seed=4)
-    x64 = [t.double() for t in (q, k, v)]
-    t64 = [t.double() for t in (tq, tk, tv)]
-
-    def grad_l(q_, k_, v_):
-        return torch.func.grad(lambda a, b, c: (reference.attention(a, b, c) * do.double()).sum(),
-                               argnums=(0, 1, 2))(q_, k_, v_)
-
-    _, exact = torch.func.jvp(grad_l, tuple(x64), tuple(t64))  # forward-over-reverse, fp64
-    kw = {} if eps is None else {"eps": eps}
-    hq, hk, hv = aot_sdpa.hvp_fd_vjp(q, k, v, do, tq, tk, tv, **kw)
-    for name, h, e in zip(("hq", "hk", "hv"), (hq, hk, hv), exact):
-        assert rel_err(h, e) < 0.05, f"{name}: relative error {rel_err(h, e):.3e}"

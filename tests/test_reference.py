@@ -73,3 +73,41 @@ def test_reference_fd_hvp_within_fd_error_of_double_backward():
     # central differences: truncation error O(eps^2) -> ~100x smaller for 10x smaller eps
     assert errs[1e-3] < 1e-4
     assert errs[1e-3] < errs[1e-2] / 30
+
+
+def _grad_l(do, scale):
+    def grad_l(q, k, v):
+        return torch.func.grad(lambda a, b, c: (reference.attention(a, b, c, scale=scale) * do).sum(),
+                               argnums=(0, 1, 2))(q, k, v)
+    return grad_l
+
+
+@pytest.mark.parametrize("T,M,D,scale", [(1, 1, 1, None), (1, 7, 4, None), (11, 13, 8, None),
+                                         (6, 17, 40, 0.5)])
+def test_reference_sdpa_hvp_equals_forward_over_reverse(T, M, D, scale):
+    q, k, v, tq, tk, tv = _inputs(T=T, M=M, D=D)
+    do = torch.randn_like(q)
+    _, exact = torch.func.jvp(_grad_l(do, scale), (q, k, v), (tq, tk, tv))
+    ours = reference.sdpa_hvp(q, k, v, do, tq, tk, tv, scale=scale)
+    for name, a, b in zip(("hq", "hk", "hv"), ours, exact):
+        assert (a - b).abs().max().item() < 1e-10, name
+
+
+@pytest.mark.parametrize("T,M,D", [(1, 7, 4), (11, 13, 8)])
+def test_reference_bwd_jvp_carries_the_cotangent_tangent(T, M, D):
+    # the tangent of (dq, dk, dv) when do itself moves: d/dt VJP(x + t tx, do + t tdo)
+    q, k, v, tq, tk, tv = _inputs(T=T, M=M, D=D)
+    do, tdo = torch.randn_like(q), torch.randn_like(q)
+
+    def vjp(a, b, c, g):
+        return torch.func.vjp(reference.attention, a, b, c)[1](g)
+
+    _, exact = torch.func.jvp(vjp, (q, k, v, do), (tq, tk, tv, tdo))
+    _, m, l = reference.forward(q, k, v)
+    ours = reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo)
+    for name, a, b in zip(("hq", "hk", "hv"), ours, exact):
+        assert (a - b).abs().max().item() < 1e-10, name
+    # without tdo it is the HVP; the difference is exactly the VJP of tdo (linearity in do)
+    no_tdo = reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
+    for a, b, c in zip(ours, no_tdo, reference.backward(q, k, v, tdo, m, l)):
+        assert (a - b - c).abs().max().item() < 1e-10

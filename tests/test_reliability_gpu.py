@@ -15,7 +15,7 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import qkv, randn, rel_err
+from _helpers import poison_allocator, qkv, randn, rel_err
 
 pytestmark = pytest.mark.gpu
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -28,7 +28,8 @@ def _run_all_ops(q, k, v, do, tq, tk, tv):
                aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l))
     t = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
     fused = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
-    return (o, m, l, *grads, *singles, t, *fused)
+    second = aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, do)
+    return (o, m, l, *grads, *singles, t, *fused, *second)
 
 
 # ---------------------------------------------------------------- CUDA errors, no exits
@@ -37,24 +38,37 @@ def test_cuda_failure_becomes_exception_with_error_name():
 
     bad_device = torch.cuda.device_count()  # one past the last device
     with pytest.raises(aot_sdpa.CudaError, match="CUDA_ERROR_INVALID_DEVICE"):
-        aot_sdpa._C.launch(OPS["fwd"][0], 0, bad_device, 0, [0] * 6, [0] * 15,
-                           (1, 1, 1, 1, 16), 1.0)
+        aot_sdpa._C.launch(OPS["fwd"].index, 0, bad_device, 0, [0] * 6, [0] * 15,
+                           (1, 1, 1, 1, 16, 0), 1.0)
     # the process and the device are still fine afterwards
     q, k, v = qkv(1, 1, 8, 8, 16, torch.float16)
     assert torch.isfinite(aot_sdpa.triton_sdpa_fused(q, k, v)[0]).all()
 
 
 def test_empty_tensors_return_empty_results():
-    for B, H, T in ((0, 2, 5), (1, 0, 5), (1, 2, 0)):
+    for B, H, T in ((0, 2, 5), (1, 0, 5)):
         q, k, v = qkv(B, H, T, 7, 16, torch.float16)
         tq = torch.randn_like(q)
         o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
         assert o.shape == q.shape and m.shape == (B, H, T)
         dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, tq, m, l, o=o)
-        assert dq.shape == q.shape and dk.shape == k.shape
-        assert (dk == 0).all() and (dv == 0).all()  # no query rows: zero key gradients
-        t = aot_sdpa.sdpa_jvp(q, k, v, tq, k, v, m, l)
-        assert t.shape == q.shape
+        assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+        assert aot_sdpa.sdpa_jvp(q, k, v, tq, k, v, m, l).shape == q.shape
+        assert all(h.shape == x.shape for h, x in zip(
+            aot_sdpa.sdpa_bwd_jvp(q, k, v, tq, m, l, tq, k, v), (q, k, v)))
+
+
+def test_no_query_rows_give_zero_key_gradients():
+    # T = 0 with keys present: the key-side kernels run and must write exact zeros
+    q, k, v = qkv(2, 3, 0, 37, 16, torch.float16)
+    tk, tv = torch.randn_like(k), torch.randn_like(v)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    poison_allocator()
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, q, m, l, o=o)
+    assert dk.numel() > 0 and (dk == 0).all() and (dv == 0).all()
+    poison_allocator()
+    hq, hk, hv = aot_sdpa.sdpa_bwd_jvp(q, k, v, q, m, l, q, tk, tv)
+    assert hk.numel() > 0 and (hk == 0).all() and (hv == 0).all()
 
 
 # ---------------------------------------------------------------- threads
@@ -163,6 +177,121 @@ def test_tensors_over_2_31_elements_give_correct_tail_rows():
     rt = reference.jvp(q[:, :, tail].double(), k.double(), v.double(), tq[:, :, tail].double(),
                        tk.double(), tv.double(), m[:, :, tail], l[:, :, tail])
     assert rel_err(t[:, :, tail], rt) < 5e-3
+
+
+# ---------------------------------------------------------------- B*H beyond one grid axis
+def _check_rows(op_out, ref, rows, tol):
+    """op_out[i][rows] against ref[i], the reference computed on those rows only."""
+    for a, b in zip(op_out, ref):
+        assert rel_err(a[rows], b) < tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_heads_beyond_65535_every_op(dtype):
+    # B*H = 70_001 > 65535: the grid folds batch*heads into axes 1 and 2 (pid2 > 0)
+    B, H, T, M, D = 70_001, 1, 5, 9, 16
+    q, k, v, do, tq, tk, tv = (randn((B, H, n, D), dtype, seed=i)
+                               for i, n in enumerate((T, M, M, T, T, M, M)))
+    out = _run_all_ops(q, k, v, do, tq, tk, tv)
+    rows = [0, 65534, 65535, 65536, B - 1]
+    x64 = [t[rows].double() for t in (q, k, v, do, tq, tk, tv)]
+    ro, rm, rl = reference.forward(*x64[:3])
+    rg = reference.backward(*x64[:4], rm, rl)
+    rt = reference.jvp(*x64[:3], *x64[4:], rm, rl)
+    rh = reference.bwd_jvp(*x64[:4], rm, rl, *x64[4:], x64[3])
+    tol = 2e-5 if dtype == torch.float32 else 3e-2
+    o, m, l, dq, dk, dv, dq1, dk1, dv1, t, fo, fm, fl, ft, hq, hk, hv = out
+    _check_rows((o, m, l, fo, fm, fl), (ro, rm, rl, ro, rm, rl), rows, tol)
+    _check_rows((dq, dk, dv, dq1, dk1, dv1), (*rg, *rg), rows, tol * 3)
+    _check_rows((t, ft), (rt, rt), rows, tol * 3)
+    _check_rows((hq, hk, hv), rh, rows, tol * 10)
+
+
+def test_batch_heads_at_the_bound():
+    # B*H = 2**31 - 1, the largest the checks admit: correct first and last rows, no crash
+    if torch.cuda.get_device_properties(0).total_memory < 100 * 2**30:
+        pytest.skip("needs ~60 GB of GPU memory")
+    B = 2**31 - 1
+    dt = torch.float16
+    q = torch.empty(B, 1, 1, 1, device="cuda", dtype=dt).normal_()
+    k = randn((1, 1, 1, 1), dt, seed=1).expand(B, 1, 1, 1)  # stride-0 keys: no copy
+    v = torch.empty(B, 1, 1, 1, device="cuda", dtype=dt).normal_()
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    # one key: softmax is exactly 1, o = v, m = q k / sqrt(1), l = 1
+    for rows in (slice(0, 1000), slice(B - 1000, B)):
+        assert torch.equal(o[rows], v[rows]) and (l[rows] == 1).all()
+        assert torch.allclose(m[rows], (q[rows].float() * k[rows].float())[..., 0], atol=1e-3)
+    del o
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, q, m, l)
+    for rows in (slice(0, 1000), slice(B - 1000, B)):  # one key: dS = P (dP - z) = 0, dV = dO
+        # (P is 1 up to the rounding of the stored stats, so up to that rounding)
+        assert dq[rows].abs().max() < 1e-3
+        assert torch.allclose(dv[rows].float(), q[rows].float(), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="B\\*H"):
+        aot_sdpa.triton_sdpa_fused(torch.empty(2**31, 1, 1, 1, device="meta", dtype=dt),
+                                   k[:1].expand(2**31, 1, 1, 1).to("meta"),
+                                   k[:1].expand(2**31, 1, 1, 1).to("meta"))
+
+
+# ---------------------------------------------------------------- failing loads release everything
+@pytest.mark.parametrize("mode", [0, 1], ids=["bad-function-name", "impossible-attribute"])
+def test_failing_module_load_releases_it(mode):
+    from aot_sdpa import _C
+
+    q, k, v = qkv(1, 1, 8, 8, 16, torch.float16)
+    aot_sdpa.triton_sdpa_fused(q, k, v)  # context retained, some modules loaded
+    torch.cuda.synchronize()
+    before = _C._runtime_counters()
+    free0 = torch.cuda.mem_get_info()[0]
+    match = "CUDA_ERROR_NOT_FOUND" if mode == 0 else "CUDA_ERROR_INVALID_VALUE"
+    for _ in range(200):
+        with pytest.raises(aot_sdpa.CudaError, match=match):
+            _C._test_failing_load(0, mode)
+    after = _C._runtime_counters()
+    loaded = after["modules_loaded"] - before["modules_loaded"]
+    unloaded = after["modules_unloaded"] - before["modules_unloaded"]
+    assert loaded == 200 and unloaded == 200  # every module loaded was unloaded again
+    assert after["contexts_retained"] == before["contexts_retained"]
+    assert torch.cuda.mem_get_info()[0] >= free0 - (8 << 20)  # no device memory growth
+    assert torch.isfinite(aot_sdpa.triton_sdpa_fused(q, k, v)[0]).all()  # still fine
+
+
+# ---------------------------------------------------------------- CUDA graphs, any alignment
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_cuda_graph_captures_misaligned_views_after_an_aligned_warmup(dtype):
+    B, H, T, M, D = 2, 3, 70, 50, 64
+    aligned = [randn(s, dtype, seed=i) for i, s in enumerate(
+        [(B, H, T, D), (B, H, M, D), (B, H, M, D), (B, H, T, D), (B, H, T, D), (B, H, M, D),
+         (B, H, M, D)])]
+    _run_all_ops(*aligned)  # warm-up: aligned, so the fast flavours run
+    torch.cuda.synchronize()
+    # views at a 1-element offset: data pointers no longer 16-byte aligned (general flavour)
+    bufs = [torch.empty(x.numel() + 1, device="cuda", dtype=dtype) for x in aligned]
+    static = [b[1:].view(x.shape) for b, x in zip(bufs, aligned)]
+    for s_, x in zip(static, aligned):
+        s_.copy_(x)
+    assert all(s_.data_ptr() % 16 != 0 for s_ in static)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = _run_all_ops(*static)
+    for i, x in enumerate(static):
+        x.copy_(randn(x.shape, dtype, seed=100 + i))
+    graph.replay()
+    torch.cuda.synchronize()
+    eager = _run_all_ops(*static)
+    for a, b in zip(outs, eager):
+        assert torch.equal(a, b)
+
+
+def test_warmup_loads_every_kernel_of_the_device():
+    from aot_sdpa import _C
+
+    n = aot_sdpa.warmup()
+    arch = f"sm_{_C.device_arch(0)}"
+    assert n == sum(r["arch"] == arch for r in aot_sdpa.kernel_inventory()) > 0
+    assert aot_sdpa.warmup("cuda:0") == n
+    with pytest.raises(ValueError, match="CUDA device"):
+        aot_sdpa.warmup("cpu")
 
 
 # ---------------------------------------------------------------- numerics at the edges

@@ -5,18 +5,20 @@ compiled when the wheel was built.
 """
 
 from . import reference
-from ._autograd import scaled_dot_product_attention
-from ._native import CudaError, NoKernelError, built_archs, kernel_inventory
-from ._ops import (
+from ._autograd import (
     hvp_fd_vjp,
+    scaled_dot_product_attention,
     sdpa_bwd,
     sdpa_bwd_dk,
     sdpa_bwd_dq,
     sdpa_bwd_dv,
+    sdpa_bwd_jvp,
     sdpa_fwd_jvp,
+    sdpa_hvp,
     sdpa_jvp,
     triton_sdpa_fused,
 )
+from ._native import CudaError, NoKernelError, built_archs, kernel_inventory, warmup
 from ._version import __version__
 
 __all__ = [
@@ -32,7 +34,10 @@ __all__ = [
     "sdpa_bwd_dk",
     "sdpa_bwd_dq",
     "sdpa_bwd_dv",
+    "sdpa_bwd_jvp",
     "sdpa_fwd_jvp",
+    "sdpa_hvp",
     "sdpa_jvp",
     "triton_sdpa_fused",
+    "warmup",
 ]

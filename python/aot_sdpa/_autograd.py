@@ -1,21 +1,89 @@
-"""Drop-in `scaled_dot_product_attention`, differentiable in reverse and forward mode."""
+"""The public, differentiable API: autograd Functions whose derivative rules are other kernels.
+
+Five primitives, each a torch.autograd.Function with backward, jvp and vmap rules:
+
+    _Fwd     (q, k, v)                             -> (o, m, l)
+    _Bwd     (q, k, v, do, o, m, l)                -> (dq, dk, dv)
+    _Jvp     (q, k, v, tq, tk, tv, m, l)           -> to
+    _FwdJvp  (q, k, v, tq, tk, tv)                 -> (o, m, l, to)
+    _BwdJvp  (q, k, v, do, m, l, tq, tk, tv, tdo)  -> (hq, hk, hv)
+
+With O(x) attention of x = (q, k, v), J its Jacobian and H_do the Hessian of <do, O(x)>, the
+backward is J^T do and the JVP is J t. By the symmetry of the Hessian every second-order
+derivative reduces to these and to the backward's tangent H_do t + J^T tdo (docs/phase9_hvp.md,
+"Compositions"):
+
+    d/dx <g, J^T do> = H_do g       d/ddo <g, J^T do> = J g        (double backward)
+    d/dt [J^T do]    = H_do tx + J^T tdo                           (forward over reverse)
+    d/dx <g, J t>    = H_g t        d/dt <g, J t>     = J^T g      (reverse through a JVP)
+
+The rules call the primitives (never kernels on unwrapped tensors), so torch.func levels and
+torch.autograd modes stack: each level is handled by the rule of the primitive called below
+it. The stats m, l (and o) are the forward's own, treated as functions of (q, k, v) whose
+influence the exact formulas already carry: they receive no gradient. Third derivatives (a
+derivative of _BwdJvp) and forward-over-forward (a jvp of a JVP) raise NotImplementedError.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from ._ops import sdpa_bwd, sdpa_fwd_jvp, sdpa_jvp, triton_sdpa_fused
+from . import _ops
+from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
+from ._torch_compat import forward_ad_active, functorch_active
 
 Tensor = torch.Tensor
 
 
-class _SDPA(torch.autograd.Function):
-    """o = SDPA(q, k, v); saves o, m, l (never P). Backward and JVP use the frozen stats."""
+# ---------------------------------------------------------------------------------- helpers
+def _unit_stride(t: Tensor | None) -> Tensor | None:
+    """Upstream grads and tangents may arrive in any layout; kernels need a unit last stride."""
+    if t is None or t.stride(-1) == 1 or t.shape[-1] == 1:
+        return t
+    return t.contiguous()
+
+
+def _or_zeros(t: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if t is None else _unit_stride(t)
+
+
+def _vmap_rule(apply, info, in_dims, *args):
+    """Fold the vmapped dimension into the batch dimension B and call `apply` once.
+
+    Every tensor argument of the primitives has B as its dimension 0, so a batched argument
+    (vmap dim moved to the front) of shape (N, B, ...) becomes (N*B, ...); an unbatched one is
+    expanded to N first. Outputs are unfolded back to (N, B, ...) with out_dim 0.
+    """
+    n = info.batch_size
+    folded, batch = [], None
+    for x, d in zip(args, in_dims):
+        if isinstance(x, torch.Tensor):
+            x = x.movedim(d, 0) if d is not None else x.expand(n, *x.shape)
+            batch = x.shape[1]
+            x = _unit_stride(x.reshape(n * batch, *x.shape[2:]))
+        folded.append(x)
+    out = apply(*folded)
+    single = isinstance(out, torch.Tensor)
+    outs = tuple(None if o is None else o.reshape(n, batch, *o.shape[1:])
+                 for o in ((out,) if single else out))
+    dims = tuple(None if o is None else 0 for o in outs)
+    return (outs[0], dims[0]) if single else (outs, dims)
+
+
+def _refuse(what: str):
+    raise NotImplementedError(f"aot_sdpa: {what} is not supported (no kernel computes it); "
+                              "every other composition of grad, jvp, vmap and the autograd "
+                              "modes is exact")
+
+
+# ------------------------------------------------------------------------------- primitives
+class _Fwd(torch.autograd.Function):
+    """(o, m, l) = forward(q, k, v); m, l are not differentiable."""
 
     @staticmethod
     def forward(q, k, v, scale):
-        return triton_sdpa_fused(q, k, v, scale=scale)
+        return _ops.fwd(q, k, v, scale)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -28,76 +96,316 @@ class _SDPA(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
-        _refuse_second_order("backward", (*ctx.saved_tensors, do),
-                             "a second derivative through the backward (double backward, "
-                             "create_graph=True, torch.func.jvp/grad of torch.func.grad, hessian)")
-        q, k, v, o, m, l = (_plain(t) for t in ctx.saved_tensors)
-        with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
-            dq, dk, dv = sdpa_bwd(q, k, v, _unit_stride(_plain(do)), m, l, o=o, scale=ctx.scale)
-        return dq, dk, dv, None
+        q, k, v, o, m, l = ctx.saved_tensors
+        return (*_Bwd.apply(q, k, v, _or_zeros(do, o), o, m, l, ctx.scale), None)
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, _tscale):
-        _refuse_second_order("jvp", (*ctx.saved_tensors, tq, tk, tv),
-                             "a derivative of the forward-mode tangent (reverse mode through a "
-                             "JVP, or a JVP of a JVP)")
-        q, k, v, m, l = (_plain(t) for t in ctx.saved_tensors)
-        with torch._C._DisableFuncTorch():  # outputs allocated plain, not functorch-wrapped
-            tq = torch.zeros_like(q) if tq is None else _unit_stride(_plain(tq))
-            tk = torch.zeros_like(k) if tk is None else _unit_stride(_plain(tk))
-            tv = torch.zeros_like(v) if tv is None else _unit_stride(_plain(tv))
-            return sdpa_jvp(q, k, v, tq, tk, tv, m, l, scale=ctx.scale), None, None
+        q, k, v, m, l = ctx.saved_tensors
+        to = _Jvp.apply(q, k, v, _or_zeros(tq, q), _or_zeros(tk, k), _or_zeros(tv, v), m, l,
+                        ctx.scale)
+        return to, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, scale):
+        return _vmap_rule(_Fwd.apply, info, in_dims, q, k, v, scale)
 
 
-def _refuse_second_order(rule: str, tensors, what: str) -> None:
-    """Raise where the derivative rule's result would have to be differentiated again.
+class _Bwd(torch.autograd.Function):
+    """(dq, dk, dv) = J^T do from the frozen stats (o, if given, supplies z = dO . O)."""
 
-    The rules compute their result with kernels on raw storage, so a transform wrapped around
-    them (an outer torch.func level, a forward-AD tangent, or an autograd graph recording the
-    rule) would see a constant and silently get a wrong second derivative. Until second-order
-    kernels exist, such compositions raise instead.
+    @staticmethod
+    def forward(q, k, v, do, o, m, l, scale):
+        return _ops.bwd(q, k, v, do, m, l, o, scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, do, o, m, l, scale = inputs
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, do, m, l)
+        ctx.save_for_forward(q, k, v, do, m, l)
+
+    @staticmethod
+    def backward(ctx, gq, gk, gv):
+        # double backward: d<g, J^T do>/dx = H_do g, d<g, J^T do>/ddo = J g
+        q, k, v, do, m, l = ctx.saved_tensors
+        gq, gk, gv = _or_zeros(gq, q), _or_zeros(gk, k), _or_zeros(gv, v)
+        hq = hk = hv = gdo = None
+        if any(ctx.needs_input_grad[:3]):
+            hq, hk, hv = _BwdJvp.apply(q, k, v, do, m, l, gq, gk, gv, None, ctx.scale)
+        if ctx.needs_input_grad[3]:
+            gdo = _Jvp.apply(q, k, v, gq, gk, gv, m, l, ctx.scale)
+        return hq, hk, hv, gdo, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale):
+        # forward over reverse: H_do t + J^T tdo
+        q, k, v, do, m, l = ctx.saved_tensors
+        return _BwdJvp.apply(q, k, v, do, m, l, _or_zeros(tq, q), _or_zeros(tk, k),
+                             _or_zeros(tv, v), _unit_stride(tdo), ctx.scale)
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, do, o, m, l, scale):
+        return _vmap_rule(_Bwd.apply, info, in_dims, q, k, v, do, o, m, l, scale)
+
+
+class _Jvp(torch.autograd.Function):
+    """to = J t from the frozen stats."""
+
+    @staticmethod
+    def forward(q, k, v, tq, tk, tv, m, l, scale):
+        return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, tq, tk, tv, m, l, scale = inputs
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
+
+    @staticmethod
+    def backward(ctx, g):
+        # reverse through the JVP: d<g, J t>/dx = H_g t, d<g, J t>/dt = J^T g
+        q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
+        g = _or_zeros(g, q)
+        hx = dt = (None, None, None)
+        if any(ctx.needs_input_grad[:3]):
+            hx = _BwdJvp.apply(q, k, v, g, m, l, tq, tk, tv, None, ctx.scale)
+        if any(ctx.needs_input_grad[3:6]):
+            dt = _Bwd.apply(q, k, v, g, None, m, l, ctx.scale)
+        return (*hx, *dt, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        _refuse("forward-over-forward (a jvp of the JVP, e.g. jacfwd(jacfwd(f)); use "
+                "forward-over-reverse: torch.func.hessian or jacfwd(jacrev(f)))")
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, m, l, scale):
+        return _vmap_rule(_Jvp.apply, info, in_dims, q, k, v, tq, tk, tv, m, l, scale)
+
+
+class _FwdJvp(torch.autograd.Function):
+    """(o, m, l, to) in one fused pass; m, l are not differentiable."""
+
+    @staticmethod
+    def forward(q, k, v, tq, tk, tv, scale):
+        return _ops.fwd_jvp(q, k, v, tq, tk, tv, scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, tq, tk, tv, scale = inputs
+        o, m, l, to = output
+        ctx.scale = scale
+        ctx.mark_non_differentiable(m, l)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
+
+    @staticmethod
+    def backward(ctx, go, _gm, _gl, gt):
+        # d<go, O> + <gt, J t>: x gets J^T go + H_gt t (one backward-JVP, go as its tdo),
+        # t gets J^T gt
+        q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
+        hx = dt = (None, None, None)
+        if gt is None:
+            if go is not None and any(ctx.needs_input_grad[:3]):
+                hx = _Bwd.apply(q, k, v, _unit_stride(go), None, m, l, ctx.scale)
+        else:
+            gt = _unit_stride(gt)
+            if any(ctx.needs_input_grad[:3]):
+                hx = _BwdJvp.apply(q, k, v, gt, m, l, tq, tk, tv, _unit_stride(go), ctx.scale)
+            if any(ctx.needs_input_grad[3:6]):
+                dt = _Bwd.apply(q, k, v, gt, None, m, l, ctx.scale)
+        return (*hx, *dt, None)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        _refuse("a jvp of sdpa_fwd_jvp (forward-over-forward)")
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, scale):
+        return _vmap_rule(_FwdJvp.apply, info, in_dims, q, k, v, tq, tk, tv, scale)
+
+
+class _BwdJvp(torch.autograd.Function):
+    """(hq, hk, hv) = H_do t + J^T tdo: the tangent of the backward (tdo may be None)."""
+
+    @staticmethod
+    def forward(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
+        return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _refuse("a third derivative (reverse mode through the HVP / backward's tangent)")
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        _refuse("a third derivative (forward mode through the HVP / backward's tangent)")
+
+    @staticmethod
+    def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale):
+        return _vmap_rule(_BwdJvp.apply, info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+
+
+# ------------------------------------------------------------------------------ public API
+def _differentiated(*ts) -> bool:
+    """Whether a derivative may pass through the call: a torch.func transform is running,
+    a tensor requires grad (grad mode on), or one carries a forward-AD tangent. Non-tensors
+    (which the kernels' checks then refuse) never do."""
+    for t in ts:
+        if isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled():
+            return True
+    if functorch_active():
+        return True
+    if forward_ad_active():
+        for t in ts:
+            if isinstance(t, torch.Tensor) and fwAD.unpack_dual(t).tangent is not None:
+                return True
+    return False
+
+
+def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *,
+                      scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused attention forward.
+
+    Args:
+        q: (B, H, T, D) CUDA tensor, float16/bfloat16/float32, 1 <= D <= 64, last dim stride 1.
+        k, v: (B, H, M, D), same dtype and device, M >= 1.
+        scale: score scale; None means 1/sqrt(D).
+
+    Returns:
+        o: (B, H, T, D) in q's dtype (and layout, when q is dense).
+        m: (B, H, T) float32, m_i = max_j S_ij with S = scale * q k^T.
+        l: (B, H, T) float32, l_i = sum_j exp(S_ij - m_i).
+
+    Differentiable in o (reverse and forward mode, any order up to two); m, l are not.
     """
-    outer = False
-    for t in tensors:
-        if t is None:
-            continue
-        depth = 0
-        while torch._C._functorch.is_functorch_wrapped_tensor(t):
-            if torch._C._functorch.is_batchedtensor(t):
-                raise NotImplementedError(
-                    "aot_sdpa: torch.func.vmap over a derivative of attention (jacrev, jacfwd, "
-                    "hessian, per-sample gradients) is not supported yet; the rules would "
-                    "compute on the unbatched storage")
-            t = torch._C._functorch.get_unwrapped(t)
-            depth += 1
-        if depth > 1 or fwAD.unpack_dual(t).tangent is not None:
-            outer = True
-        if rule == "jvp" and torch.is_grad_enabled() and t.requires_grad:
-            outer = True
-    if rule == "backward" and torch.is_grad_enabled() and not _functorch_wrapped(*tensors):
-        outer = True  # torch.autograd with create_graph=True records the backward for a 2nd pass
-    if outer:
-        raise NotImplementedError(f"aot_sdpa: {what} is not supported yet; the {rule} rule "
-                                  "would return a wrong value here, so it refuses")
+    if _differentiated(q, k, v):
+        return _Fwd.apply(q, k, v, scale)
+    return _ops.fwd(q, k, v, scale)
 
 
-def _unit_stride(t: Tensor) -> Tensor:
-    """Upstream grads and tangents may arrive in any layout; kernels need a unit last stride."""
-    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
+             o: Tensor | None = None,
+             scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused backward from frozen stats: (dq, dk, dv), bitwise deterministic (no atomics).
 
-
-def _plain(t: Tensor) -> Tensor:
-    """The storage-backed tensor under torch.func's wrappers (our kernels read raw pointers).
-
-    Under torch.func.jvp/grad the derivative rules see functorch-wrapped tensors (and tensors
-    they allocate come out wrapped unless functorch is disabled); the kernels compute the
-    rule's value directly, which is a constant at that level.
+    P = exp(S - m)/l; dV = P^T dO; dP = dO V^T; z = rowsum(dP * P); dS = P * (dP - z);
+    dQ = scale dS K; dK = scale dS^T Q. Passing the forward's ``o`` computes z as dO . O.
+    Differentiable (double backward, forward over reverse) in q, k, v and do.
     """
-    while torch._C._functorch.is_functorch_wrapped_tensor(t):
-        t = torch._C._functorch.get_unwrapped(t)
-    return t
+    if _differentiated(q, k, v, do, o, m, l):
+        return _Bwd.apply(q, k, v, do, o, m, l, scale)
+    return _ops.bwd(q, k, v, do, m, l, o, scale)
 
 
+def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale) -> Tensor:
+    if _differentiated(q, k, v, do, m, l):
+        return _Bwd.apply(q, k, v, do, None, m, l, scale)[i]
+    return raw(q, k, v, do, m, l, scale)
+
+
+def sdpa_bwd_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
+                scale: float | None = None) -> Tensor:
+    """dQ = scale * dS K from frozen stats (z recomputed from the stats)."""
+    return _bwd_piece(0, _ops.bwd_dq, q, k, v, do, m, l, scale)
+
+
+def sdpa_bwd_dk(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
+                scale: float | None = None) -> Tensor:
+    """dK = scale * dS^T Q from frozen stats (z recomputed from the stats)."""
+    return _bwd_piece(1, _ops.bwd_dk, q, k, v, do, m, l, scale)
+
+
+def sdpa_bwd_dv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
+                scale: float | None = None) -> Tensor:
+    """dV = P^T dO from frozen stats (needs no z)."""
+    return _bwd_piece(2, _ops.bwd_dv, q, k, v, do, m, l, scale)
+
+
+def sdpa_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
+             l: Tensor, *, scale: float | None = None) -> Tensor:
+    """Exact JVP of attention with tangents (dq, dk, dv), P from the frozen stats (m, l).
+
+    dS = scale (dq K^T + Q dk^T); dP = P * (dS - rowsum(P dS)); dout = dP V + P dv.
+    Differentiable in reverse mode in q, k, v and the tangents.
+    """
+    if _differentiated(q, k, v, dq, dk, dv, m, l):
+        return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale)
+    return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale)
+
+
+def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, *,
+                 scale: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Primal and tangent in one fused pass: returns (o, m, l, dout).
+
+    Differentiable in reverse mode: dout depends on q, k, v and on the tangents.
+    """
+    if _differentiated(q, k, v, dq, dk, dv):
+        return _FwdJvp.apply(q, k, v, dq, dk, dv, scale)
+    return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale)
+
+
+def sdpa_bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
+                 tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *,
+                 scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Tangent of the backward: (hq, hk, hv) = d/dt sdpa_bwd(x + t tx, do + t tdo) at t = 0.
+
+    The exact forward-over-reverse product (H_do t + J^T tdo, docs/phase9_hvp.md), with the
+    frozen stats m, l of the forward at (q, k, v); tdo=None means tdo = 0 (the HVP).
+    Deterministic (no atomics), O(T) extra memory. Not differentiable (a third derivative).
+    """
+    if _differentiated(q, k, v, do, m, l, tq, tk, tv, tdo):
+        return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+    return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+
+
+def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
+             scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact Hessian-vector product of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
+
+    One forward for the stats, then sdpa_bwd_jvp with tdo = 0: the exact counterpart of
+    hvp_fd_vjp, with no step size and no truncation error.
+    """
+    _check_hvp_args(q, k, v, do, tq, tk, tv, scale)
+    _, m, l = triton_sdpa_fused(q, k, v, scale=scale)
+    return sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale)
+
+
+def _check_hvp_args(q, k, v, do, tq, tk, tv, scale) -> None:
+    check_attention(q, k, v, scale)
+    check_like("do", do, q, "q")
+    check_like("tq", tq, q, "q")
+    check_like("tk", tk, k, "k")
+    check_like("tv", tv, v, "v")
+    check_devices(("q", "k", "v", "do", "tq", "tk", "tv"), (q, k, v, do, tq, tk, tv))
+
+
+def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
+               *, eps: float = 1e-3,
+               scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Finite-difference HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
+
+    H t ~= (grad L(x + eps t) - grad L(x - eps t)) / (2 eps), each gradient from the explicit
+    VJP with stats recomputed by the forward at the perturbed point. Truncation error is
+    O(eps^2), round-off O(u / eps) for the dtype's unit roundoff u: use float32 (see
+    docs/phase9_hvp.md), or the exact sdpa_hvp.
+    """
+    eps = check_eps(eps)
+    _check_hvp_args(q, k, v, do, tq, tk, tv, scale)
+    grads = []
+    for sign in (1.0, -1.0):
+        xq, xk, xv = q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv
+        o, m, l = triton_sdpa_fused(xq, xk, xv, scale=scale)
+        grads.append(sdpa_bwd(xq, xk, xv, do, m, l, o=o, scale=scale))
+    inv = 1.0 / (2.0 * eps)
+    return tuple((gp - gm) * inv for gp, gm in zip(*grads))
+
+
+# --------------------------------------------------------------------------------- drop-in
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None,
@@ -106,12 +414,15 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
 
     Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, no GQA, D <= 64,
     float16/bfloat16/float32 on CUDA. Anything else raises (never a silent fallback).
-    Differentiable by reverse mode (explicit backward kernels; saves o, m, l) and forward
-    mode: torch.autograd.grad, .backward(), torch.func.jvp, torch.func.grad and
-    torch.autograd.forward_ad all work. Paths: no grad and no tangents -> one forward kernel;
-    forward_ad tangents without reverse mode -> the fused primal+tangent kernel (one pass);
-    otherwise a torch.autograd.Function whose jvp rule is the frozen-stats JVP kernel.
+    Differentiable to second order in every composition of torch.autograd (backward,
+    create_graph=True double backward, forward_ad, reverse through a forward-AD tangent) and
+    torch.func (grad, jvp, vjp, vmap, jacrev, jacfwd, hessian): see docs/phase9_hvp.md.
+    Paths: no derivative needed -> one forward kernel; forward_ad tangents with nothing
+    requiring grad -> the fused primal+tangent kernel (one pass); otherwise the autograd
+    primitives, whose rules are the backward, JVP and backward-JVP kernels.
     """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _tensor(name, x)
     if attn_mask is not None:
         raise NotImplementedError("attn_mask is not supported by aot_sdpa (pass None)")
     if dropout_p != 0.0:
@@ -120,28 +431,23 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
     if enable_gqa:
         raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
-    needs_graph = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad
-                                               or value.requires_grad)
-    if not needs_graph and not _functorch_wrapped(query, key, value):
-        if fwAD._current_level < 0:
-            # inference: no graph to record and no tangents to carry
-            return triton_sdpa_fused(query, key, value, scale=scale)[0]
-        # forward AD only (torch.autograd.forward_ad): primal and tangent in one fused pass
-        duals = [fwAD.unpack_dual(x) for x in (query, key, value)]
-        if torch.is_grad_enabled() and any(d.tangent is not None and d.tangent.requires_grad
-                                           for d in duals):
-            raise NotImplementedError("aot_sdpa: reverse mode through a forward-mode tangent "
-                                      "(tangents that require grad) is not supported yet")
-        if any(d.tangent is not None for d in duals):
-            q, k, v = (d.primal for d in duals)
-            tq, tk, tv = (torch.zeros_like(d.primal) if d.tangent is None
-                          else _unit_stride(d.tangent) for d in duals)
-            o, _, _, t = sdpa_fwd_jvp(q, k, v, tq, tk, tv, scale=scale)
-            return fwAD.make_dual(o, t)
-    # reverse mode, torch.func transforms, or both modes at once
-    return _SDPA.apply(query, key, value, scale)[0]
+    if not _differentiated(query, key, value):
+        return _ops.fwd(query, key, value, scale)[0]  # inference: one kernel
+    duals = _forward_ad_only(query, key, value)
+    if duals is not None:  # primal and tangent in one fused pass
+        o, _, _, to = _ops.fwd_jvp(*(d.primal for d in duals),
+                                   *(_or_zeros(d.tangent, d.primal) for d in duals), scale)
+        return fwAD.make_dual(o, to)
+    return _Fwd.apply(query, key, value, scale)[0]
 
 
-def _functorch_wrapped(*ts: Tensor) -> bool:
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts
-               if isinstance(t, torch.Tensor))
+def _forward_ad_only(q: Tensor, k: Tensor, v: Tensor):
+    """The unpacked duals when only torch.autograd.forward_ad differentiates (no torch.func
+    level, nothing that requires grad, tangents included), else None."""
+    if not forward_ad_active() or functorch_active():
+        return None
+    duals = [fwAD.unpack_dual(x) for x in (q, k, v)]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for d in duals for t in (d.primal, d.tangent)):
+        return None
+    return duals

@@ -11,6 +11,9 @@ import torch
 DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 MAX_HEAD_DIM = 64
 _INT32_MAX = 2**31 - 1
+# T and M: the kernels index rows in int32 as pid * BLOCK + i (BLOCK <= 1024), and their loop
+# counters step past the last row by one block, so both stay below 2**31 with this margin.
+MAX_SEQ_LEN = 2**31 - 1024
 
 
 def _tensor(name: str, x) -> torch.Tensor:
@@ -94,8 +97,9 @@ def check_attention(q, k, v, scale, names=("q", "k", "v")):
         raise ValueError(f"head dim D={D} of {nq} must satisfy 1 <= D <= {MAX_HEAD_DIM}")
     if M == 0:
         raise ValueError(f"{nk} and {nv} have M=0 keys: attention needs M >= 1")
-    if B * H > _INT32_MAX or T > _INT32_MAX or M > _INT32_MAX:
-        raise ValueError(f"sizes B*H={B * H}, T={T}, M={M} must each be below 2**31")
+    if B * H > _INT32_MAX or T > MAX_SEQ_LEN or M > MAX_SEQ_LEN:
+        raise ValueError(f"sizes B*H={B * H}, T={T}, M={M}: B*H must be below 2**31 and "
+                         f"T, M at most {MAX_SEQ_LEN} (2**31 - 1024)")
     if (q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1) and D > 1:
         for name, x in ((nq, q), (nk, k), (nv, v)):
             _unit_last_stride(name, x)

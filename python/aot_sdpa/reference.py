@@ -64,6 +64,43 @@ def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: 
     return (p * ds_c) @ v + p @ dv
 
 
+def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
+            tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *, scale: float | None = None):
+    """Tangent of the backward (dq, dk, dv) along (tq, tk, tv, tdo): forward-over-reverse.
+
+    Frozen stats, explicit formulas (docs/phase9_hvp.md, "Exact HVP"):
+        dS. = scale (tq K^T + Q tk^T);  r = rowsum(P dS.);  P. = P (dS. - r)
+        dP = dO V^T;  dP. = tdO V^T + dO tv^T;  z = rowsum(P dP);  z. = rowsum(P. dP + P dP.)
+        dS = P (dP - z);  dS.. = P. (dP - z) + P (dP. - z.)
+        hq = scale (dS.. K + dS tk);  hk = scale (dS..^T Q + dS^T tq);  hv = P.^T dO + P^T tdO
+    """
+    sc = _scale(q, scale)
+    p = probs(q, k, m, l, scale)
+    sdot = (tq @ k.transpose(-1, -2) + q @ tk.transpose(-1, -2)) * sc
+    pdot = p * (sdot - (p * sdot).sum(dim=-1, keepdim=True))
+    dp = do @ v.transpose(-1, -2)
+    dpdot = do @ tv.transpose(-1, -2)
+    if tdo is not None:
+        dpdot = dpdot + tdo @ v.transpose(-1, -2)
+    z = (p * dp).sum(dim=-1, keepdim=True)
+    zdot = (pdot * dp + p * dpdot).sum(dim=-1, keepdim=True)
+    ds = p * (dp - z)
+    dsdot = pdot * (dp - z) + p * (dpdot - zdot)
+    hq = (dsdot @ k + ds @ tk) * sc
+    hk = (dsdot.transpose(-1, -2) @ q + ds.transpose(-1, -2) @ tq) * sc
+    hv = pdot.transpose(-1, -2) @ do
+    if tdo is not None:
+        hv = hv + p.transpose(-1, -2) @ tdo
+    return hq, hk, hv
+
+
+def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
+             scale: float | None = None):
+    """Exact HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv): returns (hq, hk, hv)."""
+    _, m, l = forward(q, k, v, scale)
+    return bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale)
+
+
 def hvp_fd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
            eps: float = 1e-3, scale: float | None = None):
     """Central difference of the explicit VJP, stats recomputed at each point."""

@@ -1,0 +1,78 @@
+"""Call a kernel of kernels/ through Triton itself (JIT on a GPU, or the interpreter on the CPU)
+with its arguments assembled by parameter name, exactly as the generated launchers and the
+dispatcher do. For the interpreter tests and the block-config sweeps; never used at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from build_tools.compile_variant import classify_params
+from build_tools.variants import Spec
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+_modules: dict = {}
+
+
+def kernel(spec: Spec, op: str):
+    """The @triton.jit function of `op` (JIT or interpreted, as TRITON_INTERPRET says)."""
+    source, name = spec.ops[op]["source"], spec.ops[op]["kernel"]
+    if source not in _modules:
+        if str(KERNELS) not in sys.path:
+            sys.path.insert(0, str(KERNELS))
+        m = importlib.util.spec_from_file_location("jit_" + Path(source).stem, KERNELS / source)
+        mod = importlib.util.module_from_spec(m)
+        m.loader.exec_module(mod)
+        _modules[source] = mod
+    return getattr(_modules[source], name)
+
+
+def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
+         has_tdo: int = 0, blocks: dict | None = None, num_warps: int | None = None,
+         num_stages: int | None = None, input_precision: str | None = None):
+    """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
+    constexprs (or the given blocks/warps/stages); returns nothing, like the AOT launcher."""
+    import torch
+    import triton
+
+    Z, H, T, M, D = sizes
+    bucket = min(b for b in (16, 32, 64) if b >= D)
+    v = next(v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim == bucket
+             and v.arch == 90 and v.flavor == "general")
+    fn = kernel(spec, op)
+    params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
+    every = [p.name for p in params]
+    runtime = [p.name for p in params if "constexpr" not in str(p.annotation)]
+    ints = dict(zip(spec.abi["i32_scalars"], (*sizes, has_tdo)))
+    device = next(t.device for t in tensors.values() if t is not None)
+    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    args, axis = [], {}
+    for p in classify_params(runtime, spec.abi, dtype, "general"):
+        if p["kind"] == "ptr":
+            t = tensors[p["name"]]
+            if t is None:  # a pointer the kernel never reads, of the parameter's type
+                t = torch.zeros(1, dtype=torch_dtype[p["ty"][1:]], device=device)
+            args.append(t)
+        elif p["kind"] == "stride":
+            t = tensors[p["owner"]]
+            i = axis.get(p["owner"], 0)
+            axis[p["owner"]] = i + 1
+            args.append(0 if t is None else t.stride(i % 3))
+        elif p["kind"] == "size":
+            args.append(ints[p["name"]])
+        else:
+            args.append(scale)
+    block = dict(v.blocks) if blocks is None else blocks
+    extent, step = (T, block["BLOCK_M"]) if v.grid == "T" else (M, block["BLOCK_N"])
+    gy = min(Z * H, 65535)
+    grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))
+    constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
+                  "INPUT_PRECISION": input_precision or v.input_precision}
+    constexprs = {k: val for k, val in constexprs.items() if k in every}
+    launch = {}
+    if num_warps is not None:
+        launch = {"num_warps": num_warps, "num_stages": num_stages}
+    fn[grid](*args, **constexprs, **launch)

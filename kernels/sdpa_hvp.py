@@ -1,0 +1,406 @@
+"""Tangent of the backward (forward-over-reverse): the exact HVP of attention, from frozen stats.
+
+Given (Q, K, V, dO), the forward's row stats (m, l) and tangents (tQ, tK, tV, tdO), these
+kernels return the tangents (hQ, hK, hV) of the backward's (dQ, dK, dV). With tdO = 0 that is
+the Hessian-vector product of L = <dO, SDPA(Q, K, V)> along (tQ, tK, tV). Notation (a dot
+marks a tangent; P from the frozen stats equals the true softmax):
+
+    S  = scale Q K^T,            P  = exp(S - m) / l
+    S. = scale (tQ K^T + Q tK^T),  r  = rowsum(P S.),       P. = P (S. - r)
+    dP = dO V^T,                 dP. = dO tV^T + tdO V^T
+    z  = rowsum(P dP),           z. = rowsum(P. dP + P dP.) = rowsum(P S. dP) - r z + rowsum(P dP.)
+    dS = P (dP - z),             dS. = P. (dP - z) + P (dP. - z.)
+    hQ = scale (dS. K + dS tK)
+    hK = scale (dS.^T Q + dS^T tQ)
+    hV = P.^T dO + P^T tdO
+
+Three launches, no atomics (every output row is owned by one program that reduces in a fixed
+order, so results are bitwise reproducible), O(T) extra memory (the row vectors r, z, z.):
+    rows  (grid over query blocks): r, z, z. by one sweep over the keys, row sums only;
+    dq    (grid over query blocks): hQ, sweeping the keys;
+    dkdv  (grid over key blocks):   hK and hV, sweeping the queries.
+HAS_TDO is a run-time flag (0 when tdO is absent: the tdO products are skipped, TDO is never
+read); each kernel branches on it once, outside its loops.
+"""
+
+import triton
+import triton.language as tl
+from _common import (
+    LOG2E,
+    batch_head,
+    block_offsets,
+    load_row_stats,
+    load_rows,
+    load_tile,
+    load_tiles_T,
+    row_vector,
+    store_rows,
+)
+
+
+@triton.jit
+def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+                offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Row sums over key blocks [n_lo, n_hi): r += P S., z += P dP, w += P S. dP, y += P dP."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- K^T, tK^T, V^T, tV^T (HEAD_DIM x BLOCK_N) of this key block
+        kT, tkT, vT, tvT = load_tiles_T(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                        stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
+                                        EVEN_D)
+        # -- P from the frozen stats (zero on masked keys)
+        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+                         - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(n_ok[None, :], p, 0.0)
+        # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
+        sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
+        sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
+        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+        dpd = tl.dot(do, tvT, input_precision=INPUT_PRECISION)
+        if USE_TDO:
+            dpd = tl.dot(tdo, vT, dpd, input_precision=INPUT_PRECISION)
+        # -- the four row sums
+        psd = p * sd
+        r += tl.sum(psd, 1)
+        z += tl.sum(p * dp, 1)
+        w += tl.sum(psd * dp, 1)
+        y += tl.sum(p * dpd, 1)
+    return r, z, w, y
+
+
+@triton.jit
+def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
+                sm_scale, qk_scale,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
+                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Full key blocks without a key mask, then the ragged tail (if any) with one."""
+    r = tl.zeros([BLOCK_M], tl.float32)
+    z = tl.zeros([BLOCK_M], tl.float32)
+    w = tl.zeros([BLOCK_M], tl.float32)
+    y = tl.zeros([BLOCK_M], tl.float32)
+    n_full = (M // BLOCK_N) * BLOCK_N
+    r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
+                             tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M,
+                             offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False,
+                             USE_TDO, INPUT_PRECISION)
+    if n_full < M:
+        r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, M,
+                                 M, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
+                                 True, USE_TDO, INPUT_PRECISION)
+    return r, z, w, y
+
+
+@triton.jit
+def _sdpa_bwd_jvp_rows_kernel(
+    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_tqz, stride_tqh, stride_tqm,
+    stride_tkz, stride_tkh, stride_tkn,
+    stride_tvz, stride_tvh, stride_tvn,
+    stride_doz, stride_doh, stride_dom,
+    stride_tdoz, stride_tdoh, stride_tdom,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D, HAS_TDO,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """Row vectors of one (query block, batch*head), written to contiguous (Z*H, T) buffers:
+
+    r_i  = sum_j P_ij S._ij
+    z_i  = sum_j P_ij dP_ij
+    z._i = sum_j P_ij S._ij dP_ij - r_i z_i + sum_j P_ij dP._ij
+    """
+    off_z, off_h, bh, valid = batch_head(Z, H)
+    if valid:
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        qk_scale = sm_scale * LOG2E
+        if HAS_TDO != 0:
+            tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
+                            offs_d, m_ok, d_ok, EVEN_D)
+            r, z, w, y = _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
+                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n,
+                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D,
+                                     True, INPUT_PRECISION)
+        else:
+            r, z, w, y = _rows_sweep(q, tq, do, do, m2, inv_l, k_base, tk_base, v_base, tv_base,
+                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n,
+                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D,
+                                     False, INPUT_PRECISION)
+        row = bh * T + offs_m
+        tl.store(Rbuf + row, r, mask=m_ok)
+        tl.store(Zbuf + row, z, mask=m_ok)
+        tl.store(ZDbuf + row, w - r * z + y, mask=m_ok)
+
+
+@triton.jit
+def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+              offs_n, offs_d, d_ok, sm_scale, qk_scale,
+              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+              USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Accumulate hQ / scale of one query block over key blocks [n_lo, n_hi)."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- K^T, tK^T, V^T, tV^T (HEAD_DIM x BLOCK_N) of this key block
+        kT, tkT, vT, tvT = load_tiles_T(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                        stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
+                                        EVEN_D)
+        # -- P from the frozen stats (zero on masked keys)
+        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+                         - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(n_ok[None, :], p, 0.0)
+        # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
+        sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
+        sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
+        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+        dpd = tl.dot(do, tvT, input_precision=INPUT_PRECISION)
+        if USE_TDO:
+            dpd = tl.dot(tdo, vT, dpd, input_precision=INPUT_PRECISION)
+        # -- dS = P (dP - z);  dS. = P ((S. - r)(dP - z) + dP. - z.)
+        dpz = dp - z[:, None]
+        ds = p * dpz
+        dsd = p * ((sd - r[:, None]) * dpz + dpd - zd[:, None])
+        # -- hQ += dS. K + dS tK
+        hq = tl.dot(dsd.to(kT.dtype), tl.trans(kT), hq, input_precision=INPUT_PRECISION)
+        hq = tl.dot(ds.to(kT.dtype), tl.trans(tkT), hq, input_precision=INPUT_PRECISION)
+    return hq
+
+
+@triton.jit
+def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
+              sm_scale, qk_scale,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+              EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Full key blocks without a key mask, then the ragged tail (if any) with one."""
+    hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    n_full = (M // BLOCK_N) * BLOCK_N
+    hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, offs_n, offs_d,
+                   d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, USE_TDO, INPUT_PRECISION)
+    if n_full < M:
+        hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
+                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, M, M,
+                       offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, USE_TDO,
+                       INPUT_PRECISION)
+    return hq
+
+
+@triton.jit
+def _sdpa_bwd_jvp_dq_kernel(
+    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HQ,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_tqz, stride_tqh, stride_tqm,
+    stride_tkz, stride_tkh, stride_tkn,
+    stride_tvz, stride_tvh, stride_tvn,
+    stride_doz, stride_doh, stride_dom,
+    stride_tdoz, stride_tdoh, stride_tdom,
+    stride_hqz, stride_hqh, stride_hqm,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D, HAS_TDO,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """hQ_i = scale * sum_j (dS._ij K_j + dS_ij tK_j) for one (query block, batch*head)."""
+    off_z, off_h, bh, valid = batch_head(Z, H)
+    if valid:
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+                                                           HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+        r = row_vector(Rbuf, bh, T, offs_m, m_ok, 0.0)
+        z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
+        zd = row_vector(ZDbuf, bh, T, offs_m, m_ok, 0.0)
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        qk_scale = sm_scale * LOG2E
+        if HAS_TDO != 0:
+            tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
+                            offs_d, m_ok, d_ok, EVEN_D)
+            hq = _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
+                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
+                           sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, True,
+                           INPUT_PRECISION)
+        else:
+            hq = _hq_sweep(q, tq, do, do, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
+                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
+                           sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, False,
+                           INPUT_PRECISION)
+        store_rows(HQ, hq * sm_scale, off_z, off_h, stride_hqz, stride_hqh, stride_hqm, offs_m,
+                   offs_d, m_ok, d_ok, EVEN_D)
+
+
+@triton.jit
+def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
+                r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
+                stride_mm, stride_lm, m_lo, m_hi, T, offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
+                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi)."""
+    for start_m in range(m_lo, m_hi, BLOCK_M):
+        rows = start_m + offs_m
+        r_ok = rows < T
+        # -- Q^T, tQ^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the row vectors;
+        #    padded rows get m = +inf so their P^T column is exactly 0
+        qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
+                       d_ok[:, None], MASK_M, EVEN_D)
+        tqT = load_tile(tq_base + rows[None, :] * stride_tqm + offs_d[:, None], r_ok[None, :],
+                        d_ok[:, None], MASK_M, EVEN_D)
+        do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :], r_ok[:, None],
+                       d_ok[None, :], MASK_M, EVEN_D)
+        m2 = tl.load(m_base + rows * stride_mm, mask=r_ok, other=float("inf")) * LOG2E
+        inv_l = 1.0 / tl.load(l_base + rows * stride_lm, mask=r_ok, other=1.0)
+        r = tl.load(r_base + rows, mask=r_ok, other=0.0)
+        z = tl.load(z_base + rows, mask=r_ok, other=0.0)
+        zd = tl.load(zd_base + rows, mask=r_ok, other=0.0)
+        # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
+        pT = tl.math.exp2(tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
+                          - m2[None, :]) * inv_l[None, :]
+        # -- S.^T = scale (tK Q^T + K tQ^T);  dP^T = V dO^T;  dP.^T = tV dO^T (+ V tdO^T)
+        sdT = tl.dot(tk, qT, input_precision=INPUT_PRECISION)
+        sdT = tl.dot(k, tqT, sdT, input_precision=INPUT_PRECISION) * sm_scale
+        dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
+        dpdT = tl.dot(tv, tl.trans(do), input_precision=INPUT_PRECISION)
+        if USE_TDO:
+            tdo = load_tile(tdo_base + rows[:, None] * stride_tdom + offs_d[None, :],
+                            r_ok[:, None], d_ok[None, :], MASK_M, EVEN_D)
+            dpdT = tl.dot(v, tl.trans(tdo), dpdT, input_precision=INPUT_PRECISION)
+        # -- P.^T = P^T (S.^T - r);  dS^T = P^T (dP^T - z);  dS.^T = P.^T (dP^T - z) + P^T (dP.^T - z.)
+        pdT = pT * (sdT - r[None, :])
+        dpzT = dpT - z[None, :]
+        dsT = pT * dpzT
+        dsdT = pdT * dpzT + pT * (dpdT - zd[None, :])
+        # -- hV += P.^T dO (+ P^T tdO);  hK += dS.^T Q + dS^T tQ
+        hv = tl.dot(pdT.to(do.dtype), do, hv, input_precision=INPUT_PRECISION)
+        if USE_TDO:
+            hv = tl.dot(pT.to(do.dtype), tdo, hv, input_precision=INPUT_PRECISION)
+        hk = tl.dot(dsdT.to(qT.dtype), tl.trans(qT), hk, input_precision=INPUT_PRECISION)
+        hk = tl.dot(dsT.to(qT.dtype), tl.trans(tqT), hk, input_precision=INPUT_PRECISION)
+    return hk, hv
+
+
+@triton.jit
+def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base, r_base,
+                z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom, stride_mm,
+                stride_lm, T, offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Full query blocks without a row mask, then the ragged tail (if any) with one."""
+    hk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    hv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    m_full = (T // BLOCK_M) * BLOCK_M
+    hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
+                         l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
+                         stride_tdom, stride_mm, stride_lm, 0, m_full, T, offs_m, offs_d, d_ok,
+                         sm_scale, qk_scale, BLOCK_M, EVEN_D, False, USE_TDO, INPUT_PRECISION)
+    if m_full < T:
+        hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
+                             l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
+                             stride_tdom, stride_mm, stride_lm, m_full, T, T, offs_m, offs_d,
+                             d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True, USE_TDO,
+                             INPUT_PRECISION)
+    return hk, hv
+
+
+@triton.jit
+def _sdpa_bwd_jvp_dkdv_kernel(
+    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HK, HV,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_tqz, stride_tqh, stride_tqm,
+    stride_tkz, stride_tkh, stride_tkn,
+    stride_tvz, stride_tvh, stride_tvn,
+    stride_doz, stride_doh, stride_dom,
+    stride_tdoz, stride_tdoh, stride_tdom,
+    stride_hkz, stride_hkh, stride_hkn,
+    stride_hvz, stride_hvh, stride_hvn,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D, HAS_TDO,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """hK and hV for one (key block, batch*head) program, sweeping all query blocks:
+
+    hK_j = scale * sum_i (dS._ij Q_i + dS_ij tQ_i)
+    hV_j = sum_i (P._ij dO_i + P_ij tdO_i)
+    """
+    off_z, off_h, bh, valid = batch_head(Z, H)
+    if valid:
+        # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
+        offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
+                                                           HEAD_DIM, M, D)
+        k = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_d, n_ok,
+                      d_ok, EVEN_D)
+        tk = load_rows(TK, off_z, off_h, stride_tkz, stride_tkh, stride_tkn, offs_n, offs_d, n_ok,
+                       d_ok, EVEN_D)
+        v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok,
+                      d_ok, EVEN_D)
+        tv = load_rows(TV, off_z, off_h, stride_tvz, stride_tvh, stride_tvn, offs_n, offs_d, n_ok,
+                       d_ok, EVEN_D)
+        q_base = Q + off_z * stride_qz + off_h * stride_qh
+        tq_base = TQ + off_z * stride_tqz + off_h * stride_tqh
+        do_base = DO + off_z * stride_doz + off_h * stride_doh
+        m_base = Mstat + off_z * stride_mz + off_h * stride_mh
+        l_base = Lstat + off_z * stride_lz + off_h * stride_lh
+        r_base = Rbuf + bh * T
+        z_base = Zbuf + bh * T
+        zd_base = ZDbuf + bh * T
+        qk_scale = sm_scale * LOG2E
+        if HAS_TDO != 0:
+            tdo_base = TDO + off_z * stride_tdoz + off_h * stride_tdoh
+            hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
+                                 r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
+                                 stride_tdom, stride_mm, stride_lm, T, offs_m, offs_d, d_ok,
+                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, True,
+                                 INPUT_PRECISION)
+        else:
+            hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, do_base, m_base, l_base,
+                                 r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
+                                 stride_dom, stride_mm, stride_lm, T, offs_m, offs_d, d_ok,
+                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, False,
+                                 INPUT_PRECISION)
+        store_rows(HK, hk * sm_scale, off_z, off_h, stride_hkz, stride_hkh, stride_hkn, offs_n,
+                   offs_d, n_ok, d_ok, EVEN_D)
+        store_rows(HV, hv, off_z, off_h, stride_hvz, stride_hvh, stride_hvn, offs_n, offs_d,
+                   n_ok, d_ok, EVEN_D)

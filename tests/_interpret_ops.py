@@ -1,0 +1,102 @@
+"""Run every public op through Triton's interpreter on the CPU (TRITON_INTERPRET=1).
+
+Used by tests/test_kernels_interpreter.py in a subprocess (the interpreter must be chosen
+before Triton is imported). The public functions run unchanged except for the launch: instead
+of the compiled cubin, `_ops._launch` runs the same Triton source in the interpreter, with the
+block sizes of kernels/variants.toml and the arguments assembled by parameter name exactly as
+the generated launchers do. Prints one JSON object: check name -> [max error, allowance].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aot_sdpa  # noqa: E402
+from aot_sdpa import _ops, reference  # noqa: E402
+from build_tools import jit_call  # noqa: E402
+from build_tools.variants import load  # noqa: E402
+
+SPEC = load(ROOT / "kernels" / "variants.toml")
+DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, **tensors):
+    """What the generated launcher and the dispatcher do, in the interpreter (the general
+    flavour, fp32 products in IEEE: the interpreter computes dots in NumPy)."""
+    Z, H, T, M, _ = sizes
+    if Z * H == 0 or (T if SPEC.ops[op]["grid"] == "T" else M) == 0:
+        return  # the dispatcher launches nothing for an empty problem
+    jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
+                  has_tdo=has_tdo, input_precision="ieee")
+
+
+def _err(x, ref):
+    return (x.double() - ref.double()).abs().max().item()
+
+
+def _check_all(out, dtype, atol, shape, g):
+    """Every public op on one problem; appends [our error, allowance] per output to `out`."""
+    B, H, T, M, D = shape
+    x = [torch.randn(B, H, n, D, generator=g).to(dtype) for n in (T, M, M, T, T, M, M, T)]
+    x64 = [t.double() for t in x]
+    tag = f"{DTYPES[dtype]} B{B} H{H} T{T} M{M} D{D}"
+    _, m64, l64 = reference.forward(*x64[:3])
+    same_stats = reference.forward(*x[:3])[1:]
+
+    def check(name, ours, formula):
+        """formula(args, m, l) in fp64 (the reference) and in the input dtype (torch)."""
+        ref, same = formula(x64, m64, l64), formula(x, *same_stats)
+        for i, (a, r, s_) in enumerate(zip(ours, ref, same)):
+            allow = 2 * _err(s_, r) + atol * (1 + r.abs().max().item())
+            out[f"{name}[{i}] {tag}"] = [_err(a, r), allow]
+
+    def bwd(a, m_, l_):
+        return reference.backward(*a[:4], m_, l_)
+
+    def jvp(a, m_, l_):
+        return (reference.jvp(*a[:3], *a[4:7], m_, l_),)
+
+    q, k, v, do, tq, tk, tv, tdo = x
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    check("fwd", (o, m, l / l.max()),
+          lambda a, m_, l_: (reference.forward(*a[:3])[0], m_, l_ / l_.max()))
+    check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o), bwd)
+    check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l), bwd)
+    for i, fn in enumerate((aot_sdpa.sdpa_bwd_dq, aot_sdpa.sdpa_bwd_dk, aot_sdpa.sdpa_bwd_dv)):
+        check(fn.__name__, (fn(q, k, v, do, m, l),), lambda a, m_, l_, i=i: (bwd(a, m_, l_)[i],))
+    check("jvp", (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l),), jvp)
+    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    check("fwd_jvp", (fo, ft),
+          lambda a, m_, l_: (reference.forward(*a[:3])[0], jvp(a, m_, l_)[0]))
+    check("bwd_jvp", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7]))
+    check("bwd_jvp+tdo", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], a[7]))
+
+
+def main():
+    """Each check: [our max error vs fp64, the allowance]; the allowance is the project's rule,
+    2 x the error of the same formulas in torch in the input dtype + atol (atol relative to
+    the reference's magnitude: 2e-7 fp32, 2e-4 fp16)."""
+    _ops._launch = interpreted_launch
+    _ops.check_devices = lambda names, tensors: 0
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    for dtype, atol in ((torch.float32, 2e-7), (torch.float16, 2e-4)):
+        for shape in ((1, 2, 37, 45, 16), (2, 1, 20, 70, 13)):  # (B, H, T, M, D)
+            _check_all(out, dtype, atol, shape, g)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The kernel ABI is generated once (from the kernels' parameter names) and every call site
+passes tensors by those names: for every op, each pointer is the tensor of that name and each
+stride triple comes from its owner. Runs on the CPU by recording the launches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aot_sdpa
+from aot_sdpa import _ops
+from aot_sdpa._native import INT_NAMES, OPS
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def launch(self, index, dtype, device, stream, ptrs, strides, ints, scale):
+        name = next(n for n, a in OPS.items() if a.index == index)
+        self.calls.append((name, list(ptrs), list(strides), tuple(ints), scale))
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    rec = _Recorder()
+    monkeypatch.setattr(_ops, "_C", rec)
+    monkeypatch.setattr(_ops, "check_devices", lambda names, tensors: 0)
+    monkeypatch.setattr(_ops, "current_raw_stream", lambda device: 0)
+    return rec
+
+
+def _t(*shape, dtype=torch.float16, transpose=False):
+    if transpose:  # a (B, T, H, D) buffer seen as (B, H, T, D): strides differ per axis
+        B, H, T, D = shape
+        return torch.randn(B, T, H, D).to(dtype).transpose(1, 2)
+    return torch.randn(*shape).to(dtype)
+
+
+def _check(rec, expected: dict[str, dict[str, torch.Tensor | None]]):
+    """expected: op -> {pointer name: tensor or None} for the op's last launch."""
+    last = {}
+    for name, ptrs, strides, ints, _ in rec.calls:
+        abi = OPS[name]
+        assert len(ptrs) == len(abi.pointers) and len(strides) == 3 * len(abi.stride_owners)
+        assert len(ints) == len(INT_NAMES)
+        last[name] = (dict(zip(abi.pointers, ptrs)), strides)
+    assert set(expected) <= set(last), f"ops not launched: {set(expected) - set(last)}"
+    for name, want in expected.items():
+        named, strides = last[name]
+        for pname, t in want.items():
+            assert named[pname] == (0 if t is None else t.data_ptr()), (name, pname)
+        for i, owner in enumerate(OPS[name].stride_owners):
+            if owner in want:
+                t = want[owner]
+                trip = strides[3 * i:3 * i + 3]
+                assert trip == ([0, 0, 0] if t is None else list(t.stride()[:3])), (name, owner)
+
+
+def test_every_op_gets_its_tensors_by_name(recorder):
+    B, H, T, M, D = 2, 3, 5, 7, 16
+    q, do, tq, tdo = (_t(B, H, T, D, transpose=True) for _ in range(4))
+    k, v, tk, tv = (_t(B, H, M, D) for _ in range(4))
+    m, l = torch.randn(B, H, T), torch.rand(B, H, T) + 1
+    o, mo, lo = aot_sdpa.triton_sdpa_fused(q, k, v)
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    dq1 = aot_sdpa.sdpa_bwd_dq(q, k, v, do, m, l)
+    dk1 = aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l)
+    dv1 = aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l)
+    to = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    fo, fm, fl, fto = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    hq, hk, hv = aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo)
+    qkv = dict(Q=q, K=k, V=v)
+    # per op, its last launch above is checked
+    expected = {
+        "fwd": dict(qkv, O=o, Mstat=mo, Lstat=lo),
+        "bwd_z_from_o": dict(O=o, DO=do),
+        "bwd_z_from_stats": dict(qkv, DO=do, Mstat=m, Lstat=l),
+        "bwd_dkdv": dict(qkv, DO=do, Mstat=m, Lstat=l, DK=dk, DV=dv),
+        "bwd_dq": dict(qkv, DO=do, Mstat=m, Lstat=l, DQ=dq1),
+        "bwd_dk": dict(qkv, DO=do, Mstat=m, Lstat=l, DK=dk1, DV=None),
+        "bwd_dv": dict(qkv, DO=do, Mstat=m, Lstat=l, Zbuf=None, DK=None, DV=dv1),
+        "jvp": dict(qkv, TQ=tq, TK=tk, TV=tv, Mstat=m, Lstat=l, TO=to),
+        "fwd_jvp": dict(qkv, TQ=tq, TK=tk, TV=tv, O=fo, Mstat=fm, Lstat=fl, TO=fto),
+        "bwd_jvp_rows": dict(qkv, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l),
+        "bwd_jvp_dq": dict(qkv, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, HQ=hq),
+        "bwd_jvp_dkdv": dict(qkv, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l,
+                             HK=hk, HV=hv),
+    }
+    assert set(expected) == set(OPS), "a new op needs its expectations here"
+    _check(recorder, expected)
+    # the HAS_TDO flag and the sizes
+    last = {c[0]: c for c in recorder.calls}
+    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1)
+    assert last["fwd"][3] == (B, H, T, M, D, 0)
+    recorder.calls.clear()
+    aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
+    for name, ptrs, _, ints, _ in recorder.calls:
+        assert ints[-1] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
+
+
+def test_a_missing_or_extra_name_is_an_error(recorder):
+    q = _t(1, 1, 4, 16)
+    with pytest.raises(TypeError, match="takes pointers"):
+        _ops._launch("fwd", 0, 0, (1, 1, 4, 4, 16), 1.0, Q=q, K=q, V=q, O=q, Mstat=q)
+    with pytest.raises(TypeError, match="takes pointers"):
+        _ops._launch("fwd", 0, 0, (1, 1, 4, 4, 16), 1.0, Q=q, K=q, V=q, O=q, Mstat=q, Lstat=q,
+                     DQ=q)
+
+
+def test_stats_share_one_stride_triple():
+    # the forward writes m and l with one triple ("s", owned by Mstat): they must be laid out
+    # alike, which _stats_pair guarantees
+    m, l = _ops._stats_pair(torch.empty(1), 2, 3, 5)
+    assert m.stride() == l.stride() and m.shape == l.shape == (2, 3, 5)
+    assert "Lstat" not in OPS["fwd"].stride_owners and "Mstat" in OPS["fwd"].stride_owners

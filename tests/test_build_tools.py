@@ -1,0 +1,154 @@
+"""Build tools (need Triton, which the test extras install): variant expansion, cache key,
+parameter classification and stride owners, shared-memory limits per served arch, scratch
+rejection, rendered launchers."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import aot_sdpa
+
+triton = pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from build_tools import variants as variants_mod  # noqa: E402
+from build_tools.compile_variant import cache_key, classify_params  # noqa: E402
+
+
+def _spec():
+    return variants_mod.load(ROOT / "kernels" / "variants.toml")
+
+
+def test_variants_expand_to_the_inventory_count():
+    assert len(_spec().variants) == len(aot_sdpa.kernel_inventory())
+
+
+def test_cache_key_tracks_source_variant_and_version(tmp_path):
+    spec = _spec()
+    v = spec.variants[0]
+    kdir = tmp_path / "kernels"
+    kdir.mkdir()
+    for f in (ROOT / "kernels").glob("*.py"):
+        (kdir / f.name).write_text(f.read_text())
+    base = cache_key(kdir, v, spec.abi, "3.6.0")
+    assert base == cache_key(kdir, v, spec.abi, "3.6.0")
+    assert base != cache_key(kdir, v, spec.abi, "3.5.0")
+    assert base != cache_key(kdir, spec.variants[1], spec.abi, "3.6.0")
+    (kdir / v.source).write_text((kdir / v.source).read_text() + "\n# edit\n")
+    assert base != cache_key(kdir, v, spec.abi, "3.6.0")
+
+
+def test_param_classification_hints_only_data_tensors():
+    abi = _spec().abi
+    names = ["Q", "Mstat", "sm_scale", "stride_qz", "stride_qh", "stride_qm", "stride_mz",
+             "stride_mh", "stride_mm", "T"]
+    fast = {p["name"]: p for p in classify_params(names, abi, "fp16", "fast")}
+    general = classify_params(names, abi, "fp16", "general")
+    assert fast["Q"]["ty"] == "*fp16" and fast["Q"]["hint"]
+    assert fast["Mstat"]["ty"] == "*fp32" and not fast["Mstat"]["hint"]
+    assert fast["stride_qz"]["ty"] == "i64" and fast["stride_qz"]["hint"]
+    assert not fast["stride_mz"]["hint"] and fast["T"]["ty"] == "i32"
+    assert not any(p["hint"] for p in general)
+
+
+def test_strides_are_owned_by_named_pointers():
+    abi = _spec().abi
+    names = ["Q", "DO", "Mstat", "Lstat", "stride_qz", "stride_qh", "stride_qm", "stride_doz",
+             "stride_doh", "stride_dom", "stride_sz", "stride_sh", "stride_sm", "Z"]
+    owners = [p["owner"] for p in classify_params(names, abi, "fp16", "general")
+              if p["kind"] == "stride"]
+    assert owners == ["Q"] * 3 + ["DO"] * 3 + ["Mstat"] * 3
+    with pytest.raises(ValueError, match="no pointer parameter owns prefix 'x'"):
+        classify_params(["Q", "stride_xz", "stride_xh", "stride_xm"], abi, "fp16", "general")
+    with pytest.raises(ValueError, match="triples"):
+        classify_params(["Q", "K", "stride_qz", "stride_qh", "stride_kz"], abi, "fp16", "general")
+
+
+def test_shared_memory_limit_is_the_smallest_among_served_devices():
+    from build_tools.compile_variant import shared_limit
+
+    spec = _spec()
+    assert spec.serves == {90: [90], 80: [80, 86, 87, 89]}
+    assert shared_limit(spec.serves[80]) == 99 * 1024  # sm_86 / sm_89
+    assert shared_limit(spec.serves[90]) == 227 * 1024
+    with pytest.raises(ValueError, match="no shared-memory limit"):
+        shared_limit([75])
+
+
+def test_fp32_may_not_ask_for_plain_tf32(tmp_path):
+    text = (ROOT / "kernels" / "variants.toml").read_text().replace(
+        'input_precision = { fp32 = "tf32x3" }', 'input_precision = { fp32 = "tf32" }', 1)
+    path = tmp_path / "variants.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="fp32-accurate"):
+        variants_mod.load(path)
+
+
+def test_kernel_needing_scratch_is_rejected(tmp_path):
+    """A kernel whose compile needs global scratch memory must fail the build."""
+    src = tmp_path / "scratchy.py"
+    src.write_text(textwrap.dedent('''
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def k(X, N, BLOCK: tl.constexpr):
+            desc = tl.make_tensor_descriptor(X, shape=[N], strides=[1], block_shape=[BLOCK])
+            desc.store([0], desc.load([0]) + 1)
+    '''))
+    (tmp_path / "_common.py").write_text("")
+    from build_tools.compile_variant import compile_variant
+    from build_tools.variants import Variant
+
+    v = Variant(op="t", source="scratchy.py", kernel="k", grid="T", dtype="fp32", head_dim=16,
+                arch=90, serves=(90,), input_precision="ieee", flavor="general",
+                blocks=(("BLOCK", 64),), constexprs=(), num_warps=4, num_stages=1)
+    abi = {"fp32_pointers": [], "i32_scalars": ["N"], "fp32_scalars": [],
+           "unaligned_stride_prefixes": []}
+    with pytest.raises((RuntimeError, ValueError), match="scratch"):
+        compile_variant(str(tmp_path), v, abi, str(tmp_path / "out"))
+
+
+def test_rendered_launchers_match_the_abi(tmp_path):
+    """The generated C++ packs every kernel parameter in order and checks exactly the hinted
+    (fast-flavour) pointers and strides before choosing the fast variant."""
+    from build_tools.compile_variant import classify_params
+    from build_tools.render import render
+
+    spec = _spec()
+    names = ["Q", "K", "Mstat", "sm_scale", "stride_qz", "stride_qh", "stride_qm", "stride_kz",
+             "stride_kh", "stride_kn", "stride_mz", "stride_mh", "stride_mm", "Z", "T", "D",
+             "HAS_TDO"]
+    variants = [v for v in spec.variants if v.op == "fwd"][:2]  # general + fast of one dtype/D
+    metas = []
+    for v in variants:
+        metas.append({"variant": v.as_json(), "kernel_name": v.kernel, "shared": 1024,
+                      "num_warps": v.num_warps, "num_stages": v.num_stages, "cubin_bytes": 4,
+                      "params": classify_params(names, spec.abi, v.dtype, v.flavor)})
+    cubins = []
+    for i, _ in enumerate(variants):
+        p = tmp_path / f"k{i}.cubin"
+        p.write_bytes(b"\0" * 4)
+        cubins.append(p)
+    src = render(spec, metas, cubins)
+    # argument struct and packing in the kernel's parameter order, scratch pointers last
+    assert "void* params[] = {&a.Q, &a.K, &a.Mstat, &a.sm_scale, &a.stride_qz, &a.stride_qh, " \
+           "&a.stride_qm, &a.stride_kz, &a.stride_kh, &a.stride_kn, &a.stride_mz, " \
+           "&a.stride_mh, &a.stride_mm, &a.Z, &a.T, &a.D, &a.HAS_TDO, &global_scratch, " \
+           "&profile_scratch};" in src
+    # ints come from the (Z, H, T, M, D, HAS_TDO) array by name
+    assert "a->T = c->ints[2];" in src and "a->D = c->ints[4];" in src
+    assert "a->HAS_TDO = c->ints[5];" in src
+    # the op table names the pointers and the owner of each stride triple
+    assert '"Q,K,Mstat", "Q,K,Mstat"' in src
+    # fast check: data pointers Q, K and their strides; never the stats pointer or stride
+    fast = src[src.index("static int aot_fwd_fast_ok"):].split("}", 1)[0]
+    assert "c->ptrs[0] % 16u == 0" in fast and "c->ptrs[1] % 16u == 0" in fast
+    assert "c->ptrs[2]" not in fast
+    assert all(f"c->strides[{i}] % 16 == 0" in fast for i in range(6))
+    assert "c->strides[6]" not in fast
+    # both variants are in the dispatch table with their flavour flag and embedded cubin path
+    assert src.count("AOT_INCBIN(aot_cubin_") == 2  # one embedded cubin per variant
+    assert str(cubins[0].resolve()) in src and str(cubins[1].resolve()) in src

@@ -1,0 +1,42 @@
+"""Every public op with its Triton kernels run by Triton's interpreter on the CPU, against the
+float64 reference: the kernels' math, masking (ragged T and M, D below its bucket) and the
+Python side (allocation, op sequence, arguments by name) carry weight in CI, not only on the
+GPU. Needs Triton (the test extras) and NumPy < 2.3 (Triton 3.6's interpreter converts
+one-element arrays with int(), which newer NumPy refuses)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+np = pytest.importorskip("numpy")
+if tuple(int(x) for x in np.__version__.split(".")[:2]) >= (2, 3):
+    pytest.skip("Triton 3.6's interpreter needs NumPy < 2.3 (the test extras pin it)",
+                allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, str(HERE / "_interpret_ops.py")], capture_output=True,
+                         text=True, env=env, timeout=1800)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_every_op_runs_in_the_interpreter(interpreted):
+    ops = {key.split()[0].split("[")[0] for key in interpreted}
+    assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
+            "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"} <= ops
+    assert any("fp16" in key for key in interpreted) and any("fp32" in key for key in interpreted)
+
+
+def test_interpreted_kernels_match_the_fp64_reference(interpreted):
+    bad = {k: v for k, v in interpreted.items() if not v[0] <= v[1]}
+    assert not bad, json.dumps(bad, indent=1)
