@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# One device session: clean build, every test (GPU, soak, two-GPU where present), benchmarks.
-# Logs go to $OUT/all.log; CSV/PNG results to benchmarks/results and $OUT.
+# One device session: build, every test (GPU; soak and two-GPU where asked/present), benchmarks.
+# Logs go to $OUT/all.log (the composition table to $OUT/compositions.md); CSV/PNG results to
+# benchmarks/results and $OUT. A carried build/aot_cache is reused (cubins do not depend on
+# the Python version); everything else is rebuilt.
+#   BENCHES="hvp fwd"  benchmarks to run (default: host_overhead fwd bwd jvp hvp)
+#   PYTEST_ARGS=...    extra pytest arguments;  SOAK=1  also the soak test
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/aot-sdpa-out}
@@ -10,17 +14,16 @@ cd "$(dirname "$0")/.."
 {
   nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  rm -rf build python/aot_sdpa/*.so
-  /usr/bin/time -f "clean build: %e s" python3 -m pip install -q --no-build-isolation --no-deps -e . \
+  rm -rf build/gen python/aot_sdpa/*.so
+  /usr/bin/time -f "build: %e s" python3 -m pip install -q --no-build-isolation --no-deps -e . \
     || exit 1
-  python3 -m pytest -q tests -p no:warnings -rs
-  python3 -m pytest -q tests -m soak -p no:warnings
+  AOT_SDPA_REPORT="$OUT/compositions.md" timeout "${TEST_TIMEOUT:-900}" \
+    python3 -m pytest -q tests -p no:warnings -rs ${PYTEST_ARGS:-}
+  if [ "${SOAK:-0}" = 1 ]; then python3 -m pytest -q tests -m soak -p no:warnings; fi
   python3 -m pytest -q tests -m multigpu -p no:warnings -rs
   cd benchmarks
-  for b in ${BENCHES:-host_overhead fwd bwd jvp}; do
+  for b in ${BENCHES:-host_overhead fwd bwd jvp hvp}; do
     echo "=== bench_$b"
     timeout 300 python3 "bench_$b.py" 2>&1 | grep -v Warning
   done
-  echo "=== profile_host"
-  python3 profile_host.py
 } 2>&1 | tee "$log"

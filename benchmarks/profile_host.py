@@ -52,10 +52,10 @@ def main():
         "checks": checks,
         "checks+alloc": checks_alloc,
         "checks+alloc+args": checks_alloc_args,
-        "_C.launch only": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
-                                            (1, 8, 128, 128, 64), 0.125),
-        "_C.launch empty grid": lambda: _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides,
-                                                  (1, 8, 0, 128, 64), 0.125),
+        "_C.launch only": lambda: _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides,
+                                            (1, 8, 128, 128, 64, 0), 0.125),
+        "_C.launch empty grid": lambda: _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides,
+                                                  (1, 8, 0, 128, 64, 0), 0.125),
         "empty_like": lambda: torch.empty_like(q),
         "stats pair": lambda: _ops._stats_pair(q, 1, 8, 128),
     }
@@ -64,7 +64,7 @@ def main():
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     s.record()
     for _ in range(1000):
-        _C.launch(OPS["fwd"][0], 0, 0, stream, ptrs, strides, (1, 8, 128, 128, 64), 0.125)
+        _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides, (1, 8, 128, 128, 64, 0), 0.125)
     e.record()
     torch.cuda.synchronize()
     print(f"{'device time / launch':<24}{s.elapsed_time(e):8.2f} us (1000 launches, ms total)")
