@@ -122,13 +122,8 @@ def test_sixteen_threads_first_calls_in_fresh_process(tmp_path):
 
 
 # ---------------------------------------------------------------- CUDA graphs
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_cuda_graph_capture_and_replay_with_new_values(dtype):
-    static = [randn(s, dtype, seed=i) for i, s in enumerate(
-        [(2, 3, 130, 64), (2, 3, 90, 64), (2, 3, 90, 64), (2, 3, 130, 64), (2, 3, 130, 64),
-         (2, 3, 90, 64), (2, 3, 90, 64)])]
-    _run_all_ops(*static)  # warm call: modules load outside capture
-    torch.cuda.synchronize()
+def _capture_new_values_replay_equals_eager(static, dtype):
+    """Capture every op on `static`, refill it with new values, replay: bitwise eager."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         outs = _run_all_ops(*static)
@@ -139,6 +134,16 @@ def test_cuda_graph_capture_and_replay_with_new_values(dtype):
     eager = _run_all_ops(*static)
     for a, b in zip(outs, eager):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_cuda_graph_capture_and_replay_with_new_values(dtype):
+    static = [randn(s, dtype, seed=i) for i, s in enumerate(
+        [(2, 3, 130, 64), (2, 3, 90, 64), (2, 3, 90, 64), (2, 3, 130, 64), (2, 3, 130, 64),
+         (2, 3, 90, 64), (2, 3, 90, 64)])]
+    _run_all_ops(*static)  # warm call: modules load outside capture
+    torch.cuda.synchronize()
+    _capture_new_values_replay_equals_eager(static, dtype)
 
 
 # ---------------------------------------------------------------- > 2**31 elements
@@ -271,16 +276,7 @@ def test_cuda_graph_captures_misaligned_views_after_an_aligned_warmup(dtype):
     for s_, x in zip(static, aligned):
         s_.copy_(x)
     assert all(s_.data_ptr() % 16 != 0 for s_ in static)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = _run_all_ops(*static)
-    for i, x in enumerate(static):
-        x.copy_(randn(x.shape, dtype, seed=100 + i))
-    graph.replay()
-    torch.cuda.synchronize()
-    eager = _run_all_ops(*static)
-    for a, b in zip(outs, eager):
-        assert torch.equal(a, b)
+    _capture_new_values_replay_equals_eager(static, dtype)
 
 
 def test_warmup_loads_every_kernel_of_the_device():
