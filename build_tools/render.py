@@ -38,8 +38,7 @@ def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict
         fills.append(f"    a->{p['name']} = {src};")
     ptr_names = ",".join(p["name"] for p in params if p["kind"] == "ptr")
     # one owner per (z, h, row) stride triple: the pointer whose tensor supplies the strides
-    owners = ",".join(p["owner"] for p in params if p["kind"] == "stride")
-    owners = ",".join(owners.split(",")[::3]) if owners else ""
+    owners = ",".join([p["owner"] for p in params if p["kind"] == "stride"][::3])
     code = _tpl("op.c.in").substitute(
         op=op, kernel=table["kernel"], fields="\n".join(fields), fills="\n".join(fills),
         fast_expr=" &&\n           ".join(fast_terms) or "1",

@@ -163,7 +163,7 @@ void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<u
 }
 
 /* Load every variant that can run on `device` (for CUDA-graph capture of any op); returns
- * how many modules that device now has loaded. */
+ * how many variants that is (all of them now loaded there). */
 int load_all(int device) {
     const int arch = pick_arch(device_arch(device));
     int n = 0;

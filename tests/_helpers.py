@@ -22,6 +22,12 @@ def poison_allocator(nbytes: int = 64 << 20) -> None:
     del junk  # back to the caching allocator, NaN-filled
 
 
+def attention_inputs(T, M, D, dtype, seed):
+    """q, k, v and tangents tq, tk, tv; two heads of one batch when T*M is large."""
+    B, H = (1, 2) if T * M > 1_000_000 else (2, 3)
+    return (*qkv(B, H, T, M, D, dtype, seed=seed), *qkv(B, H, T, M, D, dtype, seed=seed + 10))
+
+
 def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     assert x.shape == ref.shape, (x.shape, ref.shape)
     d = (x.double() - ref.double()).abs()

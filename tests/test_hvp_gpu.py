@@ -7,7 +7,7 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, qkv, randn, rel_err
+from _helpers import assert_within, attention_inputs, qkv, randn, rel_err
 
 pytestmark = pytest.mark.gpu
 
@@ -33,9 +33,7 @@ def _fwd_over_rev(q, k, v, do, tq, tk, tv, tdo):
 
 
 def _inputs(T, M, D, dtype, seed):
-    B, H = (1, 2) if T * M > 1_000_000 else (2, 3)
-    q, k, v = qkv(B, H, T, M, D, dtype, seed=seed)
-    tq, tk, tv = qkv(B, H, T, M, D, dtype, seed=seed + 10)
+    q, k, v, tq, tk, tv = attention_inputs(T, M, D, dtype, seed)
     do, tdo = randn(q.shape, dtype, seed=seed + 20), randn(q.shape, dtype, seed=seed + 21)
     return q, k, v, do, tq, tk, tv, tdo
 

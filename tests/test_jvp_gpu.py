@@ -8,7 +8,7 @@ import torch.autograd.forward_ad as fwAD
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, qkv, randn
+from _helpers import assert_within, attention_inputs, qkv, randn
 
 pytestmark = pytest.mark.gpu
 
@@ -26,18 +26,11 @@ def _jvp_ref(q, k, v, tq, tk, tv):
     return torch.func.jvp(reference.attention, (q, k, v), (tq, tk, tv))
 
 
-def _inputs(T, M, D, dtype, seed):
-    B, H = (1, 2) if T * M > 1_000_000 else (2, 3)
-    q, k, v = qkv(B, H, T, M, D, dtype, seed=seed)
-    tq, tk, tv = qkv(B, H, T, M, D, dtype, seed=seed + 10)
-    return q, k, v, tq, tk, tv
-
-
 @pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("D", HEAD_DIMS)
 @pytest.mark.parametrize("T,M", SIZES)
 def test_jvp_kernels_match_func_jvp_fp64(dtype, factor, atol, D, T, M):
-    q, k, v, tq, tk, tv = _inputs(T, M, D, dtype, seed=T + 3 * M + D)
+    q, k, v, tq, tk, tv = attention_inputs(T, M, D, dtype, seed=T + 3 * M + D)
     ro, rt = _jvp_ref(*(x.double() for x in (q, k, v, tq, tk, tv)))
     so, st = _jvp_ref(q, k, v, tq, tk, tv)  # PyTorch, same dtype
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
@@ -54,7 +47,7 @@ DROPIN = [(torch.float16, 2.0, 2e-4), (torch.float32, 2.0, 1e-6)]
 
 @pytest.mark.parametrize("dtype,factor,atol", DROPIN, ids=lambda x: str(x))
 def test_dropin_forward_and_reverse_modes(dtype, factor, atol):
-    q, k, v, tq, tk, tv = _inputs(113, 203, 40, dtype, seed=5)
+    q, k, v, tq, tk, tv = attention_inputs(113, 203, 40, dtype, seed=5)
     do = randn(q.shape, dtype, seed=77)
     r64 = [x.double() for x in (q, k, v, tq, tk, tv)]
     ro, rt = _jvp_ref(*r64)

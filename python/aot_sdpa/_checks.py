@@ -47,11 +47,14 @@ def check_scale(scale, head_dim: int) -> float:
 
 def check_devices(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> int:
     """All tensors on the first one's device, and that a CUDA device; returns its index.
+    Optional arguments may be None (absent): they are skipped.
 
     Called last by every op, so every other rule is checkable on a machine without a GPU.
     """
     dev = tensors[0].get_device()  # -1 for CPU (and meta) tensors
     for name, x in zip(names[1:], tensors[1:]):
+        if x is None:
+            continue
         if x.get_device() != dev or x.device.type != tensors[0].device.type:
             raise ValueError(f"{name} is on {x.device} but {names[0]} is on {tensors[0].device}: "
                              "all tensors must be on one CUDA device")

@@ -61,20 +61,19 @@ def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
     return o, m, l
 
 
-def _check_bwd(q, k, v, do, m, l, scale, o=None, *, devices=True):
-    """Every rule of the backward's arguments; the device rule last (and only if asked)."""
+def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
+    """Every rule of the backward family's arguments, the device rule last. `tangents`:
+    (name, tensor, primal, primal's name), each checked like its primal."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_like("do", do, q, "q")
     check_stats("m", m, q)
     check_stats("l", l, q)
     if o is not None:
         check_like("o", o, q, "q")
-    dev = None
-    if devices:
-        names, tensors = ("q", "k", "v", "do", "m", "l"), (q, k, v, do, m, l)
-        if o is not None:
-            names, tensors = names + ("o",), tensors + (o,)
-        dev = check_devices(names, tensors)
+    for name, t, ref, ref_name in tangents:
+        check_like(name, t, ref, ref_name)
+    dev = check_devices(("q", "k", "v", "do", "m", "l", "o", *(n for n, *_ in tangents)),
+                        (q, k, v, do, m, l, o, *(t for _, t, *_ in tangents)))
     return (B, H, T, M, D), dt, scale, dev
 
 
@@ -127,10 +126,10 @@ def bwd_dv(q, k, v, do, m, l, scale=None):
     return dv
 
 
-def _check_tangents(q, k, v, tq, tk, tv, names=("dq", "dk", "dv")):
-    check_like(names[0], tq, q, "q")
-    check_like(names[1], tk, k, "k")
-    check_like(names[2], tv, v, "v")
+def _check_tangents(q, k, v, tq, tk, tv):
+    check_like("dq", tq, q, "q")
+    check_like("dk", tk, k, "k")
+    check_like("dv", tv, v, "v")
 
 
 def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
@@ -158,14 +157,10 @@ def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
 
 def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
     """(hq, hk, hv): tangent of the backward along (tq, tk, tv, tdo); docs/phase9_hvp.md."""
-    sizes, dt, scale, _ = _check_bwd(q, k, v, do, m, l, scale, devices=False)
-    _check_tangents(q, k, v, tq, tk, tv, ("tq", "tk", "tv"))
-    names, tensors = ("q", "k", "v", "do", "m", "l", "tq", "tk", "tv"), (q, k, v, do, m, l, tq,
-                                                                       tk, tv)
+    tangents = (("tq", tq, q, "q"), ("tk", tk, k, "k"), ("tv", tv, v, "v"))
     if tdo is not None:
-        check_like("tdo", tdo, q, "q")
-        names, tensors = names + ("tdo",), tensors + (tdo,)
-    dev = check_devices(names, tensors)
+        tangents += (("tdo", tdo, q, "q"),)
+    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, tangents=tangents)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     r, z, zd = _row_buffers(q, *sizes[:3], 3)
     common = dict(Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, Rbuf=r,
