@@ -145,3 +145,46 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["  ".join(c.rjust(w[c]) for c in cols)]
     lines += ["  ".join(f"{r[c]}".rjust(w[c]) for c in cols) for r in rows]
     return "\n".join(lines)
+
+
+def backlogged_ms(fn, n: int = 10, reps: int = 5) -> dict:
+    """Device time per call with the host out of the way: a GPU sleep long enough to cover the
+    host's enqueueing of n calls runs first, so the n calls execute back to back. Median and
+    spread over `reps` batches (ms per call)."""
+    fn()
+    torch.cuda.synchronize()
+    t0 = torch.cuda.Event(enable_timing=True)
+    t1 = torch.cuda.Event(enable_timing=True)
+    import time
+
+    w = time.perf_counter()
+    for _ in range(n):
+        fn()
+    host_s = time.perf_counter() - w  # upper bound of the host's enqueue time for n calls
+    torch.cuda.synchronize()
+    cycles = int(min(host_s * 1.5, 0.5) * 2e9)  # ~2 GHz SM clock; 0.5 s at most
+    out = []
+    for _ in range(reps):
+        torch.cuda._sleep(cycles)
+        t0.record()
+        for _ in range(n):
+            fn()
+        t1.record()
+        torch.cuda.synchronize()
+        out.append(t0.elapsed_time(t1) / n)
+    out.sort()
+    return {"ms": out[len(out) // 2], "p10_ms": out[0], "p90_ms": out[-1]}
+
+
+def wall_ms(fn, n: int = 20) -> float:
+    """Wall time per call of n calls in a row, synchronised once at the end: what an eager
+    loop sees (the slower of host and device)."""
+    import time
+
+    fn()
+    torch.cuda.synchronize()
+    w = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - w) / n * 1e3

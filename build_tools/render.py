@@ -8,7 +8,7 @@ from string import Template
 from build_tools.compile_variant import classify_params
 
 TEMPLATES = Path(__file__).parent / "templates"
-DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2}
+DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
 
 

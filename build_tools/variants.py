@@ -7,12 +7,16 @@ from pathlib import Path
 
 import tomllib
 
-DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
-# fp32 must be fp32-accurate: IEEE products, never plain TF32; 16-bit inputs ignore the setting.
-# An op may choose split-precision tensor-core products for fp32 ("tf32x3": three TF32 products
-# whose sum carries fp32 accuracy) with `input_precision = { fp32 = "tf32x3" }` in its table.
-INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "ieee"}
+# "tf32" is not a tensor dtype: it is float32 data whose products may use plain TF32, the
+# variant taken when torch.get_float32_matmul_precision() is "high" or "medium" (ops that list
+# it in `extra_dtypes`; the others run their fp32-accurate variant in that mode).
+DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "tf32": "fp32"}
+# fp32 must be fp32-accurate: tensor-core products in split precision ("tf32x3": three TF32
+# products whose sum carries fp32 accuracy) by default, or IEEE products where an op asks with
+# `input_precision = { fp32 = "ieee" }`; never plain TF32. 16-bit inputs ignore the setting.
+INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "tf32x3", "tf32": "tf32"}
 FP32_ACCURATE = {"ieee", "tf32x3"}
+EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
 MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
 
@@ -27,7 +31,7 @@ class Variant:
     head_dim: int
     arch: int
     serves: tuple[int, ...]  # compute capabilities whose devices run this cubin
-    input_precision: str     # tl.dot input_precision (fp32: "ieee" or "tf32x3")
+    input_precision: str     # tl.dot input_precision (fp32: "tf32x3" or "ieee"; tf32: "tf32")
     flavor: str
     blocks: tuple[tuple[str, int], ...]
     constexprs: tuple[tuple[str, int], ...]
@@ -79,10 +83,14 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         if bad:
             raise ValueError(f"variants.toml: op {op!r} asks for {bad}; fp32 must stay "
                              f"fp32-accurate ({sorted(FP32_ACCURATE)})")
+        extra = table.get("extra_dtypes", [])
+        if not set(extra) <= EXTRA_DTYPES:
+            raise ValueError(f"variants.toml: op {op!r} extra_dtypes {extra}; known: "
+                             f"{sorted(EXTRA_DTYPES)}")
         if only_ops is not None and op not in only_ops:
             continue
         for arch in data["archs"]:
-            for dtype in data["dtypes"]:
+            for dtype in [*data["dtypes"], *extra]:
                 cfg = _pick_config(op, table["configs"], arch, dtype)
                 blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
                 if any(b > MAX_BLOCK for _, b in blocks):

@@ -49,7 +49,7 @@ typedef struct aot_op {
 typedef struct aot_variant {
     int op;
     const char* dtype;
-    int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 */
+    int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 (fp32-accurate), 3 fp32 with TF32 products */
     int head_dim;   /* bucket */
     int arch;       /* 90 = sm_90a, 80 = sm_80 */
     int fast;

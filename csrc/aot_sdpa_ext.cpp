@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <Python.h>
+
 #include <array>
 #include <cstdint>
 #include <mutex>
@@ -23,7 +25,12 @@ namespace {
 thread_local std::string t_detail;
 std::mutex g_arch_mutex;
 int g_arch[AOT_MAX_DEVICES] = {};  // compute capability * 10, 0 = unknown
-const char* const kDtypeNames[] = {"float16", "bfloat16", "float32"};
+/* dtype codes: 0 fp16, 1 bf16, 2 fp32 (fp32-accurate products), 3 fp32 with TF32 products
+ * allowed (an op without a TF32 variant runs its fp32 one). */
+constexpr int kNumDtypes = 4;
+constexpr int kFp32 = 2, kTf32 = 3;
+const char* const kDtypeNames[kNumDtypes] = {"float16", "bfloat16", "float32", "float32"};
+constexpr int kMaxPtrs = 32, kMaxStrides = 96;
 }  // namespace
 
 void set_error_detail(std::string detail) { t_detail = std::move(detail); }
@@ -92,11 +99,34 @@ struct Choice {
     const aot_variant_t* sibling;  // the other flavour of the same bucket (or null)
 };
 
+/* For each (op, dtype code, compiled arch): its variants, built once. Selection then scans a
+ * handful of entries instead of the whole table on every call. */
+const std::vector<const aot_variant_t*>& variants_of(int op, int dtype, int arch) {
+    static std::vector<std::vector<const aot_variant_t*>> index;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        index.resize(static_cast<size_t>(aot_num_ops) * kNumDtypes * aot_num_archs);
+        for (int i = 0; i < aot_num_variants; ++i) {
+            const aot_variant_t& v = aot_variants[i];
+            for (int a = 0; a < aot_num_archs; ++a)
+                if (aot_archs[a] == v.arch)
+                    index[(static_cast<size_t>(v.op) * kNumDtypes + v.dtype_code) * aot_num_archs + a]
+                        .push_back(&v);
+        }
+    });
+    static const std::vector<const aot_variant_t*> none;
+    for (int a = 0; a < aot_num_archs; ++a)
+        if (aot_archs[a] == arch)
+            return index[(static_cast<size_t>(op) * kNumDtypes + dtype) * aot_num_archs + a];
+    return none;
+}
+
 /* The variants of `op` for (dtype, head_dim) on `device`: the general one of the smallest
  * bucket >= head_dim, and the fast one of that bucket when it exists. The fast one runs when
  * the call qualifies (aligned, strides % 16, head_dim == bucket). Both are loaded on first
  * use, so a later call with another alignment (e.g. inside CUDA-graph capture, where loading
- * a module is not allowed) finds its flavour ready. */
+ * a module is not allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the
+ * fp32-accurate variants for ops compiled without a TF32 one. */
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok) {
     const int cc = device_arch(device);
     const int arch = pick_arch(cc);
@@ -104,26 +134,21 @@ Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok)
         throw NoKernelError("aot_sdpa: device " + std::to_string(device) + " is sm_" +
                             std::to_string(cc) + "; this build has kernels for " + wheel_archs());
     }
+    const std::vector<const aot_variant_t*>* cands = &variants_of(op, dtype, arch);
+    if (cands->empty() && dtype == kTf32) cands = &variants_of(op, kFp32, arch);
     const aot_variant_t* general = nullptr;
-    for (int i = 0; i < aot_num_variants; ++i) {
-        const aot_variant_t& v = aot_variants[i];
-        if (v.op != op || v.dtype_code != dtype || v.arch != arch || v.head_dim < head_dim ||
-            v.fast)
-            continue;
-        if (general == nullptr || v.head_dim < general->head_dim) general = &v;
-    }
+    for (const aot_variant_t* v : *cands)
+        if (!v->fast && v->head_dim >= head_dim &&
+            (general == nullptr || v->head_dim < general->head_dim))
+            general = v;
     if (general == nullptr) {
         throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel for " +
                             kDtypeNames[dtype] + " with head dim " + std::to_string(head_dim) +
                             " on sm_" + std::to_string(arch));
     }
     const aot_variant_t* fast = nullptr;
-    for (int i = 0; i < aot_num_variants; ++i) {
-        const aot_variant_t& v = aot_variants[i];
-        if (v.op == op && v.dtype_code == dtype && v.arch == arch && v.fast &&
-            v.head_dim == general->head_dim)
-            fast = &v;
-    }
+    for (const aot_variant_t* v : *cands)
+        if (v->fast && v->head_dim == general->head_dim) fast = v;
     // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
     if (fast_ok && fast != nullptr && fast->head_dim == head_dim) return {fast, general};
     return {general, fast};
@@ -134,20 +159,20 @@ void load_or_throw(const aot_variant_t* v, int device) {
     if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
 }
 
-void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<uint64_t>& ptrs,
-            const std::vector<int64_t>& strides, const std::array<int32_t, AOT_NUM_INTS>& ints,
-            double scale) {
+/* Launch `op` on raw arguments in its ABI order (checked against the op's table). */
+void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t* ptrs, int n_ptrs,
+                const int64_t* strides, int n_strides, const int32_t* ints, double scale) {
     if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
-    if (dtype < 0 || dtype > 2) throw std::invalid_argument("aot_sdpa: unknown dtype code");
+    if (dtype < 0 || dtype >= kNumDtypes) throw std::invalid_argument("aot_sdpa: unknown dtype code");
     const aot_op_t& o = aot_ops[op];
-    if (static_cast<int>(ptrs.size()) != o.n_ptrs || static_cast<int>(strides.size()) != o.n_strides)
+    if (n_ptrs != o.n_ptrs || n_strides != o.n_strides)
         throw std::invalid_argument(std::string("aot_sdpa: op '") + o.name + "' takes " +
                                     std::to_string(o.n_ptrs) + " pointers and " +
                                     std::to_string(o.n_strides) + " strides");
     const int64_t bh = static_cast<int64_t>(ints[0]) * ints[1];
     const int64_t extent = o.grid == 'T' ? ints[2] : ints[3];
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
-    aot_call_t call{device, ptrs.data(), strides.data(), ints.data(), static_cast<float>(scale)};
+    aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0);
     if (c.sibling != nullptr) load_or_throw(c.sibling, device);
     const aot_variant_t* v = c.run;
@@ -160,6 +185,134 @@ void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<u
     CUresult st = v->launch(reinterpret_cast<CUstream>(stream), static_cast<unsigned>(gx),
                             static_cast<unsigned>(gy), static_cast<unsigned>(gz), &call);
     if (st != CUDA_SUCCESS) throw_cuda(st, std::string("launch of '") + o.name + "'");
+}
+
+void launch(int op, int dtype, int device, uintptr_t stream, const std::vector<uint64_t>& ptrs,
+            const std::vector<int64_t>& strides, const std::array<int32_t, AOT_NUM_INTS>& ints,
+            double scale) {
+    launch_raw(op, dtype, device, stream, ptrs.data(), static_cast<int>(ptrs.size()),
+               strides.data(), static_cast<int>(strides.size()), ints.data(), scale);
+}
+
+/* Per op: its pointer names as interned Python strings, and for each stride triple the index
+ * of the pointer whose tensor supplies it (parsed once from the generated op table). */
+struct OpNames {
+    std::vector<py::object> ptr;
+    std::vector<int> owner;
+};
+
+std::vector<std::string> split_commas(const char* s) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (const char* p = s; *p; ++p) {
+        if (*p == ',') {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += *p;
+        }
+    }
+    if (!cur.empty() || !out.empty()) out.push_back(cur);
+    return out;
+}
+
+const OpNames& op_names(int op) {
+    // built once under the GIL and never freed: Python objects must not be released after
+    // the interpreter finalises
+    static std::vector<OpNames>* names = nullptr;
+    if (names == nullptr) {
+        auto* all = new std::vector<OpNames>(aot_num_ops);
+        for (int i = 0; i < aot_num_ops; ++i) {
+            const std::vector<std::string> ptrs = split_commas(aot_ops[i].ptr_names);
+            for (const std::string& n : ptrs)
+                (*all)[i].ptr.push_back(py::reinterpret_steal<py::object>(
+                    PyUnicode_InternFromString(n.c_str())));
+            for (const std::string& n : split_commas(aot_ops[i].stride_owners)) {
+                int idx = -1;
+                for (size_t j = 0; j < ptrs.size(); ++j)
+                    if (ptrs[j] == n) idx = static_cast<int>(j);
+                (*all)[i].owner.push_back(idx);
+            }
+        }
+        names = all;
+    }
+    return (*names)[op];
+}
+
+int64_t as_int64(PyObject* o) {
+    const long long x = PyLong_AsLongLong(o);
+    if (x == -1 && PyErr_Occurred()) throw py::error_already_set();
+    return x;
+}
+
+/* The raw arguments of `op` with its pointers given by name: `tensors` maps each of the op's
+ * pointer names (exactly those) to a tensor (its data_ptr() and the first three of its
+ * stride()) or None (a null pointer with zero strides). Needs the GIL. */
+struct Packed {
+    uint64_t ptrs[kMaxPtrs];
+    int64_t strides[kMaxStrides];
+    int n_ptrs = 0, n_strides = 0;
+};
+
+void pack_named(int op, py::dict tensors, Packed* out) {
+    if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
+    const OpNames& names = op_names(op);
+    const int n_ptrs = static_cast<int>(names.ptr.size());
+    const int n_strides = 3 * static_cast<int>(names.owner.size());
+    if (n_ptrs > kMaxPtrs || n_strides > kMaxStrides)
+        throw std::invalid_argument("aot_sdpa: op has too many arguments");
+    PyObject* objs[kMaxPtrs];
+    bool ok = PyDict_Size(tensors.ptr()) == n_ptrs;
+    for (int i = 0; ok && i < n_ptrs; ++i) {
+        objs[i] = PyDict_GetItemWithError(tensors.ptr(), names.ptr[i].ptr());  // borrowed
+        if (objs[i] == nullptr) {
+            if (PyErr_Occurred()) throw py::error_already_set();
+            ok = false;
+        }
+    }
+    if (!ok)
+        throw py::type_error(std::string("aot_sdpa internal error: op '") + aot_ops[op].name +
+                             "' takes pointers " + aot_ops[op].ptr_names + ", got " +
+                             py::str(py::list(tensors.attr("keys")())).cast<std::string>());
+    static PyObject* s_data_ptr = PyUnicode_InternFromString("data_ptr");
+    static PyObject* s_stride = PyUnicode_InternFromString("stride");
+    for (int i = 0; i < n_ptrs; ++i) {
+        if (objs[i] == Py_None) {
+            out->ptrs[i] = 0;
+            continue;
+        }
+        py::object p = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(objs[i], s_data_ptr));
+        if (!p) throw py::error_already_set();
+        out->ptrs[i] = static_cast<uint64_t>(as_int64(p.ptr()));
+    }
+    for (size_t j = 0; j < names.owner.size(); ++j) {
+        PyObject* t = objs[names.owner[j]];
+        int64_t* trip = out->strides + 3 * j;
+        if (t == Py_None) {
+            trip[0] = trip[1] = trip[2] = 0;
+            continue;
+        }
+        py::object st = py::reinterpret_steal<py::object>(PyObject_CallMethodNoArgs(t, s_stride));
+        if (!st) throw py::error_already_set();
+        if (!PyTuple_Check(st.ptr()) || PyTuple_GET_SIZE(st.ptr()) < 3)
+            throw py::type_error(std::string("aot_sdpa internal error: '") +
+                                 py::str(names.ptr[names.owner[j]]).cast<std::string>() +
+                                 "' needs at least 3 dims for its strides");
+        for (int a = 0; a < 3; ++a) trip[a] = as_int64(PyTuple_GET_ITEM(st.ptr(), a));
+    }
+    out->n_ptrs = n_ptrs;
+    out->n_strides = n_strides;
+}
+
+/* launch() with the pointers given by name (pack_named): reads the tensors under the GIL,
+ * launches without it. */
+void launch_named(int op, int dtype, int device, uintptr_t stream, py::dict tensors,
+                  const std::array<int32_t, AOT_NUM_INTS>& ints, double scale) {
+    Packed a;
+    pack_named(op, tensors, &a);
+    py::gil_scoped_release release;
+    launch_raw(op, dtype, device, stream, a.ptrs, a.n_ptrs, a.strides, a.n_strides, ints.data(),
+               scale);
 }
 
 /* Load every variant that can run on `device` (for CUDA-graph capture of any op); returns
@@ -222,6 +375,17 @@ PYBIND11_MODULE(_C, m) {
           py::arg("stream"), py::arg("ptrs"), py::arg("strides"), py::arg("ints"),
           py::arg("scale"), py::call_guard<py::gil_scoped_release>(),
           "Launch op on raw pointers (ABI order of ops()); raises CudaError/NoKernelError.");
+    m.def("launch_named", &aot::launch_named, py::arg("op"), py::arg("dtype"), py::arg("device"),
+          py::arg("stream"), py::arg("tensors"), py::arg("ints"), py::arg("scale"),
+          "Launch op with its pointers given by name ({name: tensor or None}); reads each "
+          "tensor's data_ptr() and stride()[:3]; raises CudaError/NoKernelError.");
+    m.def("_pack_named", [](int op, py::dict tensors) {
+        aot::Packed a;
+        aot::pack_named(op, tensors, &a);
+        return py::make_tuple(std::vector<uint64_t>(a.ptrs, a.ptrs + a.n_ptrs),
+                              std::vector<int64_t>(a.strides, a.strides + a.n_strides));
+    }, py::arg("op"), py::arg("tensors"),
+          "Test hook: the (pointers, strides) launch_named would pass for these tensors.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
     m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
     m.def("archs", []() {

@@ -124,3 +124,24 @@ def load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok,
     v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None],
                   d_ok[None, :], MASK_N, EVEN_D)
     return kT, v
+
+
+@triton.jit
+def round_tf32(x, INPUT_PRECISION: tl.constexpr):
+    """A float32 operand of a plain-TF32 product, rounded to the nearest TF32 value
+    (cvt.rna.tf32.f32, as cuBLAS rounds its TF32 inputs). Fed unrounded, the tensor cores drop
+    the 13 low mantissa bits (round toward zero): a biased error that adds up along the
+    product, measured at ~7x torch's TF32 error on the forward (H200). Identity for every
+    other precision and dtype."""
+    if INPUT_PRECISION == "tf32":
+        if x.dtype == tl.float32:
+            x = tl.inline_asm_elementwise("cvt.rna.tf32.f32 $0, $1;", "=r,r", [x],
+                                          dtype=tl.float32, is_pure=True, pack=1)
+    return x
+
+
+@triton.jit
+def mma(a, b, acc, INPUT_PRECISION: tl.constexpr):
+    """acc + a @ b on tensor cores (acc None: a @ b), operands rounded by round_tf32."""
+    return tl.dot(round_tf32(a, INPUT_PRECISION), round_tf32(b, INPUT_PRECISION), acc,
+                  input_precision=INPUT_PRECISION)

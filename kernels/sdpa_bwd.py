@@ -22,6 +22,7 @@ from _common import (
     load_row_stats,
     load_rows,
     load_tile,
+    mma,
     row_vector,
     store_rows,
 )
@@ -61,12 +62,12 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
         kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
                           EVEN_D)
         # -- P = exp2(S*log2(e) - m*log2(e)) / l, zero on masked keys
-        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
             p = tl.where(n_ok[None, :], p, 0.0)
         # -- acc += P V
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+        acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
     return acc
 
 
@@ -138,20 +139,20 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
             m2 = tl.load(m_base + rows * stride_mm) * LOG2E
             inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
-        pT = tl.math.exp2(tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
+        pT = tl.math.exp2(mma(k, qT, None, INPUT_PRECISION) * qk_scale
                           - m2[None, :]) * inv_l[None, :]
         # -- dV += P^T dO
         if COMPUTE_DV:
-            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
         if COMPUTE_DK:
             # -- dP^T = V dO^T;  dS^T = P^T * (dP^T - z);  dK += dS^T Q
             if MASK_M:
                 z = tl.load(z_base + rows, mask=r_ok, other=0.0)
             else:
                 z = tl.load(z_base + rows)
-            dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)
+            dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
             dsT = pT * (dpT - z[None, :])
-            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+            dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
     return dk, dv
 
 
@@ -226,14 +227,14 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         kT = load_cols_T(kT_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         vT = load_cols_T(vT_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
             p = tl.where(n_ok[None, :], p, 0.0)
         # -- dP = dO V^T;  dS = P * (dP - z);  dQ += dS K
-        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+        dp = mma(do, vT, None, INPUT_PRECISION)
         ds = p * (dp - z[:, None])
-        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
+        dq = mma(ds.to(kT.dtype), tl.trans(kT), dq, INPUT_PRECISION)
     return dq
 
 

@@ -2,7 +2,16 @@
 
 import triton
 import triton.language as tl
-from _common import LN2, LOG2E, batch_head, block_offsets, load_kT_v, load_rows, store_rows
+from _common import (
+    LN2,
+    LOG2E,
+    batch_head,
+    block_offsets,
+    load_kT_v,
+    load_rows,
+    mma,
+    store_rows,
+)
 
 
 @triton.jit
@@ -18,7 +27,7 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
                           EVEN_D)
         # -- scores in base-2 units: s2 = (q k^T) * scale * log2(e)
-        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         if MASK_N:
             s2 = tl.where(n_ok[None, :], s2, float("-inf"))
         # -- new running max, rescale factor for the old accumulators, unnormalised probs
@@ -28,7 +37,7 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+        acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
         m_i = m_new
     return acc, m_i, l_i
 

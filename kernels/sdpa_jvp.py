@@ -21,6 +21,7 @@ from _common import (
     load_kT_v,
     load_row_stats,
     load_rows,
+    mma,
     store_rows,
 )
 
@@ -52,20 +53,20 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
             p = tl.where(n_ok[None, :], p, 0.0)
         # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
-        ds = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
-        ds = tl.dot(q, tkT, ds, input_precision=INPUT_PRECISION) * sm_scale
+        ds = mma(tq, kT, None, INPUT_PRECISION)
+        ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
         pds = p * ds
         # -- r += rowsum(P dS);  A += (P dS) V + P tV;  O += P V
         r += tl.sum(pds, 1)
         p_lo = p.to(v.dtype)
-        acc_a = tl.dot(pds.to(v.dtype), v, acc_a, input_precision=INPUT_PRECISION)
-        acc_a = tl.dot(p_lo, tv, acc_a, input_precision=INPUT_PRECISION)
-        acc_o = tl.dot(p_lo, v, acc_o, input_precision=INPUT_PRECISION)
+        acc_a = mma(pds.to(v.dtype), v, acc_a, INPUT_PRECISION)
+        acc_a = mma(p_lo, tv, acc_a, INPUT_PRECISION)
+        acc_o = mma(p_lo, v, acc_o, INPUT_PRECISION)
     return acc_a, acc_o, r
 
 
@@ -138,24 +139,23 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
         # -- base-2 scores, running max, rescale factor and unnormalised probs e
-        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
+        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         if MASK_N:
             s2 = tl.where(n_ok[None, :], s2, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s2, 1))
         alpha = tl.math.exp2(m_i - m_new)
         e = tl.math.exp2(s2 - m_new[:, None])
         # -- dS = scale * (tQ K^T + Q tK^T);  e*dS
-        ds = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
-        ds = tl.dot(q, tkT, ds, input_precision=INPUT_PRECISION) * sm_scale
+        ds = mma(tq, kT, None, INPUT_PRECISION)
+        ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
         eds = e * ds
         # -- rescale and accumulate: l, r (row sums) and O, A (row vectors)
         l_i = l_i * alpha + tl.sum(e, 1)
         r = r * alpha + tl.sum(eds, 1)
         e_lo = e.to(v.dtype)
-        acc_o = tl.dot(e_lo, v, acc_o * alpha[:, None], input_precision=INPUT_PRECISION)
-        acc_a = tl.dot(eds.to(v.dtype), v, acc_a * alpha[:, None],
-                       input_precision=INPUT_PRECISION)
-        acc_a = tl.dot(e_lo, tv, acc_a, input_precision=INPUT_PRECISION)
+        acc_o = mma(e_lo, v, acc_o * alpha[:, None], INPUT_PRECISION)
+        acc_a = mma(eds.to(v.dtype), v, acc_a * alpha[:, None], INPUT_PRECISION)
+        acc_a = mma(e_lo, tv, acc_a, INPUT_PRECISION)
         m_i = m_new
     return acc_o, acc_a, r, m_i, l_i
 

@@ -13,11 +13,15 @@ from aot_sdpa._native import INT_NAMES, OPS
 
 
 class _Recorder:
+    """Records what the extension would launch: the pointers and strides come from the
+    extension's own packing by name (_C._pack_named, the code launch_named runs)."""
+
     def __init__(self):
         self.calls = []
 
-    def launch(self, index, dtype, device, stream, ptrs, strides, ints, scale):
+    def launch_named(self, index, dtype, device, stream, tensors, ints, scale):
         name = next(n for n, a in OPS.items() if a.index == index)
+        ptrs, strides = aot_sdpa._C._pack_named(index, tensors)
         self.calls.append((name, list(ptrs), list(strides), tuple(ints), scale))
 
 

@@ -16,20 +16,25 @@ ARCHS = {"sm_90", "sm_80"}
 OPS = {"fwd", "bwd_z_from_o", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq",
        "jvp", "fwd_jvp", "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp", "bwd_jvp_dq", "bwd_jvp_dkdv"}
+# ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
+TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
+            "fwd_jvp"}
 # opt-in shared memory per compute capability (CUDA programming guide)
 SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
 
 def test_inventory_has_every_op_dtype_bucket_arch():
     inv = aot_sdpa.kernel_inventory()
-    have = {(r["op"], r["dtype"], r["head_dim"], r["arch"], r["flavor"]) for r in inv}
+    have = {(r["op"], r["dtype"] if r["input_precision"] != "tf32" or r["dtype"] != "float32"
+             else "tf32", r["head_dim"], r["arch"], r["flavor"]) for r in inv}
     for op in OPS:
-        for dt in DTYPES:
+        for dt in DTYPES | ({"tf32"} if op in TF32_OPS else set()):
             for d in BUCKETS:
                 for arch in ARCHS:
                     assert (op, dt, d, arch, "general") in have
                     if op in FAST_OPS:
                         assert (op, dt, d, arch, "fast") in have
+    assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert len(inv) == len(have), "duplicate variants"
     for r in inv:
         assert r["cubin_bytes"] > 1000 and r["num_warps"] in (1, 2, 4, 8)
@@ -38,9 +43,10 @@ def test_inventory_has_every_op_dtype_bucket_arch():
         # every device a cubin serves allows its shared memory (sm_80 code runs on 8.6/8.9)
         assert r["serves"] == ([90] if r["arch"] == "sm_90" else [80, 86, 87, 89])
         assert all(r["shared_bytes"] <= SMEM[cc] for cc in r["serves"]), r
-        # fp32 stays fp32-accurate: IEEE products or split-precision 3xTF32, never plain TF32
+        # fp32 variants are fp32-accurate (split-precision 3xTF32 or IEEE products) except the
+        # TF32 ones, of which each op has at most one per bucket/arch/flavour (counted above)
         if r["dtype"] == "float32":
-            assert r["input_precision"] in ("ieee", "tf32x3"), r
+            assert r["input_precision"] in ("ieee", "tf32x3", "tf32"), r
     assert sorted(aot_sdpa.built_archs()) == sorted(ARCHS)
 
 

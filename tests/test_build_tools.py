@@ -78,12 +78,24 @@ def test_shared_memory_limit_is_the_smallest_among_served_devices():
 
 
 def test_fp32_may_not_ask_for_plain_tf32(tmp_path):
-    text = (ROOT / "kernels" / "variants.toml").read_text().replace(
-        'input_precision = { fp32 = "tf32x3" }', 'input_precision = { fp32 = "tf32" }', 1)
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    assert "[ops.fwd]\n" in text
     path = tmp_path / "variants.toml"
-    path.write_text(text)
+    path.write_text(text.replace("[ops.fwd]\n", '[ops.fwd]\ninput_precision = { fp32 = "tf32" }\n'))
     with pytest.raises(ValueError, match="fp32-accurate"):
         variants_mod.load(path)
+    path.write_text(text.replace("[ops.bwd_z_from_o]\n", "[ops.bwd_z_from_o]\nextra_dtypes = [\"fp8\"]\n"))
+    with pytest.raises(ValueError, match="extra_dtypes"):
+        variants_mod.load(path)
+
+
+def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in():
+    spec = variants_mod.load(ROOT / "kernels" / "variants.toml")
+    prec = {(v.op, v.dtype): v.input_precision for v in spec.variants}
+    assert all(p == "tf32x3" for (op, dt), p in prec.items() if dt == "fp32")
+    assert all(p == "tf32" for (op, dt), p in prec.items() if dt == "tf32")
+    tf32_ops = {op for op, dt in prec if dt == "tf32"}
+    assert "fwd" in tf32_ops and "bwd_jvp_rows" not in tf32_ops
 
 
 def test_kernel_needing_scratch_is_rejected(tmp_path):

@@ -119,6 +119,40 @@ def test_composition_plumbing_cpu(reference_kernels, name, attn_name):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, i, max_err(a, b))
 
 
+@pytest.mark.parametrize("outer", ["none", "grad", "vmap"])
+def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkeypatch, outer):
+    """torch.func.jvp through the drop-in runs the fused forward+JVP once (no separate
+    forward and JVP), also when grad or vmap is applied around the jvp."""
+    calls = []
+    for name in ("fwd", "jvp", "fwd_jvp"):
+        fn = getattr(_ops, name)
+        monkeypatch.setattr(_ops, name, lambda *a, _fn=fn, _n=name, **kw: (calls.append(_n),
+                                                                              _fn(*a, **kw))[1])
+    x = inputs(2, 2, 9, 11, 8, F64, "cpu", seed=5)
+    args, tangents = (x["q"], x["k"], x["v"]), (x["tq"], x["tk"], x["tv"])
+    drop_in = aot_sdpa.scaled_dot_product_attention
+
+    def tangent_sum(f, q):  # a scalar of the jvp's tangent, for grad
+        return (torch.func.jvp(f, (q, *args[1:]), tangents)[1] * x["w"]).sum()
+
+    if outer == "none":
+        got = torch.func.jvp(drop_in, args, tangents)
+        want = torch.func.jvp(reference.attention, args, tangents)
+    elif outer == "grad":
+        got = (torch.func.grad(lambda q: tangent_sum(drop_in, q))(x["q"]),)
+        want = (torch.func.grad(lambda q: tangent_sum(reference.attention, q))(x["q"]),)
+    else:
+        got = torch.func.vmap(lambda q: torch.func.jvp(drop_in, (q, *args[1:]), tangents)[1])(
+            torch.stack([x["q"], 2 * x["q"]]))
+        want = torch.func.vmap(lambda q: torch.func.jvp(reference.attention, (q, *args[1:]),
+                                                        tangents)[1])(
+            torch.stack([x["q"], 2 * x["q"]]))
+        got, want = (got,), (want,)
+    assert calls == ["fwd_jvp"], calls
+    for a, b in zip(got, want):
+        assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
+
+
 def test_explicit_second_order_ops_plumbing_cpu(reference_kernels):
     """sdpa_bwd double backward, sdpa_jvp and sdpa_fwd_jvp's tangent backward, sdpa_hvp."""
     x = inputs(2, 2, 9, 11, 8, F64, "cpu", seed=3)

@@ -31,7 +31,12 @@ import torch.autograd.forward_ad as fwAD
 
 from . import _ops
 from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
-from ._torch_compat import forward_ad_active, functorch_active
+from ._torch_compat import (
+    forward_ad_active,
+    functorch_active,
+    innermost_jvp_level,
+    unwrap_jvp_dual,
+)
 
 Tensor = torch.Tensor
 
@@ -255,9 +260,10 @@ def _differentiated(*ts) -> bool:
     """Whether a derivative may pass through the call: a torch.func transform is running,
     a tensor requires grad (grad mode on), or one carries a forward-AD tangent. Non-tensors
     (which the kernels' checks then refuse) never do."""
-    for t in ts:
-        if isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled():
-            return True
+    if torch.is_grad_enabled():
+        for t in ts:
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                return True
     if functorch_active():
         return True
     if forward_ad_active():
@@ -433,12 +439,30 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
     if not _differentiated(query, key, value):
         return _ops.fwd(query, key, value, scale)[0]  # inference: one kernel
+    interpreter = innermost_jvp_level()
+    if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
+        return _fused_func_jvp(interpreter, query, key, value, scale)
     duals = _forward_ad_only(query, key, value)
     if duals is not None:  # primal and tangent in one fused pass
         o, _, _, to = _ops.fwd_jvp(*(d.primal for d in duals),
                                    *(_or_zeros(d.tangent, d.primal) for d in duals), scale)
         return fwAD.make_dual(o, to)
     return _Fwd.apply(query, key, value, scale)[0]
+
+
+def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale) -> Tensor:
+    """The drop-in under torch.func.jvp (the innermost transform, at `interpreter`'s level):
+    peel the level off the inputs, run the fused forward+JVP one level below (where any outer
+    transform, e.g. grad or vmap, applies through _FwdJvp's rules, or the kernel runs
+    directly), and return O as a dual at this level with tangent J t. This is what torch's
+    own jvp rule for an autograd.Function computes with _Fwd's forward and jvp, in one pass
+    instead of two and without building a per-call Function class."""
+    level = interpreter.level()
+    (pq, tq), (pk, tk), (pv, tv) = (unwrap_jvp_dual(x, level) for x in (q, k, v))
+    with interpreter.lower():
+        o, _, _, to = sdpa_fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
+                                   _or_zeros(tv, pv), scale=scale)
+    return fwAD.make_dual(o, to)
 
 
 def _forward_ad_only(q: Tensor, k: Tensor, v: Tensor):

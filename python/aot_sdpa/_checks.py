@@ -9,6 +9,7 @@ import numbers
 import torch
 
 DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
+TF32_CODE = 3  # float32 data whose products may use TF32 (build_tools/render.py DTYPE_CODE)
 MAX_HEAD_DIM = 64
 _INT32_MAX = 2**31 - 1
 # T and M: the kernels index rows in int32 as pid * BLOCK + i (BLOCK <= 1024), and their loop
@@ -45,13 +46,30 @@ def check_scale(scale, head_dim: int) -> float:
     return scale
 
 
+def dtype_code(dtype: torch.dtype) -> int:
+    """The kernels' dtype code; float32 honours torch.get_float32_matmul_precision(): "highest"
+    keeps fp32-accurate products, "high" and "medium" allow TF32 (as torch's matmuls do)."""
+    code = DTYPE_CODE[dtype]
+    if code == 2 and torch.get_float32_matmul_precision() != "highest":
+        return TF32_CODE
+    return code
+
+
 def check_devices(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> int:
     """All tensors on the first one's device, and that a CUDA device; returns its index.
     Optional arguments may be None (absent): they are skipped.
 
     Called last by every op, so every other rule is checkable on a machine without a GPU.
     """
-    dev = tensors[0].get_device()  # -1 for CPU (and meta) tensors
+    first = tensors[0]
+    if first.is_cuda:  # the common case: every tensor on one CUDA device
+        dev = first.get_device()
+        for x in tensors:
+            if x is not None and not (x.is_cuda and x.get_device() == dev):
+                break
+        else:
+            return dev
+    dev = first.get_device()  # -1 for CPU (and meta) tensors
     for name, x in zip(names[1:], tensors[1:]):
         if x is None:
             continue
@@ -64,10 +82,32 @@ def check_devices(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> 
     return dev
 
 
+_DEFAULT_SCALE = [1.0] + [1.0 / math.sqrt(d) for d in range(1, MAX_HEAD_DIM + 1)]
+
+
 def check_attention(q, k, v, scale, names=("q", "k", "v")):
     """Validate q (B,H,T,D), k and v (B,H,M,D) except their device (see check_devices).
 
-    Returns (B, H, T, M, D, dtype_code, scale)."""
+    Returns (B, H, T, M, D, dtype_code, scale): dtype_code as dtype_code() gives it."""
+    # fast path: accept the common case with as few attribute reads as possible; anything it
+    # does not accept goes through the rule-by-rule checks below, which raise or accept
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor):
+        qs, ks, vs = q.shape, k.shape, v.shape
+        dtype = q.dtype
+        if (len(qs) == 4 and len(ks) == 4 and qs[0] == ks[0] and qs[1] == ks[1]
+                and qs[3] == ks[3] and ks == vs and dtype in DTYPE_CODE and k.dtype is dtype
+                and v.dtype is dtype):
+            B, H, T, D = qs
+            M = ks[2]
+            if (1 <= D <= MAX_HEAD_DIM and 1 <= M <= MAX_SEQ_LEN and T <= MAX_SEQ_LEN
+                    and B * H <= _INT32_MAX and q.stride(3) == 1 and k.stride(3) == 1
+                    and v.stride(3) == 1):
+                sc = _DEFAULT_SCALE[D] if scale is None else check_scale(scale, D)
+                return B, H, T, M, D, dtype_code(dtype), sc
+    return _check_attention_rules(q, k, v, scale, names)
+
+
+def _check_attention_rules(q, k, v, scale, names):
     nq, nk, nv = names
     for name, x in ((nq, q), (nk, k), (nv, v)):
         _tensor(name, x)
@@ -106,7 +146,7 @@ def check_attention(q, k, v, scale, names=("q", "k", "v")):
     if (q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1) and D > 1:
         for name, x in ((nq, q), (nk, k), (nv, v)):
             _unit_last_stride(name, x)
-    return B, H, T, M, D, DTYPE_CODE[q.dtype], check_scale(scale, D)
+    return B, H, T, M, D, dtype_code(q.dtype), check_scale(scale, D)
 
 
 def check_like(name: str, x, ref: torch.Tensor, ref_name: str) -> torch.Tensor:

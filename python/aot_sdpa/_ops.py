@@ -18,33 +18,26 @@ from ._native import OPS
 from ._torch_compat import current_raw_stream
 
 Tensor = torch.Tensor
-_NO_STRIDES = (0, 0, 0)
+_OP_INDEX = {name: abi.index for name, abi in OPS.items()}
+_F32 = torch.float32
 
 
 def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has_tdo: int = 0,
             **tensors: Tensor | None) -> None:
     """Launch `op` with its pointers named as the kernel's parameters (None: a null pointer,
-    whose stride triple is zeros). `sizes` = (Z, H, T, M, D)."""
-    abi = OPS[op]
-    try:  # as many names as pointers, and each pointer's name present: exactly the ABI's names
-        if len(tensors) != len(abi.pointers):
-            raise KeyError(len(tensors))
-        ptrs = [0 if (t := tensors[n]) is None else t.data_ptr() for n in abi.pointers]
-    except KeyError:
-        raise TypeError(f"aot_sdpa internal error: op '{op}' takes pointers {abi.pointers}, "
-                        f"got {sorted(tensors)}") from None
-    strides = []
-    for n in abi.stride_owners:
-        t = tensors[n]
-        strides += _NO_STRIDES if t is None else t.stride()[:3]
-    _C.launch(abi.index, dtype, device, current_raw_stream(device), ptrs, strides,
-              (*sizes, has_tdo), scale)
+    whose stride triple is zeros). `sizes` = (Z, H, T, M, D). The extension reads each
+    tensor's data_ptr() and stride() by the op's generated ABI, and raises TypeError unless
+    the names are exactly the op's pointers."""
+    _C.launch_named(_OP_INDEX[op], dtype, device, current_raw_stream(device), tensors,
+                    (*sizes, has_tdo), scale)
 
 
 def _stats_pair(q: Tensor, B: int, H: int, T: int) -> tuple[Tensor, Tensor]:
-    """m and l as two (B, H, T) float32 views of one allocation (one stride triple: "s")."""
-    stats = q.new_empty((2, B, H, T), dtype=torch.float32)
-    return stats[0], stats[1]
+    """m and l: two contiguous (B, H, T) float32 tensors, laid out alike (the forward writes
+    both with one stride triple, "s")."""
+    shape, strides = (B, H, T), (H * T, T, 1)
+    return (torch.empty_strided(shape, strides, dtype=_F32, device=q.device),
+            torch.empty_strided(shape, strides, dtype=_F32, device=q.device))
 
 
 def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:

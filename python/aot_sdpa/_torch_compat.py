@@ -35,3 +35,32 @@ def forward_ad_active() -> bool:
     tangents). Without the private level counter, answers True: callers then unpack duals."""
     level = getattr(fwAD, "_current_level", None)
     return True if level is None else level >= 0
+
+
+try:  # torch.func internals for the fused jvp path (present in 2.11 through 2.13)
+    from torch._C._functorch import TransformType as _TransformType
+    from torch._C._functorch import _unwrap_for_grad
+    from torch._functorch.pyfunctorch import coerce_cinterpreter as _coerce
+except ImportError:  # pragma: no cover - a torch without them takes the generic path
+    _TransformType = _unwrap_for_grad = _coerce = None
+
+
+def innermost_jvp_level():
+    """The torch.func.jvp interpreter when it is the innermost running transform, else None.
+
+    With it, `unwrap_jvp_dual` peels one jvp level off a tensor and `interpreter.lower()`
+    runs code at the level below (as torch's own rule for autograd.Function does). None
+    without the private APIs: callers then take the autograd.Function path."""
+    if _peek is None or _coerce is None:
+        return None
+    cdata = _peek()
+    if cdata is None or cdata.key() != _TransformType.Jvp:
+        return None
+    return _coerce(cdata)
+
+
+def unwrap_jvp_dual(x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(primal, tangent) of `x` at jvp level `level`, both unwrapped to the level below."""
+    primal, tangent = fwAD.unpack_dual(x)
+    tangent = None if tangent is None else _unwrap_for_grad(tangent, level)
+    return _unwrap_for_grad(primal, level), tangent

@@ -1,0 +1,142 @@
+"""End to end: a 12-block ViT-B-sized transformer (width 768, 12 heads of D=64, MLP 3072,
+pre-LayerNorm, GELU), written here in plain torch, with its attention swapped.
+
+Work (one process, one GPU; device time per call with a GPU backlog, see _harness):
+  jvp    torch.func.jvp of the model in its input (no parameter gradients):
+         aot_sdpa's drop-in vs torch's math backend (the only torch SDPA with forward AD)
+  train  one training step: forward, MSE loss, backward, SGD update:
+         aot_sdpa's drop-in vs torch's default SDPA
+at (B, T) = (32, 197) and (8, 1024), fp32 and bf16 (fp32 at "highest" matmul precision).
+Attention share: the same step with attention replaced by a free stand-in (returns v), so
+share = 1 - t(stand-in) / t(full). Writes results/e2e_vit.csv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import aot_sdpa
+
+from _harness import backlogged_ms, table, torch_backend, write_csv
+
+WIDTH, HEADS, DEPTH, MLP = 768, 12, 12, 3072
+SIZES = ((32, 197), (8, 1024))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm written out (statistics in fp32): torch.func.jvp of nn.LayerNorm in bfloat16
+    returns a float32 primal in torch 2.11, which the next bf16 Linear refuses."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))
+
+    def forward(self, x):
+        xf = x.float()
+        mu = xf.mean(-1, keepdim=True)
+        var = (xf - mu).square().mean(-1, keepdim=True)
+        return ((xf - mu) * torch.rsqrt(var + 1e-6)).to(x.dtype) * self.weight + self.bias
+
+
+class Block(nn.Module):
+    def __init__(self, attn):
+        super().__init__()
+        self.attn = attn
+        self.ln1, self.ln2 = LayerNorm(WIDTH), LayerNorm(WIDTH)
+        self.qkv, self.proj = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+        self.fc1, self.fc2 = nn.Linear(WIDTH, MLP), nn.Linear(MLP, WIDTH)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, HEADS, WIDTH // HEADS).permute(2, 0, 3, 1, 4)
+        a = self.attn(q, k, v)  # (B, H, T, D), q/k/v strided views of the qkv projection
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, WIDTH))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Model(nn.Module):
+    def __init__(self, attn):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(attn) for _ in range(DEPTH))
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+ATTNS = {
+    "aot_sdpa": aot_sdpa.scaled_dot_product_attention,
+    "torch": F.scaled_dot_product_attention,
+    "stand-in": lambda q, k, v: v,  # no attention: for the attention share
+}
+
+
+def _model(attn, dtype):
+    torch.manual_seed(0)
+    return Model(attn).to("cuda", dtype)
+
+
+def _jvp_fn(model, x, tx):
+    model.requires_grad_(False)
+    return lambda: torch.func.jvp(model, (x,), (tx,))
+
+
+def _train_fn(model, x, y):
+    model.requires_grad_(True)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+    return step
+
+
+def main():
+    rows = []
+    for B, T in SIZES:
+        for dtype in (torch.float32, torch.bfloat16):
+            g = torch.Generator(device="cuda").manual_seed(1)
+            x, tx, y = (torch.randn(B, T, WIDTH, device="cuda", dtype=dtype, generator=g)
+                        for _ in range(3))
+            for work, make, torch_path in (("jvp", lambda m: _jvp_fn(m, x, tx), "math"),
+                                           ("train", lambda m: _train_fn(m, x, y), "default")):
+                res = {}
+                for impl in ATTNS:
+                    model = _model(ATTNS[impl], dtype)
+                    fn = make(model)
+                    try:
+                        if impl == "torch" and torch_path != "default":
+                            with torch_backend(torch_path):
+                                res[impl] = backlogged_ms(fn, n=3, reps=3)["ms"]
+                        else:
+                            res[impl] = backlogged_ms(fn, n=3, reps=3)["ms"]
+                    except torch.OutOfMemoryError:
+                        res[impl] = None
+                    del model, fn
+                    torch.cuda.empty_cache()
+                ours, theirs, free = res["aot_sdpa"], res["torch"], res["stand-in"]
+                row = {"B": B, "T": T, "dtype": str(dtype).split(".")[-1], "work": work,
+                       "torch_path": torch_path, "aot_ms": ours and round(ours, 3),
+                       "torch_ms": theirs and round(theirs, 3),
+                       "speedup": ours and theirs and round(theirs / ours, 3),
+                       "no_attention_ms": free and round(free, 3),
+                       "attn_share_aot": ours and free and round(1 - free / ours, 3),
+                       "attn_share_torch": theirs and free and round(1 - free / theirs, 3)}
+                rows.append(row)
+                print(table([row], list(row)), flush=True)
+    write_csv("e2e_vit", rows)
+    print(table(rows, list(rows[0])))
+    for r in rows:
+        goal = ({"float32": 1.5, "bfloat16": 2.0}[r["dtype"]] if r["work"] == "jvp"
+                and r["T"] == 1024 else 1.0)
+        ok = r["speedup"] is not None and r["speedup"] >= goal
+        print(f"GOAL e2e {r['work']} B={r['B']} T={r['T']} {r['dtype']}: {r['speedup']}x "
+              f"(>= {goal}x) {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

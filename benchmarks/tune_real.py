@@ -1,0 +1,142 @@
+"""Block-config sweep for the forward, backward and JVP kernels at real shapes (JIT, GPU only).
+
+For each op x precision x shape it times a list of candidate (BLOCK_M, BLOCK_N, num_warps,
+num_stages) configs with Triton's JIT, arguments assembled by name exactly as the AOT
+launchers do (build_tools/jit_call.py), and prints the best ones. Shapes: short sequences
+(T=128, ViT-B's T=197, T=512) and a medium and a long one, all D=64. Each candidate is timed
+inside a CUDA graph (triton.testing.do_bench_cudagraph): the JIT's host time per launch
+(~50 us) exceeds a short-sequence kernel, and would otherwise be timed instead of the kernel.
+Precisions: fp16 (bf16 runs the same code on the same tile shapes), fp32 with split-precision
+tensor-core products ("tf32x3", the fp32-accurate default) and fp32 with plain TF32 ("tf32",
+taken under torch.set_float32_matmul_precision("high")). Configs found here go into kernels/variants.toml.
+
+Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
+phase 2 times them one after another in this process, so timings never overlap.
+Usage: python tune_real.py [op or shape names ...]   (default: every op and shape below)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench_cudagraph
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from build_tools import jit_call  # noqa: E402
+from build_tools.variants import load  # noqa: E402
+
+SPEC = load(ROOT / "kernels" / "variants.toml")
+DEVICE = "cuda"
+SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 512, 64),
+          "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64)}
+TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
+PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
+HALF = {
+    "fwd": [(128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3),
+            (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
+    "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 4, 2), (32, 64, 4, 2),
+                 (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3)],
+    "bwd_dq": [(128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2),
+               (128, 64, 8, 2), (64, 64, 4, 3)],
+    "fwd_jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
+                (64, 64, 4, 3), (128, 64, 8, 3)],
+    "jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 3)],
+}
+FULL = {  # fp32 tiles take twice the shared memory and registers
+    "fwd": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 3),
+            (128, 64, 8, 3), (32, 64, 4, 2)],
+    "bwd_dkdv": [(32, 64, 4, 2), (32, 32, 4, 2), (64, 64, 4, 2), (32, 128, 8, 2),
+                 (64, 64, 8, 2), (16, 64, 4, 2)],
+    "bwd_dq": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (32, 32, 4, 2),
+               (128, 64, 8, 2), (32, 64, 4, 2)],
+    "fwd_jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2),
+                (64, 32, 4, 3), (128, 64, 8, 2)],
+    "jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
+}
+# matmuls of 2*T*M*D flops each, per op (for the TFLOP/s column)
+MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5}
+
+
+def _tensors(shape, dtype):
+    B, H, T, D = shape
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    x = {n: torch.randn(B, H, T, D, device=DEVICE, dtype=dtype, generator=g)
+         for n in ("Q", "K", "V", "TQ", "TK", "TV", "DO")}
+    s = (x["Q"].float() @ x["K"].float().transpose(-1, -2)) / math.sqrt(D)
+    m = s.amax(-1)
+    stats = torch.stack([m, (s - m[..., None]).exp().sum(-1)])
+    out = {n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")}
+    z = torch.randn(B * H, T, device=DEVICE, generator=g)
+    return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
+
+
+def _jobs(ops):
+    for op in ops:
+        for prec, (dtype, ip) in PRECISIONS.items():
+            for cfg in (HALF if prec == "fp16" else FULL)[op]:
+                yield op, prec, dtype, ip, cfg
+
+
+def _launch(op, dtype, ip, cfg, tensors, shape):
+    B, H, T, D = shape
+    bm, bn, w, st = cfg
+    jit_call.call(SPEC, op, dtype, tensors, (B, H, T, T, D), 1 / math.sqrt(D),
+                  blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
+                  input_precision=ip)
+
+
+def _compile(job):
+    """Worker: compile (and run once) one candidate at a tiny shape; the cache is shared."""
+    op, prec, dtype, ip, cfg = job
+    try:  # Triton specialises ints on divisibility by 16 (and == 1): one size of each kind
+        for shape in ((2, 2, 197, 64), (2, 2, 256, 64)):
+            _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape)
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # out of resources etc.
+        return f"{op} {prec} {cfg}: {type(exc).__name__} {exc}"[:200]
+
+
+def main(names):
+    ops = [n for n in names if n in MATMULS] or list(MATMULS)
+    shapes = {n: s for n, s in SHAPES.items() if n in names} or SHAPES
+    jobs = list(_jobs(ops))
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(8, mp_context=ctx) as pool:
+        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(_compile, jobs)) if err}
+    for f in sorted(failed):
+        print("compile failed:", f)
+    best = {}
+    for name, shape in shapes.items():
+        B, H, T, D = shape
+        for prec, (dtype, ip) in PRECISIONS.items():
+            tensors = _tensors(shape, TORCH_DTYPE[dtype])
+            for op, p, _, _, cfg in (j for j in jobs if j[1] == prec):
+                if (op, p, cfg) in failed:
+                    continue
+                try:
+                    ms = do_bench_cudagraph(
+                        lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape), rep=30)
+                except Exception as exc:
+                    print(f"{name} {prec} {op} {cfg}: {type(exc).__name__}"[:200])
+                    continue
+                tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
+                print(f"{name} {prec} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s", flush=True)
+                best.setdefault((name, prec, op), []).append((round(ms, 4), cfg))
+            del tensors
+            torch.cuda.empty_cache()
+    print("\nBEST (ms, (BLOCK_M, BLOCK_N, num_warps, num_stages)); the first is the current config")
+    for (name, prec, op), res in best.items():
+        cur = res[0]
+        res = sorted(res)
+        print(f"BEST {name:5s} {prec} {op:9s} {res[:3]}  current {cur} "
+              f"-> x{cur[0] / res[0][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
