@@ -27,7 +27,6 @@ derivative of _BwdJvp) and forward-over-forward (a jvp of a JVP) raise NotImplem
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as fwAD
 
 from . import _ops
 from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
@@ -35,6 +34,8 @@ from ._torch_compat import (
     forward_ad_active,
     functorch_active,
     innermost_jvp_level,
+    make_dual,
+    unpack_dual,
     unwrap_jvp_dual,
 )
 
@@ -268,7 +269,7 @@ def _differentiated(*ts) -> bool:
         return True
     if forward_ad_active():
         for t in ts:
-            if isinstance(t, torch.Tensor) and fwAD.unpack_dual(t).tangent is not None:
+            if isinstance(t, torch.Tensor) and unpack_dual(t)[1] is not None:
                 return True
     return False
 
@@ -444,9 +445,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         return _fused_func_jvp(interpreter, query, key, value, scale)
     duals = _forward_ad_only(query, key, value)
     if duals is not None:  # primal and tangent in one fused pass
-        o, _, _, to = _ops.fwd_jvp(*(d.primal for d in duals),
-                                   *(_or_zeros(d.tangent, d.primal) for d in duals), scale)
-        return fwAD.make_dual(o, to)
+        o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
+                                   *(_or_zeros(t, p) for p, t in duals), scale)
+        return make_dual(o, to)
     return _Fwd.apply(query, key, value, scale)[0]
 
 
@@ -462,7 +463,7 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale) -> Tens
     with interpreter.lower():
         o, _, _, to = sdpa_fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
                                    _or_zeros(tv, pv), scale=scale)
-    return fwAD.make_dual(o, to)
+    return make_dual(o, to)
 
 
 def _forward_ad_only(q: Tensor, k: Tensor, v: Tensor):
@@ -470,8 +471,8 @@ def _forward_ad_only(q: Tensor, k: Tensor, v: Tensor):
     level, nothing that requires grad, tangents included), else None."""
     if not forward_ad_active() or functorch_active():
         return None
-    duals = [fwAD.unpack_dual(x) for x in (q, k, v)]
+    duals = [unpack_dual(x) for x in (q, k, v)]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for d in duals for t in (d.primal, d.tangent)):
+                                       for d in duals for t in d):
         return None
     return duals

@@ -30,6 +30,31 @@ def functorch_active() -> bool:
     return True if _peek is None else _peek() is not None
 
 
+_unpack_dual_op = getattr(torch, "_unpack_dual", None)
+_make_dual_op = getattr(torch, "_make_dual", None)
+
+
+def unpack_dual(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(primal, tangent) of x at the current forward-AD level: fwAD.unpack_dual's op called
+    directly (1 us instead of 4 us through its Python wrapper)."""
+    level = getattr(fwAD, "_current_level", None)
+    if _unpack_dual_op is None or level is None:
+        d = fwAD.unpack_dual(x)
+        return d.primal, d.tangent
+    if level < 0:
+        return x, None
+    return _unpack_dual_op(x, level=level)
+
+
+def make_dual(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """fwAD.make_dual at the current level for floating-point outputs the caller created
+    (the op directly, without the wrapper's checks, which such outputs always pass)."""
+    level = getattr(fwAD, "_current_level", None)
+    if _make_dual_op is None or level is None or level < 0:
+        return fwAD.make_dual(primal, tangent)
+    return _make_dual_op(primal, tangent, level=level)
+
+
 def forward_ad_active() -> bool:
     """Whether a torch.autograd.forward_ad dual level is open (then tensors may carry
     tangents). Without the private level counter, answers True: callers then unpack duals."""
@@ -61,6 +86,6 @@ def innermost_jvp_level():
 
 def unwrap_jvp_dual(x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(primal, tangent) of `x` at jvp level `level`, both unwrapped to the level below."""
-    primal, tangent = fwAD.unpack_dual(x)
+    primal, tangent = unpack_dual(x)
     tangent = None if tangent is None else _unwrap_for_grad(tangent, level)
     return _unwrap_for_grad(primal, level), tangent
