@@ -112,6 +112,34 @@ def test_a_missing_or_extra_name_is_an_error(recorder):
                      DQ=q)
 
 
+def test_packing_by_name_reads_tensors_and_refuses_bad_arguments():
+    """The extension's packing (what launch_named launches with), called directly."""
+    pack = aot_sdpa._C._pack_named
+    fwd = OPS["fwd"]
+    q = _t(2, 3, 5, 16, transpose=True)
+    m = torch.empty(2, 3, 5)
+    named = dict(Q=q, K=q, V=q, O=q, Mstat=m, Lstat=m)
+    ptrs, strides = pack(fwd.index, named)
+    assert ptrs == [named[n].data_ptr() for n in fwd.pointers]
+    assert strides == [s for n in fwd.stride_owners for s in named[n].stride()[:3]]
+    # a pointer the op never reads may be None: null, and its own triple zeros
+    dv = OPS["bwd_dv"]
+    bwd = dict(Q=q, K=q, V=q, DO=q, Mstat=m, Lstat=m, Zbuf=None, DK=None, DV=q)
+    ptrs, strides = pack(dv.index, bwd)
+    assert dict(zip(dv.pointers, ptrs))["DK"] == 0
+    i = dv.stride_owners.index("DK")
+    assert strides[3 * i:3 * i + 3] == [0, 0, 0]
+    without_lstat = {k: t for k, t in named.items() if k != "Lstat"}
+    with pytest.raises(TypeError, match="takes pointers"):  # one name missing, one extra
+        pack(fwd.index, {**without_lstat, "X": q})
+    with pytest.raises(AttributeError):  # not a tensor: no data_ptr()
+        pack(fwd.index, dict(named, Q=3))
+    with pytest.raises(TypeError, match="3 dims"):  # a stride owner needs (z, h, row) strides
+        pack(fwd.index, dict(named, Mstat=torch.empty(5)))
+    with pytest.raises(ValueError, match="unknown op"):
+        pack(len(OPS), named)
+
+
 def test_stats_share_one_stride_triple():
     # the forward writes m and l with one triple ("s", owned by Mstat): they must be laid out
     # alike, which _stats_pair guarantees

@@ -162,3 +162,22 @@ def test_no_assertion_errors_anywhere_in_the_package():
     pkg = Path(aot_sdpa.__file__).parent
     for path in pkg.glob("*.py"):
         assert "assert " not in path.read_text(), f"{path.name} validates with assert"
+
+
+@pytest.mark.parametrize("mode,fp32_code", [("highest", 2), ("high", 3), ("medium", 3)])
+def test_dtype_code_follows_torch_matmul_precision(mode, fp32_code):
+    """float32 dispatches its TF32 variants (code 3) exactly when torch allows TF32."""
+    from aot_sdpa._checks import _check_attention_rules, check_attention
+
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(mode)
+    try:
+        for dtype, code in ((torch.float16, 0), (torch.bfloat16, 1), (torch.float32, fp32_code)):
+            q, k, v = (torch.randn(2, 3, n, 40, dtype=dtype) for n in (5, 7, 7))
+            fast = check_attention(q, k, v, None)
+            assert fast == (2, 3, 5, 7, 40, code, 1 / math.sqrt(40))
+            # the fast path and the rule-by-rule checks agree on what they accept
+            assert _check_attention_rules(q, k, v, None, ("q", "k", "v")) == fast
+            assert check_attention(q, k, v, 0.25)[-1] == 0.25
+    finally:
+        torch.set_float32_matmul_precision(old)
