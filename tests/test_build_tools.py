@@ -164,3 +164,13 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     # both variants are in the dispatch table with their flavour flag and embedded cubin path
     assert src.count("AOT_INCBIN(aot_cubin_") == 2  # one embedded cubin per variant
     assert str(cubins[0].resolve()) in src and str(cubins[1].resolve()) in src
+
+
+def test_release_reads_auditwheel_tag():
+    """build_tools/release.py takes the tag from `auditwheel show`'s wrapped text."""
+    from build_tools.release import TAG
+
+    shown = ('aot_sdpa-0.1.0-cp311-cp311-manylinux_2_34_x86_64.whl is consistent\n'
+             'with the following platform tag: "manylinux_2_34_x86_64".\n')
+    assert TAG.search(shown).group(1) == "manylinux_2_34_x86_64"
+    assert TAG.search("is consistent with the following platform tag: \"linux_x86_64\"")
