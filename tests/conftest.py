@@ -1,5 +1,8 @@
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
+
+from aot_sdpa import _autograd, _ops, reference
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -21,3 +24,58 @@ def _strict_fp32():
     torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32 = old
+
+
+# ------------------------------------------------------------- CPU stand-ins for the kernels
+# The raw kernel functions of aot_sdpa._ops replaced by the float64 reference formulas behind
+# the same interface, for CPU tests of everything above the kernels (autograd and torch.func
+# plumbing, routing). `_plain` refuses, as the real kernels would silently not see, any tensor
+# that still carries a transform.
+def _plain(*ts):
+    """What a kernel sees: raw storage. A tensor still carrying a transform would lose it."""
+    for t in ts:
+        if not isinstance(t, torch.Tensor):
+            continue
+        if torch._C._functorch.is_functorch_wrapped_tensor(t):
+            raise AssertionError("a torch.func-wrapped tensor reached a kernel")
+        if fwAD.unpack_dual(t).tangent is not None:
+            raise AssertionError("a tensor with a forward-AD tangent reached a kernel")
+        if torch.is_grad_enabled() and t.requires_grad:
+            raise AssertionError("a tensor recording an autograd graph reached a kernel")
+    return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
+
+
+def _stand_in_kernels():
+    def fwd(q, k, v, scale=None):
+        return reference.forward(*_plain(q, k, v), scale)
+
+    def bwd(q, k, v, do, m, l, o=None, scale=None):
+        return reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
+
+    def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
+        return reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale)
+
+    def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
+        x = _plain(q, k, v, tq, tk, tv)
+        o, m, l = reference.forward(*x[:3], scale)
+        return o, m, l, reference.jvp(*x, m, l, scale)
+
+    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
+        return reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
+
+    def piece(i):
+        return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]
+
+    return {"fwd": fwd, "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
+            "bwd_dq": piece(0), "bwd_dk": piece(1), "bwd_dv": piece(2)}
+
+
+@pytest.fixture
+def reference_kernels(monkeypatch):
+    for name, fn in _stand_in_kernels().items():
+        monkeypatch.setattr(_ops, name, fn)
+    # the stand-ins take float64 CPU tensors, which the kernels' contract (checked up front by
+    # sdpa_hvp and hvp_fd_vjp) refuses
+    monkeypatch.setattr(_autograd, "_check_hvp_args", lambda *args: None)
+
+

@@ -16,63 +16,14 @@ import os
 
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 
 import aot_sdpa
-from aot_sdpa import _autograd, _ops, reference
+from aot_sdpa import _ops, reference
 
 from _compositions import COMPOSITIONS, FORWARD_MODE, SMALL, UNSUPPORTED, flat, inputs
 from _helpers import max_err
 
 F64 = torch.float64
-
-
-def _plain(*ts):
-    """What a kernel sees: raw storage. A tensor still carrying a transform would lose it."""
-    for t in ts:
-        if not isinstance(t, torch.Tensor):
-            continue
-        if torch._C._functorch.is_functorch_wrapped_tensor(t):
-            raise AssertionError("a torch.func-wrapped tensor reached a kernel")
-        if fwAD.unpack_dual(t).tangent is not None:
-            raise AssertionError("a tensor with a forward-AD tangent reached a kernel")
-        if torch.is_grad_enabled() and t.requires_grad:
-            raise AssertionError("a tensor recording an autograd graph reached a kernel")
-    return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
-
-
-def _stand_in_kernels():
-    def fwd(q, k, v, scale=None):
-        return reference.forward(*_plain(q, k, v), scale)
-
-    def bwd(q, k, v, do, m, l, o=None, scale=None):
-        return reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
-
-    def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
-        return reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale)
-
-    def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
-        x = _plain(q, k, v, tq, tk, tv)
-        o, m, l = reference.forward(*x[:3], scale)
-        return o, m, l, reference.jvp(*x, m, l, scale)
-
-    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
-        return reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
-
-    def piece(i):
-        return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]
-
-    return {"fwd": fwd, "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
-            "bwd_dq": piece(0), "bwd_dk": piece(1), "bwd_dv": piece(2)}
-
-
-@pytest.fixture
-def reference_kernels(monkeypatch):
-    for name, fn in _stand_in_kernels().items():
-        monkeypatch.setattr(_ops, name, fn)
-    # the stand-ins take float64 CPU tensors, which the kernels' contract (checked up front by
-    # sdpa_hvp and hvp_fd_vjp) refuses
-    monkeypatch.setattr(_autograd, "_check_hvp_args", lambda *args: None)
 
 
 # explicit ops, wrapped as attention functions of (q, k, v)

@@ -19,11 +19,13 @@ from ._autograd import (
     triton_sdpa_fused,
 )
 from ._native import CudaError, NoKernelError, built_archs, kernel_inventory, warmup
+from ._route import SdpaRoute, use_for_torch_sdpa
 from ._version import __version__
 
 __all__ = [
     "CudaError",
     "NoKernelError",
+    "SdpaRoute",
     "__version__",
     "built_archs",
     "hvp_fd_vjp",
@@ -39,5 +41,6 @@ __all__ = [
     "sdpa_hvp",
     "sdpa_jvp",
     "triton_sdpa_fused",
+    "use_for_torch_sdpa",
     "warmup",
 ]
