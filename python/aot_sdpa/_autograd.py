@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import torch
 
-from . import _ops
+from . import _library, _ops
 from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
 from ._torch_compat import (
+    compiling,
     forward_ad_active,
     functorch_active,
     innermost_jvp_level,
@@ -290,6 +291,8 @@ def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *,
 
     Differentiable in o (reverse and forward mode, any order up to two); m, l are not.
     """
+    if compiling():
+        return _library.fwd(q, k, v, scale)
     if _differentiated(q, k, v):
         return _Fwd.apply(q, k, v, scale)
     return _ops.fwd(q, k, v, scale)
@@ -304,12 +307,16 @@ def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, 
     dQ = scale dS K; dK = scale dS^T Q. Passing the forward's ``o`` computes z as dO . O.
     Differentiable (double backward, forward over reverse) in q, k, v and do.
     """
+    if compiling():
+        return _library.bwd(q, k, v, do, o, m, l, scale)
     if _differentiated(q, k, v, do, o, m, l):
         return _Bwd.apply(q, k, v, do, o, m, l, scale)
     return _ops.bwd(q, k, v, do, m, l, o, scale)
 
 
 def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale) -> Tensor:
+    if compiling():
+        return _library.bwd(q, k, v, do, None, m, l, scale)[i]
     if _differentiated(q, k, v, do, m, l):
         return _Bwd.apply(q, k, v, do, None, m, l, scale)[i]
     return raw(q, k, v, do, m, l, scale)
@@ -340,6 +347,8 @@ def sdpa_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor
     dS = scale (dq K^T + Q dk^T); dP = P * (dS - rowsum(P dS)); dout = dP V + P dv.
     Differentiable in reverse mode in q, k, v and the tangents.
     """
+    if compiling():
+        return _library.jvp(q, k, v, dq, dk, dv, m, l, scale)
     if _differentiated(q, k, v, dq, dk, dv, m, l):
         return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale)
     return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale)
@@ -351,6 +360,8 @@ def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Te
 
     Differentiable in reverse mode: dout depends on q, k, v and on the tangents.
     """
+    if compiling():
+        return _library.fwd_jvp(q, k, v, dq, dk, dv, scale)
     if _differentiated(q, k, v, dq, dk, dv):
         return _FwdJvp.apply(q, k, v, dq, dk, dv, scale)
     return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale)
@@ -365,6 +376,8 @@ def sdpa_bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tens
     frozen stats m, l of the forward at (q, k, v); tdo=None means tdo = 0 (the HVP).
     Deterministic (no atomics), O(T) extra memory. Not differentiable (a third derivative).
     """
+    if compiling():
+        return _library.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
     if _differentiated(q, k, v, do, m, l, tq, tk, tv, tdo):
         return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
     return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
@@ -438,6 +451,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
     if enable_gqa:
         raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
+    if compiling():  # torch.compile / torch.export: the custom operator
+        return _library.fwd(query, key, value, scale)[0]
     if not _differentiated(query, key, value):
         return _ops.fwd(query, key, value, scale)[0]  # inference: one kernel
     interpreter = innermost_jvp_level()

@@ -89,3 +89,13 @@ def unwrap_jvp_dual(x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Te
     primal, tangent = unpack_dual(x)
     tangent = None if tangent is None else _unwrap_for_grad(tangent, level)
     return _unwrap_for_grad(primal, level), tangent
+
+
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+
+
+def compiling() -> bool:
+    """Whether torch.compile (dynamo) or torch.export is tracing the caller: the public ops
+    then call their torch.library custom operators (_library.py) instead of the
+    autograd.Functions, which dynamo cannot trace (custom jvp rules)."""
+    return _is_compiling is not None and _is_compiling()

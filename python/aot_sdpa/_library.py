@@ -1,0 +1,207 @@
+"""The kernels as PyTorch custom operators (torch.ops.aot_sdpa.*), for torch.compile and
+torch.export.
+
+Each op has a fake implementation (output shapes, dtypes and strides, after the same contract
+checks, so a traced call fails at trace time as an eager one would) and, where the op has a
+derivative, an autograd formula built from the other ops, the same formulas as the
+autograd.Functions of _autograd (docs/phase9_hvp.md, "Compositions"):
+
+    fwd      (q, k, v, scale)                        -> (o, m, l)     d: bwd
+    bwd      (q, k, v, do, o, m, l, scale)           -> (dq, dk, dv)  d: bwd_jvp, jvp
+    jvp      (q, k, v, tq, tk, tv, m, l, scale)      -> to            d: bwd_jvp, bwd
+    fwd_jvp  (q, k, v, tq, tk, tv, scale)            -> (o, m, l, to) d: bwd, bwd_jvp
+    bwd_jvp  (q, k, v, do, m, l, tq, tk, tv, tdo, scale) -> (hq, hk, hv)  (third order: none)
+
+Eager calls keep the autograd.Function path (torch has no forward-mode AD for custom ops, nor
+custom jvp rules under dynamo): the public functions call these ops only while torch.compile
+or torch.export traces (_torch_compat.compiling()). The implementations call _ops at call time
+(so the CPU tests' stand-in kernels serve them too); on a CPU tensor the real kernels raise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _ops
+from ._checks import _tensor, check_attention, check_like, check_stats
+
+Tensor = torch.Tensor
+lib_ops = torch.ops.aot_sdpa  # filled by the definitions below
+
+
+def _zeros_if_none(t, like):
+    return torch.zeros_like(like) if t is None else t
+
+
+# ------------------------------------------------------------------------- forward
+@torch.library.custom_op("aot_sdpa::fwd", mutates_args=())
+def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    o, m, l = _ops.fwd(q, k, v, scale)
+    return o, m, l
+
+
+@fwd.register_fake
+def _(q, k, v, scale):
+    B, H, T, *_ = check_attention(q, k, v, scale)
+    stats = (B, H, T)
+    return torch.empty_like(q), q.new_empty(stats, dtype=torch.float32), q.new_empty(
+        stats, dtype=torch.float32)
+
+
+def _fwd_setup(ctx, inputs, output):
+    q, k, v, scale = inputs
+    o, m, l = output
+    ctx.scale = scale
+    ctx.mark_non_differentiable(m, l)
+    ctx.save_for_backward(q, k, v, o, m, l)
+
+
+def _fwd_backward(ctx, do, _dm, _dl):
+    q, k, v, o, m, l = ctx.saved_tensors
+    return (*lib_ops.bwd(q, k, v, _zeros_if_none(do, o), o, m, l, ctx.scale), None)
+
+
+fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup)
+
+
+# ------------------------------------------------------------------------ backward
+@torch.library.custom_op("aot_sdpa::bwd", mutates_args=())
+def bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor | None, m: Tensor, l: Tensor,
+        scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = _ops.bwd(q, k, v, do, m, l, o, scale)
+    return dq, dk, dv
+
+
+@bwd.register_fake
+def _(q, k, v, do, o, m, l, scale):
+    check_attention(q, k, v, scale)
+    check_like("do", do, q, "q")
+    check_stats("m", m, q)
+    check_stats("l", l, q)
+    if o is not None:
+        check_like("o", o, q, "q")
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _bwd_setup(ctx, inputs, output):
+    q, k, v, do, o, m, l, scale = inputs
+    ctx.scale = scale
+    ctx.save_for_backward(q, k, v, do, m, l)
+
+
+def _bwd_backward(ctx, gq, gk, gv):
+    # d<g, J^T do>/dx = H_do g (bwd_jvp),  d<g, J^T do>/ddo = J g (jvp)
+    q, k, v, do, m, l = ctx.saved_tensors
+    gq, gk, gv = _zeros_if_none(gq, q), _zeros_if_none(gk, k), _zeros_if_none(gv, v)
+    hq, hk, hv = lib_ops.bwd_jvp(q, k, v, do, m, l, gq, gk, gv, None, ctx.scale)
+    gdo = lib_ops.jvp(q, k, v, gq, gk, gv, m, l, ctx.scale)
+    return hq, hk, hv, gdo, None, None, None, None
+
+
+bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup)
+
+
+# ----------------------------------------------------------------------------- JVP
+@torch.library.custom_op("aot_sdpa::jvp", mutates_args=())
+def jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, m: Tensor,
+        l: Tensor, scale: float | None) -> Tensor:
+    return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale)
+
+
+def _check_tangents(q, k, v, tq, tk, tv):
+    check_like("dq", tq, q, "q")
+    check_like("dk", tk, k, "k")
+    check_like("dv", tv, v, "v")
+
+
+@jvp.register_fake
+def _(q, k, v, tq, tk, tv, m, l, scale):
+    check_attention(q, k, v, scale)
+    _check_tangents(q, k, v, tq, tk, tv)
+    check_stats("m", m, q)
+    check_stats("l", l, q)
+    return torch.empty_like(q)
+
+
+def _jvp_setup(ctx, inputs, output):
+    q, k, v, tq, tk, tv, m, l, scale = inputs
+    ctx.scale = scale
+    ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
+
+
+def _jvp_backward(ctx, g):
+    # d<g, J t>/dx = H_g t (bwd_jvp),  d<g, J t>/dt = J^T g (bwd)
+    q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
+    g = _zeros_if_none(g, q)
+    hx = lib_ops.bwd_jvp(q, k, v, g, m, l, tq, tk, tv, None, ctx.scale)
+    dt = lib_ops.bwd(q, k, v, g, None, m, l, ctx.scale)
+    return (*hx, *dt, None, None, None)
+
+
+jvp.register_autograd(_jvp_backward, setup_context=_jvp_setup)
+
+
+# ---------------------------------------------------------------- fused forward + JVP
+@torch.library.custom_op("aot_sdpa::fwd_jvp", mutates_args=())
+def fwd_jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
+            scale: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    o, m, l, to = _ops.fwd_jvp(q, k, v, tq, tk, tv, scale)
+    return o, m, l, to
+
+
+@fwd_jvp.register_fake
+def _(q, k, v, tq, tk, tv, scale):
+    B, H, T, *_ = check_attention(q, k, v, scale)
+    _check_tangents(q, k, v, tq, tk, tv)
+    f32 = torch.float32
+    return (torch.empty_like(q), q.new_empty((B, H, T), dtype=f32),
+            q.new_empty((B, H, T), dtype=f32), torch.empty_like(q))
+
+
+def _fwd_jvp_setup(ctx, inputs, output):
+    q, k, v, tq, tk, tv, scale = inputs
+    _, m, l, _ = output
+    ctx.scale = scale
+    ctx.mark_non_differentiable(m, l)
+    ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
+
+
+def _fwd_jvp_backward(ctx, go, _gm, _gl, gt):
+    # x gets J^T go + H_gt t (one bwd_jvp with go as its tdo), t gets J^T gt
+    q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
+    go, gt = _zeros_if_none(go, q), _zeros_if_none(gt, q)
+    hx = lib_ops.bwd_jvp(q, k, v, gt, m, l, tq, tk, tv, go, ctx.scale)
+    dt = lib_ops.bwd(q, k, v, gt, None, m, l, ctx.scale)
+    return (*hx, *dt, None)
+
+
+fwd_jvp.register_autograd(_fwd_jvp_backward, setup_context=_fwd_jvp_setup)
+
+
+# ---------------------------------------------------------------- backward's tangent
+@torch.library.custom_op("aot_sdpa::bwd_jvp", mutates_args=())
+def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
+            tk: Tensor, tv: Tensor, tdo: Tensor | None,
+            scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    hq, hk, hv = _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+    return hq, hk, hv
+
+
+@bwd_jvp.register_fake
+def _(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
+    check_attention(q, k, v, scale)
+    check_like("do", do, q, "q")
+    check_stats("m", m, q)
+    check_stats("l", l, q)
+    _check_tangents(q, k, v, tq, tk, tv)
+    if tdo is not None:
+        check_like("tdo", _tensor("tdo", tdo), q, "q")
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _third_order(ctx, *grads):
+    raise NotImplementedError("aot_sdpa: a third derivative (reverse mode through the HVP / "
+                              "backward's tangent) is not supported (no kernel computes it)")
+
+
+bwd_jvp.register_autograd(_third_order, setup_context=lambda ctx, inputs, output: None)

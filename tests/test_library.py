@@ -1,0 +1,145 @@
+"""The torch.library custom operators (torch.ops.aot_sdpa.*): opcheck, torch.compile with
+fullgraph=True (inference and training), torch.export.
+
+CPU: the kernels are the float64 stand-ins (`reference_kernels`, tests/conftest.py) behind
+the same _ops functions the operators call, which checks the registrations (schemas, fake
+implementations, autograd formulas) and the tracing paths; backend "aot_eager" traces exactly
+as inductor does up to code generation. GPU: the same on the real kernels, with inductor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.library import opcheck
+
+import aot_sdpa
+from aot_sdpa import reference
+
+from _helpers import max_err, qkv
+
+F32 = torch.float32  # the operators' contract (checked by the fake implementations too)
+OPS = torch.ops.aot_sdpa
+
+
+def _x(B=2, H=2, T=5, M=7, D=8, dtype=F32, device="cpu", seed=0, grad=False):
+    g = torch.Generator(device=device).manual_seed(seed)
+    shapes = [(B, H, T, D), (B, H, M, D), (B, H, M, D)] * 2 + [(B, H, T, D)] * 2
+    return [torch.randn(s, dtype=dtype, device=device, generator=g).requires_grad_(grad)
+            for s in shapes]  # q, k, v, tq, tk, tv, do, tdo
+
+
+def _op_cases(x):
+    q, k, v, tq, tk, tv, do, tdo = x
+    _, m, l = reference.forward(q.detach(), k.detach(), v.detach())
+    o = reference.attention(q.detach(), k.detach(), v.detach())
+    return {
+        "fwd": (OPS.fwd, (q, k, v, None)),
+        "bwd": (OPS.bwd, (q, k, v, do, o, m, l, 0.3)),
+        "jvp": (OPS.jvp, (q, k, v, tq, tk, tv, m, l, None)),
+        "fwd_jvp": (OPS.fwd_jvp, (q, k, v, tq, tk, tv, None)),
+        "bwd_jvp": (OPS.bwd_jvp, (q, k, v, do, m, l, tq, tk, tv, tdo, None)),
+    }
+
+
+# opcheck's autograd test runs the op's backward; bwd_jvp's raises (third order) by design
+OPCHECK = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
+
+
+@pytest.mark.parametrize("op", ["fwd", "bwd", "jvp", "fwd_jvp", "bwd_jvp"])
+def test_opcheck_cpu(reference_kernels, op):
+    fn, args = _op_cases(_x())[op]
+    opcheck(fn, args, test_utils=OPCHECK)
+    if op != "bwd_jvp":
+        fn2, args2 = _op_cases(_x(grad=True))[op]
+        opcheck(fn2, args2, test_utils=("test_autograd_registration",))
+
+
+def test_fake_implementation_checks_the_contract():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.empty(2, 3, 5, 65)
+        with pytest.raises(ValueError, match="head dim"):
+            OPS.fwd(q, q, q, None)
+        q, k = torch.empty(2, 3, 5, 16), torch.empty(2, 3, 7, 16)
+        o, m, l = OPS.fwd(q, k, k, None)
+        assert o.shape == q.shape and m.shape == l.shape == (2, 3, 5) and m.dtype == torch.float32
+
+
+def _attention_step(q, k, v, do):
+    """One training step's attention part through the drop-in: output and (dq, dk, dv)."""
+    o = aot_sdpa.scaled_dot_product_attention(q, k, v)
+    return o, torch.autograd.grad(o, (q, k, v), do)
+
+
+def test_compile_fullgraph_inference_and_training_cpu(reference_kernels):
+    q, k, v, *_, do, _ = _x()
+    infer = torch.compile(aot_sdpa.scaled_dot_product_attention, fullgraph=True,
+                          backend="aot_eager")
+    want = aot_sdpa.scaled_dot_product_attention(q, k, v)
+    assert max_err(infer(q, k, v), want) < 1e-5
+
+    def train(q, k, v, do):
+        o = aot_sdpa.scaled_dot_product_attention(q, k, v)
+        return (o * do).sum()
+
+    step = torch.compile(train, fullgraph=True, backend="aot_eager")
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    step(*xs, do).backward()
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    train(*ref, do).backward()
+    for a, b in zip(xs, ref):
+        assert max_err(a.grad, b.grad) < 1e-5
+
+
+def test_compile_fullgraph_explicit_ops_cpu(reference_kernels):
+    q, k, v, tq, tk, tv, do, _ = _x()
+
+    def f(q, k, v, tq, tk, tv, do):
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+        dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+        to = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)[3]
+        hq, _, _ = aot_sdpa.sdpa_hvp(q, k, v, do, tq, tk, tv)
+        return o, dq, dk, dv, to, hq
+
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(q, k, v, tq, tk, tv, do)
+    for a, b in zip(got, f(q, k, v, tq, tk, tv, do)):
+        assert max_err(a, b) < 1e-5
+
+
+class _Attn(torch.nn.Module):
+    def forward(self, q, k, v):
+        return aot_sdpa.scaled_dot_product_attention(q, k, v) * 2
+
+
+def test_export_cpu(reference_kernels):
+    q, k, v, *_ = _x()
+    ep = torch.export.export(_Attn(), (q, k, v))
+    assert any("aot_sdpa.fwd" in str(n.target) for n in ep.graph.nodes)
+    assert max_err(ep.module()(q, k, v), _Attn()(q, k, v)) < 1e-5
+
+
+# ------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["fwd", "bwd", "jvp", "fwd_jvp", "bwd_jvp"])
+def test_opcheck_gpu(op):
+    fn, args = _op_cases(_x(dtype=torch.float32, device="cuda"))[op]
+    opcheck(fn, args, test_utils=OPCHECK)
+    if op != "bwd_jvp":
+        fn2, args2 = _op_cases(_x(dtype=torch.float32, device="cuda", grad=True))[op]
+        opcheck(fn2, args2, test_utils=("test_autograd_registration",))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compile_training_step_matches_eager_gpu(mode):
+    q, k, v = (t.requires_grad_() for t in qkv(2, 4, 197, 197, 64, torch.float16, seed=3))
+    do = torch.randn_like(q)
+    want_o, want_g = _attention_step(q, k, v, do)
+    step = torch.compile(_attention_step, fullgraph=True, mode=mode)
+    for _ in range(3):  # reduce-overhead records a CUDA graph, then replays it
+        got_o, got_g = step(q, k, v, do)
+    # same kernels, same inputs: compiled results equal eager ones
+    assert max_err(got_o, want_o) == 0.0
+    for a, b in zip(got_g, want_g):
+        assert max_err(a, b) == 0.0
