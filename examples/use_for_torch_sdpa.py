@@ -8,6 +8,8 @@ forward-mode JVP with torch's SDPA and then inside the block, and prints the dif
 how many calls were routed. timm's models work the same way (pass their module instead).
 """
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,11 +33,14 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def main():
+def main(device="cuda"):
     torch.manual_seed(0)
-    model = nn.Sequential(*(Block() for _ in range(4))).cuda().half()
-    x = torch.randn(8, 197, 384, device="cuda", dtype=torch.float16)
-    tx = torch.randn_like(x)
+    model = nn.Sequential(*(Block() for _ in range(4))).to(device, torch.float16)
+    x = torch.randn(8, 197, 384, device=device, dtype=torch.float16)
+    # the JVP in float32 (research code's dtype; torch.func.jvp of nn.LayerNorm in float16
+    # returns a float32 primal in torch 2.11, which the next float16 Linear refuses)
+    model32, x32 = copy.deepcopy(model).float(), x.float()
+    tx = torch.randn_like(x32)
 
     def step():
         out = model(x)
@@ -44,10 +49,10 @@ def main():
 
     ref_out, ref_grads = step()
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-        _, ref_tangent = torch.func.jvp(model, (x,), (tx,))  # torch: math backend only
+        _, ref_tangent = torch.func.jvp(model32, (x32,), (tx,))  # torch: math backend only
     with aot_sdpa.use_for_torch_sdpa() as route:
         out, grads = step()
-        _, tangent = torch.func.jvp(model, (x,), (tx,))  # one fused pass per block
+        _, tangent = torch.func.jvp(model32, (x32,), (tx,))  # one fused pass per block
     rel = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
     print(f"routed {route.routed} SDPA calls to aot_sdpa, fallbacks {dict(route.fallbacks)}")
     print(f"output rel. difference vs torch's SDPA: {rel(out, ref_out):.1e}")
