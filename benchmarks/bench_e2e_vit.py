@@ -7,7 +7,7 @@ Work (one process, one GPU; device time per call with a GPU backlog, see _harnes
   train  one training step: forward, MSE loss, backward, SGD update:
          aot_sdpa's drop-in vs torch's default SDPA
 at (B, T) = (32, 197) and (8, 1024), fp32 and bf16 (fp32 at "highest" matmul precision).
-Attention share: the same step with attention replaced by a nearly free stand-in (q * 1), so
+Attention share: the same step with attention replaced by a nearly free stand-in (a copy of q), so
 share = 1 - t(stand-in) / t(full). Writes results/e2e_vit.csv.
 """
 
@@ -74,7 +74,7 @@ ATTNS = {
     # (contiguous (B, H, T, D)) that carries a tangent, so everything after it costs the same.
     # (Returning v itself, a strided view of the qkv projection, made the rest of the model
     # slower under torch.func.jvp: a negative share for bf16 at T=1024 in the first run.)
-    "stand-in": lambda q, k, v: q * 1.0,
+    "stand-in": lambda q, k, v: q.contiguous(),  # a copy of q: (B, H, T, D) contiguous
 }
 
 
