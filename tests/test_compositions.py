@@ -104,6 +104,20 @@ def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkey
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
 
 
+def test_func_jvp_with_some_inputs_constant_cpu(reference_kernels):
+    """torch.func.jvp in q only (k, v captured: no tangent at the jvp level), and in v only."""
+    x = inputs(2, 2, 9, 11, 8, F64, "cpu", seed=6)
+    q, k, v, tq, tv = x["q"], x["k"], x["v"], x["tq"], x["tv"]
+    drop_in = aot_sdpa.scaled_dot_product_attention
+    for ours, ref, primal, tangent in (
+            (lambda a: drop_in(a, k, v), lambda a: reference.attention(a, k, v), q, tq),
+            (lambda a: drop_in(q, k, a), lambda a: reference.attention(q, k, a), v, tv)):
+        got = torch.func.jvp(ours, (primal,), (tangent,))
+        want = torch.func.jvp(ref, (primal,), (tangent,))
+        for a, b in zip(got, want):
+            assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
+
+
 def test_explicit_second_order_ops_plumbing_cpu(reference_kernels):
     """sdpa_bwd double backward, sdpa_jvp and sdpa_fwd_jvp's tangent backward, sdpa_hvp."""
     x = inputs(2, 2, 9, 11, 8, F64, "cpu", seed=3)
