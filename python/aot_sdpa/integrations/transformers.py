@@ -1,0 +1,64 @@
+"""Hugging Face transformers: ``attn_implementation="aot_sdpa"``.
+
+    import aot_sdpa.integrations.transformers as aot_tf
+    aot_tf.register()
+    model = AutoModel.from_config(config, attn_implementation="aot_sdpa")
+
+register() adds the attention function below to transformers' AttentionInterface and, for
+the masks, transformers' own SDPA mask builder to its AttentionMaskInterface (which gives no
+mask where none is needed, e.g. an unpadded encoder batch). q, k, v arrive as (B, H, S, D);
+the function returns (B, S, H, D) and no attention weights.
+
+What aot_sdpa does not support yet raises NotImplementedError naming it, never a silently
+different attention: an attention mask (padding, causal with a cache, sliding windows),
+causal attention, fewer key/value heads than query heads, dropout while training, softcap,
+a position bias. Encoders without padding (ViT, DeiT, CLIP's vision tower, BERT on unpadded
+batches, ...) run today; masks, causal and GQA come with aot-sdpa's breadth work.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._autograd import scaled_dot_product_attention
+
+NAME = "aot_sdpa"
+
+
+def _refuse(what: str):
+    raise NotImplementedError(f"aot_sdpa (attn_implementation='{NAME}'): {what} is not supported "
+                              "yet; use attn_implementation='sdpa' for this model")
+
+
+def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                      value: torch.Tensor, attention_mask: torch.Tensor | None,
+                      dropout: float = 0.0, scaling: float | None = None,
+                      is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature; returns ((B, S, H, D) output, None)."""
+    if kwargs.get("softcap") is not None:
+        _refuse("softcap")
+    if kwargs.get("sliding_window") is not None:
+        _refuse(f"sliding_window={kwargs['sliding_window']}")
+    if kwargs.get("position_bias") is not None:
+        _refuse("a position bias")
+    if attention_mask is not None:
+        _refuse(f"an attention mask (shape {tuple(attention_mask.shape)})")
+    if getattr(module, "num_key_value_groups", 1) > 1 or key.shape[1] != query.shape[1]:
+        _refuse(f"grouped-query attention ({query.shape[1]} query heads, {key.shape[1]} "
+                "key/value heads)")
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if causal and query.shape[2] > 1:
+        _refuse("causal attention")
+    if dropout and module.training:
+        _refuse(f"attention dropout {dropout} in training")
+    out = scaled_dot_product_attention(query, key, value, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Make attn_implementation="aot_sdpa" available to transformers models."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
