@@ -66,7 +66,8 @@ def _stand_in_kernels():
     def piece(i):
         return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]
 
-    return {"fwd": fwd, "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
+    return {"fwd": fwd, "fwd_out": lambda q, k, v, scale=None: fwd(q, k, v, scale)[0],
+            "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
             "bwd_dq": piece(0), "bwd_dk": piece(1), "bwd_dv": piece(2)}
 
 

@@ -103,6 +103,17 @@ def test_every_op_gets_its_tensors_by_name(recorder):
         assert ints[-1] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
 
 
+def test_dropin_inference_writes_the_stats_to_one_scratch(recorder):
+    q, k, v = _t(2, 3, 5, 16), _t(2, 3, 7, 16), _t(2, 3, 7, 16)
+    o = aot_sdpa.scaled_dot_product_attention(q, k, v)
+    name, ptrs, strides, ints, _ = recorder.calls[-1]
+    named = dict(zip(OPS[name].pointers, ptrs))
+    assert name == "fwd" and named["O"] == o.data_ptr() and named["Q"] == q.data_ptr()
+    assert named["Mstat"] == named["Lstat"] != 0  # one (B, H, T) scratch, l written over m
+    i = OPS["fwd"].stride_owners.index("Mstat")
+    assert strides[3 * i:3 * i + 3] == [3 * 5, 5, 1]
+
+
 def test_a_missing_or_extra_name_is_an_error(recorder):
     q = _t(1, 1, 4, 16)
     with pytest.raises(TypeError, match="takes pointers"):

@@ -454,7 +454,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     if compiling():  # torch.compile / torch.export: the custom operator
         return _library.fwd(query, key, value, scale)[0]
     if not _differentiated(query, key, value):
-        return _ops.fwd(query, key, value, scale)[0]  # inference: one kernel
+        return _ops.fwd_out(query, key, value, scale)  # inference: one kernel, no stats kept
     interpreter = innermost_jvp_level()
     if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
         return _fused_func_jvp(interpreter, query, key, value, scale)

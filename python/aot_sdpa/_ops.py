@@ -54,6 +54,18 @@ def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
     return o, m, l
 
 
+def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
+    """The forward's output alone (inference through the drop-in). Nobody reads its stats, so
+    the kernel writes m and then l into one scratch (B, H, T) tensor (the forward only stores
+    them, at its end): one allocation per call fewer than fwd()."""
+    B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
+    dev = check_devices(("q", "k", "v"), (q, k, v))
+    o = torch.empty_like(q)
+    s = torch.empty_strided((B, H, T), (H * T, T, 1), dtype=_F32, device=q.device)
+    _launch("fwd", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, O=o, Mstat=s, Lstat=s)
+    return o
+
+
 def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
     """Every rule of the backward family's arguments, the device rule last. `tangents`:
     (name, tensor, primal, primal's name), each checked like its primal."""
