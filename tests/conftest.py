@@ -45,23 +45,33 @@ def _plain(*ts):
     return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
 
 
+def _like(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """value laid out as the kernels lay out an output shaped like x: empty_like(x) (for a
+    strided view, e.g. q of a (B, T, 3, H, D) projection, that is the view's dimension order,
+    which the operators' fake implementations predict too)."""
+    return torch.empty_like(x).copy_(value)
+
+
 def _stand_in_kernels():
     def fwd(q, k, v, scale=None):
-        return reference.forward(*_plain(q, k, v), scale)
+        o, m, l = reference.forward(*_plain(q, k, v), scale)
+        return _like(q, o), m, l
 
     def bwd(q, k, v, do, m, l, o=None, scale=None):
-        return reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
+        dq, dk, dv = reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
+        return _like(q, dq), _like(k, dk), _like(v, dv)
 
     def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
-        return reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale)
+        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale))
 
     def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
         x = _plain(q, k, v, tq, tk, tv)
         o, m, l = reference.forward(*x[:3], scale)
-        return o, m, l, reference.jvp(*x, m, l, scale)
+        return _like(q, o), m, l, _like(q, reference.jvp(*x, m, l, scale))
 
     def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
-        return reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
+        hq, hk, hv = reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
+        return _like(q, hq), _like(k, hk), _like(v, hv)
 
     def piece(i):
         return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]
