@@ -181,10 +181,13 @@ FORWARD_MODE = {"jvp_of_grad", "jvp_of_grad_nonlinear", "forward_ad_over_backwar
 SMALL = {"hessian", "jacfwd", "jacrev", "jacfwd_of_jacfwd", "third_order"}
 
 
-def inputs(B, H, T, M, D, dtype, device, seed=0):
+def inputs(B, H, T, M, D, dtype, device, seed=0, Hkv=None):
+    """Hkv: key/value heads (grouped-query attention), H by default."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    shapes = {"q": (B, H, T, D), "k": (B, H, M, D), "v": (B, H, M, D), "do": (B, H, T, D),
-              "tq": (B, H, T, D), "tk": (B, H, M, D), "tv": (B, H, M, D), "w": (B, H, T, D)}
+    Hkv = H if Hkv is None else Hkv
+    shapes = {"q": (B, H, T, D), "k": (B, Hkv, M, D), "v": (B, Hkv, M, D), "do": (B, H, T, D),
+              "tq": (B, H, T, D), "tk": (B, Hkv, M, D), "tv": (B, Hkv, M, D),
+              "w": (B, H, T, D)}
     return {n: torch.randn(s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
             for n, s in shapes.items()}
 

@@ -44,12 +44,22 @@ def _err(x, ref):
     return (x.double() - ref.double()).abs().max().item()
 
 
-def _check_all(out, dtype, atol, shape, g):
-    """Every public op on one problem; appends [our error, allowance] per output to `out`."""
+def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False):
+    """Every public op on one problem; appends [our error, allowance] per output to `out`.
+    Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
+    (B, T, H, D) buffers seen as (B, H, T, D) (strided views)."""
     B, H, T, M, D = shape
-    x = [torch.randn(B, H, n, D, generator=g).to(dtype) for n in (T, M, M, T, T, M, M, T)]
+    Hkv = H if Hkv is None else Hkv
+
+    def make(h, n, query_like):
+        if bthd and query_like:
+            return torch.randn(B, n, h, D, generator=g).to(dtype).transpose(1, 2)
+        return torch.randn(B, h, n, D, generator=g).to(dtype)
+
+    x = [make(h, n, h == H and n == T) for h, n in
+         ((H, T), (Hkv, M), (Hkv, M), (H, T), (H, T), (Hkv, M), (Hkv, M), (H, T))]
     x64 = [t.double() for t in x]
-    tag = f"{DTYPES[dtype]} B{B} H{H} T{T} M{M} D{D}"
+    tag = f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
     _, m64, l64 = reference.forward(*x64[:3])
     same_stats = reference.forward(*x[:3])[1:]
 
@@ -95,6 +105,10 @@ def main():
     for dtype, atol in ((torch.float32, 2e-7), (torch.float16, 2e-4)):
         for shape in ((1, 2, 37, 45, 16), (2, 1, 20, 70, 13)):  # (B, H, T, M, D)
             _check_all(out, dtype, atol, shape, g)
+        # grouped-query (2 key/value heads for 4 query heads) and multi-query attention, the
+        # latter with strided (B, T, H, D) query-like views (folded by a copy)
+        _check_all(out, dtype, atol, (2, 4, 9, 13, 16), g, Hkv=2)
+        _check_all(out, dtype, atol, (1, 3, 7, 11, 8), g, Hkv=1, bthd=True)
     print(json.dumps(out))
 
 

@@ -45,33 +45,34 @@ def _plain(*ts):
     return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
 
 
-def _like(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """value laid out as the kernels lay out an output shaped like x: empty_like(x) (for a
-    strided view, e.g. q of a (B, T, 3, H, D) projection, that is the view's dimension order,
-    which the operators' fake implementations predict too)."""
-    return torch.empty_like(x).copy_(value)
+def _like(x: torch.Tensor, value: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+    """value laid out as the ops lay out an output shaped like x: empty_like(x) for k/v-like
+    outputs, _ops.empty_like_q(x, k) for q-like ones (for a strided view, e.g. q of a
+    (B, T, 3, H, D) projection, the view's dimension order), as the operators' fake
+    implementations predict."""
+    return (torch.empty_like(x) if k is None else _ops.empty_like_q(x, k)).copy_(value)
 
 
 def _stand_in_kernels():
     def fwd(q, k, v, scale=None):
         o, m, l = reference.forward(*_plain(q, k, v), scale)
-        return _like(q, o), m, l
+        return _like(q, o, k), m, l
 
     def bwd(q, k, v, do, m, l, o=None, scale=None):
         dq, dk, dv = reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
-        return _like(q, dq), _like(k, dk), _like(v, dv)
+        return _like(q, dq, k), _like(k, dk), _like(v, dv)
 
     def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
-        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale))
+        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale), k)
 
     def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
         x = _plain(q, k, v, tq, tk, tv)
         o, m, l = reference.forward(*x[:3], scale)
-        return _like(q, o), m, l, _like(q, reference.jvp(*x, m, l, scale))
+        return _like(q, o, k), m, l, _like(q, reference.jvp(*x, m, l, scale), k)
 
     def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
         hq, hk, hv = reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
-        return _like(q, hq), _like(k, hk), _like(v, hv)
+        return _like(q, hq, k), _like(k, hk), _like(v, hv)
 
     def piece(i):
         return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]

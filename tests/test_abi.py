@@ -114,6 +114,31 @@ def test_dropin_inference_writes_the_stats_to_one_scratch(recorder):
     assert strides[3 * i:3 * i + 3] == [3 * 5, 5, 1]
 
 
+@pytest.mark.parametrize("bthd", [False, True])
+def test_grouped_query_folds_the_query_heads_into_rows(recorder, bthd):
+    """k, v with Hkv heads: every kernel runs plain attention over (B, Hkv, (H/Hkv)*T) rows,
+    reading k and v in place and q in place when its layout allows (contiguous), a copy
+    otherwise ((B, T, H, D) views); outputs come back shaped (B, H, T, ...)."""
+    B, H, Hkv, T, M, D = 2, 6, 2, 5, 7, 16
+    q, do, tq = (_t(B, H, T, D, transpose=bthd) for _ in range(3))
+    k, v, tk, tv = (_t(B, Hkv, M, D) for _ in range(4))
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    assert o.shape == q.shape and m.shape == l.shape == (B, H, T)
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    to = aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    assert to.shape == q.shape
+    hq, hk, hv = aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
+    assert hq.shape == q.shape and hk.shape == k.shape and hv.shape == v.shape
+    for name, ptrs, _, ints, _ in recorder.calls:
+        named = dict(zip(OPS[name].pointers, ptrs))
+        assert ints[:5] == (B, Hkv, (H // Hkv) * T, M, D), (name, ints)
+        if "K" in named:
+            assert named["K"] == k.data_ptr() and named["V"] == v.data_ptr()
+        if "Q" in named:
+            assert (named["Q"] == q.data_ptr()) == (not bthd), name  # a view, or a copy
+
+
 def test_a_missing_or_extra_name_is_an_error(recorder):
     q = _t(1, 1, 4, 16)
     with pytest.raises(TypeError, match="takes pointers"):

@@ -70,6 +70,20 @@ def test_composition_plumbing_cpu(reference_kernels, name, attn_name):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, i, max_err(a, b))
 
 
+@pytest.mark.parametrize("name", [n for n in COMPOSITIONS if n not in UNSUPPORTED])
+def test_grouped_query_composition_plumbing_cpu(reference_kernels, name):
+    """Every composition through the drop-in with enable_gqa=True (4 query heads, 2 key/value
+    heads) vs torch's own transforms of the float64 reference (which repeats k, v)."""
+    x = inputs(*((1, 4, 3, 4, 4) if name in SMALL else (2, 4, 9, 11, 8)), F64, "cpu", Hkv=2)
+    attn = lambda q, k, v: aot_sdpa.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    ours = flat(COMPOSITIONS[name](attn, x))
+    ref = flat(COMPOSITIONS[name](reference.attention, x))
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, max_err(a, b))
+
+
 @pytest.mark.parametrize("outer", ["none", "grad", "vmap"])
 def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkeypatch, outer):
     """torch.func.jvp through the drop-in runs the fused forward+JVP once (no separate

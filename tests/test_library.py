@@ -21,11 +21,22 @@ F32 = torch.float32  # the operators' contract (checked by the fake implementati
 OPS = torch.ops.aot_sdpa
 
 
-def _x(B=2, H=2, T=5, M=7, D=8, dtype=F32, device="cpu", seed=0, grad=False):
+def _x(B=2, H=2, T=5, M=7, D=8, dtype=F32, device="cpu", seed=0, grad=False, Hkv=None,
+       bthd=False):
+    """q, k, v, tq, tk, tv, do, tdo; Hkv: key/value heads (grouped-query); bthd: the
+    query-like tensors as (B, T, H, D) buffers seen as (B, H, T, D)."""
     g = torch.Generator(device=device).manual_seed(seed)
-    shapes = [(B, H, T, D), (B, H, M, D), (B, H, M, D)] * 2 + [(B, H, T, D)] * 2
-    return [torch.randn(s, dtype=dtype, device=device, generator=g).requires_grad_(grad)
-            for s in shapes]  # q, k, v, tq, tk, tv, do, tdo
+    Hkv = H if Hkv is None else Hkv
+
+    def make(h, n, query_like):
+        if bthd and query_like:
+            x = torch.randn(B, n, h, D, dtype=dtype, device=device, generator=g).transpose(1, 2)
+        else:
+            x = torch.randn(B, h, n, D, dtype=dtype, device=device, generator=g)
+        return x.requires_grad_(grad)
+
+    spec = [(H, T, True), (Hkv, M, False), (Hkv, M, False)] * 2 + [(H, T, True)] * 2
+    return [make(*s) for s in spec]
 
 
 def _op_cases(x):
@@ -45,12 +56,14 @@ def _op_cases(x):
 OPCHECK = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
+@pytest.mark.parametrize("layout", [{}, {"Hkv": 1, "bthd": True}, {"Hkv": 2, "H": 4}],
+                         ids=["mha", "mqa-bthd", "gqa"])
 @pytest.mark.parametrize("op", ["fwd", "bwd", "jvp", "fwd_jvp", "bwd_jvp"])
-def test_opcheck_cpu(reference_kernels, op):
-    fn, args = _op_cases(_x())[op]
+def test_opcheck_cpu(reference_kernels, op, layout):
+    fn, args = _op_cases(_x(**layout))[op]
     opcheck(fn, args, test_utils=OPCHECK)
     if op != "bwd_jvp":
-        fn2, args2 = _op_cases(_x(grad=True))[op]
+        fn2, args2 = _op_cases(_x(grad=True, **layout))[op]
         opcheck(fn2, args2, test_utils=("test_autograd_registration",))
 
 

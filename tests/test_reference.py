@@ -111,3 +111,27 @@ def test_reference_bwd_jvp_carries_the_cotangent_tangent(T, M, D):
     no_tdo = reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for a, b, c in zip(ours, no_tdo, reference.backward(q, k, v, tdo, m, l)):
         assert (a - b - c).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("H,Hkv", [(4, 2), (6, 1), (3, 3)])
+def test_reference_grouped_query_equals_torch_enable_gqa(H, Hkv):
+    """The reference's grouped-query formulas (fp64, CPU) vs torch's own enable_gqa SDPA
+    (math backend) through autograd and torch.func: forward, backward, JVP, backward's tangent."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator().manual_seed(H * 10 + Hkv)
+    B, T, M, D = 2, 5, 7, 8
+    rn = lambda h, n: torch.randn(B, h, n, D, dtype=torch.float64, generator=g)
+    q, k, v, do, tq, tk, tv = rn(H, T), rn(Hkv, M), rn(Hkv, M), rn(H, T), rn(H, T), rn(Hkv, M), rn(Hkv, M)
+    f = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    _, m, l = reference.forward(q, k, v)
+    with sdpa_kernel(SDPBackend.MATH):
+        o, vjp = torch.func.vjp(f, q, k, v)
+        jv = torch.func.jvp(f, (q, k, v), (tq, tk, tv))[1]
+        hv = torch.func.jvp(lambda *x: torch.func.vjp(f, *x)[1](do), (q, k, v), (tq, tk, tv))[1]
+    pairs = [(reference.attention(q, k, v), o), (reference.jvp(q, k, v, tq, tk, tv, m, l), jv),
+             *zip(reference.backward(q, k, v, do, m, l), vjp(do)),
+             *zip(reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv), hv)]
+    for ours, theirs in pairs:
+        assert ours.shape == theirs.shape
+        assert (ours - theirs).abs().max().item() < 1e-12

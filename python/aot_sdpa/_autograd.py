@@ -432,8 +432,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  enable_gqa: bool = False) -> Tensor:
     """Drop-in for the supported subset of ``torch.nn.functional.scaled_dot_product_attention``.
 
-    Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, no GQA, D <= 64,
-    float16/bfloat16/float32 on CUDA. Anything else raises (never a silent fallback).
+    Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, D <= 64,
+    float16/bfloat16/float32 on CUDA; with ``enable_gqa=True``, key and value may have fewer
+    heads Hkv (H % Hkv == 0; query head h uses key/value head h // (H / Hkv), as torch).
+    Anything else raises (never a silent fallback).
     Differentiable to second order in every composition of torch.autograd (backward,
     create_graph=True double backward, forward_ad, reverse through a forward-AD tangent) and
     torch.func (grad, jvp, vjp, vmap, jacrev, jacfwd, hessian): see docs/phase9_hvp.md.
@@ -449,8 +451,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError(f"dropout_p={dropout_p} is not supported by aot_sdpa (pass 0.0)")
     if is_causal:
         raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
-    if enable_gqa:
-        raise NotImplementedError("enable_gqa=True is not supported by aot_sdpa")
+    if not enable_gqa and query.dim() == 4 and key.dim() == 4 and key.shape[1] != query.shape[1]:
+        raise ValueError(f"key has {key.shape[1]} heads but query has {query.shape[1]}: pass "
+                         "enable_gqa=True for grouped-query attention (as torch's SDPA)")
     if compiling():  # torch.compile / torch.export: the custom operator
         return _library.fwd(query, key, value, scale)[0]
     if not _differentiated(query, key, value):

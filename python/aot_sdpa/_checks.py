@@ -86,7 +86,8 @@ _DEFAULT_SCALE = [1.0] + [1.0 / math.sqrt(d) for d in range(1, MAX_HEAD_DIM + 1)
 
 
 def check_attention(q, k, v, scale, names=("q", "k", "v")):
-    """Validate q (B,H,T,D), k and v (B,H,M,D) except their device (see check_devices).
+    """Validate q (B,H,T,D), k and v (B,Hkv,M,D), H % Hkv == 0, except their device (see
+    check_devices).
 
     Returns (B, H, T, M, D, dtype_code, scale): dtype_code as dtype_code() gives it."""
     # fast path: accept the common case with as few attribute reads as possible; anything it
@@ -126,9 +127,12 @@ def _check_attention_rules(q, k, v, scale, names):
         _rank4(nv, v, "(B, H, M, D)")
     B, H, T, D = qs
     M = ks[2]
-    if ks[0] != B or ks[1] != H:
-        raise ValueError(f"{nk} has (B, H) = {tuple(ks[:2])} but {nq} has ({B}, {H}): "
-                         "batch and heads must match")
+    if ks[0] != B:
+        raise ValueError(f"{nk} has batch {ks[0]} but {nq} has {B}: batch sizes must match")
+    if ks[1] != H and (ks[1] == 0 or H % ks[1] != 0):
+        raise ValueError(f"{nk} has {ks[1]} heads but {nq} has {H}: the query heads must be a "
+                         "multiple of the key/value heads (grouped-query attention: query head "
+                         "h uses key/value head h // (H / Hkv))")
     if ks[3] != D:
         raise ValueError(f"{nk} has head dim {ks[3]} but {nq} has {D}: they must match")
     if vs[:3] != ks[:3]:
@@ -143,6 +147,9 @@ def _check_attention_rules(q, k, v, scale, names):
     if B * H > _INT32_MAX or T > MAX_SEQ_LEN or M > MAX_SEQ_LEN:
         raise ValueError(f"sizes B*H={B * H}, T={T}, M={M}: B*H must be below 2**31 and "
                          f"T, M at most {MAX_SEQ_LEN} (2**31 - 1024)")
+    if ks[1] != H and (H // ks[1]) * T > MAX_SEQ_LEN:  # the kernels see (H/Hkv)*T rows
+        raise ValueError(f"grouped-query sizes H/Hkv={H // ks[1]}, T={T}: (H/Hkv)*T must be at "
+                         f"most {MAX_SEQ_LEN} (2**31 - 1024)")
     if (q.stride(3) != 1 or k.stride(3) != 1 or v.stride(3) != 1) and D > 1:
         for name, x in ((nq, q), (nk, k), (nv, v)):
             _unit_last_stride(name, x)

@@ -44,7 +44,7 @@ def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> tuple[Tensor, T
 def _(q, k, v, scale):
     B, H, T, *_ = check_attention(q, k, v, scale)
     stats = (B, H, T)
-    return torch.empty_like(q), q.new_empty(stats, dtype=torch.float32), q.new_empty(
+    return _ops.empty_like_q(q, k), q.new_empty(stats, dtype=torch.float32), q.new_empty(
         stats, dtype=torch.float32)
 
 
@@ -80,7 +80,7 @@ def _(q, k, v, do, o, m, l, scale):
     check_stats("l", l, q)
     if o is not None:
         check_like("o", o, q, "q")
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)
 
 
 def _bwd_setup(ctx, inputs, output):
@@ -120,7 +120,7 @@ def _(q, k, v, tq, tk, tv, m, l, scale):
     _check_tangents(q, k, v, tq, tk, tv)
     check_stats("m", m, q)
     check_stats("l", l, q)
-    return torch.empty_like(q)
+    return _ops.empty_like_q(q, k)
 
 
 def _jvp_setup(ctx, inputs, output):
@@ -154,8 +154,8 @@ def _(q, k, v, tq, tk, tv, scale):
     B, H, T, *_ = check_attention(q, k, v, scale)
     _check_tangents(q, k, v, tq, tk, tv)
     f32 = torch.float32
-    return (torch.empty_like(q), q.new_empty((B, H, T), dtype=f32),
-            q.new_empty((B, H, T), dtype=f32), torch.empty_like(q))
+    return (_ops.empty_like_q(q, k), q.new_empty((B, H, T), dtype=f32),
+            q.new_empty((B, H, T), dtype=f32), _ops.empty_like_q(q, k))
 
 
 def _fwd_jvp_setup(ctx, inputs, output):
@@ -196,7 +196,7 @@ def _(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
     _check_tangents(q, k, v, tq, tk, tv)
     if tdo is not None:
         check_like("tdo", _tensor("tdo", tdo), q, "q")
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)
 
 
 def _third_order(ctx, *grads):

@@ -40,6 +40,38 @@ def _stats_pair(q: Tensor, B: int, H: int, T: int) -> tuple[Tensor, Tensor]:
             torch.empty_strided(shape, strides, dtype=_F32, device=q.device))
 
 
+def _fold(x: Tensor | None, Hkv: int) -> Tensor | None:
+    """Grouped-query attention as plain attention: (B, H, T, ...) -> (B, Hkv, (H/Hkv)*T, ...),
+    the query heads of one key/value head stacked along the rows (query head h uses key/value
+    head h // (H/Hkv), as torch's enable_gqa). Every row only reads its own key/value head and
+    dK, dV sum over all the rows of a group, so the kernels run unchanged and the group sum is
+    as deterministic as any backward. A view when the layout allows (e.g. a contiguous q),
+    else a copy; k and v are never copied."""
+    if x is None:
+        return None
+    B, H = x.shape[:2]
+    return x.reshape(B, Hkv, (H // Hkv) * x.shape[2], *x.shape[3:])
+
+
+def empty_like_q(q: Tensor, k: Tensor) -> Tensor:
+    """An empty tensor laid out as the ops lay out an output shaped like q: empty_like(q), or
+    with grouped-query heads empty_like of the folded q seen back as (B, H, T, D). (The custom
+    operators' fake implementations predict the real outputs' strides with it.)"""
+    if k.shape[1] == q.shape[1]:
+        return torch.empty_like(q)
+    return torch.empty_like(_fold(q, k.shape[1])).view(q.shape)
+
+
+def _grouping(sizes: tuple, k: Tensor, *xs: Tensor | None):
+    """Kernel sizes and query-like / row-stat tensors for a call: folded (_fold) when k has
+    fewer heads than q, as they are otherwise."""
+    B, H, T, M, D = sizes
+    Hkv = k.shape[1]
+    if Hkv == H:
+        return sizes, xs
+    return (B, Hkv, (H // Hkv) * T, M, D), tuple(_fold(x, Hkv) for x in xs)
+
+
 def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:
     """n contiguous float32 (B*H, T) row vectors in one allocation."""
     return q.new_empty((n, B * H, T), dtype=torch.float32)
@@ -48,9 +80,17 @@ def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:
 def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = check_devices(("q", "k", "v"), (q, k, v))
+    if k.shape[1] != H:  # grouped-query attention
+        sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
+        o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev)
+        return o.view(q.shape), m.view(B, H, T), l.view(B, H, T)
+    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev)
+
+
+def _fwd(q, k, v, sizes, dt, scale, dev):
     o = torch.empty_like(q)
-    m, l = _stats_pair(q, B, H, T)
-    _launch("fwd", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
+    m, l = _stats_pair(q, *sizes[:3])
+    _launch("fwd", dt, dev, sizes, scale, Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
     return o, m, l
 
 
@@ -60,6 +100,8 @@ def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tens
     them, at its end): one allocation per call fewer than fwd()."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = check_devices(("q", "k", "v"), (q, k, v))
+    if k.shape[1] != H:  # grouped-query attention: through fwd's folding
+        return fwd(q, k, v, scale)[0]
     o = torch.empty_like(q)
     s = torch.empty_strided((B, H, T), (H * T, T, 1), dtype=_F32, device=q.device)
     _launch("fwd", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, O=o, Mstat=s, Lstat=s)
@@ -95,25 +137,30 @@ def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev) -> Tensor:
 
 def bwd(q, k, v, do, m, l, o=None, scale=None):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, o)
+    shape = q.shape
+    sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev)
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     _launch("bwd_dkdv", dt, dev, sizes, scale, DK=dk, DV=dv, **common)
     _launch("bwd_dq", dt, dev, sizes, scale, DQ=dq, **common)
-    return dq, dk, dv
+    return dq.view(shape), dk, dv
 
 
 def bwd_dq(q, k, v, do, m, l, scale=None):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+    shape = q.shape
+    sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dq = torch.empty_like(q)
     z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
     _launch("bwd_dq", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z,
             DQ=dq)
-    return dq
+    return dq.view(shape)
 
 
 def bwd_dk(q, k, v, do, m, l, scale=None):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+    sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dk = torch.empty_like(k)
     z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
     # dK-only mode (COMPUTE_DV = 0) never touches DV: a null pointer
@@ -124,6 +171,7 @@ def bwd_dk(q, k, v, do, m, l, scale=None):
 
 def bwd_dv(q, k, v, do, m, l, scale=None):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+    sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dv = torch.empty_like(v)
     # dV-only mode (COMPUTE_DK = 0) never touches Zbuf or DK: null pointers
     _launch("bwd_dv", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=None,
@@ -143,20 +191,26 @@ def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
     check_stats("m", m, q)
     check_stats("l", l, q)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, tq, tk, tv, m, l))
+    shape = q.shape
+    sizes, (q, tq, m, l) = _grouping((B, H, T, M, D), k, q, tq, m, l)
     to = torch.empty_like(q)
-    _launch("jvp", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv,
+    _launch("jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv,
             Mstat=m, Lstat=l, TO=to)
-    return to
+    return to.view(shape)
 
 
 def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     _check_tangents(q, k, v, tq, tk, tv)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv))
+    shape = q.shape
+    sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    m, l = _stats_pair(q, B, H, T)
-    _launch("fwd_jvp", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, O=o,
+    m, l = _stats_pair(q, *sizes[:3])
+    _launch("fwd_jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, O=o,
             Mstat=m, Lstat=l, TO=to)
+    if sizes[1] != H:
+        return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
     return o, m, l, to
 
 
@@ -166,6 +220,8 @@ def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
     if tdo is not None:
         tangents += (("tdo", tdo, q, "q"),)
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, tangents=tangents)
+    shape = q.shape
+    sizes, (q, do, m, l, tq, tdo) = _grouping(sizes, k, q, do, m, l, tq, tdo)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     r, z, zd = _row_buffers(q, *sizes[:3], 3)
     common = dict(Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, Rbuf=r,
@@ -174,4 +230,4 @@ def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
     _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, **common)
     _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, HK=hk, HV=hv, **common)
     _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, HQ=hq, **common)
-    return hq, hk, hv
+    return hq.view(shape), hk, hv

@@ -31,7 +31,7 @@ class SdpaRoute:
         return f"SdpaRoute(routed={self.routed}, fallbacks={dict(self.fallbacks)})"
 
 
-def _unsupported(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa) -> str | None:
+def _unsupported(query, key, value, attn_mask, dropout_p, is_causal) -> str | None:
     """Why aot_sdpa cannot take this call (None: it can)."""
     if attn_mask is not None:
         return "attn_mask"
@@ -39,8 +39,6 @@ def _unsupported(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
         return "dropout_p"
     if is_causal:
         return "is_causal"
-    if enable_gqa:
-        return "enable_gqa"
     if not all(isinstance(x, torch.Tensor) for x in (query, key, value)):
         return "non-tensor input"
     if not (query.is_cuda and key.is_cuda and value.is_cuda):
@@ -51,8 +49,6 @@ def _unsupported(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
         return "inputs not of rank 4"
     if query.shape[-1] > MAX_HEAD_DIM or value.shape[-1] != query.shape[-1]:
         return f"head dim {query.shape[-1]} (value {value.shape[-1]})"
-    if key.shape[1] != query.shape[1]:
-        return "fewer key/value heads than query heads"
     return None
 
 
@@ -66,8 +62,8 @@ def use_for_torch_sdpa(*, fallback: bool = False) -> Iterator[SdpaRoute]:
             out = model(x)
         print(route.routed)
 
-    Arguments aot_sdpa does not support (a mask, dropout, causal, grouped-query heads, a head
-    dim above 64, CPU tensors, ...) raise, as the drop-in does, unless ``fallback=True``: then
+    Arguments aot_sdpa does not support (a mask, dropout, causal, a head dim above 64, CPU
+    tensors, ...) raise, as the drop-in does, unless ``fallback=True``: then
     those calls run torch's own SDPA, are counted by reason in ``route.fallbacks`` and reported
     by a warning when the block ends (never silently).
 
@@ -83,7 +79,7 @@ def use_for_torch_sdpa(*, fallback: bool = False) -> Iterator[SdpaRoute]:
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
              enable_gqa=False):
         if fallback:
-            why = _unsupported(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+            why = _unsupported(query, key, value, attn_mask, dropout_p, is_causal)
             if why is not None:
                 route.fallbacks[why] += 1
                 return previous(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,

@@ -2,6 +2,9 @@
 
 Materialises S (T x M); meant for checking, not for speed. Run it in float64 for a
 reference; run it in the kernels' dtype to measure "PyTorch's same-dtype error".
+Grouped-query attention: k, v (and their tangents) may have Hkv heads, H % Hkv == 0; query
+head h uses key/value head h // (H / Hkv) (torch's enable_gqa); gradients of k, v sum over
+the query heads of their group.
 """
 
 from __future__ import annotations
@@ -17,11 +20,25 @@ def _scale(q: Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
 
+def _per_query_head(q: Tensor, *kv: Tensor):
+    """k/v-like tensors repeated to q's heads (grouped-query attention); as is otherwise."""
+    H = q.shape[1]
+    return [x if x.shape[1] == H else x.repeat_interleave(H // x.shape[1], dim=1) for x in kv]
+
+
+def _per_kv_head(k: Tensor, *grads: Tensor):
+    """Gradients w.r.t. the repeated k/v summed back over each group of query heads."""
+    Hkv = k.shape[1]
+    return [g if g.shape[1] == Hkv else g.unflatten(1, (Hkv, g.shape[1] // Hkv)).sum(2)
+            for g in grads]
+
+
 def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
     """(o, m, l): S = scale q k^T, m = max_j S, l = sum_j exp(S - m), o = exp(S - m) v / l.
 
     m and l come back in float32 unless the inputs are float64 (then float64).
     """
+    k, v = _per_query_head(q, k, v)
     s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
     m = s.amax(dim=-1, keepdim=True)
     e = torch.exp(s - m)
@@ -38,6 +55,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Te
 
 def probs(q: Tensor, k: Tensor, m: Tensor, l: Tensor, scale: float | None = None) -> Tensor:
     """P = exp(S - m) / l from frozen row stats (computed in q's dtype)."""
+    (k,) = _per_query_head(q, k)
     s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
     return torch.exp(s - m.to(s.dtype).unsqueeze(-1)) / l.to(s.dtype).unsqueeze(-1)
 
@@ -46,18 +64,20 @@ def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
              scale: float | None = None):
     """Seed formulas with frozen stats: returns (dq, dk, dv)."""
     sc = _scale(q, scale)
+    k0, (k, v) = k, _per_query_head(q, k, v)
     p = probs(q, k, m, l, scale)
     dv = p.transpose(-1, -2) @ do
     dp = do @ v.transpose(-1, -2)
     z = (dp * p).sum(dim=-1, keepdim=True)
     ds = p * (dp - z)
-    return (ds @ k) * sc, (ds.transpose(-1, -2) @ q) * sc, dv
+    return ((ds @ k) * sc, *_per_kv_head(k0, (ds.transpose(-1, -2) @ q) * sc, dv))
 
 
 def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
         l: Tensor, scale: float | None = None) -> Tensor:
     """Seed formulas with frozen stats: the exact JVP of attention along (dq, dk, dv)."""
     sc = _scale(q, scale)
+    k, v, dk, dv = _per_query_head(q, k, v, dk, dv)
     p = probs(q, k, m, l, scale)
     ds = (dq @ k.transpose(-1, -2) + q @ dk.transpose(-1, -2)) * sc
     ds_c = ds - (ds * p).sum(dim=-1, keepdim=True)
@@ -75,6 +95,7 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
         hq = scale (dS.. K + dS tk);  hk = scale (dS..^T Q + dS^T tq);  hv = P.^T dO + P^T tdO
     """
     sc = _scale(q, scale)
+    k0, (k, v, tk, tv) = k, _per_query_head(q, k, v, tk, tv)
     p = probs(q, k, m, l, scale)
     sdot = (tq @ k.transpose(-1, -2) + q @ tk.transpose(-1, -2)) * sc
     pdot = p * (sdot - (p * sdot).sum(dim=-1, keepdim=True))
@@ -91,7 +112,7 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
     hv = pdot.transpose(-1, -2) @ do
     if tdo is not None:
         hv = hv + p.transpose(-1, -2) @ tdo
-    return hq, hk, hv
+    return (hq, *_per_kv_head(k0, hk, hv))
 
 
 def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,

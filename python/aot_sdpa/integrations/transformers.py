@@ -9,11 +9,12 @@ the masks, transformers' own SDPA mask builder to its AttentionMaskInterface (wh
 mask where none is needed, e.g. an unpadded encoder batch). q, k, v arrive as (B, H, S, D);
 the function returns (B, S, H, D) and no attention weights.
 
-What aot_sdpa does not support yet raises NotImplementedError naming it, never a silently
-different attention: an attention mask (padding, causal with a cache, sliding windows),
-causal attention, fewer key/value heads than query heads, dropout while training, softcap,
-a position bias. Encoders without padding (ViT, DeiT, CLIP's vision tower, BERT on unpadded
-batches, ...) run today; masks, causal and GQA come with aot-sdpa's breadth work.
+Grouped-query attention (fewer key/value heads) runs without copying k and v. What aot_sdpa
+does not support yet raises NotImplementedError naming it, never a silently different
+attention: an attention mask (padding, causal with a cache, sliding windows), causal
+attention, dropout while training, softcap, a position bias. Encoders without padding (ViT,
+DeiT, CLIP's vision tower, BERT on unpadded batches, ...) run today; masks and causal come
+with aot-sdpa's breadth work.
 """
 
 from __future__ import annotations
@@ -43,15 +44,13 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         _refuse("a position bias")
     if attention_mask is not None:
         _refuse(f"an attention mask (shape {tuple(attention_mask.shape)})")
-    if getattr(module, "num_key_value_groups", 1) > 1 or key.shape[1] != query.shape[1]:
-        _refuse(f"grouped-query attention ({query.shape[1]} query heads, {key.shape[1]} "
-                "key/value heads)")
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if causal and query.shape[2] > 1:
         _refuse("causal attention")
     if dropout and module.training:
         _refuse(f"attention dropout {dropout} in training")
-    out = scaled_dot_product_attention(query, key, value, scale=scaling)
+    out = scaled_dot_product_attention(query, key, value, scale=scaling,
+                                       enable_gqa=key.shape[1] != query.shape[1])
     return out.transpose(1, 2).contiguous(), None
 
 
