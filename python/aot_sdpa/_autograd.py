@@ -94,11 +94,8 @@ class _Fwd(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, scale = inputs
-        o, m, l = output
-        ctx.scale = scale
-        ctx.mark_non_differentiable(m, l)
-        ctx.save_for_backward(q, k, v, o, m, l)
+        _library.fwd_setup_context(ctx, inputs, output)  # the custom operator's, shared
+        (q, k, v, _), (_, m, l) = inputs, output
         ctx.save_for_forward(q, k, v, m, l)
 
     @staticmethod

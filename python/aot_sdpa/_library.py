@@ -48,7 +48,8 @@ def _(q, k, v, scale):
         stats, dtype=torch.float32)
 
 
-def _fwd_setup(ctx, inputs, output):
+def fwd_setup_context(ctx, inputs, output):
+    """Saved for the forward's backward (shared with _autograd._Fwd): q, k, v, o, m, l."""
     q, k, v, scale = inputs
     o, m, l = output
     ctx.scale = scale
@@ -61,7 +62,7 @@ def _fwd_backward(ctx, do, _dm, _dl):
     return (*lib_ops.bwd(q, k, v, _zeros_if_none(do, o), o, m, l, ctx.scale), None)
 
 
-fwd.register_autograd(_fwd_backward, setup_context=_fwd_setup)
+fwd.register_autograd(_fwd_backward, setup_context=fwd_setup_context)
 
 
 # ------------------------------------------------------------------------ backward
