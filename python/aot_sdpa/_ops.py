@@ -32,12 +32,15 @@ def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has
                     (*sizes, has_tdo), scale)
 
 
+def _row_stat(q: Tensor, B: int, H: int, T: int) -> Tensor:
+    """One contiguous (B, H, T) float32 tensor (empty_strided: the cheapest allocation)."""
+    return torch.empty_strided((B, H, T), (H * T, T, 1), dtype=_F32, device=q.device)
+
+
 def _stats_pair(q: Tensor, B: int, H: int, T: int) -> tuple[Tensor, Tensor]:
-    """m and l: two contiguous (B, H, T) float32 tensors, laid out alike (the forward writes
-    both with one stride triple, "s")."""
-    shape, strides = (B, H, T), (H * T, T, 1)
-    return (torch.empty_strided(shape, strides, dtype=_F32, device=q.device),
-            torch.empty_strided(shape, strides, dtype=_F32, device=q.device))
+    """m and l: two contiguous (B, H, T) tensors, laid out alike (the forward writes both with
+    one stride triple, "s")."""
+    return _row_stat(q, B, H, T), _row_stat(q, B, H, T)
 
 
 def _fold(x: Tensor | None, Hkv: int) -> Tensor | None:
@@ -100,10 +103,11 @@ def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tens
     them, at its end): one allocation per call fewer than fwd()."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = check_devices(("q", "k", "v"), (q, k, v))
-    if k.shape[1] != H:  # grouped-query attention: through fwd's folding
-        return fwd(q, k, v, scale)[0]
+    if k.shape[1] != H:  # grouped-query attention: the forward on folded rows
+        sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
+        return _fwd(qf, k, v, sizes, dt, scale, dev)[0].view(q.shape)
     o = torch.empty_like(q)
-    s = torch.empty_strided((B, H, T), (H * T, T, 1), dtype=_F32, device=q.device)
+    s = _row_stat(q, B, H, T)
     _launch("fwd", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, O=o, Mstat=s, Lstat=s)
     return o
 
@@ -144,7 +148,7 @@ def bwd(q, k, v, do, m, l, o=None, scale=None):
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     _launch("bwd_dkdv", dt, dev, sizes, scale, DK=dk, DV=dv, **common)
     _launch("bwd_dq", dt, dev, sizes, scale, DQ=dq, **common)
-    return dq.view(shape), dk, dv
+    return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
 
 
 def bwd_dq(q, k, v, do, m, l, scale=None):
@@ -155,7 +159,7 @@ def bwd_dq(q, k, v, do, m, l, scale=None):
     z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
     _launch("bwd_dq", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z,
             DQ=dq)
-    return dq.view(shape)
+    return dq if sizes[1] == shape[1] else dq.view(shape)
 
 
 def bwd_dk(q, k, v, do, m, l, scale=None):
@@ -196,7 +200,7 @@ def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
     to = torch.empty_like(q)
     _launch("jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv,
             Mstat=m, Lstat=l, TO=to)
-    return to.view(shape)
+    return to if sizes[1] == H else to.view(shape)
 
 
 def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
@@ -209,9 +213,9 @@ def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
     m, l = _stats_pair(q, *sizes[:3])
     _launch("fwd_jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, O=o,
             Mstat=m, Lstat=l, TO=to)
-    if sizes[1] != H:
-        return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
-    return o, m, l, to
+    if sizes[1] == H:
+        return o, m, l, to
+    return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
 
 
 def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
@@ -230,4 +234,4 @@ def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
     _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, **common)
     _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, HK=hk, HV=hv, **common)
     _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, HQ=hq, **common)
-    return hq.view(shape), hk, hv
+    return (hq if sizes[1] == shape[1] else hq.view(shape)), hk, hv
