@@ -39,9 +39,10 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     import triton
 
     Z, H, T, M, D = sizes
-    bucket = min(b for b in (16, 32, 64) if b >= D)
-    v = next(v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim == bucket
-             and v.arch == 90 and v.flavor == "general")
+    # the general sm_90 variant of the smallest head-dim bucket that holds D, as dispatched
+    v = min((v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim >= D
+             and v.arch == 90 and v.flavor == "general"), key=lambda v: v.head_dim)
+    bucket = v.head_dim
     fn = kernel(spec, op)
     params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
     every = [p.name for p in params]
