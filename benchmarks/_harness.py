@@ -7,6 +7,7 @@ import csv
 import datetime
 import os
 import platform
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,8 +56,12 @@ def peak_extra_mib(fn) -> float:
 
 
 @contextmanager
-def torch_backend(name: str):
-    """Force one torch SDPA backend: flash, cudnn, efficient or math."""
+def torch_backend(name: str | None):
+    """Force one torch SDPA backend: flash, cudnn, efficient or math; None or "default"
+    leaves torch's own choice."""
+    if name in (None, "default"):
+        yield
+        return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     b = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -70,11 +75,8 @@ def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa") ->
     aot_speedup = impl time / aot_sdpa time (so > 1 means aot_sdpa is faster)."""
     rows = []
     for name, (backend, fn) in impls.items():
-        if backend is None:
+        with torch_backend(backend):
             t = time_ms(fn)
-        else:
-            with torch_backend(backend):
-                t = time_ms(fn)
         rows.append({**key, "impl": name, **{k: round(v, 4) for k, v in t.items()},
                      "tflops": round(flops / t["ms"] / 1e9, 1)})
     base = next(r["ms"] for r in rows if r["impl"] == baseline)
@@ -155,8 +157,6 @@ def backlogged_ms(fn, n: int = 10, reps: int = 5) -> dict:
     torch.cuda.synchronize()
     t0 = torch.cuda.Event(enable_timing=True)
     t1 = torch.cuda.Event(enable_timing=True)
-    import time
-
     w = time.perf_counter()
     for _ in range(n):
         fn()
@@ -176,12 +176,11 @@ def backlogged_ms(fn, n: int = 10, reps: int = 5) -> dict:
     return {"ms": out[len(out) // 2], "p10_ms": out[0], "p90_ms": out[-1]}
 
 
-def wall_ms(fn, n: int = 20) -> float:
+def wall_ms(fn, n: int = 20, warmup: int = 1) -> float:
     """Wall time per call of n calls in a row, synchronised once at the end: what an eager
-    loop sees (the slower of host and device)."""
-    import time
-
-    fn()
+    loop sees (the slower of host and device; host time where the GPU work is tiny)."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     w = time.perf_counter()
     for _ in range(n):

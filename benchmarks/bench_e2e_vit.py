@@ -113,10 +113,7 @@ def main():
                     model = _model(ATTNS[impl], dtype)
                     fn = make(model)
                     try:
-                        if impl == "torch" and torch_path != "default":
-                            with torch_backend(torch_path):
-                                res[impl] = backlogged_ms(fn, n=3, reps=3)["ms"]
-                        else:
+                        with torch_backend(torch_path if impl == "torch" else None):
                             res[impl] = backlogged_ms(fn, n=3, reps=3)["ms"]
                     except torch.OutOfMemoryError:
                         res[impl] = None

@@ -6,30 +6,19 @@ forward-mode paths: torch.func.jvp and forward_ad through the drop-in, whose ove
 their time minus sdpa_fwd_jvp's (the same fused kernel called directly).
 """
 
-import time
-
 import torch
 import torch.autograd.forward_ad as fwAD
 
 import aot_sdpa
 
-from _harness import table, torch_backend, write_csv
+from _harness import table, torch_backend, wall_ms, write_csv
 
 F = torch.nn.functional
 
 
 def per_call_us(fn, n=3000, repeats=5):
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    best = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-        best.append((time.perf_counter() - t0) / n * 1e6)
-    best.sort()
+    """Median, min and max over `repeats` of the host-bound wall time per call (us)."""
+    best = sorted(wall_ms(fn, n, warmup=200 if i == 0 else 0) * 1e3 for i in range(repeats))
     return best[len(best) // 2], best[0], best[-1]
 
 
@@ -67,10 +56,7 @@ def main():
     ]
     rows = []
     for name, backend, fn in cases:
-        if backend:
-            with torch_backend(backend):
-                med, lo, hi = per_call_us(fn)
-        else:
+        with torch_backend(backend):
             med, lo, hi = per_call_us(fn)
         rows.append({"call": name, "us_per_call": round(med, 2), "min_us": round(lo, 2),
                      "max_us": round(hi, 2)})

@@ -39,10 +39,7 @@ def main():
                                       ("aot_sdpa sdpa_fwd_jvp", None, fused),
                                       ("torch math", "math", math)):
                 try:
-                    if backend:
-                        with torch_backend(backend):
-                            t, mem = time_ms(fn, warmup=3, rep=10), peak_extra_mib(fn)
-                    else:
+                    with torch_backend(backend):
                         t, mem = time_ms(fn, warmup=3, rep=10), peak_extra_mib(fn)
                 except torch.OutOfMemoryError:
                     t, mem = {"ms": None, "p10_ms": None, "p90_ms": None}, None

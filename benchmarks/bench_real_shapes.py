@@ -68,15 +68,10 @@ def _torch_all(kind, B, H, T, D, dtype) -> dict:
     res = {}
     for backend in (JVP_BACKENDS if kind.startswith("jvp") else FWD_BACKENDS):
         try:
-            if backend == "default":
-                fn = _work(kind if kind != "jvp_fused" else "jvp_func", F.scaled_dot_product_attention,
-                           B, H, T, D, dtype)
+            with torch_backend(backend):
+                fn = _work(kind if kind != "jvp_fused" else "jvp_func",
+                           F.scaled_dot_product_attention, B, H, T, D, dtype)
                 t = _time(fn)
-            else:
-                with torch_backend(backend):
-                    fn = _work(kind if kind != "jvp_fused" else "jvp_func",
-                               F.scaled_dot_product_attention, B, H, T, D, dtype)
-                    t = _time(fn)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             torch.cuda.empty_cache()
             if "out of memory" in str(exc).lower():

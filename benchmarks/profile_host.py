@@ -1,7 +1,5 @@
 """Break the host cost of one triton_sdpa_fused call at (1, 8, 128, 64) fp16 into its parts."""
 
-import time
-
 import torch
 
 import aot_sdpa
@@ -9,16 +7,11 @@ from aot_sdpa import _C
 from aot_sdpa._checks import check_attention, check_devices
 from aot_sdpa._native import OPS
 
+from _harness import wall_ms
+
 
 def us(fn, n=5000):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+    return wall_ms(fn, n, warmup=100) * 1e3
 
 
 def main():
@@ -38,12 +31,11 @@ def main():
         torch.empty_like(q)
         _ops._stats_pair(q, 1, 8, 128)
 
-    def checks_alloc_args():
+    named = dict(Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
+
+    def checks_alloc_args():  # what launch_named reads before launching: the packing by name
         checks_alloc()
-        [t.data_ptr() for t in (q, k, v, q, q, q)]
-        st = ()
-        for t in (q, k, v, q, m):
-            st += t.stride()[:3]
+        _C._pack_named(OPS["fwd"].index, named)
         torch._C._cuda_getCurrentRawStream(0)
 
     parts = {
