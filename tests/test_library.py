@@ -114,6 +114,23 @@ def test_compile_fullgraph_inference_and_training_cpu(reference_kernels):
         assert max_err(a.grad, b.grad) < 1e-5
 
 
+def test_compile_backward_takes_a_gradient_of_any_layout_cpu(reference_kernels):
+    """The operators' autograd formulas bring upstream gradients to a unit last stride, as
+    the eager rules do (here dO arrives transposed, with stride 1 in no dimension but T)."""
+    q, k, v, *_ = _x()
+    w = torch.randn(q.shape[:2] + (q.shape[3], q.shape[2]))
+
+    def loss(q, k, v):
+        return (aot_sdpa.scaled_dot_product_attention(q, k, v).transpose(-1, -2) * w).sum()
+
+    got = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(*got).backward()
+    want = [t.clone().requires_grad_() for t in (q, k, v)]
+    loss(*want).backward()
+    for a, b in zip(got, want):
+        assert max_err(a.grad, b.grad) < 1e-5
+
+
 def test_compile_fullgraph_explicit_ops_cpu(reference_kernels):
     q, k, v, tq, tk, tv, do, _ = _x()
 

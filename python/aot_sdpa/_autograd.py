@@ -26,9 +26,11 @@ derivative of _BwdJvp) and forward-over-forward (a jvp of a JVP) raise NotImplem
 
 from __future__ import annotations
 
+import types
+
 import torch
 
-from . import _library, _ops
+from . import _library, _ops, _rules
 from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
 from ._torch_compat import (
     compiling,
@@ -44,15 +46,7 @@ Tensor = torch.Tensor
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _unit_stride(t: Tensor | None) -> Tensor | None:
-    """Upstream grads and tangents may arrive in any layout; kernels need a unit last stride."""
-    if t is None or t.stride(-1) == 1 or t.shape[-1] == 1:
-        return t
-    return t.contiguous()
-
-
-def _or_zeros(t: Tensor | None, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if t is None else _unit_stride(t)
+_unit_stride, _or_zeros = _rules.unit_stride, _rules.or_zeros
 
 
 def _vmap_rule(apply, info, in_dims, *args):
@@ -100,8 +94,7 @@ class _Fwd(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
-        q, k, v, o, m, l = ctx.saved_tensors
-        return (*_Bwd.apply(q, k, v, _or_zeros(do, o), o, m, l, ctx.scale), None)
+        return (*_rules.fwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, do), None)
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, _tscale):
@@ -132,14 +125,8 @@ class _Bwd(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gq, gk, gv):
         # double backward: d<g, J^T do>/dx = H_do g, d<g, J^T do>/ddo = J g
-        q, k, v, do, m, l = ctx.saved_tensors
-        gq, gk, gv = _or_zeros(gq, q), _or_zeros(gk, k), _or_zeros(gv, v)
-        hq = hk = hv = gdo = None
-        if any(ctx.needs_input_grad[:3]):
-            hq, hk, hv = _BwdJvp.apply(q, k, v, do, m, l, gq, gk, gv, None, ctx.scale)
-        if ctx.needs_input_grad[3]:
-            gdo = _Jvp.apply(q, k, v, gq, gk, gv, m, l, ctx.scale)
-        return hq, hk, hv, gdo, None, None, None, None
+        return (*_rules.bwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
+                                     gq, gk, gv), None, None, None, None)
 
     @staticmethod
     def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale):
@@ -169,14 +156,8 @@ class _Jvp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         # reverse through the JVP: d<g, J t>/dx = H_g t, d<g, J t>/dt = J^T g
-        q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
-        g = _or_zeros(g, q)
-        hx = dt = (None, None, None)
-        if any(ctx.needs_input_grad[:3]):
-            hx = _BwdJvp.apply(q, k, v, g, m, l, tq, tk, tv, None, ctx.scale)
-        if any(ctx.needs_input_grad[3:6]):
-            dt = _Bwd.apply(q, k, v, g, None, m, l, ctx.scale)
-        return (*hx, *dt, None, None, None)
+        return (*_rules.jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
+                                     g), None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -208,18 +189,8 @@ class _FwdJvp(torch.autograd.Function):
     def backward(ctx, go, _gm, _gl, gt):
         # d<go, O> + <gt, J t>: x gets J^T go + H_gt t (one backward-JVP, go as its tdo),
         # t gets J^T gt
-        q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
-        hx = dt = (None, None, None)
-        if gt is None:
-            if go is not None and any(ctx.needs_input_grad[:3]):
-                hx = _Bwd.apply(q, k, v, _unit_stride(go), None, m, l, ctx.scale)
-        else:
-            gt = _unit_stride(gt)
-            if any(ctx.needs_input_grad[:3]):
-                hx = _BwdJvp.apply(q, k, v, gt, m, l, tq, tk, tv, _unit_stride(go), ctx.scale)
-            if any(ctx.needs_input_grad[3:6]):
-                dt = _Bwd.apply(q, k, v, gt, None, m, l, ctx.scale)
-        return (*hx, *dt, None)
+        return (*_rules.fwd_jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale,
+                                         ctx.needs_input_grad, go, gt), None)
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -252,6 +223,10 @@ class _BwdJvp(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale):
         return _vmap_rule(_BwdJvp.apply, info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+
+
+# the primitives as the rules of _rules see them (the custom operators are the other `ops`)
+_EAGER = types.SimpleNamespace(bwd=_Bwd.apply, jvp=_Jvp.apply, bwd_jvp=_BwdJvp.apply)
 
 
 # ------------------------------------------------------------------------------ public API

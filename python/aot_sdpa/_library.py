@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import torch
 
-from . import _ops
+from . import _ops, _rules
 from ._checks import _tensor, check_attention, check_like, check_stats
 
 Tensor = torch.Tensor
 lib_ops = torch.ops.aot_sdpa  # filled by the definitions below
-
-
-def _zeros_if_none(t, like):
-    return torch.zeros_like(like) if t is None else t
 
 
 # ------------------------------------------------------------------------- forward
@@ -58,8 +54,7 @@ def fwd_setup_context(ctx, inputs, output):
 
 
 def _fwd_backward(ctx, do, _dm, _dl):
-    q, k, v, o, m, l = ctx.saved_tensors
-    return (*lib_ops.bwd(q, k, v, _zeros_if_none(do, o), o, m, l, ctx.scale), None)
+    return (*_rules.fwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, do), None)
 
 
 fwd.register_autograd(_fwd_backward, setup_context=fwd_setup_context)
@@ -91,12 +86,8 @@ def _bwd_setup(ctx, inputs, output):
 
 
 def _bwd_backward(ctx, gq, gk, gv):
-    # d<g, J^T do>/dx = H_do g (bwd_jvp),  d<g, J^T do>/ddo = J g (jvp)
-    q, k, v, do, m, l = ctx.saved_tensors
-    gq, gk, gv = _zeros_if_none(gq, q), _zeros_if_none(gk, k), _zeros_if_none(gv, v)
-    hq, hk, hv = lib_ops.bwd_jvp(q, k, v, do, m, l, gq, gk, gv, None, ctx.scale)
-    gdo = lib_ops.jvp(q, k, v, gq, gk, gv, m, l, ctx.scale)
-    return hq, hk, hv, gdo, None, None, None, None
+    return (*_rules.bwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
+                                 gq, gk, gv), None, None, None, None)
 
 
 bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup)
@@ -131,12 +122,8 @@ def _jvp_setup(ctx, inputs, output):
 
 
 def _jvp_backward(ctx, g):
-    # d<g, J t>/dx = H_g t (bwd_jvp),  d<g, J t>/dt = J^T g (bwd)
-    q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
-    g = _zeros_if_none(g, q)
-    hx = lib_ops.bwd_jvp(q, k, v, g, m, l, tq, tk, tv, None, ctx.scale)
-    dt = lib_ops.bwd(q, k, v, g, None, m, l, ctx.scale)
-    return (*hx, *dt, None, None, None)
+    return (*_rules.jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
+                                 g), None, None, None)
 
 
 jvp.register_autograd(_jvp_backward, setup_context=_jvp_setup)
@@ -168,12 +155,8 @@ def _fwd_jvp_setup(ctx, inputs, output):
 
 
 def _fwd_jvp_backward(ctx, go, _gm, _gl, gt):
-    # x gets J^T go + H_gt t (one bwd_jvp with go as its tdo), t gets J^T gt
-    q, k, v, tq, tk, tv, m, l = ctx.saved_tensors
-    go, gt = _zeros_if_none(go, q), _zeros_if_none(gt, q)
-    hx = lib_ops.bwd_jvp(q, k, v, gt, m, l, tq, tk, tv, go, ctx.scale)
-    dt = lib_ops.bwd(q, k, v, gt, None, m, l, ctx.scale)
-    return (*hx, *dt, None)
+    return (*_rules.fwd_jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale,
+                                     ctx.needs_input_grad, go, gt), None)
 
 
 fwd_jvp.register_autograd(_fwd_jvp_backward, setup_context=_fwd_jvp_setup)
