@@ -3,8 +3,8 @@ torch.export.
 
 Each op has a fake implementation (output shapes, dtypes and strides, after the same contract
 checks, so a traced call fails at trace time as an eager one would) and, where the op has a
-derivative, an autograd formula built from the other ops, the same formulas as the
-autograd.Functions of _autograd (docs/phase9_hvp.md, "Compositions"):
+derivative, an autograd formula built from the other ops: the rules of _rules, shared with
+the autograd.Functions of _autograd (docs/phase9_hvp.md, "Compositions"):
 
     fwd      (q, k, v, scale)                        -> (o, m, l)     d: bwd
     bwd      (q, k, v, do, o, m, l, scale)           -> (dq, dk, dv)  d: bwd_jvp, jvp
