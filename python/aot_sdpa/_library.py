@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from . import _ops, _rules
-from ._checks import _tensor, check_attention, check_like, check_stats
+from ._checks import check_attention
 
 Tensor = torch.Tensor
 lib_ops = torch.ops.aot_sdpa  # filled by the definitions below
@@ -70,12 +70,7 @@ def bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor | None, m: Tensor
 
 @bwd.register_fake
 def _(q, k, v, do, o, m, l, scale):
-    check_attention(q, k, v, scale)
-    check_like("do", do, q, "q")
-    check_stats("m", m, q)
-    check_stats("l", l, q)
-    if o is not None:
-        check_like("o", o, q, "q")
+    _ops.check_bwd_args(q, k, v, do, m, l, scale, o)
     return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -100,18 +95,9 @@ def jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, m: 
     return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale)
 
 
-def _check_tangents(q, k, v, tq, tk, tv):
-    check_like("dq", tq, q, "q")
-    check_like("dk", tk, k, "k")
-    check_like("dv", tv, v, "v")
-
-
 @jvp.register_fake
 def _(q, k, v, tq, tk, tv, m, l, scale):
-    check_attention(q, k, v, scale)
-    _check_tangents(q, k, v, tq, tk, tv)
-    check_stats("m", m, q)
-    check_stats("l", l, q)
+    _ops.check_jvp_args(q, k, v, tq, tk, tv, m, l, scale)
     return _ops.empty_like_q(q, k)
 
 
@@ -140,7 +126,7 @@ def fwd_jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
 @fwd_jvp.register_fake
 def _(q, k, v, tq, tk, tv, scale):
     B, H, T, *_ = check_attention(q, k, v, scale)
-    _check_tangents(q, k, v, tq, tk, tv)
+    _ops.check_tangents(q, k, v, tq, tk, tv)
     f32 = torch.float32
     return (_ops.empty_like_q(q, k), q.new_empty((B, H, T), dtype=f32),
             q.new_empty((B, H, T), dtype=f32), _ops.empty_like_q(q, k))
@@ -173,13 +159,8 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
 
 @bwd_jvp.register_fake
 def _(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
-    check_attention(q, k, v, scale)
-    check_like("do", do, q, "q")
-    check_stats("m", m, q)
-    check_stats("l", l, q)
-    _check_tangents(q, k, v, tq, tk, tv)
-    if tdo is not None:
-        check_like("tdo", _tensor("tdo", tdo), q, "q")
+    _ops.check_bwd_args(q, k, v, do, m, l, scale,
+                        tangents=_ops.bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo))
     return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)
 
 

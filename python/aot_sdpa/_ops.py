@@ -112,9 +112,10 @@ def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tens
     return o
 
 
-def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
-    """Every rule of the backward family's arguments, the device rule last. `tangents`:
-    (name, tensor, primal, primal's name), each checked like its primal."""
+def check_bwd_args(q, k, v, do, m, l, scale, o=None, tangents=()):
+    """Every rule of the backward family's arguments but the device rule (the custom
+    operators' fake implementations check these too). `tangents`: (name, tensor, primal,
+    primal's name), each checked like its primal. Returns ((B, H, T, M, D), dtype code, scale)."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_like("do", do, q, "q")
     check_stats("m", m, q)
@@ -123,9 +124,15 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
         check_like("o", o, q, "q")
     for name, t, ref, ref_name in tangents:
         check_like(name, t, ref, ref_name)
+    return (B, H, T, M, D), dt, scale
+
+
+def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
+    """check_bwd_args, then the device rule; returns its result and the device."""
+    sizes, dt, scale = check_bwd_args(q, k, v, do, m, l, scale, o, tangents)
     dev = check_devices(("q", "k", "v", "do", "m", "l", "o", *(n for n, *_ in tangents)),
                         (q, k, v, do, m, l, o, *(t for _, t, *_ in tangents)))
-    return (B, H, T, M, D), dt, scale, dev
+    return sizes, dt, scale, dev
 
 
 def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev) -> Tensor:
@@ -183,17 +190,30 @@ def bwd_dv(q, k, v, do, m, l, scale=None):
     return dv
 
 
-def _check_tangents(q, k, v, tq, tk, tv):
+def check_tangents(q, k, v, tq, tk, tv):
+    """The JVP's tangents (named dq, dk, dv in the public API) shaped like their primals."""
     check_like("dq", tq, q, "q")
     check_like("dk", tk, k, "k")
     check_like("dv", tv, v, "v")
 
 
-def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
-    B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    _check_tangents(q, k, v, tq, tk, tv)
+def check_jvp_args(q, k, v, tq, tk, tv, m, l, scale):
+    """Every rule of the JVP's arguments but the device rule; check_attention's result."""
+    checked = check_attention(q, k, v, scale)
+    check_tangents(q, k, v, tq, tk, tv)
     check_stats("m", m, q)
     check_stats("l", l, q)
+    return checked
+
+
+def bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo):
+    """The backward-JVP's tangents in check_bwd_args' form (tdo absent: not listed)."""
+    tangents = (("tq", tq, q, "q"), ("tk", tk, k, "k"), ("tv", tv, v, "v"))
+    return tangents if tdo is None else (*tangents, ("tdo", tdo, q, "q"))
+
+
+def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
+    B, H, T, M, D, dt, scale = check_jvp_args(q, k, v, tq, tk, tv, m, l, scale)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, tq, tk, tv, m, l))
     shape = q.shape
     sizes, (q, tq, m, l) = _grouping((B, H, T, M, D), k, q, tq, m, l)
@@ -205,7 +225,7 @@ def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
 
 def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    _check_tangents(q, k, v, tq, tk, tv)
+    check_tangents(q, k, v, tq, tk, tv)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv))
     shape = q.shape
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
@@ -220,10 +240,8 @@ def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
 
 def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
     """(hq, hk, hv): tangent of the backward along (tq, tk, tv, tdo); docs/phase9_hvp.md."""
-    tangents = (("tq", tq, q, "q"), ("tk", tk, k, "k"), ("tv", tv, v, "v"))
-    if tdo is not None:
-        tangents += (("tdo", tdo, q, "q"),)
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, tangents=tangents)
+    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale,
+                                       tangents=bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo))
     shape = q.shape
     sizes, (q, do, m, l, tq, tdo) = _grouping(sizes, k, q, do, m, l, tq, tdo)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
