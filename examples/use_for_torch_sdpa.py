@@ -42,22 +42,28 @@ def main(device="cuda"):
     model32, x32 = copy.deepcopy(model).float(), x.float()
     tx = torch.randn_like(x32)
 
-    def step():
-        out = model(x)
-        grads = torch.autograd.grad(out.float().square().mean(), list(model.parameters()))
+    def step(m=model, inp=x):
+        out = m(inp)
+        grads = torch.autograd.grad(out.float().square().mean(), list(m.parameters()))
         return out, grads
 
+    # fp16 training is judged against float32: torch's fp16 error next to ours. (A plain
+    # fp16-vs-fp16 difference is dominated by gradients that are zero in exact arithmetic,
+    # such as the key projection's bias, whose fp16 values are rounding noise in both.)
+    ref32_out, ref32_grads = step(model32, x32)
     ref_out, ref_grads = step()
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
         _, ref_tangent = torch.func.jvp(model32, (x32,), (tx,))  # torch: math backend only
     with aot_sdpa.use_for_torch_sdpa() as route:
         out, grads = step()
         _, tangent = torch.func.jvp(model32, (x32,), (tx,))  # one fused pass per block
-    rel = lambda a, b: ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    rel = lambda a, b: ((a.float() - b.float()).norm() / b.float().norm()).item()
+    flat = lambda gs: torch.cat([g.float().flatten() for g in gs])
     print(f"routed {route.routed} SDPA calls to aot_sdpa, fallbacks {dict(route.fallbacks)}")
-    print(f"output rel. difference vs torch's SDPA: {rel(out, ref_out):.1e}")
-    print(f"gradient rel. difference (max over parameters): "
-          f"{max(rel(g, r) for g, r in zip(grads, ref_grads)):.1e}")
+    print(f"fp16 output rel. error vs float32: aot_sdpa {rel(out, ref32_out):.1e}, "
+          f"torch {rel(ref_out, ref32_out):.1e}")
+    print(f"fp16 gradient rel. error vs float32 (all parameters): aot_sdpa "
+          f"{rel(flat(grads), flat(ref32_grads)):.1e}, torch {rel(flat(ref_grads), flat(ref32_grads)):.1e}")
     print(f"JVP tangent rel. difference vs torch's math backend: {rel(tangent, ref_tangent):.1e}")
 
 
