@@ -31,10 +31,12 @@ def kernel(spec: Spec, op: str):
 
 
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
-         has_tdo: int = 0, blocks: dict | None = None, num_warps: int | None = None,
-         num_stages: int | None = None, input_precision: str | None = None):
+         has_tdo: int = 0, causal: tuple[int, int] | None = None, blocks: dict | None = None,
+         num_warps: int | None = None, num_stages: int | None = None,
+         input_precision: str | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
-    constexprs (or the given blocks/warps/stages); returns nothing, like the AOT launcher."""
+    constexprs (or the given blocks/warps/stages); returns nothing, like the AOT launcher.
+    `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no mask."""
     import torch
     import triton
 
@@ -47,7 +49,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
     every = [p.name for p in params]
     runtime = [p.name for p in params if "constexpr" not in str(p.annotation)]
-    ints = dict(zip(spec.abi["i32_scalars"], (*sizes, has_tdo)))
+    ints = dict(zip(spec.abi["i32_scalars"], (*sizes, has_tdo, *(causal or (T, M - 1)))))
     device = next(t.device for t in tensors.values() if t is not None)
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     args, axis = [], {}

@@ -63,11 +63,14 @@ class Spec:
     serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
-def _pick_config(op: str, configs: list[dict], arch: int, dtype: str) -> dict:
+def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int) -> dict:
+    """The first config whose arch, dtypes and head_dims (each optional) all match."""
     for cfg in configs:
-        if cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype]):
+        if (cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype])
+                and head_dim in cfg.get("head_dims", [head_dim])):
             return cfg
-    raise ValueError(f"variants.toml: op {op!r} has no config for arch {arch} dtype {dtype}")
+    raise ValueError(f"variants.toml: op {op!r} has no config for arch {arch} dtype {dtype} "
+                     f"head dim {head_dim}")
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -76,6 +79,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     missing = [a for a in data["archs"] if a not in serves]
     if missing:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
+    bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     variants = []
     for op, table in data["ops"].items():
         bad = {d: p for d, p in table.get("input_precision", {}).items()
@@ -91,13 +95,16 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
             continue
         for arch in data["archs"]:
             for dtype in [*data["dtypes"], *extra]:
-                cfg = _pick_config(op, table["configs"], arch, dtype)
-                blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
-                if any(b > MAX_BLOCK for _, b in blocks):
-                    raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
-                                     f"{MAX_BLOCK} (the runtime's sequence-length bound "
-                                     "assumes it)")
                 for head_dim in data["head_dim_buckets"]:
+                    if DTYPE_TRITON[dtype] not in bucket_dtypes.get(int(head_dim), [
+                            DTYPE_TRITON[dtype]]):
+                        continue  # a bucket compiled for some dtypes only ([bucket_dtypes])
+                    cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim))
+                    blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
+                    if any(b > MAX_BLOCK for _, b in blocks):
+                        raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
+                                         f"{MAX_BLOCK} (the runtime's sequence-length bound "
+                                         "assumes it)")
                     for flavor in table["flavors"]:
                         variants.append(Variant(
                             op=op, source=table["source"], kernel=table["kernel"],

@@ -9,6 +9,14 @@ Conventions used by every kernel in this folder:
   smaller, in which case ``EVEN_D`` is False and the tail columns are masked to zero.
 * Softmax runs in base 2: ``exp(x) = exp2(x * log2(e))``; the score scale is folded into the
   same multiply (``qk_scale = scale * log2(e)``).
+* Causal attention is two run-time integers, not a variant: query row r of a head sits at
+  position ``pos = r mod Q_LEN`` (Q_LEN = T, or T/G when the G query heads of a grouped
+  key/value head are stacked along the rows) and sees the keys ``j <= pos + DIAG``.
+  DIAG = M - 1 lets every row see every key (no causal mask); DIAG = 0 is torch's causal
+  mask (top-left aligned); DIAG = M - Q_LEN aligns it bottom-right (FlashAttention's).
+  Key blocks no row of a query block sees are skipped; blocks every row sees run unmasked.
+* A query row that sees no key at all (bottom-right with T > M) gets o = 0, m = -inf, l = 0
+  and zero derivatives: its P is 0 everywhere.
 """
 
 import triton
@@ -89,6 +97,38 @@ def block_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
     rows = pid * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     offs_d = tl.arange(0, HEAD_DIM)
     return rows, tl.arange(0, BLOCK_INNER), offs_d, rows < n_rows, offs_d < D
+
+
+@triton.jit
+def key_limits(rows, row_ok, Q_LEN, DIAG, M, BLOCK_N: tl.constexpr):
+    """Which keys the query rows `rows` see: each row r sees keys j <= lim_r, where
+    lim_r = min(r mod Q_LEN + DIAG, M - 1) (int64 sum: DIAG may be near +-2**31). Returns lim
+    and the block's key ranges: [0, n_full) seen by every valid row (no mask needed), and
+    [n_full, n_hi) seen by some (masked by lim); keys >= n_hi are seen by none (skipped)."""
+    lim = row_limits(rows, Q_LEN, DIAG, M)
+    lo = tl.min(tl.where(row_ok, lim, M - 1), 0) + 1  # keys [0, lo) are seen by every row
+    n_full = (tl.maximum(lo, 0) // BLOCK_N) * BLOCK_N
+    n_hi = tl.maximum(tl.max(tl.where(row_ok, lim, -1), 0) + 1, 0)
+    return lim, n_full, n_hi
+
+
+@triton.jit
+def query_limits(cols, col_ok, Q_LEN, DIAG):
+    """For a key block `cols` (a column program): the positions of the query rows that see
+    them. Key j is seen from position j - DIAG on (int64: DIAG may be near +-2**31). Returns
+    (first, full): positions < first see no key of the block (skipped), positions >= full
+    see all of its valid keys (no mask needed), both clamped to [0, Q_LEN]."""
+    need = cols.to(tl.int64) - DIAG
+    first = tl.minimum(tl.maximum(tl.min(tl.where(col_ok, need, Q_LEN), 0), 0), Q_LEN)
+    full = tl.minimum(tl.maximum(tl.max(tl.where(col_ok, need, 0), 0), 0), Q_LEN)
+    return first.to(tl.int32), full.to(tl.int32)
+
+
+@triton.jit
+def row_limits(rows, Q_LEN, DIAG, M):
+    """The last key each query row sees, min(r mod Q_LEN + DIAG, M - 1), as int32 (summed in
+    int64: DIAG may be near +-2**31); row r sees key j iff j <= its limit."""
+    return tl.minimum((rows % Q_LEN).to(tl.int64) + DIAG, M - 1).to(tl.int32)
 
 
 @triton.jit

@@ -7,6 +7,8 @@ With S = scale * Q K^T and P = exp(S - m) / l (m, l given, not recomputed):
     dS = P * (dP - z)
     dQ = scale * dS K
     dK = scale * dS^T Q
+j ranges over the keys row i sees (all, or causal: see _common); P is 0 elsewhere, and on
+rows that see no key (m = -inf, l = 0), whose derivatives are therefore 0.
 No atomics: every output row is owned by one program that reduces in a fixed order, so
 results are bitwise reproducible.
 """
@@ -17,12 +19,15 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    key_limits,
     load_cols_T,
     load_kT_v,
     load_row_stats,
     load_rows,
     load_tile,
     mma,
+    query_limits,
+    row_limits,
     row_vector,
     store_rows,
 )
@@ -51,7 +56,7 @@ def _sdpa_bwd_z_from_o_kernel(
 
 @triton.jit
 def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M,
-                   offs_n, offs_d, d_ok, qk_scale,
+                   lim, offs_n, offs_d, d_ok, qk_scale,
                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                    INPUT_PRECISION: tl.constexpr):
     """acc += P V over key blocks [n_lo, n_hi), P from the frozen stats."""
@@ -65,7 +70,7 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
         p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
-            p = tl.where(n_ok[None, :], p, 0.0)
+            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
         # -- acc += P V
         acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
     return acc
@@ -81,7 +86,7 @@ def _sdpa_bwd_z_from_stats_kernel(
     stride_doz, stride_doh, stride_dom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -103,29 +108,30 @@ def _sdpa_bwd_z_from_stats_kernel(
         v_base = V + off_z * stride_vz + off_h * stride_vh
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
-        n_full = (M // BLOCK_N) * BLOCK_N
+        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                             M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                             M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
                              INPUT_PRECISION)
-        if n_full < M:
+        if n_full < n_hi:
             acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
-                                 M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
-                                 INPUT_PRECISION)
+                                 n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                                 True, INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
 
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_hi, T,
-                offs_m, offs_d, d_ok, qk_scale,
+                stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_hi, row_end,
+                cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
                 INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
                 COMPUTE_DV: tl.constexpr):
-    """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi)."""
+    """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi);
+    MASK_M masks rows >= row_end and keys past a row's diagonal."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
         rows = start_m + offs_m
-        r_ok = rows < T
+        r_ok = rows < row_end
         # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats;
         #    padded rows get m = +inf so their P^T column is exactly 0
         qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
@@ -141,6 +147,10 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
         pT = tl.math.exp2(mma(k, qT, None, INPUT_PRECISION) * qk_scale
                           - m2[None, :]) * inv_l[None, :]
+        if MASK_M:
+            # -- zero where a row does not see the key (past its diagonal, or padding)
+            seen = cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]
+            pT = tl.where(seen & r_ok[None, :], pT, 0.0)
         # -- dV += P^T dO
         if COMPUTE_DV:
             dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
@@ -168,7 +178,7 @@ def _sdpa_bwd_dkdv_kernel(
     stride_dvz, stride_dvh, stride_dvn,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
@@ -196,16 +206,31 @@ def _sdpa_bwd_dkdv_kernel(
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
-        m_full = (T // BLOCK_M) * BLOCK_M
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, stride_qm,
-                             stride_dom, stride_mm, stride_lm, 0, m_full, T, offs_m, offs_d,
-                             d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
-                             COMPUTE_DK, COMPUTE_DV)
-        if m_full < T:
+        # Per query head of the group (T // Q_LEN of them when grouped and causal, else one
+        # with Q_LEN = T): rows before `first` see none of these keys (skipped), rows from
+        # `first` up to `full` see part of them (masked, in blocks from `first`), the rest
+        # see all of them (unmasked, then a masked ragged tail)
+        first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
+        for g in range(0, T // Q_LEN):
+            g0 = g * Q_LEN
+            g_end = g0 + Q_LEN
+            m_lo = g0 + first
+            m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
             dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 stride_qm, stride_dom, stride_mm, stride_lm, m_full, T, T,
-                                 offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True,
-                                 INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                                 stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_mid, g_end,
+                                 offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
+                                 EVEN_D, True, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+            m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                 stride_qm, stride_dom, stride_mm, stride_lm, m_mid, m_full,
+                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                                 BLOCK_M, EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+            if m_full < g_end:
+                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                     stride_qm, stride_dom, stride_mm, stride_lm, m_full, g_end,
+                                     g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                                     qk_scale, BLOCK_M, EVEN_D, True, INPUT_PRECISION,
+                                     COMPUTE_DK, COMPUTE_DV)
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
@@ -216,7 +241,7 @@ def _sdpa_bwd_dkdv_kernel(
 
 @triton.jit
 def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_lo, n_hi, M,
-              offs_n, offs_d, d_ok, qk_scale,
+              lim, offs_n, offs_d, d_ok, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
               INPUT_PRECISION: tl.constexpr):
     """Accumulate dQ (unscaled) of one query block over key blocks [n_lo, n_hi)."""
@@ -230,7 +255,7 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
-            p = tl.where(n_ok[None, :], p, 0.0)
+            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
         # -- dP = dO V^T;  dS = P * (dP - z);  dQ += dS K
         dp = mma(do, vT, None, INPUT_PRECISION)
         ds = p * (dp - z[:, None])
@@ -249,7 +274,7 @@ def _sdpa_bwd_dq_kernel(
     stride_dqz, stride_dqh, stride_dqm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -269,12 +294,13 @@ def _sdpa_bwd_dq_kernel(
         v_base = V + off_z * stride_vz + off_h * stride_vh
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
-        n_full = (M // BLOCK_N) * BLOCK_N
+        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                       M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
-        if n_full < M:
+                       M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                       INPUT_PRECISION)
+        if n_full < n_hi:
             dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
-                           M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                           n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
                            INPUT_PRECISION)
         store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)

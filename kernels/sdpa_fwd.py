@@ -7,6 +7,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    key_limits,
     load_kT_v,
     load_rows,
     mma,
@@ -15,11 +16,13 @@ from _common import (
 
 
 @triton.jit
-def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M,
+def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, lim,
                offs_n, offs_d, d_ok, qk_scale,
                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                INPUT_PRECISION: tl.constexpr):
-    """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks keys >= M."""
+    """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks the keys j > lim_i
+    (keys >= M and, causal, keys past the row's diagonal). A masked row may have seen no key
+    yet (m_i = -inf): it then rescales by exp2(-inf - 0) = 0, never by exp2(-inf + inf)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
@@ -28,12 +31,16 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
                           EVEN_D)
         # -- scores in base-2 units: s2 = (q k^T) * scale * log2(e)
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2 = tl.where(n_ok[None, :], s2, float("-inf"))
         # -- new running max, rescale factor for the old accumulators, unnormalised probs
-        m_new = tl.maximum(m_i, tl.max(s2, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s2 - m_new[:, None])
+        if MASK_N:
+            s2 = tl.where(cols[None, :] <= lim[:, None], s2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
+        else:
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = m_new
+        alpha = tl.math.exp2(m_i - m_ref)
+        p = tl.math.exp2(s2 - m_ref[:, None])
         # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -51,7 +58,7 @@ def _sdpa_fwd_kernel(
     stride_vz, stride_vh, stride_vn,
     stride_oz, stride_oh, stride_om,
     stride_sz, stride_sh, stride_sm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -61,6 +68,8 @@ def _sdpa_fwd_kernel(
     m_i  = max_j S_ij                         (fp32, natural units)
     l_i  = sum_j exp(S_ij - m_i)              (fp32)
     O_i  = sum_j exp(S_ij - m_i) v_j / l_i    (stored in the input dtype)
+    j ranges over the keys row i sees (all M, or causal: j <= i mod Q_LEN + DIAG, see
+    _common); a row that sees none stores O_i = 0, m_i = -inf, l_i = 0.
 
     Computed with the online softmax in base 2 (exp2, scale folded into log2(e)), one pass
     over the keys, never materialising S. Stats are written to Mstat/Lstat with strides
@@ -79,16 +88,17 @@ def _sdpa_fwd_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        # full key blocks without a key mask, then the ragged tail (if any) with one
-        n_full = (M // BLOCK_N) * BLOCK_N
+        # key blocks every row sees without a mask, then the diagonal / ragged tail with one;
+        # blocks past the last row's limit are skipped
+        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, 0,
-                                   n_full, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                                   False, INPUT_PRECISION)
-        if n_full < M:
+                                   n_full, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                                   EVEN_D, False, INPUT_PRECISION)
+        if n_full < n_hi:
             acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                       n_full, M, M, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
-                                       EVEN_D, True, INPUT_PRECISION)
-        o = acc / l_i[:, None]
+                                       n_full, n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale,
+                                       BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+        o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # l = 0: a row that saw no key
         store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok, d_ok,
                    EVEN_D)
         s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm

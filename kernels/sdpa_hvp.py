@@ -19,6 +19,8 @@ order, so results are bitwise reproducible), O(T) extra memory (the row vectors 
     rows  (grid over query blocks): r, z, z. by one sweep over the keys, row sums only;
     dq    (grid over query blocks): hQ, sweeping the keys;
     dkdv  (grid over key blocks):   hK and hV, sweeping the queries.
+Sums over j run over the keys row i sees (all, or causal: see _common); P (and so every
+term) is 0 elsewhere and on rows that see no key.
 HAS_TDO is a run-time flag (0 when tdO is absent: the tdO products are skipped, TDO is never
 read); each kernel branches on it once, outside its loops.
 """
@@ -29,10 +31,13 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    key_limits,
     load_row_stats,
     load_rows,
     load_tile,
     load_tiles_T,
+    query_limits,
+    row_limits,
     row_vector,
     store_rows,
 )
@@ -40,7 +45,7 @@ from _common import (
 
 @triton.jit
 def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
                 offs_n, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                 USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
@@ -56,7 +61,7 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
         p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
-            p = tl.where(n_ok[None, :], p, 0.0)
+            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -75,25 +80,25 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
 
 @triton.jit
 def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
-                sm_scale, qk_scale,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN, DIAG,
+                offs_n, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
                 USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Full key blocks without a key mask, then the ragged tail (if any) with one."""
+    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one."""
     r = tl.zeros([BLOCK_M], tl.float32)
     z = tl.zeros([BLOCK_M], tl.float32)
     w = tl.zeros([BLOCK_M], tl.float32)
     y = tl.zeros([BLOCK_M], tl.float32)
-    n_full = (M // BLOCK_N) * BLOCK_N
+    lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
                              tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M,
-                             offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False,
-                             USE_TDO, INPUT_PRECISION)
-    if n_full < M:
+                             lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
+                             False, USE_TDO, INPUT_PRECISION)
+    if n_full < n_hi:
         r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, M,
-                                 M, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
-                                 True, USE_TDO, INPUT_PRECISION)
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full,
+                                 n_hi, M, lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                 EVEN_D, True, USE_TDO, INPUT_PRECISION)
     return r, z, w, y
 
 
@@ -111,7 +116,7 @@ def _sdpa_bwd_jvp_rows_kernel(
     stride_tdoz, stride_tdoh, stride_tdom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D, HAS_TDO,
+    Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -142,13 +147,15 @@ def _sdpa_bwd_jvp_rows_kernel(
             tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
                             offs_d, m_ok, d_ok, EVEN_D)
             r, z, w, y = _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n,
-                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D,
+                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m,
+                                     m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     BLOCK_M, BLOCK_N, EVEN_D,
                                      True, INPUT_PRECISION)
         else:
             r, z, w, y = _rows_sweep(q, tq, do, do, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n,
-                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D,
+                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m,
+                                     m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     BLOCK_M, BLOCK_N, EVEN_D,
                                      False, INPUT_PRECISION)
         row = bh * T + offs_m
         tl.store(Rbuf + row, r, mask=m_ok)
@@ -158,7 +165,7 @@ def _sdpa_bwd_jvp_rows_kernel(
 
 @triton.jit
 def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
               offs_n, offs_d, d_ok, sm_scale, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
               USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
@@ -174,7 +181,7 @@ def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, 
         p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
-            p = tl.where(n_ok[None, :], p, 0.0)
+            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -194,21 +201,22 @@ def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, 
 
 @triton.jit
 def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
-              sm_scale, qk_scale,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN, DIAG,
+              offs_n, offs_d, d_ok, sm_scale, qk_scale,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
               EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Full key blocks without a key mask, then the ragged tail (if any) with one."""
+    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one."""
     hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    n_full = (M // BLOCK_N) * BLOCK_N
+    lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, offs_n, offs_d,
-                   d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, USE_TDO, INPUT_PRECISION)
-    if n_full < M:
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, lim, offs_n,
+                   offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, USE_TDO,
+                   INPUT_PRECISION)
+    if n_full < n_hi:
         hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, M, M,
-                       offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, USE_TDO,
-                       INPUT_PRECISION)
+                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M,
+                       lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
+                       USE_TDO, INPUT_PRECISION)
     return hq
 
 
@@ -227,7 +235,7 @@ def _sdpa_bwd_jvp_dq_kernel(
     stride_hqz, stride_hqh, stride_hqm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D, HAS_TDO,
+    Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -256,13 +264,15 @@ def _sdpa_bwd_jvp_dq_kernel(
             tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
                             offs_d, m_ok, d_ok, EVEN_D)
             hq = _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
-                           sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, True,
+                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN,
+                           DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N,
+                           HEAD_DIM, EVEN_D, True,
                            INPUT_PRECISION)
         else:
             hq = _hq_sweep(q, tq, do, do, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_n, offs_d, d_ok,
-                           sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, False,
+                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN,
+                           DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N,
+                           HEAD_DIM, EVEN_D, False,
                            INPUT_PRECISION)
         store_rows(HQ, hq * sm_scale, off_z, off_h, stride_hqz, stride_hqh, stride_hqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)
@@ -271,13 +281,15 @@ def _sdpa_bwd_jvp_dq_kernel(
 @triton.jit
 def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
                 r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
-                stride_mm, stride_lm, m_lo, m_hi, T, offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                stride_mm, stride_lm, m_lo, m_hi, row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d,
+                d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
                 USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi)."""
+    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi);
+    MASK_M masks rows >= row_end and keys past a row's diagonal."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
         rows = start_m + offs_m
-        r_ok = rows < T
+        r_ok = rows < row_end
         # -- Q^T, tQ^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the row vectors;
         #    padded rows get m = +inf so their P^T column is exactly 0
         qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
@@ -294,6 +306,10 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
         pT = tl.math.exp2(tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
                           - m2[None, :]) * inv_l[None, :]
+        if MASK_M:
+            # -- zero where a row does not see the key (past its diagonal, or padding)
+            seen = cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]
+            pT = tl.where(seen & r_ok[None, :], pT, 0.0)
         # -- S.^T = scale (tK Q^T + K tQ^T);  dP^T = V dO^T;  dP.^T = tV dO^T (+ V tdO^T)
         sdT = tl.dot(tk, qT, input_precision=INPUT_PRECISION)
         sdT = tl.dot(k, tqT, sdT, input_precision=INPUT_PRECISION) * sm_scale
@@ -320,23 +336,38 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
 @triton.jit
 def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base, r_base,
                 z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom, stride_mm,
-                stride_lm, T, offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                stride_lm, T, M, offs_n, n_ok, Q_LEN, DIAG, offs_m, offs_d, d_ok, sm_scale,
+                qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                 EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Full query blocks without a row mask, then the ragged tail (if any) with one."""
+    """Per query head of the group (T // Q_LEN of them when grouped and causal, else one with
+    Q_LEN = T): rows before `first` skipped, rows up to `full` masked (diagonal), the rest
+    unmasked, then a masked ragged tail (as the backward's dK/dV kernel)."""
     hk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     hv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
-    m_full = (T // BLOCK_M) * BLOCK_M
-    hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
-                         l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                         stride_tdom, stride_mm, stride_lm, 0, m_full, T, offs_m, offs_d, d_ok,
-                         sm_scale, qk_scale, BLOCK_M, EVEN_D, False, USE_TDO, INPUT_PRECISION)
-    if m_full < T:
+    first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
+    for g in range(0, T // Q_LEN):
+        g0 = g * Q_LEN
+        g_end = g0 + Q_LEN
+        m_lo = g0 + first
+        m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
         hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
                              l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                             stride_tdom, stride_mm, stride_lm, m_full, T, T, offs_m, offs_d,
-                             d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True, USE_TDO,
-                             INPUT_PRECISION)
+                             stride_tdom, stride_mm, stride_lm, m_lo, m_mid, g_end, offs_n,
+                             Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                             EVEN_D, True, USE_TDO, INPUT_PRECISION)
+        m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+        hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
+                             l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
+                             stride_tdom, stride_mm, stride_lm, m_mid, m_full, g_end, offs_n,
+                             Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                             EVEN_D, False, USE_TDO, INPUT_PRECISION)
+        if m_full < g_end:
+            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                 m_base, l_base, r_base, z_base, zd_base, stride_qm, stride_tqm,
+                                 stride_dom, stride_tdom, stride_mm, stride_lm, m_full, g_end,
+                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale,
+                                 qk_scale, BLOCK_M, EVEN_D, True, USE_TDO, INPUT_PRECISION)
     return hk, hv
 
 
@@ -356,7 +387,7 @@ def _sdpa_bwd_jvp_dkdv_kernel(
     stride_hvz, stride_hvh, stride_hvn,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D, HAS_TDO,
+    Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -391,14 +422,16 @@ def _sdpa_bwd_jvp_dkdv_kernel(
             tdo_base = TDO + off_z * stride_tdoz + off_h * stride_tdoh
             hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
                                  r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                                 stride_tdom, stride_mm, stride_lm, T, offs_m, offs_d, d_ok,
-                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, True,
+                                 stride_tdom, stride_mm, stride_lm, T, M, offs_n, n_ok, Q_LEN,
+                                 DIAG, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                                 BLOCK_N, HEAD_DIM, EVEN_D, True,
                                  INPUT_PRECISION)
         else:
             hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, do_base, m_base, l_base,
                                  r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                                 stride_dom, stride_mm, stride_lm, T, offs_m, offs_d, d_ok,
-                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, False,
+                                 stride_dom, stride_mm, stride_lm, T, M, offs_n, n_ok, Q_LEN,
+                                 DIAG, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                                 BLOCK_N, HEAD_DIM, EVEN_D, False,
                                  INPUT_PRECISION)
         store_rows(HK, hk * sm_scale, off_z, off_h, stride_hkz, stride_hkh, stride_hkn, offs_n,
                    offs_d, n_ok, d_ok, EVEN_D)

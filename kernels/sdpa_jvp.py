@@ -9,6 +9,8 @@ Using the row stats m, l for P gives the exact JVP (the centering term carries t
 own derivatives). Per query row this is
     tO_i = sum_j P_ij (dS_ij V_j + tV_j) - (sum_j P_ij dS_ij) O_i,   O_i = sum_j P_ij V_j
 so one sweep over keys with three accumulators (A, r, O) suffices; T x M is never stored.
+j ranges over the keys row i sees (all, or causal: see _common); a row that sees none has
+O = 0, tO = 0 (and from the fused kernel m = -inf, l = 0).
 """
 
 import triton
@@ -18,6 +20,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    key_limits,
     load_kT_v,
     load_row_stats,
     load_rows,
@@ -40,7 +43,7 @@ def _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn, stri
 
 @triton.jit
 def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_base,
-               stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+               stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
                offs_n, offs_d, d_ok, sm_scale, qk_scale,
                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                INPUT_PRECISION: tl.constexpr):
@@ -56,7 +59,7 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
         p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
                          - m2[:, None]) * inv_l[:, None]
         if MASK_N:
-            p = tl.where(n_ok[None, :], p, 0.0)
+            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
         # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
@@ -83,7 +86,7 @@ def _sdpa_jvp_kernel(
     stride_toz, stride_toh, stride_tom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -109,16 +112,17 @@ def _sdpa_jvp_kernel(
         acc_o = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         r = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
-        n_full = (M // BLOCK_N) * BLOCK_N
+        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
                                      tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0,
-                                     n_full, M, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
-                                     EVEN_D, False, INPUT_PRECISION)
-        if n_full < M:
+                                     n_full, M, lim, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+        if n_full < n_hi:
             acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                          v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                         stride_tvn, n_full, M, M, offs_n, offs_d, d_ok, sm_scale,
-                                         qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+                                         stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
+                                         sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
+                                         INPUT_PRECISION)
         t_o = acc_a - r[:, None] * acc_o
         store_rows(TO, t_o, off_z, off_h, stride_toz, stride_toh, stride_tom, offs_m, offs_d, m_ok,
                    d_ok, EVEN_D)
@@ -126,7 +130,7 @@ def _sdpa_jvp_kernel(
 
 @triton.jit
 def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base,
-                   stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M,
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
                    offs_n, offs_d, d_ok, sm_scale, qk_scale,
                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                    INPUT_PRECISION: tl.constexpr):
@@ -140,11 +144,15 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
                                         EVEN_D)
         # -- base-2 scores, running max, rescale factor and unnormalised probs e
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2 = tl.where(n_ok[None, :], s2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s2, 1))
-        alpha = tl.math.exp2(m_i - m_new)
-        e = tl.math.exp2(s2 - m_new[:, None])
+        if MASK_N:  # keys past a row's limit; a row that saw no key yet rescales by 0
+            s2 = tl.where(cols[None, :] <= lim[:, None], s2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = m_new
+        alpha = tl.math.exp2(m_i - m_ref)
+        e = tl.math.exp2(s2 - m_ref[:, None])
         # -- dS = scale * (tQ K^T + Q tK^T);  e*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
@@ -173,7 +181,7 @@ def _sdpa_fwd_jvp_kernel(
     stride_oz, stride_oh, stride_om,
     stride_toz, stride_toh, stride_tom,
     stride_sz, stride_sh, stride_sm,
-    Z, H, T, M, D,
+    Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
@@ -201,17 +209,17 @@ def _sdpa_fwd_jvp_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
-        n_full = (M // BLOCK_N) * BLOCK_N
+        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
             acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, offs_n, offs_d, d_ok, sm_scale,
+            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, lim, offs_n, offs_d, d_ok, sm_scale,
             qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
-        if n_full < M:
+        if n_full < n_hi:
             acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
                 acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-                stride_tkn, stride_vn, stride_tvn, n_full, M, M, offs_n, offs_d, d_ok, sm_scale,
-                qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
-        inv_l = 1.0 / l_i
+                stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
+                sm_scale, qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+        inv_l = tl.where(l_i > 0.0, 1.0 / l_i, 0.0)  # l = 0: a row that saw no key
         o = acc_o * inv_l[:, None]
         t_o = acc_a * inv_l[:, None] - (r * inv_l)[:, None] * o
         store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok,

@@ -30,24 +30,24 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, **tensors):
+def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=None, **tensors):
     """What the generated launcher and the dispatcher do, in the interpreter (the general
     flavour, fp32 products in IEEE: the interpreter computes dots in NumPy)."""
     Z, H, T, M, _ = sizes
     if Z * H == 0 or (T if SPEC.ops[op]["grid"] == "T" else M) == 0:
         return  # the dispatcher launches nothing for an empty problem
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
-                  has_tdo=has_tdo, input_precision="ieee")
+                  has_tdo=has_tdo, causal=causal, input_precision="ieee")
 
 
 def _err(x, ref):
     return (x.double() - ref.double()).abs().max().item()
 
 
-def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False):
+def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
-    (B, T, H, D) buffers seen as (B, H, T, D) (strided views)."""
+    (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal: as the API's."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -59,9 +59,11 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False):
     x = [make(h, n, h == H and n == T) for h, n in
          ((H, T), (Hkv, M), (Hkv, M), (H, T), (H, T), (Hkv, M), (Hkv, M), (H, T))]
     x64 = [t.double() for t in x]
-    tag = f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
-    _, m64, l64 = reference.forward(*x64[:3])
-    same_stats = reference.forward(*x[:3])[1:]
+    tag = (f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
+           f"{' causal=' + str(causal) if causal else ''}")
+    c = causal
+    _, m64, l64 = reference.forward(*x64[:3], causal=c)
+    same_stats = reference.forward(*x[:3], causal=c)[1:]
 
     def check(name, ours, formula):
         """formula(args, m, l) in fp64 (the reference) and in the input dtype (torch)."""
@@ -71,27 +73,31 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False):
             out[f"{name}[{i}] {tag}"] = [_err(a, r), allow]
 
     def bwd(a, m_, l_):
-        return reference.backward(*a[:4], m_, l_)
+        return reference.backward(*a[:4], m_, l_, causal=c)
 
     def jvp(a, m_, l_):
-        return (reference.jvp(*a[:3], *a[4:7], m_, l_),)
+        return (reference.jvp(*a[:3], *a[4:7], m_, l_, causal=c),)
+
+    def finite(t):  # rows that see no key have m = -inf: compare where finite, and the mask
+        return torch.where(torch.isinf(t), -1e30, t)
 
     q, k, v, do, tq, tk, tv, tdo = x
-    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
-    check("fwd", (o, m, l / l.max()),
-          lambda a, m_, l_: (reference.forward(*a[:3])[0], m_, l_ / l_.max()))
-    check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o), bwd)
-    check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l), bwd)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=c)
+    check("fwd", (o, finite(m), l / l.max()),
+          lambda a, m_, l_: (reference.forward(*a[:3], causal=c)[0], finite(m_), l_ / l_.max()))
+    check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c), bwd)
+    check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c), bwd)
     for i, fn in enumerate((aot_sdpa.sdpa_bwd_dq, aot_sdpa.sdpa_bwd_dk, aot_sdpa.sdpa_bwd_dv)):
-        check(fn.__name__, (fn(q, k, v, do, m, l),), lambda a, m_, l_, i=i: (bwd(a, m_, l_)[i],))
-    check("jvp", (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l),), jvp)
-    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+        check(fn.__name__, (fn(q, k, v, do, m, l, causal=c),),
+              lambda a, m_, l_, i=i: (bwd(a, m_, l_)[i],))
+    check("jvp", (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c),), jvp)
+    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c)
     check("fwd_jvp", (fo, ft),
-          lambda a, m_, l_: (reference.forward(*a[:3])[0], jvp(a, m_, l_)[0]))
-    check("bwd_jvp", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv),
-          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7]))
-    check("bwd_jvp+tdo", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo),
-          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], a[7]))
+          lambda a, m_, l_: (reference.forward(*a[:3], causal=c)[0], jvp(a, m_, l_)[0]))
+    check("bwd_jvp", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], causal=c))
+    check("bwd_jvp+tdo", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, causal=c),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], a[7], causal=c))
 
 
 def main():
@@ -109,6 +115,12 @@ def main():
         # latter with strided (B, T, H, D) query-like views (folded by a copy)
         _check_all(out, dtype, atol, (2, 4, 9, 13, 16), g, Hkv=2)
         _check_all(out, dtype, atol, (1, 3, 7, 11, 8), g, Hkv=1, bthd=True)
+        # causal: several key blocks (skipped, diagonal, full) per query block and the reverse,
+        # T < M and T > M; bottom-right with T > M has rows that see no key; grouped + causal
+        # (query rows folded: each finds its position as row mod T)
+        _check_all(out, dtype, atol, (1, 2, 150, 170, 16), g, causal=True)
+        _check_all(out, dtype, atol, (1, 1, 140, 60, 8), g, causal="bottom_right")
+        _check_all(out, dtype, atol, (1, 4, 75, 75, 16), g, Hkv=2, causal=True)
     print(json.dumps(out))
 
 

@@ -54,30 +54,33 @@ def _like(x: torch.Tensor, value: torch.Tensor, k: torch.Tensor | None = None) -
 
 
 def _stand_in_kernels():
-    def fwd(q, k, v, scale=None):
-        o, m, l = reference.forward(*_plain(q, k, v), scale)
+    def fwd(q, k, v, scale=None, causal=0):
+        o, m, l = reference.forward(*_plain(q, k, v), scale, causal)
         return _like(q, o, k), m, l
 
-    def bwd(q, k, v, do, m, l, o=None, scale=None):
-        dq, dk, dv = reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale)
+    def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0):
+        dq, dk, dv = reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale, causal)
         return _like(q, dq, k), _like(k, dk), _like(v, dv)
 
-    def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
-        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale), k)
+    def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0):
+        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale, causal), k)
 
-    def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
+    def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0):
         x = _plain(q, k, v, tq, tk, tv)
-        o, m, l = reference.forward(*x[:3], scale)
-        return _like(q, o, k), m, l, _like(q, reference.jvp(*x, m, l, scale), k)
+        o, m, l = reference.forward(*x[:3], scale, causal)
+        return _like(q, o, k), m, l, _like(q, reference.jvp(*x, m, l, scale, causal), k)
 
-    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
-        hq, hk, hv = reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale)
+    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0):
+        hq, hk, hv = reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale,
+                                       causal=causal)
         return _like(q, hq, k), _like(k, hk), _like(v, hv)
 
     def piece(i):
-        return lambda q, k, v, do, m, l, scale=None: bwd(q, k, v, do, m, l, None, scale)[i]
+        return lambda q, k, v, do, m, l, scale=None, causal=0: bwd(q, k, v, do, m, l, None,
+                                                                   scale, causal)[i]
 
-    return {"fwd": fwd, "fwd_out": lambda q, k, v, scale=None: fwd(q, k, v, scale)[0],
+    return {"fwd": fwd,
+            "fwd_out": lambda q, k, v, scale=None, causal=0: fwd(q, k, v, scale, causal)[0],
             "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
             "bwd_dq": piece(0), "bwd_dk": piece(1), "bwd_dv": piece(2)}
 

@@ -93,14 +93,42 @@ def test_every_op_gets_its_tensors_by_name(recorder):
     }
     assert set(expected) == set(OPS), "a new op needs its expectations here"
     _check(recorder, expected)
-    # the HAS_TDO flag and the sizes
+    # the sizes, the HAS_TDO flag and (no mask) Q_LEN = T, DIAG = M - 1
     last = {c[0]: c for c in recorder.calls}
-    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1)
-    assert last["fwd"][3] == (B, H, T, M, D, 0)
+    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1, T, M - 1)
+    assert last["fwd"][3] == (B, H, T, M, D, 0, T, M - 1)
     recorder.calls.clear()
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for name, ptrs, _, ints, _ in recorder.calls:
-        assert ints[-1] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
+        assert ints[5] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
+
+
+@pytest.mark.parametrize("causal,diag", [(True, 0), ("top_left", 0), ("bottom_right", 7 - 5)])
+@pytest.mark.parametrize("Hkv", [6, 2])
+def test_causal_passes_query_length_and_diagonal(recorder, causal, diag, Hkv):
+    """Every kernel of every op gets Q_LEN = T (the unfolded query length, also when
+    grouped-query rows are folded: rows find their position as row mod T) and DIAG = 0
+    (top-left) or M - T (bottom-right); the z-from-o kernel has no keys and takes neither."""
+    B, H, T, M, D = 2, 6, 5, 7, 16
+    q, do, tq = (_t(B, H, T, D) for _ in range(3))
+    k, v, tk, tv = (_t(B, Hkv, M, D) for _ in range(4))
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=causal)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=causal)
+    for fn in (aot_sdpa.sdpa_bwd_dq, aot_sdpa.sdpa_bwd_dk, aot_sdpa.sdpa_bwd_dv):
+        fn(q, k, v, do, m, l, causal=causal)
+    aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=causal)
+    aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=causal)
+    aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=causal)
+    if causal is True:  # the drop-in's is_causal is torch's, top-left
+        aot_sdpa.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
+    seen = set()
+    for name, _, _, ints, _ in recorder.calls:
+        seen.add(name)
+        assert ints[2] == (H // Hkv) * T, (name, ints)
+        if name != "bwd_z_from_o":  # dO . O per row: no keys, no Q_LEN / DIAG parameters
+            assert ints[6:] == (T, diag), (name, ints)
+    assert seen == set(OPS), "every op's kernels ran with the causal ints"
 
 
 def test_dropin_inference_writes_the_stats_to_one_scratch(recorder):

@@ -11,7 +11,10 @@ import aot_sdpa
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"float16", "bfloat16", "float32"}
-BUCKETS = {16, 32, 64}
+BUCKETS = {32, 64, 128, 256}
+# float32 (and its TF32 variants) stops at D = 128 (kernels/variants.toml [bucket_dtypes]);
+# the Python checks refuse above it by name (_checks.MAX_HEAD_DIM_FP32)
+FP32_BUCKETS = {32, 64, 128}
 ARCHS = {"sm_90", "sm_80"}
 OPS = {"fwd", "bwd_z_from_o", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq",
        "jvp", "fwd_jvp", "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
@@ -29,13 +32,17 @@ def test_inventory_has_every_op_dtype_bucket_arch():
              else "tf32", r["head_dim"], r["arch"], r["flavor"]) for r in inv}
     for op in OPS:
         for dt in DTYPES | ({"tf32"} if op in TF32_OPS else set()):
-            for d in BUCKETS:
+            for d in (FP32_BUCKETS if dt in ("float32", "tf32") else BUCKETS):
                 for arch in ARCHS:
                     assert (op, dt, d, arch, "general") in have
                     if op in FAST_OPS:
                         assert (op, dt, d, arch, "fast") in have
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert len(inv) == len(have), "duplicate variants"
+    from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
+
+    assert max(r["head_dim"] for r in inv) == MAX_HEAD_DIM
+    assert max(r["head_dim"] for r in inv if r["dtype"] == "float32") == MAX_HEAD_DIM_FP32
     for r in inv:
         assert r["cubin_bytes"] > 1000 and r["num_warps"] in (1, 2, 4, 8)
         assert r["num_stages"] >= 1 and r["shared_bytes"] >= 0
@@ -55,7 +62,7 @@ def test_op_abi_is_generated_with_stride_owners():
     from aot_sdpa._native import OPS as abi
 
     assert set(abi) == OPS
-    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO")
+    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG")
     assert abi["fwd"].pointers == ("Q", "K", "V", "O", "Mstat", "Lstat")
     assert abi["fwd"].stride_owners == ("Q", "K", "V", "O", "Mstat")
     assert abi["bwd_dkdv"].stride_owners == ("Q", "K", "V", "DO", "DK", "DV", "Mstat", "Lstat")
@@ -82,7 +89,7 @@ def test_launch_without_driver_raises_cuda_error():
     from aot_sdpa._native import OPS as abi
 
     for call in (lambda: aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 6, [0] * 15,
-                                            (1, 1, 1, 1, 16, 0), 1.0),
+                                            (1, 1, 1, 1, 16, 0, 1, 0), 1.0),
                  lambda: aot_sdpa._C.device_arch(0), lambda: aot_sdpa._C.load_all(0)):
         with pytest.raises(aot_sdpa.CudaError, match="libcuda"):
             call()
@@ -92,7 +99,7 @@ def test_launch_rejects_wrong_arity():
     from aot_sdpa._native import OPS as abi
 
     with pytest.raises(ValueError, match="takes 6 pointers and 15 strides"):
-        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 5, [0] * 15, (1, 1, 1, 1, 16, 0),
+        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 5, [0] * 15, (1, 1, 1, 1, 16, 0, 1, 0),
                            1.0)
 
 

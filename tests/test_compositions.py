@@ -84,6 +84,26 @@ def test_grouped_query_composition_plumbing_cpu(reference_kernels, name):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, max_err(a, b))
 
 
+@pytest.mark.parametrize("causal", [True, "bottom_right"])
+@pytest.mark.parametrize("name", [n for n in COMPOSITIONS if n not in UNSUPPORTED])
+def test_causal_composition_plumbing_cpu(reference_kernels, name, causal):
+    """Every composition with causal attention (the drop-in's is_causal for top-left, the
+    explicit op's causal="bottom_right" with T > M: rows that see no key) vs torch's own
+    transforms of the causal float64 reference: every rule passes the forward's causal on."""
+    x = inputs(*((1, 2, 4, 3, 4) if name in SMALL else (2, 2, 11, 9, 8)), F64, "cpu")
+    if causal is True:
+        attn = lambda q, k, v: aot_sdpa.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        attn = lambda q, k, v: aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)[0]
+    ours = flat(COMPOSITIONS[name](attn, x))
+    ref = flat(COMPOSITIONS[name](lambda q, k, v: reference.attention(q, k, v, causal=causal),
+                                  x))
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, max_err(a, b))
+
+
 @pytest.mark.parametrize("outer", ["none", "grad", "vmap"])
 def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkeypatch, outer):
     """torch.func.jvp through the drop-in runs the fused forward+JVP once (no separate

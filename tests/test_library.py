@@ -71,9 +71,12 @@ def test_fake_implementation_checks_the_contract():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        q = torch.empty(2, 3, 5, 65)
+        q = torch.empty(2, 3, 5, 257)
         with pytest.raises(ValueError, match="head dim"):
             OPS.fwd(q, q, q, None)
+        q = torch.empty(2, 3, 5, 16)
+        with pytest.raises(TypeError, match="causal must be"):  # codes are 0, 1, 2
+            OPS.fwd(q, q, q, None, 3)
         q, k = torch.empty(2, 3, 5, 16), torch.empty(2, 3, 7, 16)
         o, m, l = OPS.fwd(q, k, k, None)
         assert o.shape == q.shape and m.shape == l.shape == (2, 3, 5) and m.dtype == torch.float32

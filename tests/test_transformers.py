@@ -59,13 +59,26 @@ def test_bert_padding_mask_is_refused_and_unpadded_runs_cpu(reference_kernels):
     assert max_err(got, ref(input_ids=ids).last_hidden_state) < 1e-5
 
 
-def test_llama_causal_gqa_is_refused_cpu(reference_kernels):
-    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+def _llama(impl, dtype=torch.float32, device="cpu"):
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2,
-                                   intermediate_size=64, attn_implementation="aot_sdpa")
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with pytest.raises(NotImplementedError, match="grouped-query|causal|attention mask"):
-        model(input_ids=torch.randint(0, 50, (1, 6)))
+                                   intermediate_size=64, attn_implementation=impl)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).to(device, dtype).eval()
+
+
+def test_llama_causal_gqa_matches_sdpa_cpu(reference_kernels):
+    """A causal decoder with grouped-query heads on an unpadded batch without a cache:
+    transformers asks for is_causal (no mask), which aot_sdpa runs; a padded batch brings a
+    mask, which is refused by name."""
+    ids = torch.randint(0, 50, (2, 9))
+    want = _llama("sdpa")(input_ids=ids, use_cache=False).logits
+    model = _llama("aot_sdpa")
+    assert max_err(model(input_ids=ids, use_cache=False).logits, want) < 1e-5
+    padded = torch.ones(2, 9, dtype=torch.long)
+    padded[1, :3] = 0
+    with pytest.raises(NotImplementedError, match="attention mask"):
+        model(input_ids=ids, attention_mask=padded, use_cache=False)
 
 
 @pytest.mark.gpu
@@ -77,3 +90,11 @@ def test_vit_matches_sdpa_gpu():
     assert max_err(got[0], want[0]) < 2e-2 * scale  # two fp16 blocks around attention
     for a, b in zip(got[1], want[1]):
         assert max_err(a, b) < 5e-2 * (1e-3 + b.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_llama_causal_gqa_matches_sdpa_gpu():
+    ids = torch.randint(0, 50, (2, 33), device="cuda")
+    want = _llama("sdpa", torch.float16, "cuda")(input_ids=ids, use_cache=False).logits
+    got = _llama("aot_sdpa", torch.float16, "cuda")(input_ids=ids, use_cache=False).logits
+    assert max_err(got, want) < 2e-2 * want.abs().max().item()

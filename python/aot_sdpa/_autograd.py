@@ -31,7 +31,14 @@ import types
 import torch
 
 from . import _library, _ops, _rules
-from ._checks import _tensor, check_attention, check_devices, check_eps, check_like
+from ._checks import (
+    _tensor,
+    check_attention,
+    check_causal,
+    check_devices,
+    check_eps,
+    check_like,
+)
 from ._torch_compat import (
     compiling,
     forward_ad_active,
@@ -83,81 +90,83 @@ class _Fwd(torch.autograd.Function):
     """(o, m, l) = forward(q, k, v); m, l are not differentiable."""
 
     @staticmethod
-    def forward(q, k, v, scale):
-        return _ops.fwd(q, k, v, scale)
+    def forward(q, k, v, scale, causal):
+        return _ops.fwd(q, k, v, scale, causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _library.fwd_setup_context(ctx, inputs, output)  # the custom operator's, shared
-        (q, k, v, _), (_, m, l) = inputs, output
+        (q, k, v, _, _), (_, m, l) = inputs, output
         ctx.save_for_forward(q, k, v, m, l)
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
-        return (*_rules.fwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, do), None)
+        return (*_rules.fwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, do), None,
+                None)
 
     @staticmethod
-    def jvp(ctx, tq, tk, tv, _tscale):
+    def jvp(ctx, tq, tk, tv, _tscale, _tcausal):
         q, k, v, m, l = ctx.saved_tensors
         to = _Jvp.apply(q, k, v, _or_zeros(tq, q), _or_zeros(tk, k), _or_zeros(tv, v), m, l,
-                        ctx.scale)
+                        ctx.scale, ctx.causal)
         return to, None, None
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, scale):
-        return _vmap_rule(_Fwd.apply, info, in_dims, q, k, v, scale)
+    def vmap(info, in_dims, q, k, v, scale, causal):
+        return _vmap_rule(_Fwd.apply, info, in_dims, q, k, v, scale, causal)
 
 
 class _Bwd(torch.autograd.Function):
     """(dq, dk, dv) = J^T do from the frozen stats (o, if given, supplies z = dO . O)."""
 
     @staticmethod
-    def forward(q, k, v, do, o, m, l, scale):
-        return _ops.bwd(q, k, v, do, m, l, o, scale)
+    def forward(q, k, v, do, o, m, l, scale, causal):
+        return _ops.bwd(q, k, v, do, m, l, o, scale, causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, do, o, m, l, scale = inputs
-        ctx.scale = scale
+        q, k, v, do, o, m, l, scale, causal = inputs
+        ctx.scale, ctx.causal = scale, causal
         ctx.save_for_backward(q, k, v, do, m, l)
         ctx.save_for_forward(q, k, v, do, m, l)
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
         # double backward: d<g, J^T do>/dx = H_do g, d<g, J^T do>/ddo = J g
-        return (*_rules.bwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
-                                     gq, gk, gv), None, None, None, None)
+        return (*_rules.bwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                     ctx.needs_input_grad, gq, gk, gv), None, None, None, None,
+                None)
 
     @staticmethod
-    def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale):
+    def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale, _tcausal):
         # forward over reverse: H_do t + J^T tdo
         q, k, v, do, m, l = ctx.saved_tensors
         return _BwdJvp.apply(q, k, v, do, m, l, _or_zeros(tq, q), _or_zeros(tk, k),
-                             _or_zeros(tv, v), _unit_stride(tdo), ctx.scale)
+                             _or_zeros(tv, v), _unit_stride(tdo), ctx.scale, ctx.causal)
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, do, o, m, l, scale):
-        return _vmap_rule(_Bwd.apply, info, in_dims, q, k, v, do, o, m, l, scale)
+    def vmap(info, in_dims, q, k, v, do, o, m, l, scale, causal):
+        return _vmap_rule(_Bwd.apply, info, in_dims, q, k, v, do, o, m, l, scale, causal)
 
 
 class _Jvp(torch.autograd.Function):
     """to = J t from the frozen stats."""
 
     @staticmethod
-    def forward(q, k, v, tq, tk, tv, m, l, scale):
-        return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale)
+    def forward(q, k, v, tq, tk, tv, m, l, scale, causal):
+        return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale, causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, tq, tk, tv, m, l, scale = inputs
-        ctx.scale = scale
+        q, k, v, tq, tk, tv, m, l, scale, causal = inputs
+        ctx.scale, ctx.causal = scale, causal
         ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
 
     @staticmethod
     def backward(ctx, g):
         # reverse through the JVP: d<g, J t>/dx = H_g t, d<g, J t>/dt = J^T g
-        return (*_rules.jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
-                                     g), None, None, None)
+        return (*_rules.jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                     ctx.needs_input_grad, g), None, None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -165,22 +174,22 @@ class _Jvp(torch.autograd.Function):
                 "forward-over-reverse: torch.func.hessian or jacfwd(jacrev(f)))")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, tq, tk, tv, m, l, scale):
-        return _vmap_rule(_Jvp.apply, info, in_dims, q, k, v, tq, tk, tv, m, l, scale)
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal):
+        return _vmap_rule(_Jvp.apply, info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal)
 
 
 class _FwdJvp(torch.autograd.Function):
     """(o, m, l, to) in one fused pass; m, l are not differentiable."""
 
     @staticmethod
-    def forward(q, k, v, tq, tk, tv, scale):
-        return _ops.fwd_jvp(q, k, v, tq, tk, tv, scale)
+    def forward(q, k, v, tq, tk, tv, scale, causal):
+        return _ops.fwd_jvp(q, k, v, tq, tk, tv, scale, causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, tq, tk, tv, scale = inputs
+        q, k, v, tq, tk, tv, scale, causal = inputs
         o, m, l, to = output
-        ctx.scale = scale
+        ctx.scale, ctx.causal = scale, causal
         ctx.mark_non_differentiable(m, l)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
@@ -189,24 +198,24 @@ class _FwdJvp(torch.autograd.Function):
     def backward(ctx, go, _gm, _gl, gt):
         # d<go, O> + <gt, J t>: x gets J^T go + H_gt t (one backward-JVP, go as its tdo),
         # t gets J^T gt
-        return (*_rules.fwd_jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale,
-                                         ctx.needs_input_grad, go, gt), None)
+        return (*_rules.fwd_jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                         ctx.needs_input_grad, go, gt), None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
         _refuse("a jvp of sdpa_fwd_jvp (forward-over-forward)")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, tq, tk, tv, scale):
-        return _vmap_rule(_FwdJvp.apply, info, in_dims, q, k, v, tq, tk, tv, scale)
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, scale, causal):
+        return _vmap_rule(_FwdJvp.apply, info, in_dims, q, k, v, tq, tk, tv, scale, causal)
 
 
 class _BwdJvp(torch.autograd.Function):
     """(hq, hk, hv) = H_do t + J^T tdo: the tangent of the backward (tdo may be None)."""
 
     @staticmethod
-    def forward(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
-        return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+    def forward(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal):
+        return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -221,8 +230,9 @@ class _BwdJvp(torch.autograd.Function):
         _refuse("a third derivative (forward mode through the HVP / backward's tangent)")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale):
-        return _vmap_rule(_BwdJvp.apply, info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+    def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal):
+        return _vmap_rule(_BwdJvp.apply, info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale,
+                          causal)
 
 
 # the primitives as the rules of _rules see them (the custom operators are the other `ops`)
@@ -247,14 +257,19 @@ def _differentiated(*ts) -> bool:
     return False
 
 
-def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *,
-                      scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
+                      causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
     """Fused attention forward.
 
     Args:
-        q: (B, H, T, D) CUDA tensor, float16/bfloat16/float32, 1 <= D <= 64, last dim stride 1.
-        k, v: (B, H, M, D), same dtype and device, M >= 1.
+        q: (B, H, T, D) CUDA tensor, float16/bfloat16/float32, 1 <= D <= 256, last dim stride 1.
+        k, v: (B, Hkv, M, D), same dtype and device, M >= 1, H % Hkv == 0 (grouped-query
+            attention when Hkv < H: query head h uses key/value head h // (H / Hkv)).
         scale: score scale; None means 1/sqrt(D).
+    causal: False (every query sees every key), True or "top_left" (query i sees keys j <= i,
+            torch's is_causal) or "bottom_right" (j <= i + M - T, FlashAttention's; with T > M
+            the first T - M queries see no key and get o = 0, m = -inf, l = 0). Key blocks
+            above the diagonal are skipped. Derivative calls take the forward's `causal`.
 
     Returns:
         o: (B, H, T, D) in q's dtype (and layout, when q is dense).
@@ -263,108 +278,118 @@ def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *,
 
     Differentiable in o (reverse and forward mode, any order up to two); m, l are not.
     """
+    causal = check_causal(causal)
     if compiling():
-        return _library.fwd(q, k, v, scale)
+        return _library.fwd(q, k, v, scale, causal)
     if _differentiated(q, k, v):
-        return _Fwd.apply(q, k, v, scale)
-    return _ops.fwd(q, k, v, scale)
+        return _Fwd.apply(q, k, v, scale, causal)
+    return _ops.fwd(q, k, v, scale, causal)
 
 
 def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-             o: Tensor | None = None,
-             scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+             o: Tensor | None = None, scale: float | None = None,
+             causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
     """Fused backward from frozen stats: (dq, dk, dv), bitwise deterministic (no atomics).
 
     P = exp(S - m)/l; dV = P^T dO; dP = dO V^T; z = rowsum(dP * P); dS = P * (dP - z);
     dQ = scale dS K; dK = scale dS^T Q. Passing the forward's ``o`` computes z as dO . O.
-    Differentiable (double backward, forward over reverse) in q, k, v and do.
+    Differentiable (double backward, forward over reverse) in q, k, v and do. ``causal`` as
+    the forward's (triton_sdpa_fused).
     """
+    causal = check_causal(causal)
     if compiling():
-        return _library.bwd(q, k, v, do, o, m, l, scale)
+        return _library.bwd(q, k, v, do, o, m, l, scale, causal)
     if _differentiated(q, k, v, do, o, m, l):
-        return _Bwd.apply(q, k, v, do, o, m, l, scale)
-    return _ops.bwd(q, k, v, do, m, l, o, scale)
+        return _Bwd.apply(q, k, v, do, o, m, l, scale, causal)
+    return _ops.bwd(q, k, v, do, m, l, o, scale, causal)
 
 
-def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale) -> Tensor:
+def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale, causal) -> Tensor:
+    causal = check_causal(causal)
     if compiling():
-        return _library.bwd(q, k, v, do, None, m, l, scale)[i]
+        return _library.bwd(q, k, v, do, None, m, l, scale, causal)[i]
     if _differentiated(q, k, v, do, m, l):
-        return _Bwd.apply(q, k, v, do, None, m, l, scale)[i]
-    return raw(q, k, v, do, m, l, scale)
+        return _Bwd.apply(q, k, v, do, None, m, l, scale, causal)[i]
+    return raw(q, k, v, do, m, l, scale, causal)
 
 
 def sdpa_bwd_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None) -> Tensor:
+                scale: float | None = None, causal: bool | str = False) -> Tensor:
     """dQ = scale * dS K from frozen stats (z recomputed from the stats)."""
-    return _bwd_piece(0, _ops.bwd_dq, q, k, v, do, m, l, scale)
+    return _bwd_piece(0, _ops.bwd_dq, q, k, v, do, m, l, scale, causal)
 
 
 def sdpa_bwd_dk(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None) -> Tensor:
+                scale: float | None = None, causal: bool | str = False) -> Tensor:
     """dK = scale * dS^T Q from frozen stats (z recomputed from the stats)."""
-    return _bwd_piece(1, _ops.bwd_dk, q, k, v, do, m, l, scale)
+    return _bwd_piece(1, _ops.bwd_dk, q, k, v, do, m, l, scale, causal)
 
 
 def sdpa_bwd_dv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None) -> Tensor:
+                scale: float | None = None, causal: bool | str = False) -> Tensor:
     """dV = P^T dO from frozen stats (needs no z)."""
-    return _bwd_piece(2, _ops.bwd_dv, q, k, v, do, m, l, scale)
+    return _bwd_piece(2, _ops.bwd_dv, q, k, v, do, m, l, scale, causal)
 
 
 def sdpa_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
-             l: Tensor, *, scale: float | None = None) -> Tensor:
+             l: Tensor, *, scale: float | None = None, causal: bool | str = False) -> Tensor:
     """Exact JVP of attention with tangents (dq, dk, dv), P from the frozen stats (m, l).
 
     dS = scale (dq K^T + Q dk^T); dP = P * (dS - rowsum(P dS)); dout = dP V + P dv.
     Differentiable in reverse mode in q, k, v and the tangents.
     """
+    causal = check_causal(causal)
     if compiling():
-        return _library.jvp(q, k, v, dq, dk, dv, m, l, scale)
+        return _library.jvp(q, k, v, dq, dk, dv, m, l, scale, causal)
     if _differentiated(q, k, v, dq, dk, dv, m, l):
-        return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale)
-    return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale)
+        return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale, causal)
+    return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale, causal)
 
 
 def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, *,
-                 scale: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 scale: float | None = None,
+                 causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Primal and tangent in one fused pass: returns (o, m, l, dout).
 
     Differentiable in reverse mode: dout depends on q, k, v and on the tangents.
     """
+    causal = check_causal(causal)
     if compiling():
-        return _library.fwd_jvp(q, k, v, dq, dk, dv, scale)
+        return _library.fwd_jvp(q, k, v, dq, dk, dv, scale, causal)
     if _differentiated(q, k, v, dq, dk, dv):
-        return _FwdJvp.apply(q, k, v, dq, dk, dv, scale)
-    return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale)
+        return _FwdJvp.apply(q, k, v, dq, dk, dv, scale, causal)
+    return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale, causal)
 
 
 def sdpa_bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
                  tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *,
-                 scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                 scale: float | None = None,
+                 causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
     """Tangent of the backward: (hq, hk, hv) = d/dt sdpa_bwd(x + t tx, do + t tdo) at t = 0.
 
     The exact forward-over-reverse product (H_do t + J^T tdo, docs/phase9_hvp.md), with the
     frozen stats m, l of the forward at (q, k, v); tdo=None means tdo = 0 (the HVP).
     Deterministic (no atomics), O(T) extra memory. Not differentiable (a third derivative).
     """
+    causal = check_causal(causal)
     if compiling():
-        return _library.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+        return _library.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
     if _differentiated(q, k, v, do, m, l, tq, tk, tv, tdo):
-        return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
-    return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+        return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
+    return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
 
 
 def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
-             scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+             scale: float | None = None,
+             causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
     """Exact Hessian-vector product of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
 
     One forward for the stats, then sdpa_bwd_jvp with tdo = 0: the exact counterpart of
     hvp_fd_vjp, with no step size and no truncation error.
     """
     _check_hvp_args(q, k, v, do, tq, tk, tv, scale)
-    _, m, l = triton_sdpa_fused(q, k, v, scale=scale)
-    return sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale)
+    _, m, l = triton_sdpa_fused(q, k, v, scale=scale, causal=causal)
+    return sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal)
 
 
 def _check_hvp_args(q, k, v, do, tq, tk, tv, scale) -> None:
@@ -377,8 +402,8 @@ def _check_hvp_args(q, k, v, do, tq, tk, tv, scale) -> None:
 
 
 def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
-               *, eps: float = 1e-3,
-               scale: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+               *, eps: float = 1e-3, scale: float | None = None,
+               causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
     """Finite-difference HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
 
     H t ~= (grad L(x + eps t) - grad L(x - eps t)) / (2 eps), each gradient from the explicit
@@ -391,8 +416,8 @@ def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tens
     grads = []
     for sign in (1.0, -1.0):
         xq, xk, xv = q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv
-        o, m, l = triton_sdpa_fused(xq, xk, xv, scale=scale)
-        grads.append(sdpa_bwd(xq, xk, xv, do, m, l, o=o, scale=scale))
+        o, m, l = triton_sdpa_fused(xq, xk, xv, scale=scale, causal=causal)
+        grads.append(sdpa_bwd(xq, xk, xv, do, m, l, o=o, scale=scale, causal=causal))
     inv = 1.0 / (2.0 * eps)
     return tuple((gp - gm) * inv for gp, gm in zip(*grads))
 
@@ -404,7 +429,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  enable_gqa: bool = False) -> Tensor:
     """Drop-in for the supported subset of ``torch.nn.functional.scaled_dot_product_attention``.
 
-    Supported: (B, H, T, D) inputs, no mask, no dropout, non-causal, D <= 64,
+    Supported: (B, H, T, D) inputs, no mask, no dropout, ``is_causal`` (torch's top-left
+    alignment: query i sees keys j <= i), D <= 256,
     float16/bfloat16/float32 on CUDA; with ``enable_gqa=True``, key and value may have fewer
     heads Hkv (H % Hkv == 0; query head h uses key/value head h // (H / Hkv), as torch).
     Anything else raises (never a silent fallback).
@@ -421,27 +447,26 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
         raise NotImplementedError("attn_mask is not supported by aot_sdpa (pass None)")
     if dropout_p != 0.0:
         raise NotImplementedError(f"dropout_p={dropout_p} is not supported by aot_sdpa (pass 0.0)")
-    if is_causal:
-        raise NotImplementedError("is_causal=True is not supported by aot_sdpa")
+    causal = 1 if is_causal else 0  # torch's is_causal: top-left aligned
     if not enable_gqa and query.dim() == 4 and key.dim() == 4 and key.shape[1] != query.shape[1]:
         raise ValueError(f"key has {key.shape[1]} heads but query has {query.shape[1]}: pass "
                          "enable_gqa=True for grouped-query attention (as torch's SDPA)")
     if compiling():  # torch.compile / torch.export: the custom operator
-        return _library.fwd(query, key, value, scale)[0]
-    if not _differentiated(query, key, value):
-        return _ops.fwd_out(query, key, value, scale)  # inference: one kernel, no stats kept
+        return _library.fwd(query, key, value, scale, causal)[0]
+    if not _differentiated(query, key, value):  # inference: one kernel, no stats kept
+        return _ops.fwd_out(query, key, value, scale, causal)
     interpreter = innermost_jvp_level()
     if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
-        return _fused_func_jvp(interpreter, query, key, value, scale)
+        return _fused_func_jvp(interpreter, query, key, value, scale, causal)
     duals = _forward_ad_only(query, key, value)
     if duals is not None:  # primal and tangent in one fused pass
         o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
-                                   *(_or_zeros(t, p) for p, t in duals), scale)
+                                   *(_or_zeros(t, p) for p, t in duals), scale, causal)
         return make_dual(o, to)
-    return _Fwd.apply(query, key, value, scale)[0]
+    return _Fwd.apply(query, key, value, scale, causal)[0]
 
 
-def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale) -> Tensor:
+def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal) -> Tensor:
     """The drop-in under torch.func.jvp (the innermost transform, at `interpreter`'s level):
     peel the level off the inputs, run the fused forward+JVP one level below (where any outer
     transform, e.g. grad or vmap, applies through _FwdJvp's rules, or the kernel runs
@@ -452,7 +477,7 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale) -> Tens
     (pq, tq), (pk, tk), (pv, tv) = (unwrap_jvp_dual(x, level) for x in (q, k, v))
     with interpreter.lower():
         o, _, _, to = sdpa_fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
-                                   _or_zeros(tv, pv), scale=scale)
+                                   _or_zeros(tv, pv), scale=scale, causal=causal)
     return make_dual(o, to)
 
 

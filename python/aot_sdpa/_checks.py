@@ -10,7 +10,10 @@ import torch
 
 DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 TF32_CODE = 3  # float32 data whose products may use TF32 (build_tools/render.py DTYPE_CODE)
-MAX_HEAD_DIM = 64
+MAX_HEAD_DIM = 256
+# float32 (fp32-accurate or TF32) is compiled up to D = 128: its D = 256 tiles do not fit the
+# shared memory of sm_80/86/89 and spill tens of KB per thread on sm_90 (kernels/variants.toml)
+MAX_HEAD_DIM_FP32 = 128
 _INT32_MAX = 2**31 - 1
 # T and M: the kernels index rows in int32 as pid * BLOCK + i (BLOCK <= 1024), and their loop
 # counters step past the last row by one block, so both stay below 2**31 with this margin.
@@ -44,6 +47,30 @@ def check_scale(scale, head_dim: int) -> float:
     if not math.isfinite(scale):
         raise ValueError(f"scale must be finite, got {scale}")
     return scale
+
+
+#: the kernels' causal codes: 0 none, 1 top-left (torch's is_causal: query i sees keys j <= i),
+#: 2 bottom-right (FlashAttention's: j <= i + M - T)
+CAUSAL_NAMES = {"top_left": 1, "bottom_right": 2}
+
+
+def check_causal(causal) -> int:
+    """False/None: no mask; True or "top_left": query i sees keys j <= i (torch's is_causal);
+    "bottom_right": keys j <= i + M - T (the last query sees every key; with T > M the first
+    T - M queries see none: their output is 0). The codes 0/1/2 themselves are accepted too."""
+    if causal is None or causal is False:
+        return 0
+    if causal is True:
+        return 1
+    if isinstance(causal, str):
+        if causal not in CAUSAL_NAMES:
+            raise ValueError(f"causal must be False, True, 'top_left' or 'bottom_right', got "
+                             f"{causal!r}")
+        return CAUSAL_NAMES[causal]
+    if isinstance(causal, int) and 0 <= causal <= 2:
+        return int(causal)
+    raise TypeError(f"causal must be a bool or 'top_left' / 'bottom_right', got "
+                    f"{type(causal).__name__}")
 
 
 def dtype_code(dtype: torch.dtype) -> int:
@@ -82,6 +109,7 @@ def check_devices(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> 
     return dev
 
 
+_F32 = torch.float32
 _DEFAULT_SCALE = [1.0] + [1.0 / math.sqrt(d) for d in range(1, MAX_HEAD_DIM + 1)]
 
 
@@ -100,7 +128,8 @@ def check_attention(q, k, v, scale, names=("q", "k", "v")):
                 and v.dtype is dtype):
             B, H, T, D = qs
             M = ks[2]
-            if (1 <= D <= MAX_HEAD_DIM and 1 <= M <= MAX_SEQ_LEN and T <= MAX_SEQ_LEN
+            if (1 <= D <= (MAX_HEAD_DIM_FP32 if dtype is _F32 else MAX_HEAD_DIM)
+                    and 1 <= M <= MAX_SEQ_LEN and T <= MAX_SEQ_LEN
                     and B * H <= _INT32_MAX and q.stride(3) == 1 and k.stride(3) == 1
                     and v.stride(3) == 1):
                 sc = _DEFAULT_SCALE[D] if scale is None else check_scale(scale, D)
@@ -142,6 +171,11 @@ def _check_attention_rules(q, k, v, scale, names):
         raise ValueError(f"{nv} has head dim Dv={vs[3]} but D={D}: Dv == D is required")
     if not 1 <= D <= MAX_HEAD_DIM:
         raise ValueError(f"head dim D={D} of {nq} must satisfy 1 <= D <= {MAX_HEAD_DIM}")
+    if dtype == torch.float32 and D > MAX_HEAD_DIM_FP32:
+        raise NotImplementedError(
+            f"head dim D={D} with float32 is not supported: float32 kernels are compiled for "
+            f"D <= {MAX_HEAD_DIM_FP32} (their D={MAX_HEAD_DIM} tiles do not fit the GPU's shared "
+            "memory); use bfloat16/float16 for this head dim")
     if M == 0:
         raise ValueError(f"{nk} and {nv} have M=0 keys: attention needs M >= 1")
     if B * H > _INT32_MAX or T > MAX_SEQ_LEN or M > MAX_SEQ_LEN:

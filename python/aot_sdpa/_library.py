@@ -6,11 +6,13 @@ checks, so a traced call fails at trace time as an eager one would) and, where t
 derivative, an autograd formula built from the other ops: the rules of _rules, shared with
 the autograd.Functions of _autograd (docs/phase9_hvp.md, "Compositions"):
 
-    fwd      (q, k, v, scale)                        -> (o, m, l)     d: bwd
-    bwd      (q, k, v, do, o, m, l, scale)           -> (dq, dk, dv)  d: bwd_jvp, jvp
-    jvp      (q, k, v, tq, tk, tv, m, l, scale)      -> to            d: bwd_jvp, bwd
-    fwd_jvp  (q, k, v, tq, tk, tv, scale)            -> (o, m, l, to) d: bwd, bwd_jvp
-    bwd_jvp  (q, k, v, do, m, l, tq, tk, tv, tdo, scale) -> (hq, hk, hv)  (third order: none)
+    fwd      (q, k, v, scale, causal)                   -> (o, m, l)     d: bwd
+    bwd      (q, k, v, do, o, m, l, scale, causal)      -> (dq, dk, dv)  d: bwd_jvp, jvp
+    jvp      (q, k, v, tq, tk, tv, m, l, scale, causal) -> to            d: bwd_jvp, bwd
+    fwd_jvp  (q, k, v, tq, tk, tv, scale, causal)       -> (o, m, l, to) d: bwd, bwd_jvp
+    bwd_jvp  (q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal) -> (hq, hk, hv)  (none)
+
+`causal` is _checks.check_causal's code (0 none, 1 top-left, 2 bottom-right).
 
 Eager calls keep the autograd.Function path (torch has no forward-mode AD for custom ops, nor
 custom jvp rules under dynamo): the public functions call these ops only while torch.compile
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from . import _ops, _rules
-from ._checks import check_attention
+from ._checks import check_attention, check_causal
 
 Tensor = torch.Tensor
 lib_ops = torch.ops.aot_sdpa  # filled by the definitions below
@@ -31,13 +33,15 @@ lib_ops = torch.ops.aot_sdpa  # filled by the definitions below
 
 # ------------------------------------------------------------------------- forward
 @torch.library.custom_op("aot_sdpa::fwd", mutates_args=())
-def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
-    o, m, l = _ops.fwd(q, k, v, scale)
+def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None,
+        causal: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    o, m, l = _ops.fwd(q, k, v, scale, causal)
     return o, m, l
 
 
 @fwd.register_fake
-def _(q, k, v, scale):
+def _(q, k, v, scale, causal=0):
+    check_causal(causal)
     B, H, T, *_ = check_attention(q, k, v, scale)
     stats = (B, H, T)
     return _ops.empty_like_q(q, k), q.new_empty(stats, dtype=torch.float32), q.new_empty(
@@ -46,15 +50,16 @@ def _(q, k, v, scale):
 
 def fwd_setup_context(ctx, inputs, output):
     """Saved for the forward's backward (shared with _autograd._Fwd): q, k, v, o, m, l."""
-    q, k, v, scale = inputs
+    q, k, v, scale, causal = inputs
     o, m, l = output
-    ctx.scale = scale
+    ctx.scale, ctx.causal = scale, causal
     ctx.mark_non_differentiable(m, l)
     ctx.save_for_backward(q, k, v, o, m, l)
 
 
 def _fwd_backward(ctx, do, _dm, _dl):
-    return (*_rules.fwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, do), None)
+    return (*_rules.fwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.causal, do), None,
+            None)
 
 
 fwd.register_autograd(_fwd_backward, setup_context=fwd_setup_context)
@@ -63,26 +68,27 @@ fwd.register_autograd(_fwd_backward, setup_context=fwd_setup_context)
 # ------------------------------------------------------------------------ backward
 @torch.library.custom_op("aot_sdpa::bwd", mutates_args=())
 def bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, o: Tensor | None, m: Tensor, l: Tensor,
-        scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
-    dq, dk, dv = _ops.bwd(q, k, v, do, m, l, o, scale)
+        scale: float | None, causal: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = _ops.bwd(q, k, v, do, m, l, o, scale, causal)
     return dq, dk, dv
 
 
 @bwd.register_fake
-def _(q, k, v, do, o, m, l, scale):
+def _(q, k, v, do, o, m, l, scale, causal=0):
+    check_causal(causal)
     _ops.check_bwd_args(q, k, v, do, m, l, scale, o)
     return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)
 
 
 def _bwd_setup(ctx, inputs, output):
-    q, k, v, do, o, m, l, scale = inputs
-    ctx.scale = scale
+    q, k, v, do, o, m, l, scale, causal = inputs
+    ctx.scale, ctx.causal = scale, causal
     ctx.save_for_backward(q, k, v, do, m, l)
 
 
 def _bwd_backward(ctx, gq, gk, gv):
-    return (*_rules.bwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
-                                 gq, gk, gv), None, None, None, None)
+    return (*_rules.bwd_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                 ctx.needs_input_grad, gq, gk, gv), None, None, None, None, None)
 
 
 bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup)
@@ -91,25 +97,26 @@ bwd.register_autograd(_bwd_backward, setup_context=_bwd_setup)
 # ----------------------------------------------------------------------------- JVP
 @torch.library.custom_op("aot_sdpa::jvp", mutates_args=())
 def jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, m: Tensor,
-        l: Tensor, scale: float | None) -> Tensor:
-    return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale)
+        l: Tensor, scale: float | None, causal: int = 0) -> Tensor:
+    return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale, causal)
 
 
 @jvp.register_fake
-def _(q, k, v, tq, tk, tv, m, l, scale):
+def _(q, k, v, tq, tk, tv, m, l, scale, causal=0):
+    check_causal(causal)
     _ops.check_jvp_args(q, k, v, tq, tk, tv, m, l, scale)
     return _ops.empty_like_q(q, k)
 
 
 def _jvp_setup(ctx, inputs, output):
-    q, k, v, tq, tk, tv, m, l, scale = inputs
-    ctx.scale = scale
+    q, k, v, tq, tk, tv, m, l, scale, causal = inputs
+    ctx.scale, ctx.causal = scale, causal
     ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
 
 
 def _jvp_backward(ctx, g):
-    return (*_rules.jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.needs_input_grad,
-                                 g), None, None, None)
+    return (*_rules.jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                 ctx.needs_input_grad, g), None, None, None, None)
 
 
 jvp.register_autograd(_jvp_backward, setup_context=_jvp_setup)
@@ -118,13 +125,14 @@ jvp.register_autograd(_jvp_backward, setup_context=_jvp_setup)
 # ---------------------------------------------------------------- fused forward + JVP
 @torch.library.custom_op("aot_sdpa::fwd_jvp", mutates_args=())
 def fwd_jvp(q: Tensor, k: Tensor, v: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
-            scale: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    o, m, l, to = _ops.fwd_jvp(q, k, v, tq, tk, tv, scale)
+            scale: float | None, causal: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    o, m, l, to = _ops.fwd_jvp(q, k, v, tq, tk, tv, scale, causal)
     return o, m, l, to
 
 
 @fwd_jvp.register_fake
-def _(q, k, v, tq, tk, tv, scale):
+def _(q, k, v, tq, tk, tv, scale, causal=0):
+    check_causal(causal)
     B, H, T, *_ = check_attention(q, k, v, scale)
     _ops.check_tangents(q, k, v, tq, tk, tv)
     f32 = torch.float32
@@ -133,16 +141,16 @@ def _(q, k, v, tq, tk, tv, scale):
 
 
 def _fwd_jvp_setup(ctx, inputs, output):
-    q, k, v, tq, tk, tv, scale = inputs
+    q, k, v, tq, tk, tv, scale, causal = inputs
     _, m, l, _ = output
-    ctx.scale = scale
+    ctx.scale, ctx.causal = scale, causal
     ctx.mark_non_differentiable(m, l)
     ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
 
 
 def _fwd_jvp_backward(ctx, go, _gm, _gl, gt):
-    return (*_rules.fwd_jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale,
-                                     ctx.needs_input_grad, go, gt), None)
+    return (*_rules.fwd_jvp_backward(lib_ops, ctx.saved_tensors, ctx.scale, ctx.causal,
+                                     ctx.needs_input_grad, go, gt), None, None)
 
 
 fwd_jvp.register_autograd(_fwd_jvp_backward, setup_context=_fwd_jvp_setup)
@@ -152,13 +160,14 @@ fwd_jvp.register_autograd(_fwd_jvp_backward, setup_context=_fwd_jvp_setup)
 @torch.library.custom_op("aot_sdpa::bwd_jvp", mutates_args=())
 def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
             tk: Tensor, tv: Tensor, tdo: Tensor | None,
-            scale: float | None) -> tuple[Tensor, Tensor, Tensor]:
-    hq, hk, hv = _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale)
+            scale: float | None, causal: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    hq, hk, hv = _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
     return hq, hk, hv
 
 
 @bwd_jvp.register_fake
-def _(q, k, v, do, m, l, tq, tk, tv, tdo, scale):
+def _(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal=0):
+    check_causal(causal)
     _ops.check_bwd_args(q, k, v, do, m, l, scale,
                         tangents=_ops.bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo))
     return _ops.empty_like_q(q, k), torch.empty_like(k), torch.empty_like(v)

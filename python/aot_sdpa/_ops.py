@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import _C
-from ._checks import check_attention, check_devices, check_like, check_stats
+from ._checks import check_attention, check_causal, check_devices, check_like, check_stats
 from ._native import OPS
 from ._torch_compat import current_raw_stream
 
@@ -23,13 +23,24 @@ _F32 = torch.float32
 
 
 def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has_tdo: int = 0,
-            **tensors: Tensor | None) -> None:
+            causal: tuple[int, int] | None = None, **tensors: Tensor | None) -> None:
     """Launch `op` with its pointers named as the kernel's parameters (None: a null pointer,
-    whose stride triple is zeros). `sizes` = (Z, H, T, M, D). The extension reads each
-    tensor's data_ptr() and stride() by the op's generated ABI, and raises TypeError unless
-    the names are exactly the op's pointers."""
-    _C.launch_named(_OP_INDEX[op], dtype, device, current_raw_stream(device), tensors,
-                    (*sizes, has_tdo), scale)
+    whose stride triple is zeros). `sizes` = (Z, H, T, M, D); `causal` = (Q_LEN, DIAG) from
+    _causal, None for no mask (every row sees every key: Q_LEN = T, DIAG = M - 1). The
+    extension reads each tensor's data_ptr() and stride() by the op's generated ABI, and
+    raises TypeError unless the names are exactly the op's pointers."""
+    ints = (*sizes, has_tdo, *(causal or (sizes[2], sizes[3] - 1)))
+    _C.launch_named(_OP_INDEX[op], dtype, device, current_raw_stream(device), tensors, ints,
+                    scale)
+
+
+def _causal(code: int, T: int, M: int) -> tuple[int, int] | None:
+    """The kernels' (Q_LEN, DIAG) for causal code `code` (_checks.check_causal) at T queries
+    per head and M keys: row r sees keys j <= r mod T + DIAG, DIAG = 0 (top-left) or M - T
+    (bottom-right). Q_LEN is the unfolded T, so grouped-query rows find their position."""
+    if not code:
+        return None
+    return T, (0 if check_causal(code) == 1 else M - T)
 
 
 def _row_stat(q: Tensor, B: int, H: int, T: int) -> Tensor:
@@ -80,35 +91,39 @@ def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:
     return q.new_empty((n, B * H, T), dtype=torch.float32)
 
 
-def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
+def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal: int = 0):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = check_devices(("q", "k", "v"), (q, k, v))
+    ci = _causal(causal, T, M)
     if k.shape[1] != H:  # grouped-query attention
         sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
-        o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev)
+        o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev, ci)
         return o.view(q.shape), m.view(B, H, T), l.view(B, H, T)
-    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev)
+    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev, ci)
 
 
-def _fwd(q, k, v, sizes, dt, scale, dev):
+def _fwd(q, k, v, sizes, dt, scale, dev, ci):
     o = torch.empty_like(q)
     m, l = _stats_pair(q, *sizes[:3])
-    _launch("fwd", dt, dev, sizes, scale, Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
+    _launch("fwd", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
     return o, m, l
 
 
-def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
+def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
+            causal: int = 0) -> Tensor:
     """The forward's output alone (inference through the drop-in). Nobody reads its stats, so
     the kernel writes m and then l into one scratch (B, H, T) tensor (the forward only stores
     them, at its end): one allocation per call fewer than fwd()."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = check_devices(("q", "k", "v"), (q, k, v))
+    ci = _causal(causal, T, M)
     if k.shape[1] != H:  # grouped-query attention: the forward on folded rows
         sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
-        return _fwd(qf, k, v, sizes, dt, scale, dev)[0].view(q.shape)
+        return _fwd(qf, k, v, sizes, dt, scale, dev, ci)[0].view(q.shape)
     o = torch.empty_like(q)
     s = _row_stat(q, B, H, T)
-    _launch("fwd", dt, dev, (B, H, T, M, D), scale, Q=q, K=k, V=v, O=o, Mstat=s, Lstat=s)
+    _launch("fwd", dt, dev, (B, H, T, M, D), scale, causal=ci, Q=q, K=k, V=v, O=o, Mstat=s,
+            Lstat=s)
     return o
 
 
@@ -135,58 +150,60 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
     return sizes, dt, scale, dev
 
 
-def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev) -> Tensor:
+def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci) -> Tensor:
     """z_i = sum_j dP_ij P_ij: from dO . O when the forward's o is given, else from the stats."""
     z = _row_buffers(q, *sizes[:3], 1)[0]
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Zbuf=z)
     else:
-        _launch("bwd_z_from_stats", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m,
-                Lstat=l, Zbuf=z)
+        _launch("bwd_z_from_stats", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do,
+                Mstat=m, Lstat=l, Zbuf=z)
     return z
 
 
-def bwd(q, k, v, do, m, l, o=None, scale=None):
+def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, o)
-    shape = q.shape
+    shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev)
+    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci)
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
-    _launch("bwd_dkdv", dt, dev, sizes, scale, DK=dk, DV=dv, **common)
-    _launch("bwd_dq", dt, dev, sizes, scale, DQ=dq, **common)
+    _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, **common)
+    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, DQ=dq, **common)
     return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
 
 
-def bwd_dq(q, k, v, do, m, l, scale=None):
+def bwd_dq(q, k, v, do, m, l, scale=None, causal=0):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
-    shape = q.shape
+    shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dq = torch.empty_like(q)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
-    _launch("bwd_dq", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z,
-            DQ=dq)
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci)
+    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
+            Zbuf=z, DQ=dq)
     return dq if sizes[1] == shape[1] else dq.view(shape)
 
 
-def bwd_dk(q, k, v, do, m, l, scale=None):
+def bwd_dk(q, k, v, do, m, l, scale=None, causal=0):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+    ci = _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dk = torch.empty_like(k)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev)
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci)
     # dK-only mode (COMPUTE_DV = 0) never touches DV: a null pointer
-    _launch("bwd_dk", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z,
-            DK=dk, DV=None)
+    _launch("bwd_dk", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
+            Zbuf=z, DK=dk, DV=None)
     return dk
 
 
-def bwd_dv(q, k, v, do, m, l, scale=None):
+def bwd_dv(q, k, v, do, m, l, scale=None, causal=0):
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+    ci = _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dv = torch.empty_like(v)
     # dV-only mode (COMPUTE_DK = 0) never touches Zbuf or DK: null pointers
-    _launch("bwd_dv", dt, dev, sizes, scale, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=None,
-            DK=None, DV=dv)
+    _launch("bwd_dv", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
+            Zbuf=None, DK=None, DV=dv)
     return dv
 
 
@@ -212,18 +229,18 @@ def bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo):
     return tangents if tdo is None else (*tangents, ("tdo", tdo, q, "q"))
 
 
-def jvp(q, k, v, tq, tk, tv, m, l, scale=None):
+def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0):
     B, H, T, M, D, dt, scale = check_jvp_args(q, k, v, tq, tk, tv, m, l, scale)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, tq, tk, tv, m, l))
     shape = q.shape
     sizes, (q, tq, m, l) = _grouping((B, H, T, M, D), k, q, tq, m, l)
     to = torch.empty_like(q)
-    _launch("jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv,
-            Mstat=m, Lstat=l, TO=to)
+    _launch("jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), Q=q, K=k, V=v, TQ=tq,
+            TK=tk, TV=tv, Mstat=m, Lstat=l, TO=to)
     return to if sizes[1] == H else to.view(shape)
 
 
-def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
+def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_tangents(q, k, v, tq, tk, tv)
     dev = check_devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv))
@@ -231,25 +248,26 @@ def fwd_jvp(q, k, v, tq, tk, tv, scale=None):
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
     m, l = _stats_pair(q, *sizes[:3])
-    _launch("fwd_jvp", dt, dev, sizes, scale, Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, O=o,
-            Mstat=m, Lstat=l, TO=to)
+    _launch("fwd_jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), Q=q, K=k, V=v,
+            TQ=tq, TK=tk, TV=tv, O=o, Mstat=m, Lstat=l, TO=to)
     if sizes[1] == H:
         return o, m, l, to
     return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
 
 
-def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None):
+def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0):
     """(hq, hk, hv): tangent of the backward along (tq, tk, tv, tdo); docs/phase9_hvp.md."""
     sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale,
                                        tangents=bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo))
-    shape = q.shape
+    shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, tq, tdo) = _grouping(sizes, k, q, do, m, l, tq, tdo)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     r, z, zd = _row_buffers(q, *sizes[:3], 3)
     common = dict(Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, Rbuf=r,
                   Zbuf=z, ZDbuf=zd)
     flag = int(tdo is not None)
-    _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, **common)
-    _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, HK=hk, HV=hv, **common)
-    _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, HQ=hq, **common)
+    _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, causal=ci, **common)
+    _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, causal=ci, HK=hk, HV=hv,
+            **common)
+    _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, causal=ci, HQ=hq, **common)
     return (hq if sizes[1] == shape[1] else hq.view(shape)), hk, hv

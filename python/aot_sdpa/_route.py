@@ -37,8 +37,6 @@ def _unsupported(query, key, value, attn_mask, dropout_p, is_causal) -> str | No
         return "attn_mask"
     if dropout_p != 0.0:
         return "dropout_p"
-    if is_causal:
-        return "is_causal"
     if not all(isinstance(x, torch.Tensor) for x in (query, key, value)):
         return "non-tensor input"
     if not (query.is_cuda and key.is_cuda and value.is_cuda):
@@ -62,7 +60,7 @@ def use_for_torch_sdpa(*, fallback: bool = False) -> Iterator[SdpaRoute]:
             out = model(x)
         print(route.routed)
 
-    Arguments aot_sdpa does not support (a mask, dropout, causal, a head dim above 64, CPU
+    Arguments aot_sdpa does not support (a mask, dropout, a head dim above 256, CPU
     tensors, ...) raise, as the drop-in does, unless ``fallback=True``: then
     those calls run torch's own SDPA, are counted by reason in ``route.fallbacks`` and reported
     by a warning when the block ends (never silently).

@@ -5,6 +5,9 @@ reference; run it in the kernels' dtype to measure "PyTorch's same-dtype error".
 Grouped-query attention: k, v (and their tangents) may have Hkv heads, H % Hkv == 0; query
 head h uses key/value head h // (H / Hkv) (torch's enable_gqa); gradients of k, v sum over
 the query heads of their group.
+Causal (``causal``: False, True / "top_left" or "bottom_right", as the package's API): query i
+sees keys j <= i (top-left, torch's is_causal) or j <= i + M - T (bottom-right); P is 0
+elsewhere, and a row that sees no key has o = 0, m = -inf, l = 0 and zero derivatives.
 """
 
 from __future__ import annotations
@@ -13,11 +16,30 @@ import math
 
 import torch
 
+from ._checks import check_causal
+
 Tensor = torch.Tensor
 
 
 def _scale(q: Tensor, scale: float | None) -> float:
     return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+
+
+def visible(T: int, M: int, causal, device=None) -> Tensor | None:
+    """(T, M) boolean: query i sees key j; None when every query sees every key."""
+    code = check_causal(causal)
+    if code == 0:
+        return None
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(M, device=device)[None, :]
+    return j <= i + (0 if code == 1 else M - T)
+
+
+def _scores(q: Tensor, k: Tensor, scale, causal) -> tuple[Tensor, Tensor | None]:
+    """S = scale q k^T (k per query head), -inf where the query does not see the key."""
+    s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
+    seen = visible(q.shape[-2], k.shape[-2], causal, q.device)
+    return (s if seen is None else s.masked_fill(~seen, float("-inf"))), seen
 
 
 def _per_query_head(q: Tensor, *kv: Tensor):
@@ -33,39 +55,47 @@ def _per_kv_head(k: Tensor, *grads: Tensor):
             for g in grads]
 
 
-def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None):
+def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal=False):
     """(o, m, l): S = scale q k^T, m = max_j S, l = sum_j exp(S - m), o = exp(S - m) v / l.
 
     m and l come back in float32 unless the inputs are float64 (then float64).
     """
     k, v = _per_query_head(q, k, v)
-    s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
+    s, seen = _scores(q, k, scale, causal)
     m = s.amax(dim=-1, keepdim=True)
-    e = torch.exp(s - m)
-    l = e.sum(dim=-1, keepdim=True)
-    o = (e / l) @ v
+    if seen is not None:  # rows that see no key: exp(S - 0) = 0, l = 0, o = 0
+        e = torch.exp(s - torch.where(torch.isinf(m), 0.0, m))
+        l = e.sum(dim=-1, keepdim=True)
+        o = (e / torch.where(l == 0, 1.0, l)) @ v
+    else:
+        e = torch.exp(s - m)
+        l = e.sum(dim=-1, keepdim=True)
+        o = (e / l) @ v
     stat_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return o, m.squeeze(-1).to(stat_dtype), l.squeeze(-1).to(stat_dtype)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
+              causal=False) -> Tensor:
     """softmax(scale q k^T) v, differentiable by torch (for autograd/jvp references)."""
-    return forward(q, k, v, scale)[0]
+    return forward(q, k, v, scale, causal)[0]
 
 
-def probs(q: Tensor, k: Tensor, m: Tensor, l: Tensor, scale: float | None = None) -> Tensor:
-    """P = exp(S - m) / l from frozen row stats (computed in q's dtype)."""
+def probs(q: Tensor, k: Tensor, m: Tensor, l: Tensor, scale: float | None = None,
+          causal=False) -> Tensor:
+    """P = exp(S - m) / l from frozen row stats (computed in q's dtype), 0 where unseen."""
     (k,) = _per_query_head(q, k)
-    s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
-    return torch.exp(s - m.to(s.dtype).unsqueeze(-1)) / l.to(s.dtype).unsqueeze(-1)
+    s, seen = _scores(q, k, scale, causal)
+    p = torch.exp(s - m.to(s.dtype).unsqueeze(-1)) / l.to(s.dtype).unsqueeze(-1)
+    return p if seen is None else torch.where(seen, p, 0.0)
 
 
 def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
-             scale: float | None = None):
+             scale: float | None = None, causal=False):
     """Seed formulas with frozen stats: returns (dq, dk, dv)."""
     sc = _scale(q, scale)
     k0, (k, v) = k, _per_query_head(q, k, v)
-    p = probs(q, k, m, l, scale)
+    p = probs(q, k, m, l, scale, causal)
     dv = p.transpose(-1, -2) @ do
     dp = do @ v.transpose(-1, -2)
     z = (dp * p).sum(dim=-1, keepdim=True)
@@ -74,18 +104,19 @@ def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
 
 
 def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
-        l: Tensor, scale: float | None = None) -> Tensor:
+        l: Tensor, scale: float | None = None, causal=False) -> Tensor:
     """Seed formulas with frozen stats: the exact JVP of attention along (dq, dk, dv)."""
     sc = _scale(q, scale)
     k, v, dk, dv = _per_query_head(q, k, v, dk, dv)
-    p = probs(q, k, m, l, scale)
+    p = probs(q, k, m, l, scale, causal)
     ds = (dq @ k.transpose(-1, -2) + q @ dk.transpose(-1, -2)) * sc
     ds_c = ds - (ds * p).sum(dim=-1, keepdim=True)
     return (p * ds_c) @ v + p @ dv
 
 
 def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
-            tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *, scale: float | None = None):
+            tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *, scale: float | None = None,
+            causal=False):
     """Tangent of the backward (dq, dk, dv) along (tq, tk, tv, tdo): forward-over-reverse.
 
     Frozen stats, explicit formulas (docs/phase9_hvp.md, "Exact HVP"):
@@ -96,7 +127,7 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
     """
     sc = _scale(q, scale)
     k0, (k, v, tk, tv) = k, _per_query_head(q, k, v, tk, tv)
-    p = probs(q, k, m, l, scale)
+    p = probs(q, k, m, l, scale, causal)
     sdot = (tq @ k.transpose(-1, -2) + q @ tk.transpose(-1, -2)) * sc
     pdot = p * (sdot - (p * sdot).sum(dim=-1, keepdim=True))
     dp = do @ v.transpose(-1, -2)
@@ -116,18 +147,18 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
 
 
 def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
-             scale: float | None = None):
+             scale: float | None = None, causal=False):
     """Exact HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv): returns (hq, hk, hv)."""
-    _, m, l = forward(q, k, v, scale)
-    return bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale)
+    _, m, l = forward(q, k, v, scale, causal)
+    return bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal)
 
 
 def hvp_fd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
-           eps: float = 1e-3, scale: float | None = None):
+           eps: float = 1e-3, scale: float | None = None, causal=False):
     """Central difference of the explicit VJP, stats recomputed at each point."""
     grads = []
     for sign in (1.0, -1.0):
         x = (q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv)
-        _, m, l = forward(*x, scale=scale)
-        grads.append(backward(*x, do, m, l, scale=scale))
+        _, m, l = forward(*x, scale=scale, causal=causal)
+        grads.append(backward(*x, do, m, l, scale=scale, causal=causal))
     return tuple((a - b) / (2 * eps) for a, b in zip(*grads))

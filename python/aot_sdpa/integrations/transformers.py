@@ -11,10 +11,11 @@ the function returns (B, S, H, D) and no attention weights.
 
 Grouped-query attention (fewer key/value heads) runs without copying k and v. What aot_sdpa
 does not support yet raises NotImplementedError naming it, never a silently different
-attention: an attention mask (padding, causal with a cache, sliding windows), causal
-attention, dropout while training, softcap, a position bias. Encoders without padding (ViT,
-DeiT, CLIP's vision tower, BERT on unpadded batches, ...) run today; masks and causal come
-with aot-sdpa's breadth work.
+attention: an attention mask (padding, causal with a cache, sliding windows), dropout while
+training, softcap, a position bias. Encoders without padding (ViT, DeiT, CLIP's vision tower,
+BERT on unpadded batches, ...) and causal decoders on unpadded batches without a cache (where
+transformers asks for is_causal instead of a mask) run today; masks come with aot-sdpa's
+breadth work.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         _refuse("a position bias")
     if attention_mask is not None:
         _refuse(f"an attention mask (shape {tuple(attention_mask.shape)})")
+    # causal exactly as transformers' "sdpa" implementation decides it (top-left aligned, as
+    # torch's is_causal); a causal model that needs a mask (padding, a cache) got one above
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    if causal and query.shape[2] > 1:
-        _refuse("causal attention")
+    causal = bool(causal) and query.shape[2] > 1
     if dropout and module.training:
         _refuse(f"attention dropout {dropout} in training")
-    out = scaled_dot_product_attention(query, key, value, scale=scaling,
+    out = scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scaling,
                                        enable_gqa=key.shape[1] != query.shape[1])
     return out.transpose(1, 2).contiguous(), None
 

@@ -1,0 +1,147 @@
+"""Causal attention and head dims up to 256 on the GPU: every op (forward, backward, JVP,
+fused forward+JVP, backward-JVP) against the fp64 reference with the project's rule, on
+awkward shapes; causal T != M both ways (top-left as torch's is_causal, bottom-right with rows
+that see no key when T > M); causal with grouped-query heads; float32 above D = 128 refused by
+name; causal skips the blocks above the diagonal (measured)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aot_sdpa
+from aot_sdpa import reference
+
+from _helpers import assert_within, randn
+
+pytestmark = pytest.mark.gpu
+
+# (dtype, factor, atol) as in the other GPU tests; the backward's tangent allows 3x in 16-bit
+# (dS and dS. are rounded to the input dtype before their products; tests/test_hvp_gpu.py)
+DTYPES = [(torch.float16, 2.0, 1e-4), (torch.bfloat16, 2.0, 1e-3), (torch.float32, 2.0, 1e-6)]
+
+
+def _inputs(B, H, Hkv, T, M, D, dtype, seed):
+    shapes = [(B, H, T, D), (B, Hkv, M, D), (B, Hkv, M, D), (B, H, T, D), (B, H, T, D),
+              (B, Hkv, M, D), (B, Hkv, M, D)]
+    return [randn(s, dtype, seed=seed + i) for i, s in enumerate(shapes)]  # q k v do tq tk tv
+
+
+def _ops(x, m, l, impl, causal):
+    q, k, v, do, tq, tk, tv = x
+    c = causal
+    if impl == "aot":
+        return {"fwd": (aot_sdpa.triton_sdpa_fused(q, k, v, causal=c)[0],),
+                "bwd": aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c),
+                "jvp": (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c),),
+                "fwd_jvp": (aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c)[3],),
+                "bwd_jvp": aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c)}
+    return {"fwd": (reference.forward(q, k, v, causal=c)[0],),
+            "bwd": reference.backward(q, k, v, do, m, l, causal=c),
+            "jvp": (reference.jvp(q, k, v, tq, tk, tv, m, l, causal=c),),
+            "fwd_jvp": (reference.jvp(q, k, v, tq, tk, tv,
+                                      *reference.forward(q, k, v, causal=c)[1:], causal=c),),
+            "bwd_jvp": reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c)}
+
+
+def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
+    x = _inputs(B, H, Hkv, T, M, D, dtype, seed)
+    x64 = [t.double() for t in x]
+    _, m64, l64 = reference.forward(*x64[:3], causal=causal)
+    ref = _ops(x64, m64, l64, "ref", causal)
+    ours = _ops(x, m64.float(), l64.float(), "aot", causal)
+    same = _ops(x, m64.float(), l64.float(), "torch", causal)
+    for op in ref:
+        f = 3.0 if op == "bwd_jvp" and dtype != torch.float32 else factor
+        for i, (a, r, s) in enumerate(zip(ours[op], ref[op], same[op])):
+            assert a.shape == r.shape
+            assert_within(f"{op}[{i}]", a, r, s, f, atol * (1 + r.abs().max().item()))
+    # the forward's own stats: m = -inf exactly on rows that see no key, l = 0 there
+    _, m, l = aot_sdpa.triton_sdpa_fused(*x[:3], causal=causal)
+    assert torch.equal(torch.isinf(m), torch.isinf(m64))
+    assert torch.equal(l == 0, l64 == 0)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("causal", [True, "bottom_right"])
+@pytest.mark.parametrize("T,M,D", [(1, 3, 8), (3, 1, 8), (113, 203, 40), (203, 113, 40),
+                                   (1023, 1024, 64), (1024, 1023, 72), (2048, 2048, 128)])
+def test_every_op_causal_matches_fp64(dtype, factor, atol, causal, T, M, D):
+    B, H = (1, 2) if T * M > 1_000_000 else (2, 3)
+    _check_every_op(B, H, H, T, M, D, dtype, factor, atol, causal, seed=T + 7 * M)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("Hkv", [1, 2])
+@pytest.mark.parametrize("causal", [True, "bottom_right"])
+def test_every_op_causal_grouped_query_matches_fp64(dtype, factor, atol, Hkv, causal):
+    _check_every_op(1, 8, Hkv, 333, 257, 64, dtype, factor, atol, causal, seed=Hkv)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("D", [1, 8, 40, 72, 96, 128, 200, 256])
+@pytest.mark.parametrize("T,M", [(113, 203), (1024, 1023)])
+def test_every_op_head_dims_matches_fp64(dtype, factor, atol, D, T, M):
+    if dtype == torch.float32 and D > 128:
+        q, k, v = _inputs(1, 2, 2, T, M, D, dtype, 0)[:3]
+        with pytest.raises(NotImplementedError, match=f"head dim D={D} with float32"):
+            aot_sdpa.triton_sdpa_fused(q, k, v)
+        return
+    _check_every_op(1, 3, 3, T, M, D, dtype, factor, atol, False, seed=D + T)
+
+
+def test_causal_grouped_query_backward_is_bitwise_deterministic():
+    q, k, v, do, *_ = _inputs(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=True)
+    first = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=True)
+    for _ in range(3):
+        again = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=True)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("T,M,Hkv", [(197, 197, 8), (100, 300, 8), (300, 100, 2)])
+def test_dropin_is_causal_matches_torch(dtype, T, M, Hkv):
+    """torch's own is_causal (top-left), forward and backward, GQA through enable_gqa."""
+    q, k, v, do, *_ = _inputs(2, 8, Hkv, T, M, 64, dtype, seed=T)
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = [t.double().requires_grad_() for t in (q, k, v)]
+    o = aot_sdpa.scaled_dot_product_attention(*xs, is_causal=True, enable_gqa=Hkv != 8)
+    o.backward(do)
+    r = torch.nn.functional.scaled_dot_product_attention(*ref, is_causal=True,
+                                                         enable_gqa=Hkv != 8)
+    r.backward(do.double())
+    tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
+    assert (o.double() - r).abs().max().item() < tol * r.abs().max().item()
+    for a, b in zip(xs, ref):
+        assert (a.grad.double() - b.grad).abs().max().item() < tol * (
+            1e-3 + b.grad.abs().max().item())
+
+
+def _median_ms(fn, reps=20):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def test_causal_skips_the_blocks_above_the_diagonal():
+    """At T = M = 8192 causal attention does half the work: the forward and the backward must
+    run at least 1.5x faster than without the mask (masked-but-computed blocks would not)."""
+    q, k, v, do, *_ = _inputs(1, 16, 16, 8192, 8192, 64, torch.bfloat16, seed=1)
+    fwd, bwd = {}, {}
+    for causal in (False, True):
+        o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
+        fwd[causal] = _median_ms(lambda c=causal: aot_sdpa.triton_sdpa_fused(q, k, v, causal=c))
+        bwd[causal] = _median_ms(lambda c=causal, o=o, m=m, l=l: aot_sdpa.sdpa_bwd(
+            q, k, v, do, m, l, o=o, causal=c))
+    assert fwd[False] / fwd[True] >= 1.5, fwd
+    assert bwd[False] / bwd[True] >= 1.5, bwd
