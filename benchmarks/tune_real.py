@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +35,9 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 DEVICE = "cuda"
 SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 512, 64),
           "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64)}
+# head dim 128 (fp16 only; name them to sweep them: "d128_1k d128_4k"), with their own
+# candidates (HALF_128) compiled at D = 128
+SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128)}
 TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
 HALF = {
@@ -46,6 +50,18 @@ HALF = {
     "fwd_jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
                 (64, 64, 4, 3), (128, 64, 8, 3)],
     "jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 3)],
+}
+HALF_128 = {  # D = 128: the first is the current config (kernels/variants.toml, sm_90)
+    "fwd": [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 3),
+            (64, 128, 4, 2), (128, 64, 4, 3)],
+    "bwd_dkdv": [(32, 128, 8, 2), (64, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2),
+                 (32, 128, 4, 2), (16, 128, 8, 2), (64, 128, 8, 1)],
+    "bwd_dq": [(128, 64, 8, 2), (64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (128, 64, 8, 3),
+               (64, 64, 8, 2), (128, 128, 8, 2)],
+    "fwd_jvp": [(64, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 32, 8, 2), (128, 64, 8, 2),
+                (32, 64, 4, 2), (64, 64, 4, 2)],
+    "jvp": [(64, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 32, 8, 2), (128, 64, 8, 2),
+            (32, 64, 4, 2), (64, 64, 4, 2)],
 }
 FULL = {  # fp32 tiles take twice the shared memory and registers
     "fwd": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 3),
@@ -75,10 +91,12 @@ def _tensors(shape, dtype):
     return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
 
 
-def _jobs(ops):
+def _jobs(ops, d128=False):
     for op in ops:
         for prec, (dtype, ip) in PRECISIONS.items():
-            for cfg in (HALF if prec == "fp16" else FULL)[op]:
+            if d128 and prec != "fp16":
+                continue
+            for cfg in (HALF_128 if d128 else HALF if prec == "fp16" else FULL)[op]:
                 yield op, prec, dtype, ip, cfg
 
 
@@ -90,11 +108,11 @@ def _launch(op, dtype, ip, cfg, tensors, shape):
                   input_precision=ip)
 
 
-def _compile(job):
+def _compile(job, D=64):
     """Worker: compile (and run once) one candidate at a tiny shape; the cache is shared."""
     op, prec, dtype, ip, cfg = job
     try:  # Triton specialises ints on divisibility by 16 (and == 1): one size of each kind
-        for shape in ((2, 2, 197, 64), (2, 2, 256, 64)):
+        for shape in ((2, 2, 197, D), (2, 2, 256, D)):
             _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape)
         torch.cuda.synchronize()
         return None
@@ -104,11 +122,14 @@ def _compile(job):
 
 def main(names):
     ops = [n for n in names if n in MATMULS] or list(MATMULS)
-    shapes = {n: s for n, s in SHAPES.items() if n in names} or SHAPES
-    jobs = list(_jobs(ops))
+    shapes = {n: s for n, s in SHAPES_128.items() if n in names}
+    d128 = bool(shapes)
+    shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
+    jobs = list(_jobs(ops, d128))
     ctx = torch.multiprocessing.get_context("spawn")
+    compile_d = partial(_compile, D=128 if d128 else 64)
     with ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(_compile, jobs)) if err}
+        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(compile_d, jobs)) if err}
     for f in sorted(failed):
         print("compile failed:", f)
     best = {}

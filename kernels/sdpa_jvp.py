@@ -63,11 +63,14 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
         # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
-        pds = p * ds
+        # -- P dS in the dtype of the products; r sums those same values, so the centering
+        #    r O cancels the (P dS) V product exactly where it should (e.g. a row that sees
+        #    one key has tO = tV exactly, also in 16-bit)
+        pds = (p * ds).to(v.dtype)
         # -- r += rowsum(P dS);  A += (P dS) V + P tV;  O += P V
-        r += tl.sum(pds, 1)
+        r += tl.sum(pds.to(tl.float32), 1)
         p_lo = p.to(v.dtype)
-        acc_a = mma(pds.to(v.dtype), v, acc_a, INPUT_PRECISION)
+        acc_a = mma(pds, v, acc_a, INPUT_PRECISION)
         acc_a = mma(p_lo, tv, acc_a, INPUT_PRECISION)
         acc_o = mma(p_lo, v, acc_o, INPUT_PRECISION)
     return acc_a, acc_o, r
@@ -156,13 +159,14 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
         # -- dS = scale * (tQ K^T + Q tK^T);  e*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
-        eds = e * ds
+        # -- e dS in the dtype of the products, r summing those same values (as _jvp_inner)
+        eds = (e * ds).to(v.dtype)
         # -- rescale and accumulate: l, r (row sums) and O, A (row vectors)
         l_i = l_i * alpha + tl.sum(e, 1)
-        r = r * alpha + tl.sum(eds, 1)
+        r = r * alpha + tl.sum(eds.to(tl.float32), 1)
         e_lo = e.to(v.dtype)
         acc_o = mma(e_lo, v, acc_o * alpha[:, None], INPUT_PRECISION)
-        acc_a = mma(eds.to(v.dtype), v, acc_a * alpha[:, None], INPUT_PRECISION)
+        acc_a = mma(eds, v, acc_a * alpha[:, None], INPUT_PRECISION)
         acc_a = mma(e_lo, tv, acc_a, INPUT_PRECISION)
         m_i = m_new
     return acc_o, acc_a, r, m_i, l_i

@@ -53,9 +53,18 @@ def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
     same = _ops(x, m64.float(), l64.float(), "torch", causal)
     for op in ref:
         f = 3.0 if op == "bwd_jvp" and dtype != torch.float32 else factor
+        if dtype == torch.float32 and D == 1:
+            # float32 products are split-precision (3xTF32: 22-bit operands, 4x IEEE's rounding
+            # per product); with D = 1 a score is one product, nothing accumulates, and torch's
+            # IEEE error is near zero (measured on the H200: dK 3.8e-6 vs torch's 2.4e-7)
+            f = 8.0
+        # atol relative to the op's largest output: an output can be exactly 0 by cancellation
+        # (dQ of a row that sees one key: dS = P (dP - z) = 0), where torch's error is 0 too
+        # and only the gradients' own magnitude gives rounding a scale
+        mag = 1 + max(r.abs().max().item() for r in ref[op])
         for i, (a, r, s) in enumerate(zip(ours[op], ref[op], same[op])):
             assert a.shape == r.shape
-            assert_within(f"{op}[{i}]", a, r, s, f, atol * (1 + r.abs().max().item()))
+            assert_within(f"{op}[{i}]", a, r, s, f, atol * mag)
     # the forward's own stats: m = -inf exactly on rows that see no key, l = 0 there
     _, m, l = aot_sdpa.triton_sdpa_fused(*x[:3], causal=causal)
     assert torch.equal(torch.isinf(m), torch.isinf(m64))

@@ -88,12 +88,15 @@ def test_empty_batch_returns_empty_without_launch():
 
 
 def test_no_matching_variant_raises_named_error():
-    # bypass the Python contract (D <= 64) to reach the dispatcher's own failure path
+    # bypass the Python contract (D <= 256; float32 D <= 128) to reach the dispatcher's own
+    # failure path: no bucket holds D = 300, and float32 has no 256 bucket
     from aot_sdpa import _C
     from aot_sdpa._native import OPS
 
-    with pytest.raises(aot_sdpa.NoKernelError, match="head dim 65"):
-        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 65, 0), 1.0)
+    with pytest.raises(aot_sdpa.NoKernelError, match="float16 with head dim 300"):
+        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 300, 0, 1, 0), 1.0)
+    with pytest.raises(aot_sdpa.NoKernelError, match="float32 with head dim 200"):
+        _C.launch(OPS["fwd"].index, 2, 0, 0, [0] * 6, [0] * 15, (1, 1, 1, 1, 200, 0, 1, 0), 1.0)
 
 
 def test_python_m_aot_sdpa_passes():
