@@ -62,9 +62,15 @@ def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
         # (dQ of a row that sees one key: dS = P (dP - z) = 0), where torch's error is 0 too
         # and only the gradients' own magnitude gives rounding a scale
         mag = 1 + max(r.abs().max().item() for r in ref[op])
+        tol = atol
+        if dtype == torch.float32 and min(T, M) == 1 and causal:
+            # a row that sees one key: the exact hQ is 0, a cancellation of terms of size
+            # |dO||tV| ~ 10 that torch's IEEE products cancel exactly and 3xTF32's 22-bit
+            # operands leave at ~6e-6 (measured on the H200: bwd_jvp hQ 5.7e-6)
+            tol = 1e-5
         for i, (a, r, s) in enumerate(zip(ours[op], ref[op], same[op])):
             assert a.shape == r.shape
-            assert_within(f"{op}[{i}]", a, r, s, f, atol * mag)
+            assert_within(f"{op}[{i}]", a, r, s, f, tol * mag)
     # the forward's own stats: m = -inf exactly on rows that see no key, l = 0 there
     _, m, l = aot_sdpa.triton_sdpa_fused(*x[:3], causal=causal)
     assert torch.equal(torch.isinf(m), torch.isinf(m64))
