@@ -142,7 +142,10 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     src = triton.compiler.ASTSource(fn=fn, constexprs=constexprs, signature=signature,
                                     attrs=attrs)
     backend = triton.compiler.make_backend(target)
-    options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})
+    opts = {"num_warps": v.num_warps, "num_stages": v.num_stages}
+    if v.maxnreg is not None:  # a register cap, e.g. to keep two 8-warp blocks per SM
+        opts["maxnreg"] = v.maxnreg
+    options = backend.parse_options(opts)
     cc = triton.compile(src, target=target, options=options.__dict__)
     md = cc.metadata
     # Our launcher passes null scratch pointers: a kernel that needs scratch cannot ship.

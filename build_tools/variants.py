@@ -37,6 +37,7 @@ class Variant:
     constexprs: tuple[tuple[str, int], ...]
     num_warps: int
     num_stages: int
+    maxnreg: int | None = None  # ptxas register cap per thread (None: ptxas decides)
 
     @property
     def name(self) -> str:
@@ -114,6 +115,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                 dtype, INPUT_PRECISION[dtype]),
                             constexprs=tuple(sorted(table.get("constexprs", {}).items())),
                             num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
+                            maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None,
                         ))
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

@@ -100,16 +100,17 @@ def block_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
 
 
 @triton.jit
-def key_limits(rows, row_ok, Q_LEN, DIAG, M, BLOCK_N: tl.constexpr):
-    """Which keys the query rows `rows` see: each row r sees keys j <= lim_r, where
-    lim_r = min(r mod Q_LEN + DIAG, M - 1) (int64 sum: DIAG may be near +-2**31). Returns lim
-    and the block's key ranges: [0, n_full) seen by every valid row (no mask needed), and
-    [n_full, n_hi) seen by some (masked by lim); keys >= n_hi are seen by none (skipped)."""
+def key_range(rows, row_ok, Q_LEN, DIAG, M, BLOCK_N: tl.constexpr):
+    """Which key blocks the query rows `rows` see (row r sees keys j <= row_limits(r)):
+    [0, n_full) is seen by every valid row (no mask needed), [n_full, n_hi) by some (masked
+    by row_limits, recomputed there so that no per-row vector stays live across the unmasked
+    sweep: 8 more registers per thread cost the dQ kernel its second block per SM); keys
+    >= n_hi are seen by none (skipped)."""
     lim = row_limits(rows, Q_LEN, DIAG, M)
     lo = tl.min(tl.where(row_ok, lim, M - 1), 0) + 1  # keys [0, lo) are seen by every row
     n_full = (tl.maximum(lo, 0) // BLOCK_N) * BLOCK_N
     n_hi = tl.maximum(tl.max(tl.where(row_ok, lim, -1), 0) + 1, 0)
-    return lim, n_full, n_hi
+    return n_full, n_hi
 
 
 @triton.jit

@@ -19,7 +19,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
-    key_limits,
+    key_range,
     load_cols_T,
     load_kT_v,
     load_row_stats,
@@ -108,11 +108,12 @@ def _sdpa_bwd_z_from_stats_kernel(
         v_base = V + off_z * stride_vz + off_h * stride_vh
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
-        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                             M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                             M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
                              INPUT_PRECISION)
         if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
             acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
                                  n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
                                  True, INPUT_PRECISION)
@@ -167,39 +168,6 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
 
 
 @triton.jit
-def _dkdv_groups(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                 stride_qm, stride_dom, stride_mm, stride_lm, T, first, full,
-                 offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                 COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr):
-    """dK/dV over the query heads of the group (T // Q_LEN of them when grouped and causal,
-    else one): rows before `first` see none of the block's keys (skipped), rows from `first`
-    up to `full` see part of them (masked, in blocks from `first`), the rest see all of them
-    (unmasked, then a masked ragged tail)."""
-    for g in range(0, T // Q_LEN):
-        g0 = g * Q_LEN
-        g_end = g0 + Q_LEN
-        m_lo = g0 + first
-        m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_mid, g_end,
-                             offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
-                             EVEN_D, True, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-        m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, m_mid, m_full,
-                             g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                             BLOCK_M, EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-        if m_full < g_end:
-            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 stride_qm, stride_dom, stride_mm, stride_lm, m_full, g_end,
-                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                                 qk_scale, BLOCK_M, EVEN_D, True, INPUT_PRECISION,
-                                 COMPUTE_DK, COMPUTE_DV)
-    return dk, dv
-
-
-@triton.jit
 def _sdpa_bwd_dkdv_kernel(
     Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV,
     sm_scale,
@@ -239,28 +207,31 @@ def _sdpa_bwd_dkdv_kernel(
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
+        # Per query head of the group (T // Q_LEN of them when grouped and causal, else one
+        # with Q_LEN = T): rows before `first` see none of these keys (skipped), rows from
+        # `first` up to `full` see part of them (masked, in blocks from `first`), the rest
+        # see all of them (unmasked, then a masked ragged tail)
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
-        if full == 0 and Q_LEN == T:
-            # every row sees every key of the block (no causal mask, or a block left of the
-            # diagonal) and no folded query heads: full query blocks unmasked, then the ragged
-            # tail, as one region (with the group loop alone, the whole non-causal backward
-            # measured 11-18% slower at D=64, fp16/bf16, H200)
-            m_full = (T // BLOCK_M) * BLOCK_M
+        for g in range(0, T // Q_LEN):
+            g0 = g * Q_LEN
+            g_end = g0 + Q_LEN
+            m_lo = g0 + first
+            m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
             dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 stride_qm, stride_dom, stride_mm, stride_lm, 0, m_full, T,
+                                 stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_mid, g_end,
                                  offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
-                                 EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-            if m_full < T:
+                                 EVEN_D, True, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+            m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                 stride_qm, stride_dom, stride_mm, stride_lm, m_mid, m_full,
+                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                                 BLOCK_M, EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+            if m_full < g_end:
                 dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                     stride_qm, stride_dom, stride_mm, stride_lm, m_full, T, T,
-                                     offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                                     BLOCK_M, EVEN_D, True, INPUT_PRECISION, COMPUTE_DK,
-                                     COMPUTE_DV)
-        else:
-            dk, dv = _dkdv_groups(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                  stride_qm, stride_dom, stride_mm, stride_lm, T, first, full,
-                                  offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                                  BLOCK_M, EVEN_D, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                                     stride_qm, stride_dom, stride_mm, stride_lm, m_full, g_end,
+                                     g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                                     qk_scale, BLOCK_M, EVEN_D, True, INPUT_PRECISION,
+                                     COMPUTE_DK, COMPUTE_DV)
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
@@ -324,11 +295,12 @@ def _sdpa_bwd_dq_kernel(
         v_base = V + off_z * stride_vz + off_h * stride_vh
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
-        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                       M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                       M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
                        INPUT_PRECISION)
         if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
             dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
                            n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
                            INPUT_PRECISION)

@@ -7,10 +7,11 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
-    key_limits,
+    key_range,
     load_kT_v,
     load_rows,
     mma,
+    row_limits,
     store_rows,
 )
 
@@ -90,11 +91,12 @@ def _sdpa_fwd_kernel(
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         # key blocks every row sees without a mask, then the diagonal / ragged tail with one;
         # blocks past the last row's limit are skipped
-        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, 0,
-                                   n_full, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                                   n_full, M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
                                    EVEN_D, False, INPUT_PRECISION)
         if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
             acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                        n_full, n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale,
                                        BLOCK_N, EVEN_D, True, INPUT_PRECISION)

@@ -31,7 +31,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
-    key_limits,
+    key_range,
     load_row_stats,
     load_rows,
     load_tile,
@@ -89,12 +89,13 @@ def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
     z = tl.zeros([BLOCK_M], tl.float32)
     w = tl.zeros([BLOCK_M], tl.float32)
     y = tl.zeros([BLOCK_M], tl.float32)
-    lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+    n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
                              tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M,
-                             lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
+                             0, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
                              False, USE_TDO, INPUT_PRECISION)
     if n_full < n_hi:
+        lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
         r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
                                  tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full,
                                  n_hi, M, lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
@@ -207,12 +208,13 @@ def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_b
               EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Key blocks every row sees without a mask, then the diagonal / ragged tail with one."""
     hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+    n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, lim, offs_n,
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, offs_n,
                    offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, USE_TDO,
                    INPUT_PRECISION)
     if n_full < n_hi:
+        lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
         hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
                        tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M,
                        lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True,

@@ -20,11 +20,12 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
-    key_limits,
+    key_range,
     load_kT_v,
     load_row_stats,
     load_rows,
     mma,
+    row_limits,
     store_rows,
 )
 
@@ -115,12 +116,13 @@ def _sdpa_jvp_kernel(
         acc_o = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         r = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
-        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
                                      tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0,
-                                     n_full, M, lim, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     n_full, M, 0, offs_n, offs_d, d_ok, sm_scale, qk_scale,
                                      BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
             acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                          v_base, tv_base, stride_kn, stride_tkn, stride_vn,
                                          stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
@@ -213,12 +215,13 @@ def _sdpa_fwd_jvp_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
-        lim, n_full, n_hi = key_limits(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
             acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, lim, offs_n, offs_d, d_ok, sm_scale,
+            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, offs_n, offs_d, d_ok, sm_scale,
             qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
             acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
                 acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
                 stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
