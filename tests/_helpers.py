@@ -45,3 +45,17 @@ def assert_within(name: str, ours: torch.Tensor, ref64: torch.Tensor, torch_same
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-300)).item()
+
+
+# (dtype, factor, atol) of the GPU tests' rule; the backward's tangent allows 3x in 16-bit
+# (dS and dS. are rounded to the input dtype before their products; tests/test_hvp_gpu.py)
+RULE_DTYPES = [(torch.float16, 2.0, 1e-4), (torch.bfloat16, 2.0, 1e-3),
+               (torch.float32, 2.0, 1e-6)]
+
+
+def operands(B, H, Hkv, T, M, D, dtype, seed):
+    """[q, k, v, do, tq, tk, tv]: k, v and their tangents with Hkv heads (grouped-query)."""
+    shapes = [(B, H, T, D), (B, Hkv, M, D), (B, Hkv, M, D), (B, H, T, D), (B, H, T, D),
+              (B, Hkv, M, D), (B, Hkv, M, D)]
+    return [randn(s, dtype, seed=seed + i) for i, s in enumerate(shapes)]
+

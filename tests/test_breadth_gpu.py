@@ -12,20 +12,9 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, randn
+from _helpers import RULE_DTYPES, assert_within, operands
 
 pytestmark = pytest.mark.gpu
-
-# (dtype, factor, atol) as in the other GPU tests; the backward's tangent allows 3x in 16-bit
-# (dS and dS. are rounded to the input dtype before their products; tests/test_hvp_gpu.py)
-DTYPES = [(torch.float16, 2.0, 1e-4), (torch.bfloat16, 2.0, 1e-3), (torch.float32, 2.0, 1e-6)]
-
-
-def _inputs(B, H, Hkv, T, M, D, dtype, seed):
-    shapes = [(B, H, T, D), (B, Hkv, M, D), (B, Hkv, M, D), (B, H, T, D), (B, H, T, D),
-              (B, Hkv, M, D), (B, Hkv, M, D)]
-    return [randn(s, dtype, seed=seed + i) for i, s in enumerate(shapes)]  # q k v do tq tk tv
-
 
 def _ops(x, m, l, impl, causal):
     q, k, v, do, tq, tk, tv = x
@@ -45,7 +34,7 @@ def _ops(x, m, l, impl, causal):
 
 
 def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
-    x = _inputs(B, H, Hkv, T, M, D, dtype, seed)
+    x = operands(B, H, Hkv, T, M, D, dtype, seed)
     x64 = [t.double() for t in x]
     _, m64, l64 = reference.forward(*x64[:3], causal=causal)
     ref = _ops(x64, m64, l64, "ref", causal)
@@ -77,7 +66,7 @@ def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
     assert torch.equal(l == 0, l64 == 0)
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("causal", [True, "bottom_right"])
 @pytest.mark.parametrize("T,M,D", [(1, 3, 8), (3, 1, 8), (113, 203, 40), (203, 113, 40),
                                    (1023, 1024, 64), (1024, 1023, 72), (2048, 2048, 128)])
@@ -86,19 +75,19 @@ def test_every_op_causal_matches_fp64(dtype, factor, atol, causal, T, M, D):
     _check_every_op(B, H, H, T, M, D, dtype, factor, atol, causal, seed=T + 7 * M)
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("Hkv", [1, 2])
 @pytest.mark.parametrize("causal", [True, "bottom_right"])
 def test_every_op_causal_grouped_query_matches_fp64(dtype, factor, atol, Hkv, causal):
     _check_every_op(1, 8, Hkv, 333, 257, 64, dtype, factor, atol, causal, seed=Hkv)
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("D", [1, 8, 40, 72, 96, 128, 200, 256])
 @pytest.mark.parametrize("T,M", [(113, 203), (1024, 1023)])
 def test_every_op_head_dims_matches_fp64(dtype, factor, atol, D, T, M):
     if dtype == torch.float32 and D > 128:
-        q, k, v = _inputs(1, 2, 2, T, M, D, dtype, 0)[:3]
+        q, k, v = operands(1, 2, 2, T, M, D, dtype, 0)[:3]
         with pytest.raises(NotImplementedError, match=f"head dim D={D} with float32"):
             aot_sdpa.triton_sdpa_fused(q, k, v)
         return
@@ -106,7 +95,7 @@ def test_every_op_head_dims_matches_fp64(dtype, factor, atol, D, T, M):
 
 
 def test_causal_grouped_query_backward_is_bitwise_deterministic():
-    q, k, v, do, *_ = _inputs(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
+    q, k, v, do, *_ = operands(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=True)
     first = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=True)
     for _ in range(3):
@@ -119,7 +108,7 @@ def test_causal_grouped_query_backward_is_bitwise_deterministic():
 @pytest.mark.parametrize("T,M,Hkv", [(197, 197, 8), (100, 300, 8), (300, 100, 2)])
 def test_dropin_is_causal_matches_torch(dtype, T, M, Hkv):
     """torch's own is_causal (top-left), forward and backward, GQA through enable_gqa."""
-    q, k, v, do, *_ = _inputs(2, 8, Hkv, T, M, 64, dtype, seed=T)
+    q, k, v, do, *_ = operands(2, 8, Hkv, T, M, 64, dtype, seed=T)
     xs = [t.clone().requires_grad_() for t in (q, k, v)]
     ref = [t.double().requires_grad_() for t in (q, k, v)]
     o = aot_sdpa.scaled_dot_product_attention(*xs, is_causal=True, enable_gqa=Hkv != 8)
@@ -151,7 +140,7 @@ def _median_ms(fn, reps=20):
 def test_causal_skips_the_blocks_above_the_diagonal():
     """At T = M = 8192 causal attention does half the work: the forward and the backward must
     run at least 1.5x faster than without the mask (masked-but-computed blocks would not)."""
-    q, k, v, do, *_ = _inputs(1, 16, 16, 8192, 8192, 64, torch.bfloat16, seed=1)
+    q, k, v, do, *_ = operands(1, 16, 16, 8192, 8192, 64, torch.bfloat16, seed=1)
     fwd, bwd = {}, {}
     for causal in (False, True):
         o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)

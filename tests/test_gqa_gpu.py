@@ -10,20 +10,9 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import assert_within, randn
+from _helpers import RULE_DTYPES, assert_within, operands
 
 pytestmark = pytest.mark.gpu
-
-# (dtype, factor, atol) as in the other GPU tests; the backward's tangent allows 3x in 16-bit
-# (dS and dS. are rounded to the input dtype before their products; tests/test_hvp_gpu.py)
-DTYPES = [(torch.float16, 2.0, 1e-4), (torch.bfloat16, 2.0, 1e-3), (torch.float32, 2.0, 1e-6)]
-
-
-def _inputs(B, H, Hkv, T, M, D, dtype, seed):
-    shapes = [(B, H, T, D), (B, Hkv, M, D), (B, Hkv, M, D), (B, H, T, D), (B, H, T, D),
-              (B, Hkv, M, D), (B, Hkv, M, D)]
-    return [randn(s, dtype, seed=seed + i) for i, s in enumerate(shapes)]  # q k v do tq tk tv
-
 
 def _ops(x, m, l, impl):
     q, k, v, do, tq, tk, tv = x
@@ -40,11 +29,11 @@ def _ops(x, m, l, impl):
             "bwd_jvp": reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv)}
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("Hkv", [1, 2])
 @pytest.mark.parametrize("T,M,D", [(1, 3, 8), (113, 203, 40), (1023, 1024, 64)])
 def test_every_op_grouped_query_matches_fp64(dtype, factor, atol, Hkv, T, M, D):
-    x = _inputs(1 if T * M > 1_000_000 else 2, 8, Hkv, T, M, D, dtype, seed=T + Hkv)
+    x = operands(1 if T * M > 1_000_000 else 2, 8, Hkv, T, M, D, dtype, seed=T + Hkv)
     x64 = [t.double() for t in x]
     _, m64, l64 = reference.forward(*x64[:3])
     ref = _ops(x64, m64, l64, "ref")
@@ -58,7 +47,7 @@ def test_every_op_grouped_query_matches_fp64(dtype, factor, atol, Hkv, T, M, D):
 
 
 def test_grouped_query_backward_is_bitwise_deterministic():
-    q, k, v, do, *_ = _inputs(2, 8, 2, 1024, 1024, 64, torch.bfloat16, seed=7)
+    q, k, v, do, *_ = operands(2, 8, 2, 1024, 1024, 64, torch.bfloat16, seed=7)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
     first = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
     for _ in range(3):
@@ -69,7 +58,7 @@ def test_grouped_query_backward_is_bitwise_deterministic():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dropin_enable_gqa_matches_torch(dtype):
-    q, k, v, do, *_ = _inputs(2, 8, 2, 197, 197, 64, dtype, seed=3)
+    q, k, v, do, *_ = operands(2, 8, 2, 197, 197, 64, dtype, seed=3)
     xs = [t.clone().requires_grad_() for t in (q, k, v)]
     ref = [t.clone().requires_grad_() for t in (q, k, v)]
     o = aot_sdpa.scaled_dot_product_attention(*xs, enable_gqa=True)
