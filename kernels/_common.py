@@ -126,6 +126,18 @@ def query_limits(cols, col_ok, Q_LEN, DIAG):
 
 
 @triton.jit
+def group_rows(g, Q_LEN, first, full, BLOCK_M: tl.constexpr):
+    """A key-block program's rows of query head g of its group (rows g*Q_LEN .. +Q_LEN, with
+    `first`, `full` from query_limits): [lo, mid) see part of the block (masked, in blocks
+    from lo), from mid on all of it (unmasked full blocks, then a masked ragged tail up to
+    end); rows before lo see none of it (skipped)."""
+    g0 = g * Q_LEN
+    end = g0 + Q_LEN
+    lo = g0 + first
+    return lo, tl.minimum(lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, end), end
+
+
+@triton.jit
 def row_limits(rows, Q_LEN, DIAG, M):
     """The last key each query row sees, min(r mod Q_LEN + DIAG, M - 1), as int32 (summed in
     int64: DIAG may be near +-2**31); row r sees key j iff j <= its limit."""

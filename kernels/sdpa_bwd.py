@@ -19,6 +19,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    group_rows,
     key_range,
     load_cols_T,
     load_kT_v,
@@ -213,10 +214,7 @@ def _sdpa_bwd_dkdv_kernel(
         # see all of them (unmasked, then a masked ragged tail)
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
         for g in range(0, T // Q_LEN):
-            g0 = g * Q_LEN
-            g_end = g0 + Q_LEN
-            m_lo = g0 + first
-            m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
+            m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
             dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                  stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_mid, g_end,
                                  offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,

@@ -31,6 +31,7 @@ from _common import (
     LOG2E,
     batch_head,
     block_offsets,
+    group_rows,
     key_range,
     load_row_stats,
     load_rows,
@@ -349,10 +350,7 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
     hv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
     for g in range(0, T // Q_LEN):
-        g0 = g * Q_LEN
-        g_end = g0 + Q_LEN
-        m_lo = g0 + first
-        m_mid = tl.minimum(m_lo + tl.cdiv(full - first, BLOCK_M) * BLOCK_M, g_end)
+        m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
         hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
                              l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
                              stride_tdom, stride_mm, stride_lm, m_lo, m_mid, g_end, offs_n,
