@@ -56,15 +56,16 @@ def _op_cases(x):
 OPCHECK = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
+@pytest.mark.parametrize("causal", [0, 2], ids=["full", "causal-bottom-right"])
 @pytest.mark.parametrize("layout", [{}, {"Hkv": 1, "bthd": True}, {"Hkv": 2, "H": 4}],
                          ids=["mha", "mqa-bthd", "gqa"])
 @pytest.mark.parametrize("op", ["fwd", "bwd", "jvp", "fwd_jvp", "bwd_jvp"])
-def test_opcheck_cpu(reference_kernels, op, layout):
+def test_opcheck_cpu(reference_kernels, op, layout, causal):
     fn, args = _op_cases(_x(**layout))[op]
-    opcheck(fn, args, test_utils=OPCHECK)
+    opcheck(fn, (*args, causal), test_utils=OPCHECK)
     if op != "bwd_jvp":
         fn2, args2 = _op_cases(_x(grad=True, **layout))[op]
-        opcheck(fn2, args2, test_utils=("test_autograd_registration",))
+        opcheck(fn2, (*args2, causal), test_utils=("test_autograd_registration",))
 
 
 def test_fake_implementation_checks_the_contract():
@@ -113,6 +114,22 @@ def test_compile_fullgraph_inference_and_training_cpu(reference_kernels):
     step(*xs, do).backward()
     ref = [t.clone().requires_grad_() for t in (q, k, v)]
     train(*ref, do).backward()
+    for a, b in zip(xs, ref):
+        assert max_err(a.grad, b.grad) < 1e-5
+
+
+def test_compile_fullgraph_causal_cpu(reference_kernels):
+    """is_causal through the custom operators: the compiled forward and its backward equal
+    the causal reference's (the operators carry the causal code to every rule)."""
+    q, k, v, *_, do, _ = _x(T=9, M=6)
+
+    def train(q, k, v, do):
+        return (aot_sdpa.scaled_dot_product_attention(q, k, v, is_causal=True) * do).sum()
+
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.compile(train, fullgraph=True, backend="aot_eager")(*xs, do).backward()
+    ref = [t.clone().requires_grad_() for t in (q, k, v)]
+    (reference.attention(*ref, causal=True) * do).sum().backward()
     for a, b in zip(xs, ref):
         assert max_err(a.grad, b.grad) < 1e-5
 
