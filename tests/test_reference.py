@@ -135,3 +135,64 @@ def test_reference_grouped_query_equals_torch_enable_gqa(H, Hkv):
     for ours, theirs in pairs:
         assert ours.shape == theirs.shape
         assert (ours - theirs).abs().max().item() < 1e-12
+
+
+def _masks(B, H, T, M, g):
+    """Boolean (True = take part) and additive masks of the shapes models pass: key padding
+    (B, 1, 1, M), one (T, M) pattern for all, and a full (B, H, T, M) additive bias."""
+    pad = torch.ones(B, 1, 1, M, dtype=torch.bool)
+    pad[0, ..., M - 2:] = False
+    pattern = torch.rand(1, 1, T, M, generator=g) > 0.3
+    pattern[..., 0] = True  # every row keeps a key (torch's math gives NaN rows otherwise)
+    bias = torch.randn(B, H, T, M, dtype=F64, generator=g)
+    bias[1, 0, :, 1] = float("-inf")
+    return {"key padding": pad, "bool pattern": pattern, "additive": bias}
+
+
+@pytest.mark.parametrize("name", ["key padding", "bool pattern", "additive"])
+def test_reference_masks_equal_torch_sdpa(name):
+    """The reference's masked formulas (the ground truth for masked kernels) vs torch's math
+    SDPA with the same attn_mask: forward, backward (frozen stats), JVP, backward's tangent."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator().manual_seed(7)
+    B, H, T, M, D = 2, 3, 5, 7, 8
+    mask = _masks(B, H, T, M, g)[name]
+    q, k, v, do, tq, tk, tv = (torch.randn(B, H, n, D, dtype=F64, generator=g)
+                               for n in (T, M, M, T, T, M, M))
+    f = lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                          attn_mask=mask)
+    _, m, l = reference.forward(q, k, v, mask=mask)
+    with sdpa_kernel(SDPBackend.MATH):
+        o, vjp = torch.func.vjp(f, q, k, v)
+        jv = torch.func.jvp(f, (q, k, v), (tq, tk, tv))[1]
+        hv = torch.func.jvp(lambda *x: torch.func.vjp(f, *x)[1](do), (q, k, v), (tq, tk, tv))[1]
+    pairs = [(reference.attention(q, k, v, mask=mask), o),
+             (reference.jvp(q, k, v, tq, tk, tv, m, l, mask=mask), jv),
+             *zip(reference.backward(q, k, v, do, m, l, mask=mask), vjp(do)),
+             *zip(reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, mask=mask), hv)]
+    for ours, theirs in pairs:
+        assert (ours - theirs).abs().max().item() < 1e-12
+
+
+def test_reference_mask_with_causal_and_rows_that_see_no_key():
+    """A mask combines with causal (torch takes one or the other: its mask is built here);
+    a row whose every key is masked gets o = 0, m = -inf, l = 0 and zero gradients (torch's
+    SDPA gives 0 there too in recent versions, NaN in older ones: compared on the others)."""
+    g = torch.Generator().manual_seed(3)
+    B, H, T, M, D = 1, 2, 6, 6, 4
+    q, k, v, do = (torch.randn(B, H, n, D, dtype=F64, generator=g) for n in (T, M, M, T))
+    mask = torch.ones(B, 1, T, M, dtype=torch.bool)
+    mask[..., 0] = False  # key 0 excluded: with causal, row 0 sees no key
+    both = mask & reference.visible(T, M, True)
+    o, m, l = reference.forward(q, k, v, causal=True, mask=mask)
+    assert torch.equal(o[..., 0, :], torch.zeros_like(o[..., 0, :]))
+    assert torch.isinf(m[..., 0]).all() and (l[..., 0] == 0).all()
+    torch_o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=both)
+    assert (o[..., 1:, :] - torch_o[..., 1:, :]).abs().max().item() < 1e-12
+    dq, dk, dv = reference.backward(q, k, v, do, m, l, causal=True, mask=mask)
+    assert torch.equal(dq[..., 0, :], torch.zeros_like(dq[..., 0, :]))
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    reference.attention(*xs, causal=True, mask=mask).backward(do)
+    for a, b in zip((dq, dk, dv), xs):
+        assert (a - b.grad).abs().max().item() < 1e-12

@@ -8,6 +8,9 @@ the query heads of their group.
 Causal (``causal``: False, True / "top_left" or "bottom_right", as the package's API): query i
 sees keys j <= i (top-left, torch's is_causal) or j <= i + M - T (bottom-right); P is 0
 elsewhere, and a row that sees no key has o = 0, m = -inf, l = 0 and zero derivatives.
+Masks (``mask``, keyword): boolean (True = the key takes part) or additive float (added to S;
+-inf excludes the key), broadcastable to (B, H, T, M), combinable with ``causal``; not
+differentiated (the kernels do not take masks yet: this is the ground truth they will meet).
 """
 
 from __future__ import annotations
@@ -35,10 +38,20 @@ def visible(T: int, M: int, causal, device=None) -> Tensor | None:
     return j <= i + (0 if code == 1 else M - T)
 
 
-def _scores(q: Tensor, k: Tensor, scale, causal) -> tuple[Tensor, Tensor | None]:
-    """S = scale q k^T (k per query head), -inf where the query does not see the key."""
+def _scores(q: Tensor, k: Tensor, scale, causal, mask=None) -> tuple[Tensor, Tensor | None]:
+    """S = scale q k^T (k per query head) plus an additive mask, -inf where the query does not
+    see the key (causal, a False boolean mask entry, or a -inf additive one); `seen` is None
+    when every query sees every key."""
     s = (q @ k.transpose(-1, -2)) * _scale(q, scale)
     seen = visible(q.shape[-2], k.shape[-2], causal, q.device)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            allowed = mask
+        else:
+            mask = mask.detach().to(s.dtype)
+            s = s + mask
+            allowed = mask != float("-inf")
+        seen = allowed if seen is None else seen & allowed
     return (s if seen is None else s.masked_fill(~seen, float("-inf"))), seen
 
 
@@ -55,13 +68,14 @@ def _per_kv_head(k: Tensor, *grads: Tensor):
             for g in grads]
 
 
-def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal=False):
+def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal=False, *,
+            mask: Tensor | None = None):
     """(o, m, l): S = scale q k^T, m = max_j S, l = sum_j exp(S - m), o = exp(S - m) v / l.
 
     m and l come back in float32 unless the inputs are float64 (then float64).
     """
     k, v = _per_query_head(q, k, v)
-    s, seen = _scores(q, k, scale, causal)
+    s, seen = _scores(q, k, scale, causal, mask)
     m = s.amax(dim=-1, keepdim=True)
     if seen is not None:  # rows that see no key: exp(S - 0) = 0, l = 0, o = 0
         e = torch.exp(s - torch.where(torch.isinf(m), 0.0, m))
@@ -76,26 +90,26 @@ def forward(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal=
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
-              causal=False) -> Tensor:
+              causal=False, *, mask: Tensor | None = None) -> Tensor:
     """softmax(scale q k^T) v, differentiable by torch (for autograd/jvp references)."""
-    return forward(q, k, v, scale, causal)[0]
+    return forward(q, k, v, scale, causal, mask=mask)[0]
 
 
 def probs(q: Tensor, k: Tensor, m: Tensor, l: Tensor, scale: float | None = None,
-          causal=False) -> Tensor:
+          causal=False, *, mask: Tensor | None = None) -> Tensor:
     """P = exp(S - m) / l from frozen row stats (computed in q's dtype), 0 where unseen."""
     (k,) = _per_query_head(q, k)
-    s, seen = _scores(q, k, scale, causal)
+    s, seen = _scores(q, k, scale, causal, mask)
     p = torch.exp(s - m.to(s.dtype).unsqueeze(-1)) / l.to(s.dtype).unsqueeze(-1)
     return p if seen is None else torch.where(seen, p, 0.0)
 
 
 def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
-             scale: float | None = None, causal=False):
+             scale: float | None = None, causal=False, *, mask: Tensor | None = None):
     """Seed formulas with frozen stats: returns (dq, dk, dv)."""
     sc = _scale(q, scale)
     k0, (k, v) = k, _per_query_head(q, k, v)
-    p = probs(q, k, m, l, scale, causal)
+    p = probs(q, k, m, l, scale, causal, mask=mask)
     dv = p.transpose(-1, -2) @ do
     dp = do @ v.transpose(-1, -2)
     z = (dp * p).sum(dim=-1, keepdim=True)
@@ -104,11 +118,12 @@ def backward(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor,
 
 
 def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
-        l: Tensor, scale: float | None = None, causal=False) -> Tensor:
+        l: Tensor, scale: float | None = None, causal=False, *,
+        mask: Tensor | None = None) -> Tensor:
     """Seed formulas with frozen stats: the exact JVP of attention along (dq, dk, dv)."""
     sc = _scale(q, scale)
     k, v, dk, dv = _per_query_head(q, k, v, dk, dv)
-    p = probs(q, k, m, l, scale, causal)
+    p = probs(q, k, m, l, scale, causal, mask=mask)
     ds = (dq @ k.transpose(-1, -2) + q @ dk.transpose(-1, -2)) * sc
     ds_c = ds - (ds * p).sum(dim=-1, keepdim=True)
     return (p * ds_c) @ v + p @ dv
@@ -116,7 +131,7 @@ def jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: 
 
 def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
             tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *, scale: float | None = None,
-            causal=False):
+            causal=False, mask: Tensor | None = None):
     """Tangent of the backward (dq, dk, dv) along (tq, tk, tv, tdo): forward-over-reverse.
 
     Frozen stats, explicit formulas (docs/phase9_hvp.md, "Exact HVP"):
@@ -127,7 +142,7 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
     """
     sc = _scale(q, scale)
     k0, (k, v, tk, tv) = k, _per_query_head(q, k, v, tk, tv)
-    p = probs(q, k, m, l, scale, causal)
+    p = probs(q, k, m, l, scale, causal, mask=mask)
     sdot = (tq @ k.transpose(-1, -2) + q @ tk.transpose(-1, -2)) * sc
     pdot = p * (sdot - (p * sdot).sum(dim=-1, keepdim=True))
     dp = do @ v.transpose(-1, -2)
@@ -147,10 +162,10 @@ def bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, t
 
 
 def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
-             scale: float | None = None, causal=False):
+             scale: float | None = None, causal=False, mask: Tensor | None = None):
     """Exact HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv): returns (hq, hk, hv)."""
-    _, m, l = forward(q, k, v, scale, causal)
-    return bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal)
+    _, m, l = forward(q, k, v, scale, causal, mask=mask)
+    return bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal, mask=mask)
 
 
 def hvp_fd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
