@@ -35,7 +35,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
          num_warps: int | None = None, num_stages: int | None = None,
          input_precision: str | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
-    constexprs (or the given blocks/warps/stages); returns nothing, like the AOT launcher.
+    constexprs, blocks, warps, stages and register cap (or the given blocks/warps/stages);
+    returns nothing, like the AOT launcher.
     `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no mask."""
     import torch
     import triton
@@ -75,7 +76,10 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
                   "INPUT_PRECISION": input_precision or v.input_precision}
     constexprs = {k: val for k, val in constexprs.items() if k in every}
-    launch = {}
-    if num_warps is not None:
+    if num_warps is None:  # the variant's own launch options, as its cubin was compiled
+        launch = {"num_warps": v.num_warps, "num_stages": v.num_stages}
+        if v.maxnreg is not None:
+            launch["maxnreg"] = v.maxnreg
+    else:
         launch = {"num_warps": num_warps, "num_stages": num_stages}
     fn[grid](*args, **constexprs, **launch)
