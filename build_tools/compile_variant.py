@@ -124,8 +124,11 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     constexprs.update(dict(v.constexprs))
     constexprs["HEAD_DIM"] = v.head_dim
     constexprs["EVEN_D"] = v.flavor == "fast"
+    constexprs["MASKED"] = v.flavor == "masked"
     constexprs["INPUT_PRECISION"] = v.input_precision
     names = [p.name for p in fn.params]
+    if v.flavor == "masked" and "MASKED" not in names:
+        raise ValueError(f"{v.name}: the masked flavour needs a MASKED parameter in {v.kernel}")
     unknown = [n for n in list(dict(v.blocks)) + list(dict(v.constexprs)) if n not in names]
     if unknown:
         raise ValueError(f"{v.name}: variants.toml sets {unknown}, not parameters of {v.kernel}")

@@ -31,26 +31,33 @@ def kernel(spec: Spec, op: str):
 
 
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
-         has_tdo: int = 0, causal: tuple[int, int] | None = None, blocks: dict | None = None,
+         has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
+         blocks: dict | None = None,
          num_warps: int | None = None, num_stages: int | None = None,
          input_precision: str | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages and register cap (or the given blocks/warps/stages);
     returns nothing, like the AOT launcher.
-    `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no mask."""
+    `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no causal mask;
+    `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias)."""
     import torch
     import triton
 
     Z, H, T, M, D = sizes
-    # the general sm_90 variant of the smallest head-dim bucket that holds D, as dispatched
+    # the general (with a mask: masked) sm_90 variant of the smallest head-dim bucket that
+    # holds D, as dispatched
+    flavor = "general" if bias is None else "masked"
     v = min((v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim >= D
-             and v.arch == 90 and v.flavor == "general"), key=lambda v: v.head_dim)
+             and v.arch == 90 and v.flavor == flavor), key=lambda v: v.head_dim)
     bucket = v.head_dim
     fn = kernel(spec, op)
     params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
     every = [p.name for p in params]
     runtime = [p.name for p in params if "constexpr" not in str(p.annotation)]
-    ints = dict(zip(spec.abi["i32_scalars"], (*sizes, has_tdo, *(causal or (T, M - 1)))))
+    ints = dict(zip(spec.abi["i32_scalars"],
+                    (*sizes, has_tdo, *(causal or (T, M - 1)), int(bias is not None))))
+    if "Bias" in runtime:
+        tensors = {**tensors, "Bias": bias}
     device = next(t.device for t in tensors.values() if t is not None)
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     args, axis = [], {}
@@ -74,6 +81,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     gy = min(Z * H, 65535)
     grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))
     constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
+                  "MASKED": bias is not None,
                   "INPUT_PRECISION": input_precision or v.input_precision}
     constexprs = {k: val for k, val in constexprs.items() if k in every}
     if num_warps is None:  # the variant's own launch options, as its cubin was compiled

@@ -9,6 +9,7 @@ from build_tools.compile_variant import classify_params
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
+FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2}  # csrc/aot_runtime.h aot_variant.flavor
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
 
 
@@ -77,7 +78,7 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
         blocks = v["blocks"]
         table.append(
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
-            f'{v["head_dim"]}, {v["arch"]}, {int(v["flavor"] == "fast")}, '
+            f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, '
             f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
             f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
             f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')

@@ -18,6 +18,9 @@ INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "tf32x3", "tf32": "tf
 FP32_ACCURATE = {"ieee", "tf32x3"}
 EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
+# general: any head dim <= bucket, any strides; fast: head dim == bucket, aligned (hints);
+# masked: as general, reading the attention mask (kernels' MASKED); kernels/variants.toml
+FLAVORS = ("general", "fast", "masked")
 MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
 
 
@@ -64,14 +67,16 @@ class Spec:
     serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
-def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int) -> dict:
-    """The first config whose arch, dtypes and head_dims (each optional) all match."""
+def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
+                 flavor: str) -> dict:
+    """The first config whose arch, dtypes, head_dims and flavors (each optional) all match."""
     for cfg in configs:
         if (cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype])
-                and head_dim in cfg.get("head_dims", [head_dim])):
+                and head_dim in cfg.get("head_dims", [head_dim])
+                and flavor in cfg.get("flavors", [flavor])):
             return cfg
     raise ValueError(f"variants.toml: op {op!r} has no config for arch {arch} dtype {dtype} "
-                     f"head dim {head_dim}")
+                     f"head dim {head_dim} flavor {flavor}")
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -100,13 +105,19 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                     if DTYPE_TRITON[dtype] not in bucket_dtypes.get(int(head_dim), [
                             DTYPE_TRITON[dtype]]):
                         continue  # a bucket compiled for some dtypes only ([bucket_dtypes])
-                    cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim))
-                    blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
-                    if any(b > MAX_BLOCK for _, b in blocks):
-                        raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
-                                         f"{MAX_BLOCK} (the runtime's sequence-length bound "
-                                         "assumes it)")
                     for flavor in table["flavors"]:
+                        if flavor not in FLAVORS:
+                            raise ValueError(f"variants.toml: op {op!r} flavor {flavor!r}; "
+                                             f"known: {FLAVORS}")
+                        if flavor == "masked" and dtype in EXTRA_DTYPES:
+                            continue  # masked TF32 calls run the fp32-accurate masked variant
+                        cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
+                                           flavor)
+                        blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
+                        if any(b > MAX_BLOCK for _, b in blocks):
+                            raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
+                                             f"{MAX_BLOCK} (the runtime's sequence-length bound "
+                                             "assumes it)")
                         variants.append(Variant(
                             op=op, source=table["source"], kernel=table["kernel"],
                             grid=table["grid"], dtype=dtype, head_dim=int(head_dim), arch=int(arch),

@@ -7,7 +7,7 @@
 #include <cuda.h>
 
 #define AOT_MAX_DEVICES 64
-#define AOT_NUM_INTS 8 /* Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG (variants.toml [abi] i32_scalars) */
+#define AOT_NUM_INTS 9 /* Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS (variants.toml [abi] i32_scalars) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -29,7 +29,7 @@ typedef struct aot_call {
     int device;
     const uint64_t* ptrs;
     const int64_t* strides;
-    const int32_t* ints; /* AOT_NUM_INTS entries: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG */
+    const int32_t* ints; /* AOT_NUM_INTS entries: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS */
     float scale;
 } aot_call_t;
 
@@ -52,7 +52,7 @@ typedef struct aot_variant {
     int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 (fp32-accurate), 3 fp32 with TF32 products */
     int head_dim;   /* bucket */
     int arch;       /* 90 = sm_90a, 80 = sm_80 */
-    int fast;
+    int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias) */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

@@ -121,37 +121,60 @@ const std::vector<const aot_variant_t*>& variants_of(int op, int dtype, int arch
     return none;
 }
 
-/* The variants of `op` for (dtype, head_dim) on `device`: the general one of the smallest
- * bucket >= head_dim, and the fast one of that bucket when it exists. The fast one runs when
- * the call qualifies (aligned, strides % 16, head_dim == bucket). Both are loaded on first
- * use, so a later call with another alignment (e.g. inside CUDA-graph capture, where loading
- * a module is not allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the
- * fp32-accurate variants for ops compiled without a TF32 one. */
-Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok) {
+enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2 };  // aot_variant_t.flavor
+
+/* The smallest bucket >= head_dim of `flavor` among `cands` (null: none). */
+const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& cands, int flavor,
+                                     int head_dim) {
+    const aot_variant_t* best = nullptr;
+    for (const aot_variant_t* v : cands)
+        if (v->flavor == flavor && v->head_dim >= head_dim &&
+            (best == nullptr || v->head_dim < best->head_dim))
+            best = v;
+    return best;
+}
+
+/* The variants of `op` for (dtype, head_dim) on `device`. With an attention mask (`masked`):
+ * the masked one of the smallest bucket >= head_dim, alone. Without: the general one of that
+ * bucket, and the fast one of it when it exists. The fast one runs when the call qualifies
+ * (aligned, strides % 16, head_dim == bucket). Both are loaded on first use, so a later call
+ * with another alignment (e.g. inside CUDA-graph capture, where loading a module is not
+ * allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the fp32-accurate
+ * variants for ops (or, masked, flavours) compiled without a TF32 one. */
+Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
     const int cc = device_arch(device);
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: device " + std::to_string(device) + " is sm_" +
                             std::to_string(cc) + "; this build has kernels for " + wheel_archs());
     }
-    const std::vector<const aot_variant_t*>* cands = &variants_of(op, dtype, arch);
-    if (cands->empty() && dtype == kTf32) cands = &variants_of(op, kFp32, arch);
-    const aot_variant_t* general = nullptr;
-    for (const aot_variant_t* v : *cands)
-        if (!v->fast && v->head_dim >= head_dim &&
-            (general == nullptr || v->head_dim < general->head_dim))
-            general = v;
+    const int flavor = masked ? kMasked : kGeneral;
+    const aot_variant_t* general = smallest_bucket(variants_of(op, dtype, arch), flavor, head_dim);
+    const int run_dtype = general == nullptr && dtype == kTf32 ? kFp32 : dtype;
+    if (run_dtype != dtype) general = smallest_bucket(variants_of(op, kFp32, arch), flavor, head_dim);
     if (general == nullptr) {
-        throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel for " +
-                            kDtypeNames[dtype] + " with head dim " + std::to_string(head_dim) +
-                            " on sm_" + std::to_string(arch));
+        throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel" +
+                            (masked ? " with a mask" : "") + " for " + kDtypeNames[dtype] +
+                            " with head dim " + std::to_string(head_dim) + " on sm_" +
+                            std::to_string(arch));
     }
+    if (masked) return {general, nullptr};
     const aot_variant_t* fast = nullptr;
-    for (const aot_variant_t* v : *cands)
-        if (v->fast && v->head_dim == general->head_dim) fast = v;
+    for (const aot_variant_t* v : variants_of(op, run_dtype, arch))
+        if (v->flavor == kFast && v->head_dim == general->head_dim) fast = v;
     // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
     if (fast_ok && fast != nullptr && fast->head_dim == head_dim) return {fast, general};
     return {general, fast};
+}
+
+/* The index of the HAS_BIAS flag among the ints (variants.toml [abi] i32_scalars). */
+int has_bias_index() {
+    static const int index = [] {
+        for (int i = 0; i < AOT_NUM_INTS; ++i)
+            if (std::string(aot_int_names[i]) == "HAS_BIAS") return i;
+        throw std::logic_error("aot_sdpa: the kernel ABI has no HAS_BIAS int");
+    }();
+    return index;
 }
 
 void load_or_throw(const aot_variant_t* v, int device) {
@@ -173,7 +196,8 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     const int64_t extent = o.grid == 'T' ? ints[2] : ints[3];
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
-    const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0);
+    const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
+                                    ints[has_bias_index()] != 0);
     if (c.sibling != nullptr) load_or_throw(c.sibling, device);
     const aot_variant_t* v = c.run;
     const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
@@ -337,7 +361,7 @@ py::list inventory() {
         d["dtype"] = kDtypeNames[v.dtype_code];
         d["head_dim"] = v.head_dim;
         d["arch"] = "sm_" + std::to_string(v.arch);
-        d["flavor"] = v.fast ? "fast" : "general";
+        d["flavor"] = v.flavor == kFast ? "fast" : v.flavor == kMasked ? "masked" : "general";
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;

@@ -5,7 +5,7 @@ Conventions used by every kernel in this folder:
 * Tensors are addressed as ``base + z*stride_z + h*stride_h + row*stride_row + d`` with the
   last (head) dimension contiguous; all strides arrive as int64 so every offset is 64-bit and
   tensors larger than 2**31 elements are addressed correctly.
-* ``HEAD_DIM`` is the compiled head-dim bucket (16/32/64); the runtime head dim ``D`` may be
+* ``HEAD_DIM`` is the compiled head-dim bucket (32/64/128/256); the runtime head dim ``D`` may be
   smaller, in which case ``EVEN_D`` is False and the tail columns are masked to zero.
 * Softmax runs in base 2: ``exp(x) = exp2(x * log2(e))``; the score scale is folded into the
   same multiply (``qk_scale = scale * log2(e)``).
@@ -15,8 +15,15 @@ Conventions used by every kernel in this folder:
   DIAG = M - 1 lets every row see every key (no causal mask); DIAG = 0 is torch's causal
   mask (top-left aligned); DIAG = M - Q_LEN aligns it bottom-right (FlashAttention's).
   Key blocks no row of a query block sees are skipped; blocks every row sees run unmasked.
-* A query row that sees no key at all (bottom-right with T > M) gets o = 0, m = -inf, l = 0
-  and zero derivatives: its P is 0 everywhere.
+* An attention mask is an additive float32 bias B (Bias, strides stride_biasz/h/m, keys
+  contiguous, stride 0 where it broadcasts; a boolean mask arrives as 0 / -inf), read by the
+  "masked" flavour of each kernel (MASKED, a compile-time flag: the unmasked flavours carry
+  the pointer but compile no code for it, so their registers, shared memory and speed are
+  those of a kernel without masks). S_ij becomes scale * q_i . k_j + B_ij and a key with
+  B_ij = -inf is not seen (as a causal one); every key block a row may see runs through the
+  masked sweep, which loads B.
+* A query row that sees no key at all (bottom-right with T > M, or every key masked) gets
+  o = 0, m = -inf, l = 0 and zero derivatives: its P is 0 everywhere.
 """
 
 import triton
@@ -142,6 +149,40 @@ def row_limits(rows, Q_LEN, DIAG, M):
     """The last key each query row sees, min(r mod Q_LEN + DIAG, M - 1), as int32 (summed in
     int64: DIAG may be near +-2**31); row r sees key j iff j <= its limit."""
     return tl.minimum((rows % Q_LEN).to(tl.int64) + DIAG, M - 1).to(tl.int32)
+
+
+@triton.jit
+def bias_rows(b_base, stride_biasm, rows):
+    """Pointers to the first key of each of `rows` in the attention mask of one head
+    (b_base = Bias + z * stride_biasz + h * stride_biash), 64-bit."""
+    return b_base + rows.to(tl.int64) * stride_biasm
+
+
+@triton.jit
+def scores_seen(s2, b_rows, cols, lim, BIAS: tl.constexpr):
+    """For the masked sweep of a query block: (s2', seen) with seen_ij = row i sees key j
+    (j <= lim_i, and with the mask (BIAS) its bias B_ij > -inf) and s2' = s2 + B * log2(e)
+    (base-2 units) with the mask, s2 without. Only seen entries of B are loaded."""
+    seen = cols[None, :] <= lim[:, None]
+    if BIAS:
+        b = tl.load(b_rows[:, None] + cols[None, :], mask=seen, other=float("-inf"))
+        s2 = s2 + b * LOG2E
+        seen = b > float("-inf")
+    return s2, seen
+
+
+@triton.jit
+def scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
+                  BIAS: tl.constexpr):
+    """scores_seen for a key block (s2T is BLOCK_N x BLOCK_M, keys `cols` by rows `rows`):
+    rows >= their end (r_ok False) see nothing; lim from row_limits."""
+    seen = (cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]) & r_ok[None, :]
+    if BIAS:
+        b = tl.load(bias_rows(b_base, stride_biasm, rows)[None, :] + cols[:, None], mask=seen,
+                    other=float("-inf"))
+        s2T = s2T + b * LOG2E
+        seen = b > float("-inf")
+    return s2T, seen
 
 
 @triton.jit

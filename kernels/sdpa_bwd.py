@@ -7,8 +7,9 @@ With S = scale * Q K^T and P = exp(S - m) / l (m, l given, not recomputed):
     dS = P * (dP - z)
     dQ = scale * dS K
     dK = scale * dS^T Q
-j ranges over the keys row i sees (all, or causal: see _common); P is 0 elsewhere, and on
-rows that see no key (m = -inf, l = 0), whose derivatives are therefore 0.
+(with an attention mask, S gets its bias B added). j ranges over the keys row i sees (all,
+or causal, or with B_ij > -inf: see _common); P is 0 elsewhere, and on rows that see no key
+(m = -inf, l = 0), whose derivatives are therefore 0.
 No atomics: every output row is owned by one program that reduces in a fixed order, so
 results are bitwise reproducible.
 """
@@ -18,6 +19,7 @@ import triton.language as tl
 from _common import (
     LOG2E,
     batch_head,
+    bias_rows,
     block_offsets,
     group_rows,
     key_range,
@@ -30,6 +32,8 @@ from _common import (
     query_limits,
     row_limits,
     row_vector,
+    scores_seen,
+    scores_seen_T,
     store_rows,
 )
 
@@ -57,9 +61,9 @@ def _sdpa_bwd_z_from_o_kernel(
 
 @triton.jit
 def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M,
-                   lim, offs_n, offs_d, d_ok, qk_scale,
+                   lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-                   INPUT_PRECISION: tl.constexpr):
+                   BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """acc += P V over key blocks [n_lo, n_hi), P from the frozen stats."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -68,10 +72,12 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
         kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
                           EVEN_D)
         # -- P = exp2(S*log2(e) - m*log2(e)) / l, zero on masked keys
-        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
-                         - m2[:, None]) * inv_l[:, None]
+        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         if MASK_N:
-            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(seen, p, 0.0)
         # -- acc += P V
         acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
     return acc
@@ -79,7 +85,7 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
 
 @triton.jit
 def _sdpa_bwd_z_from_stats_kernel(
-    Q, K, V, DO, Mstat, Lstat, Zbuf,
+    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -87,9 +93,10 @@ def _sdpa_bwd_z_from_stats_kernel(
     stride_doz, stride_doh, stride_dom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """z_i = dO_i . (sum_j P_ij V_j) with P from the given (frozen) stats.
 
@@ -110,27 +117,36 @@ def _sdpa_bwd_z_from_stats_kernel(
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                             M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
-                             INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
-            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
-                                 n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                                 True, INPUT_PRECISION)
+        if MASKED:  # an attention mask: every key block through the masked sweep
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
+                               offs_m)
+            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                                 M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                                 True, True, INPUT_PRECISION)
+        else:
+            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0,
+                                 n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                                 EVEN_D, False, False, INPUT_PRECISION)
+            if n_full < n_hi:
+                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn,
+                                     n_full, n_hi, M, lim, Bias, offs_n, offs_d, d_ok, qk_scale,
+                                     BLOCK_N, EVEN_D, True, False, INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_hi, row_end,
+def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end,
                 cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
-                INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
+                BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
                 COMPUTE_DV: tl.constexpr):
     """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi);
-    MASK_M masks rows >= row_end and keys past a row's diagonal."""
+    MASK_M masks rows >= row_end and keys past a row's diagonal, BIAS adds the mask's bias
+    (b_base: its (z, h) plane) and masks its -inf entries."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
         rows = start_m + offs_m
         r_ok = rows < row_end
@@ -147,12 +163,14 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
             m2 = tl.load(m_base + rows * stride_mm) * LOG2E
             inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
-        pT = tl.math.exp2(mma(k, qT, None, INPUT_PRECISION) * qk_scale
-                          - m2[None, :]) * inv_l[None, :]
+        s2T = mma(k, qT, None, INPUT_PRECISION) * qk_scale
         if MASK_M:
-            # -- zero where a row does not see the key (past its diagonal, or padding)
-            seen = cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]
-            pT = tl.where(seen & r_ok[None, :], pT, 0.0)
+            s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG,
+                                      M, BIAS)
+        pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
+        if MASK_M:
+            # -- zero where a row does not see the key (past its diagonal, masked, padding)
+            pT = tl.where(seen, pT, 0.0)
         # -- dV += P^T dO
         if COMPUTE_DV:
             dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
@@ -170,7 +188,7 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
 
 @triton.jit
 def _sdpa_bwd_dkdv_kernel(
-    Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV,
+    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -180,9 +198,10 @@ def _sdpa_bwd_dkdv_kernel(
     stride_dvz, stride_dvh, stride_dvn,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
 ):
     """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
@@ -212,24 +231,34 @@ def _sdpa_bwd_dkdv_kernel(
         # with Q_LEN = T): rows before `first` see none of these keys (skipped), rows from
         # `first` up to `full` see part of them (masked, in blocks from `first`), the rest
         # see all of them (unmasked, then a masked ragged tail)
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
-            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_mid, g_end,
-                                 offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
-                                 EVEN_D, True, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-            m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
-            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 stride_qm, stride_dom, stride_mm, stride_lm, m_mid, m_full,
-                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                                 BLOCK_M, EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-            if m_full < g_end:
+            if MASKED:  # an attention mask: every row that may see a key, masked
                 dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                     stride_qm, stride_dom, stride_mm, stride_lm, m_full, g_end,
-                                     g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                                     qk_scale, BLOCK_M, EVEN_D, True, INPUT_PRECISION,
-                                     COMPUTE_DK, COMPUTE_DV)
+                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, True,
+                                     INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+            else:
+                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                     stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, False,
+                                     INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                     stride_biasm, m_mid, m_full, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, False,
+                                     False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                if m_full < g_end:
+                    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                         stride_biasm, m_full, g_end, g_end, offs_n, Q_LEN, DIAG,
+                                         M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D,
+                                         True, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
@@ -240,9 +269,9 @@ def _sdpa_bwd_dkdv_kernel(
 
 @triton.jit
 def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_lo, n_hi, M,
-              lim, offs_n, offs_d, d_ok, qk_scale,
+              lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr):
+              BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Accumulate dQ (unscaled) of one query block over key blocks [n_lo, n_hi)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -251,10 +280,12 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         kT = load_cols_T(kT_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         vT = load_cols_T(vT_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
-                         - m2[:, None]) * inv_l[:, None]
+        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         if MASK_N:
-            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(seen, p, 0.0)
         # -- dP = dO V^T;  dS = P * (dP - z);  dQ += dS K
         dp = mma(do, vT, None, INPUT_PRECISION)
         ds = p * (dp - z[:, None])
@@ -264,7 +295,7 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
 
 @triton.jit
 def _sdpa_bwd_dq_kernel(
-    Q, K, V, DO, Mstat, Lstat, Zbuf, DQ,
+    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DQ,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -273,9 +304,10 @@ def _sdpa_bwd_dq_kernel(
     stride_dqz, stride_dqh, stride_dqm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
@@ -294,13 +326,21 @@ def _sdpa_bwd_dq_kernel(
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_full,
-                       M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False,
-                       INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
-            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
-                           n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
-                           INPUT_PRECISION)
+        if MASKED:  # an attention mask: every key block through the masked sweep
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
+                               offs_m)
+            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                           M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                           True, INPUT_PRECISION)
+        else:
+            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0,
+                           n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                           False, False, INPUT_PRECISION)
+            if n_full < n_hi:
+                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+                dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn,
+                               n_full, n_hi, M, lim, Bias, offs_n, offs_d, d_ok, qk_scale,
+                               BLOCK_N, EVEN_D, True, False, INPUT_PRECISION)
         store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)

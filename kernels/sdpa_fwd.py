@@ -6,23 +6,26 @@ from _common import (
     LN2,
     LOG2E,
     batch_head,
+    bias_rows,
     block_offsets,
     key_range,
     load_kT_v,
     load_rows,
     mma,
     row_limits,
+    scores_seen,
     store_rows,
 )
 
 
 @triton.jit
 def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, lim,
-               offs_n, offs_d, d_ok, qk_scale,
+               b_rows, offs_n, offs_d, d_ok, qk_scale,
                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-               INPUT_PRECISION: tl.constexpr):
+               BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks the keys j > lim_i
-    (keys >= M and, causal, keys past the row's diagonal). A masked row may have seen no key
+    (keys >= M and, causal, keys past the row's diagonal) and, BIAS, adds the attention
+    mask's bias (rows b_rows), masking its -inf entries. A masked row may have seen no key
     yet (m_i = -inf): it then rescales by exp2(-inf - 0) = 0, never by exp2(-inf + inf)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -34,7 +37,8 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         # -- new running max, rescale factor for the old accumulators, unnormalised probs
         if MASK_N:
-            s2 = tl.where(cols[None, :] <= lim[:, None], s2, float("-inf"))
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+            s2 = tl.where(seen, s2, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
         else:
@@ -52,25 +56,27 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
 
 @triton.jit
 def _sdpa_fwd_kernel(
-    Q, K, V, O, Mstat, Lstat,
+    Q, K, V, Bias, O, Mstat, Lstat,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
     stride_vz, stride_vh, stride_vn,
     stride_oz, stride_oh, stride_om,
     stride_sz, stride_sh, stride_sm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Forward attention for one (query block, batch*head) program.
 
-    S_ij = scale * q_i . k_j                  (fp32 accumulation)
+    S_ij = scale * q_i . k_j (+ B_ij)         (fp32 accumulation; B: the mask's bias)
     m_i  = max_j S_ij                         (fp32, natural units)
     l_i  = sum_j exp(S_ij - m_i)              (fp32)
     O_i  = sum_j exp(S_ij - m_i) v_j / l_i    (stored in the input dtype)
     j ranges over the keys row i sees (all M, or causal: j <= i mod Q_LEN + DIAG, see
-    _common); a row that sees none stores O_i = 0, m_i = -inf, l_i = 0.
+    _common) and, with a mask (MASKED), have B_ij > -inf; a row that sees none stores
+    O_i = 0, m_i = -inf, l_i = 0.
 
     Computed with the online softmax in base 2 (exp2, scale folded into log2(e)), one pass
     over the keys, never materialising S. Stats are written to Mstat/Lstat with strides
@@ -89,17 +95,27 @@ def _sdpa_fwd_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        # key blocks every row sees without a mask, then the diagonal / ragged tail with one;
-        # blocks past the last row's limit are skipped
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, 0,
-                                   n_full, M, 0, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
-                                   EVEN_D, False, INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
+        if MASKED:
+            # an attention mask: every key block a row may see goes through the masked sweep
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
+                               offs_m)
             acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                       n_full, n_hi, M, lim, offs_n, offs_d, d_ok, qk_scale,
-                                       BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+                                       0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
+                                       BLOCK_N, EVEN_D, True, True, INPUT_PRECISION)
+        else:
+            # key blocks every row sees without a mask, then the diagonal / ragged tail with
+            # one; blocks past the last row's limit are skipped
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                       0, n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale,
+                                       BLOCK_N, EVEN_D, False, False, INPUT_PRECISION)
+            if n_full < n_hi:
+                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
+                                           stride_vn, n_full, n_hi, M, lim, Bias, offs_n, offs_d,
+                                           d_ok, qk_scale, BLOCK_N, EVEN_D, True, False,
+                                           INPUT_PRECISION)
         o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # l = 0: a row that saw no key
         store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok, d_ok,
                    EVEN_D)

@@ -19,8 +19,9 @@ order, so results are bitwise reproducible), O(T) extra memory (the row vectors 
     rows  (grid over query blocks): r, z, z. by one sweep over the keys, row sums only;
     dq    (grid over query blocks): hQ, sweeping the keys;
     dkdv  (grid over key blocks):   hK and hV, sweeping the queries.
-Sums over j run over the keys row i sees (all, or causal: see _common); P (and so every
-term) is 0 elsewhere and on rows that see no key.
+With an attention mask S gets its bias B added (B has no tangent). Sums over j run over the
+keys row i sees (all, or causal, or with B_ij > -inf: see _common); P (and so every term) is
+0 elsewhere and on rows that see no key.
 HAS_TDO is a run-time flag (0 when tdO is absent: the tdO products are skipped, TDO is never
 read); each kernel branches on it once, outside its loops.
 """
@@ -30,6 +31,7 @@ import triton.language as tl
 from _common import (
     LOG2E,
     batch_head,
+    bias_rows,
     block_offsets,
     group_rows,
     key_range,
@@ -40,16 +42,18 @@ from _common import (
     query_limits,
     row_limits,
     row_vector,
+    scores_seen,
+    scores_seen_T,
     store_rows,
 )
 
 
 @triton.jit
 def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
                 offs_n, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Row sums over key blocks [n_lo, n_hi): r += P S., z += P dP, w += P S. dP, y += P dP."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -59,10 +63,12 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
-                         - m2[:, None]) * inv_l[:, None]
+        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
         if MASK_N:
-            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(seen, p, 0.0)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -80,33 +86,43 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
 
 
 @triton.jit
-def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN, DIAG,
-                offs_n, offs_d, d_ok, sm_scale, qk_scale,
+def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base, b_base,
+                stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M, offs_m, m_ok,
+                Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
-                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one."""
+                MASKED: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one
+    (with an attention mask: every key block through the masked sweep)."""
     r = tl.zeros([BLOCK_M], tl.float32)
     z = tl.zeros([BLOCK_M], tl.float32)
     w = tl.zeros([BLOCK_M], tl.float32)
     y = tl.zeros([BLOCK_M], tl.float32)
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-    r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                             tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M,
-                             0, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
-                             False, USE_TDO, INPUT_PRECISION)
-    if n_full < n_hi:
-        lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
+    if MASKED:
+        lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
         r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full,
-                                 n_hi, M, lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
-                                 EVEN_D, True, USE_TDO, INPUT_PRECISION)
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
+                                 M, lim, bias_rows(b_base, stride_biasm, offs_m), offs_n, offs_d,
+                                 d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True, USE_TDO,
+                                 INPUT_PRECISION)
+    else:
+        r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full,
+                                 M, 0, b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                 EVEN_D, False, False, USE_TDO, INPUT_PRECISION)
+        if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base,
+                                     v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                     stride_tvn, n_full, n_hi, M, lim, b_base, offs_n, offs_d,
+                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, False,
+                                     USE_TDO, INPUT_PRECISION)
     return r, z, w, y
 
 
 @triton.jit
 def _sdpa_bwd_jvp_rows_kernel(
-    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf,
+    Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -118,9 +134,10 @@ def _sdpa_bwd_jvp_rows_kernel(
     stride_tdoz, stride_tdoh, stride_tdom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Row vectors of one (query block, batch*head), written to contiguous (Z*H, T) buffers:
 
@@ -144,20 +161,21 @@ def _sdpa_bwd_jvp_rows_kernel(
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         qk_scale = sm_scale * LOG2E
         if HAS_TDO != 0:
             tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
                             offs_d, m_ok, d_ok, EVEN_D)
             r, z, w, y = _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m,
-                                     m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-                                     BLOCK_M, BLOCK_N, EVEN_D,
+                                     b_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
+                                     stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG, offs_n,
+                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D, MASKED,
                                      True, INPUT_PRECISION)
         else:
             r, z, w, y = _rows_sweep(q, tq, do, do, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m,
-                                     m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-                                     BLOCK_M, BLOCK_N, EVEN_D,
+                                     b_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
+                                     stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG, offs_n,
+                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D, MASKED,
                                      False, INPUT_PRECISION)
         row = bh * T + offs_m
         tl.store(Rbuf + row, r, mask=m_ok)
@@ -167,10 +185,10 @@ def _sdpa_bwd_jvp_rows_kernel(
 
 @triton.jit
 def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
               offs_n, offs_d, d_ok, sm_scale, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-              USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+              BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Accumulate hQ / scale of one query block over key blocks [n_lo, n_hi)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -180,10 +198,12 @@ def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, 
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
-                         - m2[:, None]) * inv_l[:, None]
+        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
         if MASK_N:
-            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(seen, p, 0.0)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -202,30 +222,39 @@ def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, 
 
 
 @triton.jit
-def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN, DIAG,
-              offs_n, offs_d, d_ok, sm_scale, qk_scale,
+def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base, b_base,
+              stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M, offs_m, m_ok, Q_LEN,
+              DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-              EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one."""
+              EVEN_D: tl.constexpr, MASKED: tl.constexpr, USE_TDO: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr):
+    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one
+    (with an attention mask: every key block through the masked sweep)."""
     hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-    hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                   stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, offs_n,
-                   offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, USE_TDO,
-                   INPUT_PRECISION)
-    if n_full < n_hi:
-        lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
+    if MASKED:
+        lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
         hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M,
-                       lim, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
-                       USE_TDO, INPUT_PRECISION)
+                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
+                       bias_rows(b_base, stride_biasm, offs_m), offs_n, offs_d, d_ok, sm_scale,
+                       qk_scale, BLOCK_N, EVEN_D, True, True, USE_TDO, INPUT_PRECISION)
+    else:
+        hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
+                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0,
+                       b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False,
+                       False, USE_TDO, INPUT_PRECISION)
+        if n_full < n_hi:
+            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
+                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi,
+                           M, lim, b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                           EVEN_D, True, False, USE_TDO, INPUT_PRECISION)
     return hq
 
 
 @triton.jit
 def _sdpa_bwd_jvp_dq_kernel(
-    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HQ,
+    Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HQ,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -238,9 +267,10 @@ def _sdpa_bwd_jvp_dq_kernel(
     stride_hqz, stride_hqh, stride_hqm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """hQ_i = scale * sum_j (dS._ij K_j + dS_ij tK_j) for one (query block, batch*head)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
@@ -262,20 +292,21 @@ def _sdpa_bwd_jvp_dq_kernel(
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         qk_scale = sm_scale * LOG2E
         if HAS_TDO != 0:
             tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
                             offs_d, m_ok, d_ok, EVEN_D)
             hq = _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN,
-                           DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N,
-                           HEAD_DIM, EVEN_D, True,
+                           b_base, stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M,
+                           offs_m, m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale,
+                           qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, True,
                            INPUT_PRECISION)
         else:
             hq = _hq_sweep(q, tq, do, do, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           stride_kn, stride_tkn, stride_vn, stride_tvn, M, offs_m, m_ok, Q_LEN,
-                           DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N,
-                           HEAD_DIM, EVEN_D, False,
+                           b_base, stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M,
+                           offs_m, m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale,
+                           qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, False,
                            INPUT_PRECISION)
         store_rows(HQ, hq * sm_scale, off_z, off_h, stride_hqz, stride_hqh, stride_hqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)
@@ -283,13 +314,14 @@ def _sdpa_bwd_jvp_dq_kernel(
 
 @triton.jit
 def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
-                r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
-                stride_mm, stride_lm, m_lo, m_hi, row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d,
-                d_ok, sm_scale, qk_scale,
+                r_base, z_base, zd_base, b_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
+                stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end, cols, Q_LEN, DIAG, M,
+                offs_m, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
-                USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi);
-    MASK_M masks rows >= row_end and keys past a row's diagonal."""
+    MASK_M masks rows >= row_end and keys past a row's diagonal, BIAS adds the mask's bias
+    and masks its -inf entries."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
         rows = start_m + offs_m
         r_ok = rows < row_end
@@ -307,12 +339,14 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
         z = tl.load(z_base + rows, mask=r_ok, other=0.0)
         zd = tl.load(zd_base + rows, mask=r_ok, other=0.0)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
-        pT = tl.math.exp2(tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
-                          - m2[None, :]) * inv_l[None, :]
+        s2T = tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
         if MASK_M:
-            # -- zero where a row does not see the key (past its diagonal, or padding)
-            seen = cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]
-            pT = tl.where(seen & r_ok[None, :], pT, 0.0)
+            s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG,
+                                      M, BIAS)
+        pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
+        if MASK_M:
+            # -- zero where a row does not see the key (past its diagonal, masked, padding)
+            pT = tl.where(seen, pT, 0.0)
         # -- S.^T = scale (tK Q^T + K tQ^T);  dP^T = V dO^T;  dP.^T = tV dO^T (+ V tdO^T)
         sdT = tl.dot(tk, qT, input_precision=INPUT_PRECISION)
         sdT = tl.dot(k, tqT, sdT, input_precision=INPUT_PRECISION) * sm_scale
@@ -338,42 +372,55 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
 
 @triton.jit
 def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base, r_base,
-                z_base, zd_base, stride_qm, stride_tqm, stride_dom, stride_tdom, stride_mm,
-                stride_lm, T, M, offs_n, n_ok, Q_LEN, DIAG, offs_m, offs_d, d_ok, sm_scale,
-                qk_scale,
+                z_base, zd_base, b_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
+                stride_mm, stride_lm, stride_biasm, T, M, offs_n, n_ok, Q_LEN, DIAG,
+                offs_m, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                EVEN_D: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                EVEN_D: tl.constexpr, MASKED: tl.constexpr, USE_TDO: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr):
     """Per query head of the group (T // Q_LEN of them when grouped and causal, else one with
     Q_LEN = T): rows before `first` skipped, rows up to `full` masked (diagonal), the rest
-    unmasked, then a masked ragged tail (as the backward's dK/dV kernel)."""
+    unmasked, then a masked ragged tail (as the backward's dK/dV kernel); with an attention
+    mask every row from `first` on through the masked sweep."""
     hk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     hv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
     for g in range(0, T // Q_LEN):
         m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
-        hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
-                             l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                             stride_tdom, stride_mm, stride_lm, m_lo, m_mid, g_end, offs_n,
-                             Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
-                             EVEN_D, True, USE_TDO, INPUT_PRECISION)
-        m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
-        hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base,
-                             l_base, r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                             stride_tdom, stride_mm, stride_lm, m_mid, m_full, g_end, offs_n,
-                             Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
-                             EVEN_D, False, USE_TDO, INPUT_PRECISION)
-        if m_full < g_end:
+        if MASKED:
             hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
-                                 m_base, l_base, r_base, z_base, zd_base, stride_qm, stride_tqm,
-                                 stride_dom, stride_tdom, stride_mm, stride_lm, m_full, g_end,
-                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale,
-                                 qk_scale, BLOCK_M, EVEN_D, True, USE_TDO, INPUT_PRECISION)
+                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                 stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                 offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
+                                 True, USE_TDO, INPUT_PRECISION)
+        else:
+            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                 stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
+                                 offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
+                                 False, USE_TDO, INPUT_PRECISION)
+            m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                 stride_biasm, m_mid, m_full, g_end, offs_n, Q_LEN, DIAG, M,
+                                 offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, False,
+                                 False, USE_TDO, INPUT_PRECISION)
+            if m_full < g_end:
+                hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                     m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                     stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                     stride_biasm, m_full, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D,
+                                     True, False, USE_TDO, INPUT_PRECISION)
     return hk, hv
 
 
 @triton.jit
 def _sdpa_bwd_jvp_dkdv_kernel(
-    Q, K, V, TQ, TK, TV, DO, TDO, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HK, HV,
+    Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HK, HV,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -387,9 +434,10 @@ def _sdpa_bwd_jvp_dkdv_kernel(
     stride_hvz, stride_hvh, stride_hvn,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """hK and hV for one (key block, batch*head) program, sweeping all query blocks:
 
@@ -417,21 +465,22 @@ def _sdpa_bwd_jvp_dkdv_kernel(
         r_base = Rbuf + bh * T
         z_base = Zbuf + bh * T
         zd_base = ZDbuf + bh * T
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         qk_scale = sm_scale * LOG2E
         if HAS_TDO != 0:
             tdo_base = TDO + off_z * stride_tdoz + off_h * stride_tdoh
             hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
-                                 r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                                 stride_tdom, stride_mm, stride_lm, T, M, offs_n, n_ok, Q_LEN,
-                                 DIAG, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
-                                 BLOCK_N, HEAD_DIM, EVEN_D, True,
+                                 r_base, z_base, zd_base, b_base, stride_qm, stride_tqm,
+                                 stride_dom, stride_tdom, stride_mm, stride_lm, stride_biasm, T, M,
+                                 offs_n, n_ok, Q_LEN, DIAG, offs_m, offs_d, d_ok,
+                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, True,
                                  INPUT_PRECISION)
         else:
             hk, hv = _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, do_base, m_base, l_base,
-                                 r_base, z_base, zd_base, stride_qm, stride_tqm, stride_dom,
-                                 stride_dom, stride_mm, stride_lm, T, M, offs_n, n_ok, Q_LEN,
-                                 DIAG, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
-                                 BLOCK_N, HEAD_DIM, EVEN_D, False,
+                                 r_base, z_base, zd_base, b_base, stride_qm, stride_tqm,
+                                 stride_dom, stride_dom, stride_mm, stride_lm, stride_biasm, T, M,
+                                 offs_n, n_ok, Q_LEN, DIAG, offs_m, offs_d, d_ok,
+                                 sm_scale, qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, False,
                                  INPUT_PRECISION)
         store_rows(HK, hk * sm_scale, off_z, off_h, stride_hkz, stride_hkh, stride_hkn, offs_n,
                    offs_d, n_ok, d_ok, EVEN_D)

@@ -9,7 +9,8 @@ Using the row stats m, l for P gives the exact JVP (the centering term carries t
 own derivatives). Per query row this is
     tO_i = sum_j P_ij (dS_ij V_j + tV_j) - (sum_j P_ij dS_ij) O_i,   O_i = sum_j P_ij V_j
 so one sweep over keys with three accumulators (A, r, O) suffices; T x M is never stored.
-j ranges over the keys row i sees (all, or causal: see _common); a row that sees none has
+With an attention mask S gets its bias B added (B has no tangent). j ranges over the keys
+row i sees (all, or causal, or with B_ij > -inf: see _common); a row that sees none has
 O = 0, tO = 0 (and from the fused kernel m = -inf, l = 0).
 """
 
@@ -19,6 +20,7 @@ from _common import (
     LN2,
     LOG2E,
     batch_head,
+    bias_rows,
     block_offsets,
     key_range,
     load_kT_v,
@@ -26,6 +28,7 @@ from _common import (
     load_rows,
     mma,
     row_limits,
+    scores_seen,
     store_rows,
 )
 
@@ -44,10 +47,10 @@ def _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn, stri
 
 @triton.jit
 def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_base,
-               stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
+               stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
                offs_n, offs_d, d_ok, sm_scale, qk_scale,
                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-               INPUT_PRECISION: tl.constexpr):
+               BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Frozen-stats accumulators over key blocks [n_lo, n_hi)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -57,10 +60,12 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
-        p = tl.math.exp2(mma(q, kT, None, INPUT_PRECISION) * qk_scale
-                         - m2[:, None]) * inv_l[:, None]
+        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         if MASK_N:
-            p = tl.where(cols[None, :] <= lim[:, None], p, 0.0)
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+        if MASK_N:
+            p = tl.where(seen, p, 0.0)
         # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
@@ -79,7 +84,7 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
 
 @triton.jit
 def _sdpa_jvp_kernel(
-    Q, K, V, TQ, TK, TV, Mstat, Lstat, TO,
+    Q, K, V, TQ, TK, TV, Bias, Mstat, Lstat, TO,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -90,9 +95,10 @@ def _sdpa_jvp_kernel(
     stride_toz, stride_toh, stride_tom,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """tO = A - r * O for one (query block, batch*head), P from the frozen stats (m, l):
 
@@ -117,17 +123,28 @@ def _sdpa_jvp_kernel(
         r = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
-                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0,
-                                     n_full, M, 0, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-                                     BLOCK_N, EVEN_D, False, INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
+        if MASKED:  # an attention mask: every key block through the masked sweep
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
+                               offs_m)
             acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                          v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                         stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
-                                         sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
+                                         stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
+                                         d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True,
                                          INPUT_PRECISION)
+        else:
+            acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                         v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                         stride_tvn, 0, n_full, M, 0, Bias, offs_n, offs_d, d_ok,
+                                         sm_scale, qk_scale, BLOCK_N, EVEN_D, False, False,
+                                         INPUT_PRECISION)
+            if n_full < n_hi:
+                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+                acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                             stride_tvn, n_full, n_hi, M, lim, Bias, offs_n,
+                                             offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
+                                             True, False, INPUT_PRECISION)
         t_o = acc_a - r[:, None] * acc_o
         store_rows(TO, t_o, off_z, off_h, stride_toz, stride_toh, stride_tom, offs_m, offs_d, m_ok,
                    d_ok, EVEN_D)
@@ -135,10 +152,10 @@ def _sdpa_jvp_kernel(
 
 @triton.jit
 def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base,
-                   stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim,
+                   stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
                    offs_n, offs_d, d_ok, sm_scale, qk_scale,
                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-                   INPUT_PRECISION: tl.constexpr):
+                   BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Online-softmax sweep carrying the primal (acc_o, l) and tangent (acc_a, r) sums."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
@@ -149,8 +166,9 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
                                         EVEN_D)
         # -- base-2 scores, running max, rescale factor and unnormalised probs e
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:  # keys past a row's limit; a row that saw no key yet rescales by 0
-            s2 = tl.where(cols[None, :] <= lim[:, None], s2, float("-inf"))
+        if MASK_N:  # keys past a row's limit (or masked); a row that saw no key yet rescales by 0
+            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+            s2 = tl.where(seen, s2, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
@@ -176,7 +194,7 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
 
 @triton.jit
 def _sdpa_fwd_jvp_kernel(
-    Q, K, V, TQ, TK, TV, O, Mstat, Lstat, TO,
+    Q, K, V, TQ, TK, TV, Bias, O, Mstat, Lstat, TO,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -187,9 +205,10 @@ def _sdpa_fwd_jvp_kernel(
     stride_oz, stride_oh, stride_om,
     stride_toz, stride_toh, stride_tom,
     stride_sz, stride_sh, stride_sm,
+    stride_biasz, stride_biash, stride_biasm,
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Primal and tangent in one pass (online softmax, running max m~, e_ij = exp(S_ij - m~_i)):
 
@@ -216,16 +235,26 @@ def _sdpa_fwd_jvp_kernel(
         l_i = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
-            acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-            stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, offs_n, offs_d, d_ok, sm_scale,
-            qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # here, not live during the unmasked sweep
+        if MASKED:  # an attention mask: every key block through the masked sweep
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
+                               offs_m)
             acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
                 acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-                stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, offs_n, offs_d, d_ok,
-                sm_scale, qk_scale, BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+                stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok,
+                sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True, INPUT_PRECISION)
+        else:
+            acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+                stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, Bias, offs_n, offs_d, d_ok,
+                sm_scale, qk_scale, BLOCK_N, EVEN_D, False, False, INPUT_PRECISION)
+            if n_full < n_hi:
+                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
+                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                    acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base,
+                    stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, Bias,
+                    offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, False,
+                    INPUT_PRECISION)
         inv_l = tl.where(l_i > 0.0, 1.0 / l_i, 0.0)  # l = 0: a row that saw no key
         o = acc_o * inv_l[:, None]
         t_o = acc_a * inv_l[:, None] - (r * inv_l)[:, None] * o

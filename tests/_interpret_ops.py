@@ -30,24 +30,26 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=None, **tensors):
+def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=None, bias=None,
+                       **tensors):
     """What the generated launcher and the dispatcher do, in the interpreter (the general
     flavour, fp32 products in IEEE: the interpreter computes dots in NumPy)."""
     Z, H, T, M, _ = sizes
     if Z * H == 0 or (T if SPEC.ops[op]["grid"] == "T" else M) == 0:
         return  # the dispatcher launches nothing for an empty problem
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
-                  has_tdo=has_tdo, causal=causal, input_precision="ieee")
+                  has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee")
 
 
 def _err(x, ref):
     return (x.double() - ref.double()).abs().max().item()
 
 
-def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False):
+def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
-    (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal: as the API's."""
+    (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal, mask: as the API's
+    (mask: a function of (B, H, T, M) returning it)."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -59,11 +61,13 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False):
     x = [make(h, n, h == H and n == T) for h, n in
          ((H, T), (Hkv, M), (Hkv, M), (H, T), (H, T), (Hkv, M), (Hkv, M), (H, T))]
     x64 = [t.double() for t in x]
+    mk = None if mask is None else mask(B, H, T, M)
     tag = (f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
-           f"{' causal=' + str(causal) if causal else ''}")
+           f"{' causal=' + str(causal) if causal else ''}"
+           f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}")
     c = causal
-    _, m64, l64 = reference.forward(*x64[:3], causal=c)
-    same_stats = reference.forward(*x[:3], causal=c)[1:]
+    _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
+    same_stats = reference.forward(*x[:3], causal=c, mask=mk)[1:]
 
     def check(name, ours, formula):
         """formula(args, m, l) in fp64 (the reference) and in the input dtype (torch)."""
@@ -73,31 +77,49 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False):
             out[f"{name}[{i}] {tag}"] = [_err(a, r), allow]
 
     def bwd(a, m_, l_):
-        return reference.backward(*a[:4], m_, l_, causal=c)
+        return reference.backward(*a[:4], m_, l_, causal=c, mask=mk)
 
     def jvp(a, m_, l_):
-        return (reference.jvp(*a[:3], *a[4:7], m_, l_, causal=c),)
+        return (reference.jvp(*a[:3], *a[4:7], m_, l_, causal=c, mask=mk),)
 
-    def finite(t):  # rows that see no key have m = -inf: compare where finite, and the mask
-        return torch.where(torch.isinf(t), -1e30, t)
+    def finite(t):  # rows that see no key have m = -inf: compare where finite (and the set
+        return torch.where(torch.isinf(t), 0.0, t)  # of such rows, below)
 
     q, k, v, do, tq, tk, tv, tdo = x
-    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=c)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=c, mask=mk)
+    same_rows = torch.equal(torch.isinf(m), torch.isinf(m64))
+    if mk is not None:  # a control: the mask changes the result (the checks above see it)
+        unmasked = reference.forward(*x64[:3], causal=c)[0]
+        out[f"mask changes o (-error vs unmasked) {tag}"] = [-_err(o, unmasked), -0.05]
+    out[f"fwd m=-inf rows {tag}"] = [0.0 if same_rows else float("inf"), 0.0]
     check("fwd", (o, finite(m), l / l.max()),
-          lambda a, m_, l_: (reference.forward(*a[:3], causal=c)[0], finite(m_), l_ / l_.max()))
-    check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c), bwd)
-    check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c), bwd)
+          lambda a, m_, l_: (reference.forward(*a[:3], causal=c, mask=mk)[0], finite(m_), l_ / l_.max()))
+    check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c, mask=mk), bwd)
+    check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c, mask=mk), bwd)
     for i, fn in enumerate((aot_sdpa.sdpa_bwd_dq, aot_sdpa.sdpa_bwd_dk, aot_sdpa.sdpa_bwd_dv)):
-        check(fn.__name__, (fn(q, k, v, do, m, l, causal=c),),
+        check(fn.__name__, (fn(q, k, v, do, m, l, causal=c, mask=mk),),
               lambda a, m_, l_, i=i: (bwd(a, m_, l_)[i],))
-    check("jvp", (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c),), jvp)
-    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c)
+    check("jvp", (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c, mask=mk),), jvp)
+    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c, mask=mk)
     check("fwd_jvp", (fo, ft),
-          lambda a, m_, l_: (reference.forward(*a[:3], causal=c)[0], jvp(a, m_, l_)[0]))
-    check("bwd_jvp", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c),
-          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], causal=c))
-    check("bwd_jvp+tdo", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, causal=c),
-          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], a[7], causal=c))
+          lambda a, m_, l_: (reference.forward(*a[:3], causal=c, mask=mk)[0], jvp(a, m_, l_)[0]))
+    check("bwd_jvp", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c, mask=mk),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], causal=c, mask=mk))
+    check("bwd_jvp+tdo", aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, causal=c, mask=mk),
+          lambda a, m_, l_: reference.bwd_jvp(*a[:4], m_, l_, *a[4:7], a[7], causal=c, mask=mk))
+
+
+def _key_padding(B, H, T, M):
+    """(B, 1, 1, M): batch b keeps its first M - 7 b keys; the last batch keeps none."""
+    keep = torch.arange(M)[None, :] < torch.tensor([M - 7 * b for b in range(B)])[:, None]
+    keep[-1] = False
+    return keep[:, None, None, :]
+
+
+def _additive(g, shape):
+    """A float mask: N(0, 1) values, about a quarter of them -inf."""
+    b = torch.randn(*shape, generator=g)
+    return b.masked_fill(torch.rand(*shape, generator=g) < 0.25, float("-inf"))
 
 
 def main():
@@ -121,6 +143,16 @@ def main():
         _check_all(out, dtype, atol, (1, 2, 150, 170, 16), g, causal=True)
         _check_all(out, dtype, atol, (1, 1, 140, 60, 8), g, causal="bottom_right")
         _check_all(out, dtype, atol, (1, 4, 75, 75, 16), g, Hkv=2, causal=True)
+        # attention masks: key padding (bool, (B, 1, 1, M), batch 1 with every key masked:
+        # rows that see no key), additive (1, H, T, M) with -inf entries + causal, and with
+        # grouped heads a (B, 1, T, M) bool mask (materialised per head) and a dense one
+        _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, mask=_key_padding)
+        _check_all(out, dtype, atol, (1, 2, 90, 80, 16), g, causal="bottom_right",
+                   mask=lambda B, H, T, M: _additive(g, (1, H, T, M)))
+        _check_all(out, dtype, atol, (2, 4, 9, 13, 16), g, Hkv=2,
+                   mask=lambda B, H, T, M: torch.rand(B, 1, T, M, generator=g) > 0.3)
+        _check_all(out, dtype, atol, (1, 4, 9, 70, 8), g, Hkv=1, bthd=True,
+                   mask=lambda B, H, T, M: torch.rand(B, H, T, M, generator=g) > 0.5)
     print(json.dumps(out))
 
 

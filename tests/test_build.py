@@ -19,6 +19,10 @@ ARCHS = {"sm_90", "sm_80"}
 OPS = {"fwd", "bwd_z_from_o", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq",
        "jvp", "fwd_jvp", "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp", "bwd_jvp_dq", "bwd_jvp_dkdv"}
+# ops that read an attention mask (every op but z from dO . O; dK-only / dV-only calls with a
+# mask run bwd_dkdv): a masked flavour for each dtype but TF32
+MASKED_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp",
+              "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 # ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
 TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
             "fwd_jvp"}
@@ -37,6 +41,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                     assert (op, dt, d, arch, "general") in have
                     if op in FAST_OPS:
                         assert (op, dt, d, arch, "fast") in have
+                    assert ((op, dt, d, arch, "masked") in have) == (op in MASKED_OPS
+                                                                      and dt != "tf32")
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert len(inv) == len(have), "duplicate variants"
     from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
@@ -62,10 +68,13 @@ def test_op_abi_is_generated_with_stride_owners():
     from aot_sdpa._native import OPS as abi
 
     assert set(abi) == OPS
-    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG")
-    assert abi["fwd"].pointers == ("Q", "K", "V", "O", "Mstat", "Lstat")
-    assert abi["fwd"].stride_owners == ("Q", "K", "V", "O", "Mstat")
-    assert abi["bwd_dkdv"].stride_owners == ("Q", "K", "V", "DO", "DK", "DV", "Mstat", "Lstat")
+    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG", "HAS_BIAS")
+    assert abi["fwd"].pointers == ("Q", "K", "V", "Bias", "O", "Mstat", "Lstat")
+    assert abi["fwd"].stride_owners == ("Q", "K", "V", "O", "Mstat", "Bias")
+    assert abi["bwd_dkdv"].stride_owners == ("Q", "K", "V", "DO", "DK", "DV", "Mstat", "Lstat",
+                                             "Bias")
+    # every op that computes scores takes the attention mask; z from dO . O does not
+    assert {n for n, a in abi.items() if "Bias" not in a.pointers} == {"bwd_z_from_o"}
     for a in abi.values():
         assert set(a.stride_owners) <= set(a.pointers)
 
@@ -88,8 +97,8 @@ def test_launch_without_driver_raises_cuda_error():
         pytest.skip("a CUDA driver is present; this checks the driver-less machine")
     from aot_sdpa._native import OPS as abi
 
-    for call in (lambda: aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 6, [0] * 15,
-                                            (1, 1, 1, 1, 16, 0, 1, 0), 1.0),
+    for call in (lambda: aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18,
+                                            (1, 1, 1, 1, 16, 0, 1, 0, 0), 1.0),
                  lambda: aot_sdpa._C.device_arch(0), lambda: aot_sdpa._C.load_all(0)):
         with pytest.raises(aot_sdpa.CudaError, match="libcuda"):
             call()
@@ -98,8 +107,8 @@ def test_launch_without_driver_raises_cuda_error():
 def test_launch_rejects_wrong_arity():
     from aot_sdpa._native import OPS as abi
 
-    with pytest.raises(ValueError, match="takes 6 pointers and 15 strides"):
-        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 5, [0] * 15, (1, 1, 1, 1, 16, 0, 1, 0),
+    with pytest.raises(ValueError, match="takes 7 pointers and 18 strides"):
+        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 6, [0] * 18, (1, 1, 1, 1, 16, 0, 1, 0, 0),
                            1.0)
 
 

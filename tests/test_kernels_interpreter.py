@@ -35,6 +35,9 @@ def test_every_op_runs_in_the_interpreter(interpreted):
     assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
             "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"} <= ops
     assert any("fp16" in key for key in interpreted) and any("fp32" in key for key in interpreted)
+    masked = {key.split()[0].split("[")[0] for key in interpreted if " mask(" in key}
+    assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
+            "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"} <= masked
 
 
 def test_interpreted_kernels_match_the_fp64_reference(interpreted):
