@@ -54,33 +54,38 @@ def _like(x: torch.Tensor, value: torch.Tensor, k: torch.Tensor | None = None) -
 
 
 def _stand_in_kernels():
-    def fwd(q, k, v, scale=None, causal=0):
-        o, m, l = reference.forward(*_plain(q, k, v), scale, causal)
+    def fwd(q, k, v, scale=None, causal=0, bias=None):
+        q, k, v, bias = _plain(q, k, v, bias)
+        o, m, l = reference.forward(q, k, v, scale, causal, mask=bias)
         return _like(q, o, k), m, l
 
-    def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0):
-        dq, dk, dv = reference.backward(*_plain(q, k, v, do, m, l, o)[:6], scale, causal)
+    def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
+        x = _plain(q, k, v, do, m, l, bias)
+        dq, dk, dv = reference.backward(*x[:6], scale, causal, mask=x[6])
         return _like(q, dq, k), _like(k, dk), _like(v, dv)
 
-    def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0):
-        return _like(q, reference.jvp(*_plain(q, k, v, tq, tk, tv, m, l), scale, causal), k)
+    def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0, bias=None):
+        x = _plain(q, k, v, tq, tk, tv, m, l, bias)
+        return _like(q, reference.jvp(*x[:8], scale, causal, mask=x[8]), k)
 
-    def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0):
-        x = _plain(q, k, v, tq, tk, tv)
-        o, m, l = reference.forward(*x[:3], scale, causal)
-        return _like(q, o, k), m, l, _like(q, reference.jvp(*x, m, l, scale, causal), k)
+    def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
+        x = _plain(q, k, v, tq, tk, tv, bias)
+        o, m, l = reference.forward(*x[:3], scale, causal, mask=x[6])
+        return (_like(q, o, k), m, l,
+                _like(q, reference.jvp(*x[:6], m, l, scale, causal, mask=x[6]), k))
 
-    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0):
-        hq, hk, hv = reference.bwd_jvp(*_plain(q, k, v, do, m, l, tq, tk, tv, tdo), scale=scale,
-                                       causal=causal)
+    def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0, bias=None):
+        x = _plain(q, k, v, do, m, l, tq, tk, tv, tdo, bias)
+        hq, hk, hv = reference.bwd_jvp(*x[:10], scale=scale, causal=causal, mask=x[10])
         return _like(q, hq, k), _like(k, hk), _like(v, hv)
 
     def piece(i):
-        return lambda q, k, v, do, m, l, scale=None, causal=0: bwd(q, k, v, do, m, l, None,
-                                                                   scale, causal)[i]
+        return lambda q, k, v, do, m, l, scale=None, causal=0, bias=None: bwd(
+            q, k, v, do, m, l, None, scale, causal, bias)[i]
 
     return {"fwd": fwd,
-            "fwd_out": lambda q, k, v, scale=None, causal=0: fwd(q, k, v, scale, causal)[0],
+            "fwd_out": lambda q, k, v, scale=None, causal=0, bias=None: fwd(q, k, v, scale,
+                                                                           causal, bias)[0],
             "bwd": bwd, "jvp": jvp, "fwd_jvp": fwd_jvp, "bwd_jvp": bwd_jvp,
             "bwd_dq": piece(0), "bwd_dk": piece(1), "bwd_dv": piece(2)}
 

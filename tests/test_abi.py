@@ -92,11 +92,14 @@ def test_every_op_gets_its_tensors_by_name(recorder):
                              HK=hk, HV=hv),
     }
     assert set(expected) == set(OPS), "a new op needs its expectations here"
+    for name, want in expected.items():  # no attention mask: a null Bias
+        if "Bias" in OPS[name].pointers:
+            want["Bias"] = None
     _check(recorder, expected)
-    # the sizes, the HAS_TDO flag and (no mask) Q_LEN = T, DIAG = M - 1
+    # the sizes, the HAS_TDO flag, (no causal mask) Q_LEN = T, DIAG = M - 1 and HAS_BIAS = 0
     last = {c[0]: c for c in recorder.calls}
-    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1, T, M - 1)
-    assert last["fwd"][3] == (B, H, T, M, D, 0, T, M - 1)
+    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1, T, M - 1, 0)
+    assert last["fwd"][3] == (B, H, T, M, D, 0, T, M - 1, 0)
     recorder.calls.clear()
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for name, ptrs, _, ints, _ in recorder.calls:
@@ -127,7 +130,7 @@ def test_causal_passes_query_length_and_diagonal(recorder, causal, diag, Hkv):
         seen.add(name)
         assert ints[2] == (H // Hkv) * T, (name, ints)
         if name != "bwd_z_from_o":  # dO . O per row: no keys, no Q_LEN / DIAG parameters
-            assert ints[6:] == (T, diag), (name, ints)
+            assert ints[6:8] == (T, diag) and ints[8] == 0, (name, ints)
     assert seen == set(OPS), "every op's kernels ran with the causal ints"
 
 
@@ -182,13 +185,14 @@ def test_packing_by_name_reads_tensors_and_refuses_bad_arguments():
     fwd = OPS["fwd"]
     q = _t(2, 3, 5, 16, transpose=True)
     m = torch.empty(2, 3, 5)
-    named = dict(Q=q, K=q, V=q, O=q, Mstat=m, Lstat=m)
+    bias = torch.empty(2, 1, 1, 7).expand(2, 3, 5, 7).as_strided((2, 3, 5), (7, 0, 0))
+    named = dict(Q=q, K=q, V=q, Bias=bias, O=q, Mstat=m, Lstat=m)
     ptrs, strides = pack(fwd.index, named)
     assert ptrs == [named[n].data_ptr() for n in fwd.pointers]
     assert strides == [s for n in fwd.stride_owners for s in named[n].stride()[:3]]
     # a pointer the op never reads may be None: null, and its own triple zeros
     dv = OPS["bwd_dv"]
-    bwd = dict(Q=q, K=q, V=q, DO=q, Mstat=m, Lstat=m, Zbuf=None, DK=None, DV=q)
+    bwd = dict(Q=q, K=q, V=q, DO=q, Bias=None, Mstat=m, Lstat=m, Zbuf=None, DK=None, DV=q)
     ptrs, strides = pack(dv.index, bwd)
     assert dict(zip(dv.pointers, ptrs))["DK"] == 0
     i = dv.stride_owners.index("DK")
@@ -210,3 +214,50 @@ def test_stats_share_one_stride_triple():
     m, l = _ops._stats_pair(torch.empty(1), 2, 3, 5)
     assert m.stride() == l.stride() and m.shape == l.shape == (2, 3, 5)
     assert "Lstat" not in OPS["fwd"].stride_owners and "Mstat" in OPS["fwd"].stride_owners
+
+
+@pytest.mark.parametrize("case", ["bool_key_padding", "fp32_in_place", "gqa_rows_copied",
+                                  "gqa_dense_view"])
+def test_mask_reaches_every_kernel_as_a_bias_view(recorder, case):
+    """Every kernel of every op that reads scores gets the mask as Bias with (batch, head,
+    row) strides (0 where it broadcasts) and HAS_BIAS = 1: a boolean mask converted once
+    (compact float32), a float32 one read in place, and with grouped heads a view whose rows
+    span the group (dense) or a copy with the heads materialised ((B, 1, T, M))."""
+    B, H, T, M, D = 2, 3, 5, 7, 16
+    Hkv = 1 if case.startswith("gqa") else H
+    G = H // Hkv
+    q, do, tq = (_t(B, H, T, D) for _ in range(3))
+    k, v, tk, tv = (_t(B, Hkv, M, D) for _ in range(4))
+    m, l = torch.randn(B, H, T), torch.rand(B, H, T) + 1
+    if case == "bool_key_padding":
+        mask = torch.rand(B, 1, 1, M) > 0.5
+        want_ptr, want = None, [M, 0, 0]
+    elif case == "fp32_in_place":
+        mask = torch.randn(1, H, T, M)
+        want_ptr, want = mask.data_ptr(), [0, T * M, M]
+    elif case == "gqa_rows_copied":
+        mask = torch.rand(B, 1, T, M) > 0.5
+        want_ptr, want = None, [H * T * M, G * T * M, M]
+    else:
+        mask = torch.randn(B, H, T, M)
+        want_ptr, want = mask.data_ptr(), [H * T * M, G * T * M, M]
+    aot_sdpa.triton_sdpa_fused(q, k, v, mask=mask)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=mask)
+    aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l, mask=mask)
+    aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l, mask=mask)
+    aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, mask=mask)
+    aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, mask=mask)
+    aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, mask=mask)
+    seen = set()
+    for name, ptrs, strides, ints, _ in recorder.calls:
+        abi = OPS[name]
+        assert ints[-1] == 1, name
+        assert name not in ("bwd_dk", "bwd_dv"), "masked dK/dV-only calls run bwd_dkdv"
+        if "Bias" not in abi.pointers:
+            continue
+        seen.add(name)
+        ptr = dict(zip(abi.pointers, ptrs))["Bias"]
+        assert ptr != 0 and (want_ptr is None or ptr == want_ptr), name
+        i = abi.stride_owners.index("Bias")
+        assert strides[3 * i:3 * i + 3] == want, (name, strides[3 * i:3 * i + 3])
+    assert seen == {n for n, a in OPS.items() if "Bias" in a.pointers} - {"bwd_dk", "bwd_dv"}

@@ -1,8 +1,10 @@
-"""Causal attention and head dims up to 256 on the GPU: every op (forward, backward, JVP,
-fused forward+JVP, backward-JVP) against the fp64 reference with the project's rule, on
-awkward shapes; causal T != M both ways (top-left as torch's is_causal, bottom-right with rows
-that see no key when T > M); causal with grouped-query heads; float32 above D = 128 refused by
-name; causal skips the blocks above the diagonal (measured)."""
+"""Causal attention, attention masks and head dims up to 256 on the GPU: every op (forward,
+backward, JVP, fused forward+JVP, backward-JVP) against the fp64 reference with the project's
+rule, on awkward shapes; causal T != M both ways (top-left as torch's is_causal, bottom-right
+with rows that see no key when T > M); causal with grouped-query heads; masks (key padding,
+additive, dense boolean, with causal, with grouped heads; rows whose keys are all masked);
+the drop-in's attn_mask vs torch's math backend; float32 above D = 128 refused by name;
+causal skips the blocks above the diagonal (measured)."""
 
 from __future__ import annotations
 
@@ -16,30 +18,32 @@ from _helpers import RULE_DTYPES, assert_within, operands
 
 pytestmark = pytest.mark.gpu
 
-def _ops(x, m, l, impl, causal):
+def _ops(x, m, l, impl, causal, mask=None):
     q, k, v, do, tq, tk, tv = x
-    c = causal
+    c, mk = causal, mask
     if impl == "aot":
-        return {"fwd": (aot_sdpa.triton_sdpa_fused(q, k, v, causal=c)[0],),
-                "bwd": aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c),
-                "jvp": (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c),),
-                "fwd_jvp": (aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c)[3],),
-                "bwd_jvp": aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c)}
-    return {"fwd": (reference.forward(q, k, v, causal=c)[0],),
-            "bwd": reference.backward(q, k, v, do, m, l, causal=c),
-            "jvp": (reference.jvp(q, k, v, tq, tk, tv, m, l, causal=c),),
+        return {"fwd": (aot_sdpa.triton_sdpa_fused(q, k, v, causal=c, mask=mk)[0],),
+                "bwd": aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c, mask=mk),
+                "jvp": (aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=c, mask=mk),),
+                "fwd_jvp": (aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=c, mask=mk)[3],),
+                "bwd_jvp": aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c,
+                                                 mask=mk)}
+    return {"fwd": (reference.forward(q, k, v, causal=c, mask=mk)[0],),
+            "bwd": reference.backward(q, k, v, do, m, l, causal=c, mask=mk),
+            "jvp": (reference.jvp(q, k, v, tq, tk, tv, m, l, causal=c, mask=mk),),
             "fwd_jvp": (reference.jvp(q, k, v, tq, tk, tv,
-                                      *reference.forward(q, k, v, causal=c)[1:], causal=c),),
-            "bwd_jvp": reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c)}
+                                      *reference.forward(q, k, v, causal=c, mask=mk)[1:],
+                                      causal=c, mask=mk),),
+            "bwd_jvp": reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c, mask=mk)}
 
 
-def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
+def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed, mask=None):
     x = operands(B, H, Hkv, T, M, D, dtype, seed)
     x64 = [t.double() for t in x]
-    _, m64, l64 = reference.forward(*x64[:3], causal=causal)
-    ref = _ops(x64, m64, l64, "ref", causal)
-    ours = _ops(x, m64.float(), l64.float(), "aot", causal)
-    same = _ops(x, m64.float(), l64.float(), "torch", causal)
+    _, m64, l64 = reference.forward(*x64[:3], causal=causal, mask=mask)
+    ref = _ops(x64, m64, l64, "ref", causal, mask)
+    ours = _ops(x, m64.float(), l64.float(), "aot", causal, mask)
+    same = _ops(x, m64.float(), l64.float(), "torch", causal, mask)
     for op in ref:
         f = 3.0 if op == "bwd_jvp" and dtype != torch.float32 else factor
         if dtype == torch.float32 and D == 1:
@@ -61,7 +65,7 @@ def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed):
             assert a.shape == r.shape
             assert_within(f"{op}[{i}]", a, r, s, f, tol * mag)
     # the forward's own stats: m = -inf exactly on rows that see no key, l = 0 there
-    _, m, l = aot_sdpa.triton_sdpa_fused(*x[:3], causal=causal)
+    _, m, l = aot_sdpa.triton_sdpa_fused(*x[:3], causal=causal, mask=mask)
     assert torch.equal(torch.isinf(m), torch.isinf(m64))
     assert torch.equal(l == 0, l64 == 0)
 
@@ -149,3 +153,82 @@ def test_causal_skips_the_blocks_above_the_diagonal():
             q, k, v, do, m, l, o=o, causal=c))
     assert fwd[False] / fwd[True] >= 1.5, fwd
     assert bwd[False] / bwd[True] >= 1.5, bwd
+
+
+def _mask(kind, B, H, T, M, dtype, seed):
+    """key_padding: bool (B, 1, 1, M), batch b keeps its first M - 5 b keys (the last batch
+    none: rows that see no key); additive: (1, H, T, M) in q's dtype (torch's rule), N(0, 1)
+    with about a quarter -inf; dense: bool (B, H, T, M)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    if kind == "key_padding":
+        lens = torch.tensor([max(M - 5 * b, 0) for b in range(B)], device="cuda")
+        keep = torch.arange(M, device="cuda")[None, :] < lens[:, None]
+        keep[-1] = False
+        return keep[:, None, None, :]
+    if kind == "additive":
+        a = torch.randn(1, H, T, M, device="cuda", generator=g)
+        a = a.masked_fill(torch.rand(1, H, T, M, device="cuda", generator=g) < 0.25,
+                          float("-inf"))
+        return a.to(dtype)
+    return torch.rand(B, H, T, M, device="cuda", generator=g) > 0.5
+
+
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("kind,causal", [("key_padding", False), ("additive", False),
+                                         ("dense", False), ("additive", "bottom_right"),
+                                         ("key_padding", True)])
+@pytest.mark.parametrize("T,M,D", [(1, 3, 8), (113, 203, 40), (1023, 1024, 64),
+                                   (203, 113, 128)])
+def test_every_op_masked_matches_fp64(dtype, factor, atol, kind, causal, T, M, D):
+    B, H = 2, 3
+    mask = _mask(kind, B, H, T, M, dtype, seed=T + M)
+    _check_every_op(B, H, H, T, M, D, dtype, factor, atol, causal, seed=T + 3 * M, mask=mask)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("Hkv", [1, 2])
+@pytest.mark.parametrize("shape", ["rows", "dense"])
+def test_every_op_masked_grouped_query_matches_fp64(dtype, factor, atol, Hkv, shape):
+    """(B, 1, T, M): the kernels' grouped-row view materialises its heads; (B, H, T, M)
+    dense: a view (the head stride is T times the row stride)."""
+    B, H, T, M = 2, 8, 257, 333
+    g = torch.Generator(device="cuda").manual_seed(Hkv)
+    mask = torch.rand(B, 1 if shape == "rows" else H, T, M, device="cuda", generator=g) > 0.4
+    _check_every_op(B, H, Hkv, T, M, 64, dtype, factor, atol, False, seed=Hkv, mask=mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("kind", ["key_padding", "additive"])
+def test_dropin_attn_mask_matches_torch_math(dtype, kind):
+    """The drop-in's attn_mask vs torch's math backend with the same mask (fp64, forward and
+    backward; key padding keeps a key for every row: torch gives NaN on fully masked rows)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    B, H, T, M = 3, 4, 197, 211
+    q, k, v, do, *_ = operands(B, H, H, T, M, 64, dtype, seed=11)
+    mask = _mask(kind, B, H, T, M, dtype, seed=3)
+    if kind == "key_padding":
+        mask[-1] = True
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = [t.double().requires_grad_() for t in (q, k, v)]
+    o = aot_sdpa.scaled_dot_product_attention(*xs, attn_mask=mask)
+    o.backward(do)
+    with sdpa_kernel(SDPBackend.MATH):
+        r = torch.nn.functional.scaled_dot_product_attention(
+            *ref, attn_mask=mask if mask.dtype == torch.bool else mask.double())
+    r.backward(do.double())
+    tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
+    for a, b in ((o, r), *((x.grad, y.grad) for x, y in zip(xs, ref))):
+        assert (a.double() - b).abs().max().item() < tol * (1 + b.abs().max().item())
+
+
+def test_masked_rows_get_zero_outputs_and_gradients():
+    """A batch whose keys are all masked: o = 0, m = -inf, l = 0, and zero dQ, dK, dV."""
+    q, k, v, do, *_ = operands(2, 2, 2, 64, 80, 64, torch.float16, seed=2)
+    mask = torch.ones(2, 1, 1, 80, dtype=torch.bool, device="cuda")
+    mask[1] = False
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, mask=mask)
+    assert torch.all(o[1] == 0) and torch.all(torch.isneginf(m[1])) and torch.all(l[1] == 0)
+    assert torch.isfinite(m[0]).all() and (l[0] > 0).all()
+    for g in aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, mask=mask):
+        assert torch.all(g[1] == 0) and g[0].abs().max() > 0

@@ -104,6 +104,83 @@ def test_causal_composition_plumbing_cpu(reference_kernels, name, causal):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, max_err(a, b))
 
 
+def _padding_and_additive(B, H, T, M, g):
+    """A boolean key-padding mask (B, 1, 1, M) (batch 0 keeps every key, the others lose
+    their last keys; the last batch keeps none: rows that see no key) and an additive
+    (1, H, T, M) float mask with -inf entries."""
+    keep = torch.arange(M)[None, :] < torch.tensor([M - 2 * b for b in range(B)])[:, None]
+    keep[-1] = False
+    add = torch.randn(1, H, T, M, generator=g)
+    add = add.masked_fill(torch.rand(1, H, T, M, generator=g) < 0.3, float("-inf"))
+    return keep[:, None, None, :], add
+
+
+# two compositions change the problem's shape, so one mask cannot fit both: vmap_grad_per_sample
+# calls attention per sample (batch 1; test_vmap_with_a_mask maps a mask along with q instead)
+# and functional_call_grad is self-attention of q (M = T)
+_MASK_SHAPED = ("vmap_grad_per_sample", "functional_call_grad")
+
+
+@pytest.mark.parametrize("kind", ["dropin_bool", "explicit_additive_causal", "gqa_rows"])
+@pytest.mark.parametrize("name", [n for n in COMPOSITIONS
+                                  if n not in UNSUPPORTED and n not in _MASK_SHAPED])
+def test_masked_composition_plumbing_cpu(reference_kernels, name, kind):
+    """Every composition with an attention mask vs torch's own transforms of the masked
+    float64 reference: every rule passes the forward's mask on (never a gradient for it).
+    dropin_bool: the drop-in's attn_mask, key padding; explicit_additive_causal: the explicit
+    op's mask= with causal="bottom_right"; gqa_rows: a (B, 1, T, M) mask with grouped heads
+    (the kernels' view needs its heads materialised)."""
+    B, H, T, M, D = (2, 2, 4, 3, 4) if name in SMALL else (3, 2, 11, 9, 8)
+    g = torch.Generator().manual_seed(7)
+    keep, add = _padding_and_additive(B, H, T, M, g)
+    if kind == "dropin_bool":
+        x, mask, causal = inputs(B, H, T, M, D, F64, "cpu"), keep, False
+        attn = lambda q, k, v: aot_sdpa.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    elif kind == "explicit_additive_causal":
+        x, mask, causal = inputs(B, H, T, M, D, F64, "cpu"), add, "bottom_right"
+        attn = lambda q, k, v: aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal, mask=mask)[0]
+    else:
+        x, causal = inputs(B, 4, T, M, D, F64, "cpu", Hkv=2), False
+        mask = torch.rand(B, 1, T, M, generator=g) > 0.4
+        attn = lambda q, k, v: aot_sdpa.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                       enable_gqa=True)
+    ours = flat(COMPOSITIONS[name](attn, x))
+    ref = flat(COMPOSITIONS[name](
+        lambda q, k, v: reference.attention(q, k, v, causal=causal, mask=mask), x))
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item()), (name, max_err(a, b))
+
+
+@pytest.mark.parametrize("mask_batched", [False, True])
+def test_vmap_with_a_mask_cpu(reference_kernels, mask_batched):
+    """vmap over q (and the mask, or a fixed mask) of the masked drop-in and of its grad:
+    equal to the per-sample loop over the float64 reference."""
+    x = inputs(2, 2, 7, 9, 8, F64, "cpu", seed=3)
+    g = torch.Generator().manual_seed(1)
+    qs = torch.stack([x["q"], x["tq"], 2 * x["q"]])
+    masks = torch.rand(3, 2, 1, 7, 9, generator=g) > 0.3
+    fixed = masks[0]
+
+    def ours(q, mk):
+        return aot_sdpa.scaled_dot_product_attention(q, x["k"], x["v"], attn_mask=mk)
+
+    def ref(q, mk):
+        return reference.attention(q, x["k"], x["v"], mask=mk)
+
+    for f, want_f in ((ours, ref),
+                      (torch.func.grad(lambda q, mk: (ours(q, mk) * x["w"]).sum()),
+                       torch.func.grad(lambda q, mk: (ref(q, mk) * x["w"]).sum()))):
+        if mask_batched:
+            got = torch.func.vmap(f)(qs, masks)
+            want = torch.stack([want_f(q, mk) for q, mk in zip(qs, masks)])
+        else:
+            got = torch.func.vmap(f, in_dims=(0, None))(qs, fixed)
+            want = torch.stack([want_f(q, fixed) for q in qs])
+        assert max_err(got, want) <= 1e-9 * (1 + want.abs().max().item())
+
+
 @pytest.mark.parametrize("outer", ["none", "grad", "vmap"])
 def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkeypatch, outer):
     """torch.func.jvp through the drop-in runs the fused forward+JVP once (no separate

@@ -1,6 +1,7 @@
 """attn_implementation="aot_sdpa" in Hugging Face transformers, with tiny randomly initialised
 models built from configs here (no downloads): logits and gradients vs
-attn_implementation="sdpa"; what aot_sdpa does not support yet raises, naming it.
+attn_implementation="sdpa": a ViT, a BERT with padding, a Llama-like decoder with grouped-query
+heads (causal, padded, generating with a KV cache).
 
 CPU: the kernels are the float64 stand-ins (tests/conftest.py), float32 models. GPU: the real
 kernels in float16 (skipped without CUDA)."""
@@ -42,21 +43,40 @@ def test_vit_matches_sdpa_cpu(reference_kernels):
         assert max_err(a, b) < 1e-4 * (1 + b.abs().max().item())
 
 
-def test_bert_padding_mask_is_refused_and_unpadded_runs_cpu(reference_kernels):
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1,
+def _bert(impl, dtype=torch.float32, device="cpu"):
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64,
-                                  attn_implementation="aot_sdpa")
-    model = transformers.BertModel(cfg).eval()
-    ids = torch.randint(0, 50, (2, 7))
-    padded = torch.ones(2, 7, dtype=torch.long)
-    padded[1, 5:] = 0
-    with pytest.raises(NotImplementedError, match="attention mask"):
-        model(input_ids=ids, attention_mask=padded)
-    cfg_sdpa = transformers.BertConfig(**{**cfg.to_dict(), "attn_implementation": "sdpa"})
-    ref = transformers.BertModel(cfg_sdpa).eval()
-    ref.load_state_dict(model.state_dict())
-    got = model(input_ids=ids).last_hidden_state
-    assert max_err(got, ref(input_ids=ids).last_hidden_state) < 1e-5
+                                  attn_implementation=impl)
+    torch.manual_seed(0)
+    return transformers.BertModel(cfg).to(device, dtype).eval()
+
+
+def _padded_batch(B, S, device="cpu"):
+    """Token ids and a padding mask: row b loses its last 2 b tokens."""
+    ids = torch.randint(0, 50, (B, S), device=device)
+    keep = torch.ones(B, S, dtype=torch.long, device=device)
+    for b in range(1, B):
+        keep[b, S - 2 * b:] = 0
+    return ids, keep
+
+
+def _hidden_and_grads(model, ids, keep):
+    out = model(input_ids=ids, attention_mask=keep).last_hidden_state
+    grads = torch.autograd.grad((out.float().square() * keep[..., None]).sum(),
+                                list(model.parameters()), allow_unused=True)
+    return out * keep[..., None], grads
+
+
+def test_bert_padded_batch_matches_sdpa_cpu(reference_kernels):
+    """A padded batch brings transformers' (B, 1, S, S) key-padding mask: hidden states (at
+    the kept tokens) and parameter gradients equal attn_implementation="sdpa"'s."""
+    ids, keep = _padded_batch(3, 9)
+    want = _hidden_and_grads(_bert("sdpa"), ids, keep)
+    got = _hidden_and_grads(_bert("aot_sdpa"), ids, keep)
+    assert max_err(got[0], want[0]) < 1e-5
+    for a, b in zip(got[1], want[1]):
+        if b is not None:
+            assert max_err(a, b) < 1e-4 * (1 + b.abs().max().item())
 
 
 def _llama(impl, dtype=torch.float32, device="cpu"):
@@ -68,17 +88,25 @@ def _llama(impl, dtype=torch.float32, device="cpu"):
 
 
 def test_llama_causal_gqa_matches_sdpa_cpu(reference_kernels):
-    """A causal decoder with grouped-query heads on an unpadded batch without a cache:
-    transformers asks for is_causal (no mask), which aot_sdpa runs; a padded batch brings a
-    mask, which is refused by name."""
+    """A causal decoder with grouped-query heads: unpadded without a cache (transformers asks
+    for is_causal), left-padded (a causal + padding mask) and greedy generation with a KV
+    cache (decode steps of one query against the cache, with the padding mask): logits and
+    tokens equal attn_implementation="sdpa"'s."""
     ids = torch.randint(0, 50, (2, 9))
     want = _llama("sdpa")(input_ids=ids, use_cache=False).logits
     model = _llama("aot_sdpa")
     assert max_err(model(input_ids=ids, use_cache=False).logits, want) < 1e-5
-    padded = torch.ones(2, 9, dtype=torch.long)
-    padded[1, :3] = 0
-    with pytest.raises(NotImplementedError, match="attention mask"):
-        model(input_ids=ids, attention_mask=padded, use_cache=False)
+    keep = torch.ones(2, 9, dtype=torch.long)
+    keep[1, :3] = 0  # left padding
+    want = _llama("sdpa")(input_ids=ids, attention_mask=keep, use_cache=False).logits
+    got = model(input_ids=ids, attention_mask=keep, use_cache=False).logits
+    assert max_err(got[0], want[0]) < 1e-5 and max_err(got[1, 3:], want[1, 3:]) < 1e-5
+    gen = dict(attention_mask=keep, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    out = model.generate(ids, **gen, output_logits=True, return_dict_in_generate=True)
+    ref = _llama("sdpa").generate(ids, **gen, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(out.sequences, ref.sequences)
+    for a, b in zip(out.logits, ref.logits):
+        assert max_err(a, b) < 1e-5
 
 
 @pytest.mark.gpu
@@ -98,3 +126,32 @@ def test_llama_causal_gqa_matches_sdpa_gpu():
     want = _llama("sdpa", torch.float16, "cuda")(input_ids=ids, use_cache=False).logits
     got = _llama("aot_sdpa", torch.float16, "cuda")(input_ids=ids, use_cache=False).logits
     assert max_err(got, want) < 2e-2 * want.abs().max().item()
+
+
+@pytest.mark.gpu
+def test_bert_padded_batch_matches_sdpa_gpu():
+    ids, keep = _padded_batch(4, 40, "cuda")
+    want = _hidden_and_grads(_bert("sdpa", torch.float16, "cuda"), ids, keep)
+    got = _hidden_and_grads(_bert("aot_sdpa", torch.float16, "cuda"), ids, keep)
+    assert max_err(got[0], want[0]) < 2e-2 * want[0].abs().max().item()
+    for a, b in zip(got[1], want[1]):
+        if b is not None:
+            assert max_err(a, b) < 5e-2 * (1e-3 + b.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_llama_padded_generation_matches_sdpa_gpu():
+    ids = torch.randint(0, 50, (2, 17), device="cuda")
+    keep = torch.ones(2, 17, dtype=torch.long, device="cuda")
+    keep[1, :5] = 0
+    gen = dict(attention_mask=keep, max_new_tokens=8, do_sample=False, pad_token_id=0,
+               output_logits=True, return_dict_in_generate=True)
+    out = _llama("aot_sdpa", torch.float16, "cuda").generate(ids, **gen)
+    ref = _llama("sdpa", torch.float16, "cuda").generate(ids, **gen)
+    # fp16 logits of two implementations differ in their last bits, which can flip a greedy
+    # token where two logits nearly tie: compare the steps up to the first differing token
+    # (the contexts are equal there); the first step always counts
+    new_out, new_ref = out.sequences[:, 17:], ref.sequences[:, 17:]
+    same = int((new_out == new_ref).all(0).long().cumprod(0).sum().item())
+    for a, b in list(zip(out.logits, ref.logits))[:max(same, 1)]:
+        assert max_err(a, b) < 2e-2 * b.abs().max().item()

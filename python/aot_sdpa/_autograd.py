@@ -38,6 +38,7 @@ from ._checks import (
     check_devices,
     check_eps,
     check_like,
+    check_mask,
 )
 from ._torch_compat import (
     compiling,
@@ -61,22 +62,35 @@ def _vmap_rule(apply, info, in_dims, *args):
 
     Every tensor argument of the primitives has B as its dimension 0, so a batched argument
     (vmap dim moved to the front) of shape (N, B, ...) becomes (N*B, ...); an unbatched one is
-    expanded to N first. Outputs are unfolded back to (N, B, ...) with out_dim 0.
+    expanded to N first. The last argument is the bias (the attention mask or None), whose
+    dim 0 is B or 1 (_fold_bias). Outputs are unfolded back to (N, B, ...) with out_dim 0.
     """
     n = info.batch_size
     folded, batch = [], None
-    for x, d in zip(args, in_dims):
+    for x, d in zip(args[:-1], in_dims[:-1]):
         if isinstance(x, torch.Tensor):
             x = x.movedim(d, 0) if d is not None else x.expand(n, *x.shape)
             batch = x.shape[1]
             x = _unit_stride(x.reshape(n * batch, *x.shape[2:]))
         folded.append(x)
-    out = apply(*folded)
+    out = apply(*folded, _fold_bias(args[-1], in_dims[-1], n, batch))
     single = isinstance(out, torch.Tensor)
     outs = tuple(None if o is None else o.reshape(n, batch, *o.shape[1:])
                  for o in ((out,) if single else out))
     dims = tuple(None if o is None else 0 for o in outs)
     return (outs[0], dims[0]) if single else (outs, dims)
+
+
+def _fold_bias(bias, d, n: int, batch: int):
+    """A bias (4-D, dim 0 of size B or 1) for the folded batch N*B: kept when unbatched with
+    dim 0 of 1 (it broadcasts), else its N copies / slices stacked along dim 0."""
+    if bias is None:
+        return None
+    if d is None:
+        return bias if bias.shape[0] == 1 else bias.repeat(n, 1, 1, 1)
+    b = bias.movedim(d, 0)
+    b = b.expand(n, batch, *b.shape[2:])
+    return _unit_stride(b.reshape(n * batch, *b.shape[2:]))
 
 
 def _refuse(what: str):
@@ -90,83 +104,83 @@ class _Fwd(torch.autograd.Function):
     """(o, m, l) = forward(q, k, v); m, l are not differentiable."""
 
     @staticmethod
-    def forward(q, k, v, scale, causal):
-        return _ops.fwd(q, k, v, scale, causal)
+    def forward(q, k, v, scale, causal, bias):
+        return _ops.fwd(q, k, v, scale, causal, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _library.fwd_setup_context(ctx, inputs, output)  # the custom operator's, shared
-        (q, k, v, _, _), (_, m, l) = inputs, output
+        (q, k, v, *_), (_, m, l) = inputs, output
         ctx.save_for_forward(q, k, v, m, l)
 
     @staticmethod
     def backward(ctx, do, _dm, _dl):
-        return (*_rules.fwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, do), None,
-                None)
+        return (*_rules.fwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, ctx.bias,
+                                     do), None, None, None)
 
     @staticmethod
-    def jvp(ctx, tq, tk, tv, _tscale, _tcausal):
+    def jvp(ctx, tq, tk, tv, _tscale, _tcausal, _tbias):
         q, k, v, m, l = ctx.saved_tensors
         to = _Jvp.apply(q, k, v, _or_zeros(tq, q), _or_zeros(tk, k), _or_zeros(tv, v), m, l,
-                        ctx.scale, ctx.causal)
+                        ctx.scale, ctx.causal, ctx.bias)
         return to, None, None
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, scale, causal):
-        return _vmap_rule(_Fwd.apply, info, in_dims, q, k, v, scale, causal)
+    def vmap(info, in_dims, q, k, v, scale, causal, bias):
+        return _vmap_rule(_Fwd.apply, info, in_dims, q, k, v, scale, causal, bias)
 
 
 class _Bwd(torch.autograd.Function):
     """(dq, dk, dv) = J^T do from the frozen stats (o, if given, supplies z = dO . O)."""
 
     @staticmethod
-    def forward(q, k, v, do, o, m, l, scale, causal):
-        return _ops.bwd(q, k, v, do, m, l, o, scale, causal)
+    def forward(q, k, v, do, o, m, l, scale, causal, bias):
+        return _ops.bwd(q, k, v, do, m, l, o, scale, causal, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, do, o, m, l, scale, causal = inputs
-        ctx.scale, ctx.causal = scale, causal
+        q, k, v, do, o, m, l, scale, causal, bias = inputs
+        ctx.scale, ctx.causal, ctx.bias = scale, causal, bias
         ctx.save_for_backward(q, k, v, do, m, l)
         ctx.save_for_forward(q, k, v, do, m, l)
 
     @staticmethod
     def backward(ctx, gq, gk, gv):
         # double backward: d<g, J^T do>/dx = H_do g, d<g, J^T do>/ddo = J g
-        return (*_rules.bwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
+        return (*_rules.bwd_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, ctx.bias,
                                      ctx.needs_input_grad, gq, gk, gv), None, None, None, None,
-                None)
+                None, None)
 
     @staticmethod
-    def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale, _tcausal):
+    def jvp(ctx, tq, tk, tv, tdo, _to, _tm, _tl, _tscale, _tcausal, _tbias):
         # forward over reverse: H_do t + J^T tdo
         q, k, v, do, m, l = ctx.saved_tensors
         return _BwdJvp.apply(q, k, v, do, m, l, _or_zeros(tq, q), _or_zeros(tk, k),
-                             _or_zeros(tv, v), _unit_stride(tdo), ctx.scale, ctx.causal)
+                             _or_zeros(tv, v), _unit_stride(tdo), ctx.scale, ctx.causal, ctx.bias)
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, do, o, m, l, scale, causal):
-        return _vmap_rule(_Bwd.apply, info, in_dims, q, k, v, do, o, m, l, scale, causal)
+    def vmap(info, in_dims, q, k, v, do, o, m, l, scale, causal, bias):
+        return _vmap_rule(_Bwd.apply, info, in_dims, q, k, v, do, o, m, l, scale, causal, bias)
 
 
 class _Jvp(torch.autograd.Function):
     """to = J t from the frozen stats."""
 
     @staticmethod
-    def forward(q, k, v, tq, tk, tv, m, l, scale, causal):
-        return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale, causal)
+    def forward(q, k, v, tq, tk, tv, m, l, scale, causal, bias):
+        return _ops.jvp(q, k, v, tq, tk, tv, m, l, scale, causal, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, tq, tk, tv, m, l, scale, causal = inputs
-        ctx.scale, ctx.causal = scale, causal
+        q, k, v, tq, tk, tv, m, l, scale, causal, bias = inputs
+        ctx.scale, ctx.causal, ctx.bias = scale, causal, bias
         ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
 
     @staticmethod
     def backward(ctx, g):
         # reverse through the JVP: d<g, J t>/dx = H_g t, d<g, J t>/dt = J^T g
-        return (*_rules.jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
-                                     ctx.needs_input_grad, g), None, None, None, None)
+        return (*_rules.jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, ctx.bias,
+                                     ctx.needs_input_grad, g), None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -174,22 +188,22 @@ class _Jvp(torch.autograd.Function):
                 "forward-over-reverse: torch.func.hessian or jacfwd(jacrev(f)))")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal):
-        return _vmap_rule(_Jvp.apply, info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal)
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal, bias):
+        return _vmap_rule(_Jvp.apply, info, in_dims, q, k, v, tq, tk, tv, m, l, scale, causal, bias)
 
 
 class _FwdJvp(torch.autograd.Function):
     """(o, m, l, to) in one fused pass; m, l are not differentiable."""
 
     @staticmethod
-    def forward(q, k, v, tq, tk, tv, scale, causal):
-        return _ops.fwd_jvp(q, k, v, tq, tk, tv, scale, causal)
+    def forward(q, k, v, tq, tk, tv, scale, causal, bias):
+        return _ops.fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, tq, tk, tv, scale, causal = inputs
+        q, k, v, tq, tk, tv, scale, causal, bias = inputs
         o, m, l, to = output
-        ctx.scale, ctx.causal = scale, causal
+        ctx.scale, ctx.causal, ctx.bias = scale, causal, bias
         ctx.mark_non_differentiable(m, l)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(q, k, v, tq, tk, tv, m, l)
@@ -198,24 +212,24 @@ class _FwdJvp(torch.autograd.Function):
     def backward(ctx, go, _gm, _gl, gt):
         # d<go, O> + <gt, J t>: x gets J^T go + H_gt t (one backward-JVP, go as its tdo),
         # t gets J^T gt
-        return (*_rules.fwd_jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal,
-                                         ctx.needs_input_grad, go, gt), None, None)
+        return (*_rules.fwd_jvp_backward(_EAGER, ctx.saved_tensors, ctx.scale, ctx.causal, ctx.bias,
+                                         ctx.needs_input_grad, go, gt), None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
         _refuse("a jvp of sdpa_fwd_jvp (forward-over-forward)")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, tq, tk, tv, scale, causal):
-        return _vmap_rule(_FwdJvp.apply, info, in_dims, q, k, v, tq, tk, tv, scale, causal)
+    def vmap(info, in_dims, q, k, v, tq, tk, tv, scale, causal, bias):
+        return _vmap_rule(_FwdJvp.apply, info, in_dims, q, k, v, tq, tk, tv, scale, causal, bias)
 
 
 class _BwdJvp(torch.autograd.Function):
     """(hq, hk, hv) = H_do t + J^T tdo: the tangent of the backward (tdo may be None)."""
 
     @staticmethod
-    def forward(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal):
-        return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
+    def forward(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias):
+        return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -230,9 +244,9 @@ class _BwdJvp(torch.autograd.Function):
         _refuse("a third derivative (forward mode through the HVP / backward's tangent)")
 
     @staticmethod
-    def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal):
+    def vmap(info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias):
         return _vmap_rule(_BwdJvp.apply, info, in_dims, q, k, v, do, m, l, tq, tk, tv, tdo, scale,
-                          causal)
+                          causal, bias)
 
 
 # the primitives as the rules of _rules see them (the custom operators are the other `ops`)
@@ -240,6 +254,16 @@ _EAGER = types.SimpleNamespace(bwd=_Bwd.apply, jvp=_Jvp.apply, bwd_jvp=_BwdJvp.a
 
 
 # ------------------------------------------------------------------------------ public API
+def _mask_bias(mask, q, k) -> Tensor | None:
+    """The public `mask` checked (_checks.check_mask) and as the kernels' bias."""
+    if mask is None:
+        return None
+    if not (isinstance(q, Tensor) and isinstance(k, Tensor) and q.dim() == k.dim() == 4):
+        return mask  # the kernels' own checks refuse q / k first
+    check_mask(mask, q, k)
+    return _ops.bias_from_mask(mask)
+
+
 def _differentiated(*ts) -> bool:
     """Whether a derivative may pass through the call: a torch.func transform is running,
     a tensor requires grad (grad mode on), or one carries a forward-AD tangent. Non-tensors
@@ -258,7 +282,8 @@ def _differentiated(*ts) -> bool:
 
 
 def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
-                      causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
+                      causal: bool | str = False,
+                      mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Fused attention forward.
 
     Args:
@@ -278,17 +303,18 @@ def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = 
 
     Differentiable in o (reverse and forward mode, any order up to two); m, l are not.
     """
-    causal = check_causal(causal)
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.fwd(q, k, v, scale, causal)
+        return _library.fwd(q, k, v, scale, causal, bias)
     if _differentiated(q, k, v):
-        return _Fwd.apply(q, k, v, scale, causal)
-    return _ops.fwd(q, k, v, scale, causal)
+        return _Fwd.apply(q, k, v, scale, causal, bias)
+    return _ops.fwd(q, k, v, scale, causal, bias)
 
 
 def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
              o: Tensor | None = None, scale: float | None = None,
-             causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
+             causal: bool | str = False,
+             mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Fused backward from frozen stats: (dq, dk, dv), bitwise deterministic (no atomics).
 
     P = exp(S - m)/l; dV = P^T dO; dP = dO V^T; z = rowsum(dP * P); dS = P * (dP - z);
@@ -296,100 +322,107 @@ def sdpa_bwd(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, 
     Differentiable (double backward, forward over reverse) in q, k, v and do. ``causal`` as
     the forward's (triton_sdpa_fused).
     """
-    causal = check_causal(causal)
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.bwd(q, k, v, do, o, m, l, scale, causal)
+        return _library.bwd(q, k, v, do, o, m, l, scale, causal, bias)
     if _differentiated(q, k, v, do, o, m, l):
-        return _Bwd.apply(q, k, v, do, o, m, l, scale, causal)
-    return _ops.bwd(q, k, v, do, m, l, o, scale, causal)
+        return _Bwd.apply(q, k, v, do, o, m, l, scale, causal, bias)
+    return _ops.bwd(q, k, v, do, m, l, o, scale, causal, bias)
 
 
-def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale, causal) -> Tensor:
-    causal = check_causal(causal)
+def _bwd_piece(i: int, raw, q, k, v, do, m, l, scale, causal, mask) -> Tensor:
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.bwd(q, k, v, do, None, m, l, scale, causal)[i]
+        return _library.bwd(q, k, v, do, None, m, l, scale, causal, bias)[i]
     if _differentiated(q, k, v, do, m, l):
-        return _Bwd.apply(q, k, v, do, None, m, l, scale, causal)[i]
-    return raw(q, k, v, do, m, l, scale, causal)
+        return _Bwd.apply(q, k, v, do, None, m, l, scale, causal, bias)[i]
+    return raw(q, k, v, do, m, l, scale, causal, bias)
 
 
 def sdpa_bwd_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None, causal: bool | str = False) -> Tensor:
+                scale: float | None = None, causal: bool | str = False,
+                mask: Tensor | None = None) -> Tensor:
     """dQ = scale * dS K from frozen stats (z recomputed from the stats)."""
-    return _bwd_piece(0, _ops.bwd_dq, q, k, v, do, m, l, scale, causal)
+    return _bwd_piece(0, _ops.bwd_dq, q, k, v, do, m, l, scale, causal, mask)
 
 
 def sdpa_bwd_dk(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None, causal: bool | str = False) -> Tensor:
+                scale: float | None = None, causal: bool | str = False,
+                mask: Tensor | None = None) -> Tensor:
     """dK = scale * dS^T Q from frozen stats (z recomputed from the stats)."""
-    return _bwd_piece(1, _ops.bwd_dk, q, k, v, do, m, l, scale, causal)
+    return _bwd_piece(1, _ops.bwd_dk, q, k, v, do, m, l, scale, causal, mask)
 
 
 def sdpa_bwd_dv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, *,
-                scale: float | None = None, causal: bool | str = False) -> Tensor:
+                scale: float | None = None, causal: bool | str = False,
+                mask: Tensor | None = None) -> Tensor:
     """dV = P^T dO from frozen stats (needs no z)."""
-    return _bwd_piece(2, _ops.bwd_dv, q, k, v, do, m, l, scale, causal)
+    return _bwd_piece(2, _ops.bwd_dv, q, k, v, do, m, l, scale, causal, mask)
 
 
 def sdpa_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, m: Tensor,
-             l: Tensor, *, scale: float | None = None, causal: bool | str = False) -> Tensor:
+             l: Tensor, *, scale: float | None = None, causal: bool | str = False,
+                mask: Tensor | None = None) -> Tensor:
     """Exact JVP of attention with tangents (dq, dk, dv), P from the frozen stats (m, l).
 
     dS = scale (dq K^T + Q dk^T); dP = P * (dS - rowsum(P dS)); dout = dP V + P dv.
     Differentiable in reverse mode in q, k, v and the tangents.
     """
-    causal = check_causal(causal)
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.jvp(q, k, v, dq, dk, dv, m, l, scale, causal)
+        return _library.jvp(q, k, v, dq, dk, dv, m, l, scale, causal, bias)
     if _differentiated(q, k, v, dq, dk, dv, m, l):
-        return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale, causal)
-    return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale, causal)
+        return _Jvp.apply(q, k, v, dq, dk, dv, m, l, scale, causal, bias)
+    return _ops.jvp(q, k, v, dq, dk, dv, m, l, scale, causal, bias)
 
 
 def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, *,
                  scale: float | None = None,
-                 causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 causal: bool | str = False,
+                 mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Primal and tangent in one fused pass: returns (o, m, l, dout).
 
     Differentiable in reverse mode: dout depends on q, k, v and on the tangents.
     """
-    causal = check_causal(causal)
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.fwd_jvp(q, k, v, dq, dk, dv, scale, causal)
+        return _library.fwd_jvp(q, k, v, dq, dk, dv, scale, causal, bias)
     if _differentiated(q, k, v, dq, dk, dv):
-        return _FwdJvp.apply(q, k, v, dq, dk, dv, scale, causal)
-    return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale, causal)
+        return _FwdJvp.apply(q, k, v, dq, dk, dv, scale, causal, bias)
+    return _ops.fwd_jvp(q, k, v, dq, dk, dv, scale, causal, bias)
 
 
 def sdpa_bwd_jvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, m: Tensor, l: Tensor, tq: Tensor,
                  tk: Tensor, tv: Tensor, tdo: Tensor | None = None, *,
                  scale: float | None = None,
-                 causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
+                 causal: bool | str = False,
+             mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Tangent of the backward: (hq, hk, hv) = d/dt sdpa_bwd(x + t tx, do + t tdo) at t = 0.
 
     The exact forward-over-reverse product (H_do t + J^T tdo, docs/phase9_hvp.md), with the
     frozen stats m, l of the forward at (q, k, v); tdo=None means tdo = 0 (the HVP).
     Deterministic (no atomics), O(T) extra memory. Not differentiable (a third derivative).
     """
-    causal = check_causal(causal)
+    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
     if compiling():
-        return _library.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
+        return _library.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias)
     if _differentiated(q, k, v, do, m, l, tq, tk, tv, tdo):
-        return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
-    return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal)
+        return _BwdJvp.apply(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias)
+    return _ops.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo, scale, causal, bias)
 
 
 def sdpa_hvp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor, *,
              scale: float | None = None,
-             causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
+             causal: bool | str = False,
+             mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Exact Hessian-vector product of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
 
     One forward for the stats, then sdpa_bwd_jvp with tdo = 0: the exact counterpart of
     hvp_fd_vjp, with no step size and no truncation error.
     """
     _check_hvp_args(q, k, v, do, tq, tk, tv, scale)
-    _, m, l = triton_sdpa_fused(q, k, v, scale=scale, causal=causal)
-    return sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal)
+    _, m, l = triton_sdpa_fused(q, k, v, scale=scale, causal=causal, mask=mask)
+    return sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, scale=scale, causal=causal, mask=mask)
 
 
 def _check_hvp_args(q, k, v, do, tq, tk, tv, scale) -> None:
@@ -403,7 +436,8 @@ def _check_hvp_args(q, k, v, do, tq, tk, tv, scale) -> None:
 
 def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tensor, tv: Tensor,
                *, eps: float = 1e-3, scale: float | None = None,
-               causal: bool | str = False) -> tuple[Tensor, Tensor, Tensor]:
+               causal: bool | str = False,
+             mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Finite-difference HVP of L = <do, SDPA(q, k, v)> along (tq, tk, tv).
 
     H t ~= (grad L(x + eps t) - grad L(x - eps t)) / (2 eps), each gradient from the explicit
@@ -416,8 +450,9 @@ def hvp_fd_vjp(q: Tensor, k: Tensor, v: Tensor, do: Tensor, tq: Tensor, tk: Tens
     grads = []
     for sign in (1.0, -1.0):
         xq, xk, xv = q + sign * eps * tq, k + sign * eps * tk, v + sign * eps * tv
-        o, m, l = triton_sdpa_fused(xq, xk, xv, scale=scale, causal=causal)
-        grads.append(sdpa_bwd(xq, xk, xv, do, m, l, o=o, scale=scale, causal=causal))
+        o, m, l = triton_sdpa_fused(xq, xk, xv, scale=scale, causal=causal, mask=mask)
+        grads.append(sdpa_bwd(xq, xk, xv, do, m, l, o=o, scale=scale, causal=causal,
+                              mask=mask))
     inv = 1.0 / (2.0 * eps)
     return tuple((gp - gm) * inv for gp, gm in zip(*grads))
 
@@ -429,11 +464,13 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                                  enable_gqa: bool = False) -> Tensor:
     """Drop-in for the supported subset of ``torch.nn.functional.scaled_dot_product_attention``.
 
-    Supported: (B, H, T, D) inputs, no mask, no dropout, ``is_causal`` (torch's top-left
-    alignment: query i sees keys j <= i), D <= 256,
-    float16/bfloat16/float32 on CUDA; with ``enable_gqa=True``, key and value may have fewer
-    heads Hkv (H % Hkv == 0; query head h uses key/value head h // (H / Hkv), as torch).
-    Anything else raises (never a silent fallback).
+    Supported: (B, H, T, D) inputs, ``attn_mask`` (bool: True = the key takes part; or a
+    float added to the scores; broadcastable to (B, H, T, M), e.g. (B, 1, 1, M) key padding),
+    no dropout, ``is_causal`` (torch's top-left alignment: query i sees keys j <= i; not
+    together with attn_mask, as torch), D <= 256, float16/bfloat16/float32 on CUDA; with
+    ``enable_gqa=True``, key and value may have fewer heads Hkv (H % Hkv == 0; query head h
+    uses key/value head h // (H / Hkv), as torch). A query row whose keys are all masked gets
+    0 (torch's math backend gives NaN there). Anything else raises (never a silent fallback).
     Differentiable to second order in every composition of torch.autograd (backward,
     create_graph=True double backward, forward_ad, reverse through a forward-AD tangent) and
     torch.func (grad, jvp, vjp, vmap, jacrev, jacfwd, hessian): see docs/phase9_hvp.md.
@@ -443,30 +480,32 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     """
     for name, x in (("query", query), ("key", key), ("value", value)):
         _tensor(name, x)
-    if attn_mask is not None:
-        raise NotImplementedError("attn_mask is not supported by aot_sdpa (pass None)")
+    if attn_mask is not None and is_causal:
+        raise ValueError("attn_mask and is_causal=True cannot be combined (as torch's SDPA); "
+                         "the explicit API (triton_sdpa_fused(..., causal=True, mask=...)) can")
     if dropout_p != 0.0:
         raise NotImplementedError(f"dropout_p={dropout_p} is not supported by aot_sdpa (pass 0.0)")
     causal = 1 if is_causal else 0  # torch's is_causal: top-left aligned
+    bias = _mask_bias(attn_mask, query, key)
     if not enable_gqa and query.dim() == 4 and key.dim() == 4 and key.shape[1] != query.shape[1]:
         raise ValueError(f"key has {key.shape[1]} heads but query has {query.shape[1]}: pass "
                          "enable_gqa=True for grouped-query attention (as torch's SDPA)")
     if compiling():  # torch.compile / torch.export: the custom operator
-        return _library.fwd(query, key, value, scale, causal)[0]
+        return _library.fwd(query, key, value, scale, causal, bias)[0]
     if not _differentiated(query, key, value):  # inference: one kernel, no stats kept
-        return _ops.fwd_out(query, key, value, scale, causal)
+        return _ops.fwd_out(query, key, value, scale, causal, bias)
     interpreter = innermost_jvp_level()
     if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
-        return _fused_func_jvp(interpreter, query, key, value, scale, causal)
+        return _fused_func_jvp(interpreter, query, key, value, scale, causal, bias)
     duals = _forward_ad_only(query, key, value)
     if duals is not None:  # primal and tangent in one fused pass
         o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
-                                   *(_or_zeros(t, p) for p, t in duals), scale, causal)
+                                   *(_or_zeros(t, p) for p, t in duals), scale, causal, bias)
         return make_dual(o, to)
-    return _Fwd.apply(query, key, value, scale, causal)[0]
+    return _Fwd.apply(query, key, value, scale, causal, bias)[0]
 
 
-def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal) -> Tensor:
+def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal, bias) -> Tensor:
     """The drop-in under torch.func.jvp (the innermost transform, at `interpreter`'s level):
     peel the level off the inputs, run the fused forward+JVP one level below (where any outer
     transform, e.g. grad or vmap, applies through _FwdJvp's rules, or the kernel runs
@@ -475,9 +514,11 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal)
     instead of two and without building a per-call Function class."""
     level = interpreter.level()
     (pq, tq), (pk, tk), (pv, tv) = (unwrap_jvp_dual(x, level) for x in (q, k, v))
+    if bias is not None:  # made at this level (it has no tangent): its value one level below
+        bias = unwrap_jvp_dual(bias, level)[0]
     with interpreter.lower():
         o, _, _, to = sdpa_fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
-                                   _or_zeros(tv, pv), scale=scale, causal=causal)
+                                   _or_zeros(tv, pv), scale=scale, causal=causal, mask=bias)
     return make_dual(o, to)
 
 

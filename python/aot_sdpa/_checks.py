@@ -213,6 +213,26 @@ def check_stats(name: str, x, q: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def check_mask(mask, q: torch.Tensor, k: torch.Tensor, name: str = "mask") -> None:
+    """An attention mask: None, or a bool (True = the key takes part) or float16/bfloat16/
+    float32 (added to the scores; -inf = masked) tensor of at most 4 dims, broadcastable to
+    (B, H, T, M) (dims of size 1, or stride 0, repeat), not requiring grad (no gradient is
+    computed for it). Device: check_devices."""
+    if mask is None:
+        return
+    mask = _tensor(name, mask)
+    if mask.dtype != torch.bool and mask.dtype not in DTYPE_CODE:
+        raise TypeError(f"{name} must be bool (True = the key takes part) or float16/bfloat16/"
+                        f"float32 (added to the scores), got {mask.dtype}")
+    if mask.requires_grad:
+        raise ValueError(f"{name} requires grad: aot_sdpa computes no gradient for the mask; "
+                         f"pass {name}.detach()")
+    full = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    if mask.dim() > 4 or any(n not in (1, f) for n, f in zip(mask.shape[::-1], full[::-1])):
+        raise ValueError(f"{name} of shape {tuple(mask.shape)} does not broadcast to (B, H, T, M) "
+                         f"= {full}")
+
+
 def check_eps(eps) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(f"eps must be a real number, got {type(eps).__name__}")

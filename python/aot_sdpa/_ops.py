@@ -13,25 +13,82 @@ from __future__ import annotations
 import torch
 
 from . import _C
-from ._checks import check_attention, check_causal, check_devices, check_like, check_stats
+from ._checks import (
+    check_attention,
+    check_causal,
+    check_devices,
+    check_like,
+    check_mask,
+    check_stats,
+)
 from ._native import OPS
 from ._torch_compat import current_raw_stream
 
 Tensor = torch.Tensor
 _OP_INDEX = {name: abi.index for name, abi in OPS.items()}
+_BIAS_OPS = frozenset(name for name, abi in OPS.items() if "Bias" in abi.pointers)
 _F32 = torch.float32
 
 
 def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has_tdo: int = 0,
-            causal: tuple[int, int] | None = None, **tensors: Tensor | None) -> None:
+            causal: tuple[int, int] | None = None, bias: Tensor | None = None,
+            **tensors: Tensor | None) -> None:
     """Launch `op` with its pointers named as the kernel's parameters (None: a null pointer,
     whose stride triple is zeros). `sizes` = (Z, H, T, M, D); `causal` = (Q_LEN, DIAG) from
-    _causal, None for no mask (every row sees every key: Q_LEN = T, DIAG = M - 1). The
+    _causal, None for no causal mask (every row sees every key: Q_LEN = T, DIAG = M - 1);
+    `bias`: the attention mask as _bias_view gives it (ops with a Bias pointer). The
     extension reads each tensor's data_ptr() and stride() by the op's generated ABI, and
     raises TypeError unless the names are exactly the op's pointers."""
-    ints = (*sizes, has_tdo, *(causal or (sizes[2], sizes[3] - 1)))
+    ints = (*sizes, has_tdo, *(causal or (sizes[2], sizes[3] - 1)), int(bias is not None))
+    if op in _BIAS_OPS:
+        tensors["Bias"] = bias
     _C.launch_named(_OP_INDEX[op], dtype, device, current_raw_stream(device), tensors, ints,
                     scale)
+
+
+def bias_from_mask(mask: Tensor | None) -> Tensor | None:
+    """An attention mask (checked by _checks.check_mask) as the kernels' additive bias: a 4-D
+    float32 tensor, its broadcast dims of size 1, keys contiguous; True -> 0, False -> -inf
+    for a boolean mask. No copy for a float32 mask with contiguous keys; otherwise one, the
+    size of the mask's distinct values (a stride-0 dim is not materialised)."""
+    if mask is None:
+        return None
+    b = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+    b = b[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
+                for n, st in zip(b.shape, b.stride()))]
+    if b.dtype == torch.bool:
+        b = torch.zeros(b.shape, dtype=_F32, device=b.device).masked_fill(~b, float("-inf"))
+    elif b.dtype != _F32:
+        b = b.to(_F32)
+    if b.stride(-1) != 1 and b.shape[-1] > 1:
+        b = b.contiguous()
+    return b
+
+
+def _bias_view(bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
+    """The kernels' view of a bias (bias_from_mask) on the (Z, H, rows) grid they run: a 3-D
+    strided tensor whose stride()[:3] are its (batch, head, query-row) strides (0 where it
+    broadcasts), keys contiguous. With grouped-query heads the G query heads of a key/value
+    head are stacked along the rows (_fold): the row stride stays one number when the bias's
+    head stride is T times its row stride (a dense or a key-only mask, or T = 1); otherwise
+    its heads and rows are materialised (one copy, (b0, H, T, M))."""
+    if bias is None:
+        return None
+    check_mask(bias, q, k, "bias")
+    if bias.dtype != _F32 or bias.dim() != 4 or (bias.stride(-1) != 1 and bias.shape[-1] > 1):
+        raise ValueError("bias must be a 4-D float32 tensor with contiguous keys "
+                         "(aot_sdpa._ops.bias_from_mask)")
+    B, H, T = q.shape[:3]
+    M, Hkv = k.shape[2], k.shape[1]
+    b = bias.expand(B, H, T, M)
+    sz, sh, st = b.stride()[:3]
+    if Hkv == H:
+        return b.as_strided((B, H, T), (sz, sh, st))
+    G = H // Hkv
+    if sh != T * st and T > 1:
+        b = bias.expand(bias.shape[0], H, T, M).contiguous().expand(B, H, T, M)
+        sz, sh, st = b.stride()[:3]
+    return b.as_strided((B, Hkv, G * T), (sz, G * sh, st if T > 1 else sh))
 
 
 def _causal(code: int, T: int, M: int) -> tuple[int, int] | None:
@@ -91,39 +148,48 @@ def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:
     return q.new_empty((n, B * H, T), dtype=torch.float32)
 
 
-def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal: int = 0):
+def _devices(names: tuple, tensors: tuple, bias: Tensor | None) -> int:
+    """check_devices, the bias (if any) included."""
+    if bias is None:
+        return check_devices(names, tensors)
+    return check_devices((*names, "mask"), (*tensors, bias))
+
+
+def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal: int = 0,
+        bias: Tensor | None = None):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    dev = check_devices(("q", "k", "v"), (q, k, v))
-    ci = _causal(causal, T, M)
+    dev = _devices(("q", "k", "v"), (q, k, v), bias)
+    ci, bv = _causal(causal, T, M), _bias_view(bias, q, k)
     if k.shape[1] != H:  # grouped-query attention
         sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
-        o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev, ci)
+        o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev, ci, bv)
         return o.view(q.shape), m.view(B, H, T), l.view(B, H, T)
-    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev, ci)
+    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev, ci, bv)
 
 
-def _fwd(q, k, v, sizes, dt, scale, dev, ci):
+def _fwd(q, k, v, sizes, dt, scale, dev, ci, bv):
     o = torch.empty_like(q)
     m, l = _stats_pair(q, *sizes[:3])
-    _launch("fwd", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
+    _launch("fwd", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, O=o, Mstat=m,
+            Lstat=l)
     return o, m, l
 
 
 def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
-            causal: int = 0) -> Tensor:
+            causal: int = 0, bias: Tensor | None = None) -> Tensor:
     """The forward's output alone (inference through the drop-in). Nobody reads its stats, so
     the kernel writes m and then l into one scratch (B, H, T) tensor (the forward only stores
     them, at its end): one allocation per call fewer than fwd()."""
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    dev = check_devices(("q", "k", "v"), (q, k, v))
-    ci = _causal(causal, T, M)
+    dev = _devices(("q", "k", "v"), (q, k, v), bias)
+    ci, bv = _causal(causal, T, M), _bias_view(bias, q, k)
     if k.shape[1] != H:  # grouped-query attention: the forward on folded rows
         sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
-        return _fwd(qf, k, v, sizes, dt, scale, dev, ci)[0].view(q.shape)
+        return _fwd(qf, k, v, sizes, dt, scale, dev, ci, bv)[0].view(q.shape)
     o = torch.empty_like(q)
     s = _row_stat(q, B, H, T)
-    _launch("fwd", dt, dev, (B, H, T, M, D), scale, causal=ci, Q=q, K=k, V=v, O=o, Mstat=s,
-            Lstat=s)
+    _launch("fwd", dt, dev, (B, H, T, M, D), scale, causal=ci, bias=bv, Q=q, K=k, V=v, O=o,
+            Mstat=s, Lstat=s)
     return o
 
 
@@ -142,68 +208,76 @@ def check_bwd_args(q, k, v, do, m, l, scale, o=None, tangents=()):
     return (B, H, T, M, D), dt, scale
 
 
-def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=()):
-    """check_bwd_args, then the device rule; returns its result and the device."""
+def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=(), bias=None):
+    """check_bwd_args, then the device rule; returns its result, the device and the bias's
+    kernel view (_bias_view)."""
     sizes, dt, scale = check_bwd_args(q, k, v, do, m, l, scale, o, tangents)
-    dev = check_devices(("q", "k", "v", "do", "m", "l", "o", *(n for n, *_ in tangents)),
-                        (q, k, v, do, m, l, o, *(t for _, t, *_ in tangents)))
-    return sizes, dt, scale, dev
+    dev = _devices(("q", "k", "v", "do", "m", "l", "o", *(n for n, *_ in tangents)),
+                   (q, k, v, do, m, l, o, *(t for _, t, *_ in tangents)), bias)
+    return sizes, dt, scale, dev, _bias_view(bias, q, k)
 
 
-def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci) -> Tensor:
+def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
     """z_i = sum_j dP_ij P_ij: from dO . O when the forward's o is given, else from the stats."""
     z = _row_buffers(q, *sizes[:3], 1)[0]
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Zbuf=z)
     else:
-        _launch("bwd_z_from_stats", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do,
-                Mstat=m, Lstat=l, Zbuf=z)
+        _launch("bwd_z_from_stats", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v,
+                DO=do, Mstat=m, Lstat=l, Zbuf=z)
     return z
 
 
-def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0):
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale, o)
+def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
+    sizes, dt, scale, dev, bv = _check_bwd(q, k, v, do, m, l, scale, o, bias=bias)
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci)
+    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv)
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
-    _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, **common)
-    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, DQ=dq, **common)
+    _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
+    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, **common)
     return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
 
 
-def bwd_dq(q, k, v, do, m, l, scale=None, causal=0):
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+def bwd_dq(q, k, v, do, m, l, scale=None, causal=0, bias=None):
+    sizes, dt, scale, dev, bv = _check_bwd(q, k, v, do, m, l, scale, bias=bias)
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dq = torch.empty_like(q)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci)
-    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv)
+    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
             Zbuf=z, DQ=dq)
     return dq if sizes[1] == shape[1] else dq.view(shape)
 
 
-def bwd_dk(q, k, v, do, m, l, scale=None, causal=0):
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+def bwd_dk(q, k, v, do, m, l, scale=None, causal=0, bias=None):
+    sizes, dt, scale, dev, bv = _check_bwd(q, k, v, do, m, l, scale, bias=bias)
     ci = _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dk = torch.empty_like(k)
-    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci)
-    # dK-only mode (COMPUTE_DV = 0) never touches DV: a null pointer
-    _launch("bwd_dk", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
-            Zbuf=z, DK=dk, DV=None)
+    z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv)
+    # dK-only mode (COMPUTE_DV = 0) never touches DV: a null pointer; with a mask the dK/dV
+    # op (no masked dK-only variant is compiled), its dV discarded
+    op, dv = ("bwd_dk", None) if bv is None else ("bwd_dkdv", torch.empty_like(v))
+    _launch(op, dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do, Mstat=m,
+            Lstat=l, Zbuf=z, DK=dk, DV=dv)
     return dk
 
 
-def bwd_dv(q, k, v, do, m, l, scale=None, causal=0):
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale)
+def bwd_dv(q, k, v, do, m, l, scale=None, causal=0, bias=None):
+    sizes, dt, scale, dev, bv = _check_bwd(q, k, v, do, m, l, scale, bias=bias)
     ci = _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dv = torch.empty_like(v)
+    if bv is not None:  # with a mask: the dK/dV op (no masked dV-only variant), dK discarded
+        z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv)
+        _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do,
+                Mstat=m, Lstat=l, Zbuf=z, DK=torch.empty_like(k), DV=dv)
+        return dv
     # dV-only mode (COMPUTE_DK = 0) never touches Zbuf or DK: null pointers
-    _launch("bwd_dv", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
-            Zbuf=None, DK=None, DV=dv)
+    _launch("bwd_dv", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m,
+            Lstat=l, Zbuf=None, DK=None, DV=dv)
     return dv
 
 
@@ -229,36 +303,38 @@ def bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo):
     return tangents if tdo is None else (*tangents, ("tdo", tdo, q, "q"))
 
 
-def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0):
+def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0, bias=None):
     B, H, T, M, D, dt, scale = check_jvp_args(q, k, v, tq, tk, tv, m, l, scale)
-    dev = check_devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, tq, tk, tv, m, l))
-    shape = q.shape
+    dev = _devices(("q", "k", "v", "dq", "dk", "dv", "m", "l"), (q, k, v, tq, tk, tv, m, l),
+                   bias)
+    shape, bv = q.shape, _bias_view(bias, q, k)
     sizes, (q, tq, m, l) = _grouping((B, H, T, M, D), k, q, tq, m, l)
     to = torch.empty_like(q)
-    _launch("jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), Q=q, K=k, V=v, TQ=tq,
+    _launch("jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), bias=bv, Q=q, K=k, V=v, TQ=tq,
             TK=tk, TV=tv, Mstat=m, Lstat=l, TO=to)
     return to if sizes[1] == H else to.view(shape)
 
 
-def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0):
+def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_tangents(q, k, v, tq, tk, tv)
-    dev = check_devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv))
-    shape = q.shape
+    dev = _devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv), bias)
+    shape, bv = q.shape, _bias_view(bias, q, k)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
     m, l = _stats_pair(q, *sizes[:3])
-    _launch("fwd_jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), Q=q, K=k, V=v,
+    _launch("fwd_jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), bias=bv, Q=q, K=k, V=v,
             TQ=tq, TK=tk, TV=tv, O=o, Mstat=m, Lstat=l, TO=to)
     if sizes[1] == H:
         return o, m, l, to
     return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
 
 
-def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0):
+def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0, bias=None):
     """(hq, hk, hv): tangent of the backward along (tq, tk, tv, tdo); docs/phase9_hvp.md."""
-    sizes, dt, scale, dev = _check_bwd(q, k, v, do, m, l, scale,
-                                       tangents=bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo))
+    sizes, dt, scale, dev, bv = _check_bwd(q, k, v, do, m, l, scale,
+                                           tangents=bwd_jvp_tangents(q, k, v, tq, tk, tv, tdo),
+                                           bias=bias)
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, tq, tdo) = _grouping(sizes, k, q, do, m, l, tq, tdo)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -266,8 +342,9 @@ def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0):
     common = dict(Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, Rbuf=r,
                   Zbuf=z, ZDbuf=zd)
     flag = int(tdo is not None)
-    _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, causal=ci, **common)
-    _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, causal=ci, HK=hk, HV=hv,
+    _launch("bwd_jvp_rows", dt, dev, sizes, scale, has_tdo=flag, causal=ci, bias=bv, **common)
+    _launch("bwd_jvp_dkdv", dt, dev, sizes, scale, has_tdo=flag, causal=ci, bias=bv, HK=hk,
+            HV=hv, **common)
+    _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, causal=ci, bias=bv, HQ=hq,
             **common)
-    _launch("bwd_jvp_dq", dt, dev, sizes, scale, has_tdo=flag, causal=ci, HQ=hq, **common)
     return (hq if sizes[1] == shape[1] else hq.view(shape)), hk, hv

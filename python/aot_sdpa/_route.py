@@ -33,8 +33,8 @@ class SdpaRoute:
 
 def _unsupported(query, key, value, attn_mask, dropout_p, is_causal) -> str | None:
     """Why aot_sdpa cannot take this call (None: it can)."""
-    if attn_mask is not None:
-        return "attn_mask"
+    if attn_mask is not None and is_causal:
+        return "attn_mask with is_causal"
     if dropout_p != 0.0:
         return "dropout_p"
     if not all(isinstance(x, torch.Tensor) for x in (query, key, value)):
@@ -60,7 +60,7 @@ def use_for_torch_sdpa(*, fallback: bool = False) -> Iterator[SdpaRoute]:
             out = model(x)
         print(route.routed)
 
-    Arguments aot_sdpa does not support (a mask, dropout, a head dim above 256, CPU
+    Arguments aot_sdpa does not support (dropout, a head dim above 256, CPU
     tensors, ...) raise, as the drop-in does, unless ``fallback=True``: then
     those calls run torch's own SDPA, are counted by reason in ``route.fallbacks`` and reported
     by a warning when the block ends (never silently).

@@ -10,7 +10,7 @@ sees keys j <= i (top-left, torch's is_causal) or j <= i + M - T (bottom-right);
 elsewhere, and a row that sees no key has o = 0, m = -inf, l = 0 and zero derivatives.
 Masks (``mask``, keyword): boolean (True = the key takes part) or additive float (added to S;
 -inf excludes the key), broadcastable to (B, H, T, M), combinable with ``causal``; not
-differentiated (the kernels do not take masks yet: this is the ground truth they will meet).
+differentiated (the ground truth the kernels' masked flavour is tested against).
 """
 
 from __future__ import annotations

@@ -6,16 +6,15 @@
 
 register() adds the attention function below to transformers' AttentionInterface and, for
 the masks, transformers' own SDPA mask builder to its AttentionMaskInterface (which gives no
-mask where none is needed, e.g. an unpadded encoder batch). q, k, v arrive as (B, H, S, D);
-the function returns (B, S, H, D) and no attention weights.
+mask where none is needed, e.g. an unpadded encoder batch, and otherwise a boolean
+(B, 1, S, S_kv) mask that already holds padding, causality, a cache offset and a sliding
+window). q, k, v arrive as (B, H, S, D); the function returns (B, S, H, D) and no attention
+weights. Causal exactly as transformers' "sdpa" implementation decides it: is_causal only
+when no mask came.
 
 Grouped-query attention (fewer key/value heads) runs without copying k and v. What aot_sdpa
-does not support yet raises NotImplementedError naming it, never a silently different
-attention: an attention mask (padding, causal with a cache, sliding windows), dropout while
-training, softcap, a position bias. Encoders without padding (ViT, DeiT, CLIP's vision tower,
-BERT on unpadded batches, ...) and causal decoders on unpadded batches without a cache (where
-transformers asks for is_causal instead of a mask) run today; masks come with aot-sdpa's
-breadth work.
+does not support raises NotImplementedError naming it, never a silently different attention:
+dropout while training, softcap, a position bias.
 """
 
 from __future__ import annotations
@@ -39,19 +38,18 @@ def attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     """transformers' attention-function signature; returns ((B, S, H, D) output, None)."""
     if kwargs.get("softcap") is not None:
         _refuse("softcap")
-    if kwargs.get("sliding_window") is not None:
-        _refuse(f"sliding_window={kwargs['sliding_window']}")
     if kwargs.get("position_bias") is not None:
         _refuse("a position bias")
-    if attention_mask is not None:
-        _refuse(f"an attention mask (shape {tuple(attention_mask.shape)})")
+    # a sliding window, padding, a cache offset: in the mask (transformers builds it with the
+    # window; with no mask the window does not bind, as for its "sdpa" implementation)
     # causal exactly as transformers' "sdpa" implementation decides it (top-left aligned, as
-    # torch's is_causal); a causal model that needs a mask (padding, a cache) got one above
+    # torch's is_causal): only when no mask came (a mask holds the causal part itself)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(causal) and query.shape[2] > 1
+    causal = bool(causal) and query.shape[2] > 1 and attention_mask is None
     if dropout and module.training:
         _refuse(f"attention dropout {dropout} in training")
-    out = scaled_dot_product_attention(query, key, value, is_causal=causal, scale=scaling,
+    out = scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                       is_causal=causal, scale=scaling,
                                        enable_gqa=key.shape[1] != query.shape[1])
     return out.transpose(1, 2).contiguous(), None
 

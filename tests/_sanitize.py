@@ -1,0 +1,91 @@
+"""Every op once per memory-safety case, small shapes: the workload compute-sanitizer runs.
+
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast]
+
+Cases (issue 11, item 6): causal (top-left T < M, bottom-right T > M: rows that see no key),
+masks (key padding with a fully masked batch, additive with -inf, dense with grouped heads),
+grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, and a
+strided (B, T, H, D) view. Every dtype; "fast" runs one dtype (racecheck is slower). Prints
+one line per case and "sanitize workload done" at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import aot_sdpa
+
+
+def _every_op(q, k, v, do, tq, tk, tv, **kw):
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, **kw)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, **kw)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, **kw)
+    aot_sdpa.sdpa_bwd_dq(q, k, v, do, m, l, **kw)
+    aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l, **kw)
+    aot_sdpa.sdpa_bwd_dv(q, k, v, do, m, l, **kw)
+    aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, **kw)
+    aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, **kw)
+    aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, **kw)
+    aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, do, **kw)
+
+
+def _case(name, B, H, Hkv, T, M, D, dtype, bthd=False, mask=None, **kw):
+    g = torch.Generator(device="cuda").manual_seed(T * 7 + M)
+
+    def r(h, n, query_like):
+        if bthd and query_like:
+            return torch.randn(B, n, h, D, device="cuda", generator=g).to(dtype).transpose(1, 2)
+        return torch.randn(B, h, n, D, device="cuda", generator=g).to(dtype)
+
+    x = [r(H, T, True), r(Hkv, M, False), r(Hkv, M, False), r(H, T, True), r(H, T, True),
+         r(Hkv, M, False), r(Hkv, M, False)]
+    mk = None if mask is None else mask(B, H, T, M, g)
+    _every_op(*x, mask=mk, **kw)
+    torch.cuda.synchronize()
+    print(f"ok {name} {str(dtype)[6:]}", flush=True)
+
+
+def _key_padding(B, H, T, M, g):
+    keep = torch.arange(M, device="cuda")[None, :] < torch.tensor(
+        [max(M - 3 * b, 0) for b in range(B)], device="cuda")[:, None]
+    keep[-1] = False
+    return keep[:, None, None, :]
+
+
+def _additive(B, H, T, M, g):
+    a = torch.randn(1, H, T, M, device="cuda", generator=g)
+    return a.masked_fill(torch.rand(1, H, T, M, device="cuda", generator=g) < 0.3, float("-inf"))
+
+
+def _dense(B, H, T, M, g):
+    return torch.rand(B, 1, T, M, device="cuda", generator=g) > 0.5
+
+
+def main():
+    dtypes = [torch.float16] if "fast" in sys.argv[1:] else [torch.float16, torch.bfloat16,
+                                                             torch.float32]
+    for dt in dtypes:
+        _case("plain ragged", 2, 3, 3, 37, 53, 64, dt)
+        _case("T=1 M=3", 1, 2, 2, 1, 3, 8, dt)
+        _case("T=3 M=1", 1, 2, 2, 3, 1, 8, dt)
+        _case("causal top-left T<M", 1, 2, 2, 67, 131, 64, dt, causal=True)
+        _case("causal bottom-right T>M", 1, 2, 2, 131, 67, 40, dt, causal="bottom_right")
+        _case("gqa Hkv=2 causal", 1, 4, 2, 61, 61, 64, dt, causal=True)
+        _case("mqa Hkv=1", 2, 4, 1, 33, 77, 64, dt)
+        _case("mask key padding", 3, 2, 2, 45, 70, 64, dt, mask=_key_padding)
+        _case("mask additive + causal", 1, 2, 2, 70, 45, 72, dt, mask=_additive,
+              causal="bottom_right")
+        _case("mask dense gqa", 2, 4, 2, 29, 53, 64, dt, mask=_dense)
+        _case("D=1", 1, 2, 2, 17, 19, 1, dt)
+        _case("D=72 strided", 2, 3, 3, 50, 60, 72, dt, bthd=True)
+        if dt != torch.float32:
+            _case("D=256", 1, 2, 2, 40, 50, 256, dt)
+            _case("D=256 masked causal", 1, 2, 2, 40, 50, 256, dt, mask=_key_padding,
+                  causal=True)
+    print("sanitize workload done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
