@@ -99,6 +99,8 @@ def main():
                                    a, b, c, attn_mask=mask), (q, k, v), (tq, tk, tv)))}
                     rows += _best(compare(jvp, flops=3 * flops, key={**key, "op": "fwd_jvp"}))
                 torch.cuda.empty_cache()
+    for r in rows:  # the backend behind each torch_best row; empty for the others
+        r.setdefault("backend", "")
     write_csv("masks", rows)
     print(table(rows, ["dtype", "shape", "mask", "op", "impl", "ms", "p10_ms", "p90_ms",
                        "tflops", "aot_speedup"]))
