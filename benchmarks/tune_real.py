@@ -13,6 +13,9 @@ taken under torch.set_float32_matmul_precision("high")). Configs found here go i
 Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
 phase 2 times them one after another in this process, so timings never overlap.
 Usage: python tune_real.py [op or shape names ...]   (default: every op and shape below)
+       python tune_real.py masked [op names ...]   the masked flavour, fp16, MASKED_SHAPES, a
+       key-padding (one bias row) and a dense (a bias row per query row) float32 mask; a
+       candidate may cap registers (5th entry: maxnreg)
 """
 
 from __future__ import annotations
@@ -74,6 +77,18 @@ FULL = {  # fp32 tiles take twice the shared memory and registers
                 (64, 32, 4, 3), (128, 64, 8, 2)],
     "jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
 }
+# the masked flavour (fp16): the first is the general flavour's config (what masked runs now)
+MASKED_SHAPES = {"t512": (16, 12, 512, 64), "long": (2, 16, 4096, 64)}
+MASKED = {
+    "fwd": [(128, 64, 8, 4), (128, 64, 8, 2), (128, 64, 8, 2, 128), (64, 64, 4, 2),
+            (64, 64, 4, 3), (128, 32, 4, 2), (64, 32, 4, 2), (128, 64, 4, 2)],
+    "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2),
+                 (16, 64, 4, 2), (32, 64, 4, 1)],
+    "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2),
+               (128, 32, 4, 2), (64, 64, 4, 3)],
+    "fwd_jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (32, 64, 4, 2)],
+    "jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (32, 64, 4, 2)],
+}
 # matmuls of 2*T*M*D flops each, per op (for the TFLOP/s column)
 MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5}
 
@@ -100,12 +115,43 @@ def _jobs(ops, d128=False):
                 yield op, prec, dtype, ip, cfg
 
 
-def _launch(op, dtype, ip, cfg, tensors, shape):
+def _launch(op, dtype, ip, cfg, tensors, shape, bias=None):
     B, H, T, D = shape
-    bm, bn, w, st = cfg
+    bm, bn, w, st, *cap = cfg
     jit_call.call(SPEC, op, dtype, tensors, (B, H, T, T, D), 1 / math.sqrt(D),
                   blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
-                  input_precision=ip)
+                  input_precision=ip, bias=bias, maxnreg=cap[0] if cap else None)
+
+
+def _biases(shape):
+    """Kernel views of a key-padding (B, 1, 1, T) and a dense (B, 1, T, T) float32 mask."""
+    B, H, T, D = shape
+    keep = torch.arange(T, device=DEVICE)[None, :] < torch.tensor(
+        [T - (T // 4) * (b % 4) for b in range(B)], device=DEVICE)[:, None]
+    kp = torch.zeros(B, T, device=DEVICE).masked_fill(~keep, float("-inf"))
+    dense = torch.randn(B, T, T, device=DEVICE)
+    return {"key_padding": kp.as_strided((B, H, T), (T, 0, 0)),
+            "dense": dense.as_strided((B, H, T), (T * T, 0, T))}
+
+
+def masked_main(names):
+    """The masked flavour's candidates (MASKED), fp16, both mask kinds."""
+    ops = [n for n in names if n in MASKED] or list(MASKED)
+    jobs = [(op, "fp16", "fp16", None, cfg) for op in ops for cfg in MASKED[op]]
+    for name, shape in MASKED_SHAPES.items():
+        B, H, T, D = shape
+        tensors = _tensors(shape, torch.float16)
+        for kind, bias in _biases(shape).items():
+            for op, _, dtype, ip, cfg in jobs:
+                try:
+                    ms = do_bench_cudagraph(
+                        lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, bias), rep=30)
+                except Exception as exc:
+                    print(f"{name} {kind} {op} {cfg}: {type(exc).__name__}"[:200])
+                    continue
+                tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
+                print(f"MASKED {name} {kind} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s",
+                      flush=True)
 
 
 def _compile(job, D=64):
@@ -160,4 +206,7 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["masked"]:
+        masked_main(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

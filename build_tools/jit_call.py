@@ -34,7 +34,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
          has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
          blocks: dict | None = None,
          num_warps: int | None = None, num_stages: int | None = None,
-         input_precision: str | None = None):
+         input_precision: str | None = None, maxnreg: int | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages and register cap (or the given blocks/warps/stages);
     returns nothing, like the AOT launcher.
@@ -90,4 +90,6 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
             launch["maxnreg"] = v.maxnreg
     else:
         launch = {"num_warps": num_warps, "num_stages": num_stages}
+        if maxnreg is not None:
+            launch["maxnreg"] = maxnreg
     fn[grid](*args, **constexprs, **launch)

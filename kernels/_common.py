@@ -161,10 +161,17 @@ def bias_rows(b_base, stride_biasm, rows):
 @triton.jit
 def scores_seen(s2, b_rows, cols, lim, BIAS: tl.constexpr):
     """For the masked sweep of a query block: (s2', seen) with seen_ij = row i sees key j
-    (j <= lim_i, and with the mask (BIAS) its bias B_ij > -inf) and s2' = s2 + B * log2(e)
-    (base-2 units) with the mask, s2 without. Only seen entries of B are loaded."""
+    (j <= lim_i, and with the mask its bias B_ij > -inf) and s2' = s2 + B * log2(e)
+    (base-2 units) with the mask, s2 without. BIAS: 0 no mask; 1 one bias row for every
+    query row (key padding; b_rows is the row's pointer): a vector of the block's keys, one
+    load per key; 2 a bias row per query row (b_rows: their pointers): a tile. Only keys some
+    row may see are loaded (give padded rows lim = -1)."""
     seen = cols[None, :] <= lim[:, None]
-    if BIAS:
+    if BIAS == 1:
+        b = tl.load(b_rows + cols, mask=cols <= tl.max(lim, 0), other=float("-inf"))
+        s2 = s2 + b[None, :] * LOG2E
+        seen = seen & (b > float("-inf"))[None, :]
+    elif BIAS == 2:
         b = tl.load(b_rows[:, None] + cols[None, :], mask=seen, other=float("-inf"))
         s2 = s2 + b * LOG2E
         seen = b > float("-inf")
@@ -175,9 +182,14 @@ def scores_seen(s2, b_rows, cols, lim, BIAS: tl.constexpr):
 def scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
                   BIAS: tl.constexpr):
     """scores_seen for a key block (s2T is BLOCK_N x BLOCK_M, keys `cols` by rows `rows`):
-    rows >= their end (r_ok False) see nothing; lim from row_limits."""
+    rows >= their end (r_ok False) see nothing; lim from row_limits; BIAS 1 loads the
+    block's keys of the one bias row, 2 a tile."""
     seen = (cols[:, None] <= row_limits(rows, Q_LEN, DIAG, M)[None, :]) & r_ok[None, :]
-    if BIAS:
+    if BIAS == 1:
+        b = tl.load(b_base + cols, mask=cols < M, other=float("-inf"))
+        s2T = s2T + b[:, None] * LOG2E
+        seen = seen & (b > float("-inf"))[:, None]
+    elif BIAS == 2:
         b = tl.load(bias_rows(b_base, stride_biasm, rows)[None, :] + cols[:, None], mask=seen,
                     other=float("-inf"))
         s2T = s2T + b * LOG2E

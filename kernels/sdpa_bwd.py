@@ -119,11 +119,16 @@ def _sdpa_bwd_z_from_stats_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         if MASKED:  # an attention mask: every key block through the masked sweep
             lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
-                               offs_m)
-            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
-                                 M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                                 True, True, INPUT_PRECISION)
+            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                                     M, lim, b_base, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                                     True, 1, INPUT_PRECISION)
+            else:
+                b_rows = bias_rows(b_base, stride_biasm, offs_m)
+                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                                     M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                                     True, 2, INPUT_PRECISION)
         else:
             acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0,
                                  n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
@@ -236,11 +241,18 @@ def _sdpa_bwd_dkdv_kernel(
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
             if MASKED:  # an attention mask: every row that may see a key, masked
-                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
-                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, True,
-                                     INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                if stride_biasm == 0:  # one bias row for every query row (key padding)
+                    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                         stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                         offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, 1,
+                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                else:
+                    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                         stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                         offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, 2,
+                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
             else:
                 dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                      b_base, stride_qm, stride_dom, stride_mm, stride_lm,
@@ -328,11 +340,16 @@ def _sdpa_bwd_dq_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         if MASKED:  # an attention mask: every key block through the masked sweep
             lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
-                               offs_m)
-            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
-                           M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
-                           True, INPUT_PRECISION)
+            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                               M, lim, b_base, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                               1, INPUT_PRECISION)
+            else:
+                b_rows = bias_rows(b_base, stride_biasm, offs_m)
+                dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                               M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                               2, INPUT_PRECISION)
         else:
             dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0,
                            n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,

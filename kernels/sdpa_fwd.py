@@ -99,11 +99,16 @@ def _sdpa_fwd_kernel(
         if MASKED:
             # an attention mask: every key block a row may see goes through the masked sweep
             lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
-                               offs_m)
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                       0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
-                                       BLOCK_N, EVEN_D, True, True, INPUT_PRECISION)
+            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                           0, n_hi, M, lim, b_base, offs_n, offs_d, d_ok, qk_scale,
+                                           BLOCK_N, EVEN_D, True, 1, INPUT_PRECISION)
+            else:
+                b_rows = bias_rows(b_base, stride_biasm, offs_m)
+                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                           0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
+                                           BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION)
         else:
             # key blocks every row sees without a mask, then the diagonal / ragged tail with
             # one; blocks past the last row's limit are skipped

@@ -100,11 +100,19 @@ def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base, b_b
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     if MASKED:
         lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-        r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
-                                 M, lim, bias_rows(b_base, stride_biasm, offs_m), offs_n, offs_d,
-                                 d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True, USE_TDO,
-                                 INPUT_PRECISION)
+        if stride_biasm == 0:  # one bias row for every query row (key padding)
+            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
+                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
+                                     M, lim, b_base, offs_n, offs_d,
+                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1, USE_TDO,
+                                     INPUT_PRECISION)
+        else:
+            b_rows = bias_rows(b_base, stride_biasm, offs_m)
+            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
+                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
+                                     M, lim, b_rows, offs_n, offs_d,
+                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2, USE_TDO,
+                                     INPUT_PRECISION)
     else:
         r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
                                  tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full,
@@ -234,10 +242,17 @@ def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_b
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     if MASKED:
         lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-        hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
-                       bias_rows(b_base, stride_biasm, offs_m), offs_n, offs_d, d_ok, sm_scale,
-                       qk_scale, BLOCK_N, EVEN_D, True, True, USE_TDO, INPUT_PRECISION)
+        if stride_biasm == 0:  # one bias row for every query row (key padding)
+            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
+                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
+                           b_base, offs_n, offs_d, d_ok, sm_scale,
+                           qk_scale, BLOCK_N, EVEN_D, True, 1, USE_TDO, INPUT_PRECISION)
+        else:
+            b_rows = bias_rows(b_base, stride_biasm, offs_m)
+            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
+                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
+                           b_rows, offs_n, offs_d, d_ok, sm_scale,
+                           qk_scale, BLOCK_N, EVEN_D, True, 2, USE_TDO, INPUT_PRECISION)
     else:
         hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
                        tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0,
@@ -388,12 +403,20 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
     for g in range(0, T // Q_LEN):
         m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
         if MASKED:
-            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
-                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
-                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                 stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
-                                 offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
-                                 True, USE_TDO, INPUT_PRECISION)
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                     m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                     stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
+                                     1, USE_TDO, INPUT_PRECISION)
+            else:
+                hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                     m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                     stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
+                                     2, USE_TDO, INPUT_PRECISION)
         else:
             hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                  m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,

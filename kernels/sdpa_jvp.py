@@ -125,13 +125,20 @@ def _sdpa_jvp_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         if MASKED:  # an attention mask: every key block through the masked sweep
             lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
-                               offs_m)
-            acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
-                                         v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                         stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
-                                         d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True,
-                                         INPUT_PRECISION)
+            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                             stride_tvn, 0, n_hi, M, lim, b_base, offs_n, offs_d,
+                                             d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1,
+                                             INPUT_PRECISION)
+            else:
+                b_rows = bias_rows(b_base, stride_biasm, offs_m)
+                acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                             stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
+                                             d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2,
+                                             INPUT_PRECISION)
         else:
             acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                          v_base, tv_base, stride_kn, stride_tkn, stride_vn,
@@ -237,12 +244,18 @@ def _sdpa_fwd_jvp_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         if MASKED:  # an attention mask: every key block through the masked sweep
             lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_rows = bias_rows(Bias + off_z * stride_biasz + off_h * stride_biash, stride_biasm,
-                               offs_m)
-            acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
-                acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-                stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok,
-                sm_scale, qk_scale, BLOCK_N, EVEN_D, True, True, INPUT_PRECISION)
+            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+            if stride_biasm == 0:  # one bias row for every query row (key padding)
+                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                    acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+                    stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_base, offs_n, offs_d, d_ok,
+                    sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1, INPUT_PRECISION)
+            else:
+                b_rows = bias_rows(b_base, stride_biasm, offs_m)
+                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                    acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+                    stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok,
+                    sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION)
         else:
             acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
                 acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
