@@ -82,8 +82,8 @@ def test_dropin_forward_and_reverse_modes(dtype, factor, atol):
 def test_dropin_rejects_unsupported_arguments():
     q, k, v = qkv(1, 2, 8, 8, 16, torch.float16)
     f = aot_sdpa.scaled_dot_product_attention
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        f(q, k, v, attn_mask=torch.ones(8, 8, device="cuda", dtype=torch.bool))
+    with pytest.raises(ValueError, match="attn_mask and is_causal=True cannot be combined"):
+        f(q, k, v, attn_mask=torch.ones(8, 8, device="cuda", dtype=torch.bool), is_causal=True)
     with pytest.raises(NotImplementedError, match="dropout_p"):
         f(q, k, v, dropout_p=0.1)
     with pytest.raises(ValueError, match="enable_gqa"):
