@@ -130,13 +130,18 @@ def test_llama_causal_gqa_matches_sdpa_gpu():
 
 @pytest.mark.gpu
 def test_bert_padded_batch_matches_sdpa_gpu():
+    """fp16 BERT on a padded batch, hidden states and parameter gradients: our error against
+    the fp32 model (attn_implementation="sdpa") within the project's rule, 2x the error of
+    torch's own fp16 "sdpa" model + a small atol (fp16 vs fp16 is no reference: two correct
+    fp16 backwards through two layers and LayerNorm differ by tens of percent on the
+    smallest gradients)."""
     ids, keep = _padded_batch(4, 40, "cuda")
-    want = _hidden_and_grads(_bert("sdpa", torch.float16, "cuda"), ids, keep)
+    ref = _hidden_and_grads(_bert("sdpa", torch.float32, "cuda"), ids, keep)
+    same = _hidden_and_grads(_bert("sdpa", torch.float16, "cuda"), ids, keep)
     got = _hidden_and_grads(_bert("aot_sdpa", torch.float16, "cuda"), ids, keep)
-    assert max_err(got[0], want[0]) < 2e-2 * want[0].abs().max().item()
-    for a, b in zip(got[1], want[1]):
-        if b is not None:
-            assert max_err(a, b) < 5e-2 * (1e-3 + b.abs().max().item())
+    for a, s_, r in zip((got[0], *got[1]), (same[0], *same[1]), (ref[0], *ref[1])):
+        if r is not None:
+            assert max_err(a, r) <= 2 * max_err(s_, r) + 1e-3 * (1 + r.abs().max().item())
 
 
 @pytest.mark.gpu
