@@ -153,6 +153,9 @@ def main():
                    mask=lambda B, H, T, M: torch.rand(B, 1, T, M, generator=g) > 0.3)
         _check_all(out, dtype, atol, (1, 4, 9, 70, 8), g, Hkv=1, bthd=True,
                    mask=lambda B, H, T, M: torch.rand(B, H, T, M, generator=g) > 0.5)
+        # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
+        _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
+                   mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
     print(json.dumps(out))
 
 

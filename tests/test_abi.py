@@ -217,7 +217,7 @@ def test_stats_share_one_stride_triple():
 
 
 @pytest.mark.parametrize("case", ["bool_key_padding", "fp32_in_place", "gqa_rows_copied",
-                                  "gqa_dense_view"])
+                                  "gqa_dense_view", "one_value_per_row"])
 def test_mask_reaches_every_kernel_as_a_bias_view(recorder, case):
     """Every kernel of every op that reads scores gets the mask as Bias with (batch, head,
     row) strides (0 where it broadcasts) and HAS_BIAS = 1: a boolean mask converted once
@@ -238,9 +238,12 @@ def test_mask_reaches_every_kernel_as_a_bias_view(recorder, case):
     elif case == "gqa_rows_copied":
         mask = torch.rand(B, 1, T, M) > 0.5
         want_ptr, want = None, [H * T * M, G * T * M, M]
-    else:
+    elif case == "gqa_dense_view":
         mask = torch.randn(B, H, T, M)
         want_ptr, want = mask.data_ptr(), [H * T * M, G * T * M, M]
+    else:  # (B, 1, T, 1): one value for all keys of a row, spelled out (keys contiguous)
+        mask = torch.rand(B, 1, T, 1) > 0.5
+        want_ptr, want = None, [T * M, 0, M]
     aot_sdpa.triton_sdpa_fused(q, k, v, mask=mask)
     aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=mask)
     aot_sdpa.sdpa_bwd_dk(q, k, v, do, m, l, mask=mask)

@@ -80,6 +80,8 @@ def _bias_view(bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
                          "(aot_sdpa._ops.bias_from_mask)")
     B, H, T = q.shape[:3]
     M, Hkv = k.shape[2], k.shape[1]
+    if bias.shape[-1] == 1 and M > 1:  # one value for every key: the kernels read keys
+        bias = bias.expand(*bias.shape[:-1], M).contiguous()  # contiguously, so spell them out
     b = bias.expand(B, H, T, M)
     sz, sh, st = b.stride()[:3]
     if Hkv == H:
