@@ -232,3 +232,26 @@ def test_masked_rows_get_zero_outputs_and_gradients():
     assert torch.isfinite(m[0]).all() and (l[0] > 0).all()
     for g in aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, mask=mask):
         assert torch.all(g[1] == 0) and g[0].abs().max() > 0
+
+
+def test_masked_float32_in_tf32_mode_runs_the_fp32_accurate_masked_kernels():
+    """No TF32 masked variant is compiled: under torch's "high" matmul precision a masked
+    float32 call falls back to the fp32-accurate masked kernels (the dispatcher's fallback),
+    so its error stays at the fp32 rule's level, with a mask of each kind."""
+    B, H, T, M = 2, 3, 113, 203
+    x = operands(B, H, H, T, M, 64, torch.float32, seed=9)
+    x64 = [t.double() for t in x]
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        for kind in ("key_padding", "additive"):
+            mask = _mask(kind, B, H, T, M, torch.float32, seed=4)
+            _, m64, l64 = reference.forward(*x64[:3], mask=mask)
+            ref = _ops(x64, m64, l64, "ref", False, mask)
+            ours = _ops(x, m64.float(), l64.float(), "aot", False, mask)
+            for op in ref:
+                for a, r in zip(ours[op], ref[op]):
+                    # TF32 products would be ~1e-3 off; fp32-accurate ones ~1e-6
+                    assert (a.double() - r).abs().max().item() < 1e-4 * (1 + r.abs().max().item())
+    finally:
+        torch.set_float32_matmul_precision(prev)
