@@ -198,6 +198,33 @@ def scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
 
 
 @triton.jit
+def frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N: tl.constexpr, BIAS: tl.constexpr):
+    """P = exp2(s2 - m2) / l of a query block from the frozen stats (s2: base-2 scores,
+    m2 = m log2(e), inv_l = 1 / l), zero where a row does not see the key (MASK_N: past its
+    limit, or masked: scores_seen)."""
+    if MASK_N:
+        s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+    p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
+    if MASK_N:
+        p = tl.where(seen, p, 0.0)
+    return p
+
+
+@triton.jit
+def frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
+                   MASK_M: tl.constexpr, BIAS: tl.constexpr):
+    """frozen_probs for a key block: P^T (BLOCK_N x BLOCK_M), zero where a row does not see
+    the key (MASK_M: past its diagonal, masked, or a padded row: scores_seen_T)."""
+    if MASK_M:
+        s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
+                                  BIAS)
+    pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
+    if MASK_M:
+        pT = tl.where(seen, pT, 0.0)
+    return pT
+
+
+@triton.jit
 def row_vector(base, bh, T, rows, row_ok, other):
     """Rows `rows` of batch*head bh of a contiguous float32 (Z*H, T) buffer (z, r, ...)."""
     return tl.load(base + bh * T + rows, mask=row_ok, other=other)

@@ -21,6 +21,8 @@ from _common import (
     batch_head,
     bias_rows,
     block_offsets,
+    frozen_probs,
+    frozen_probs_T,
     group_rows,
     key_range,
     load_cols_T,
@@ -32,8 +34,6 @@ from _common import (
     query_limits,
     row_limits,
     row_vector,
-    scores_seen,
-    scores_seen_T,
     store_rows,
 )
 
@@ -73,11 +73,7 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
                           EVEN_D)
         # -- P = exp2(S*log2(e) - m*log2(e)) / l, zero on masked keys
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
-        if MASK_N:
-            p = tl.where(seen, p, 0.0)
+        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
         # -- acc += P V
         acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
     return acc
@@ -169,13 +165,8 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
             inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
         s2T = mma(k, qT, None, INPUT_PRECISION) * qk_scale
-        if MASK_M:
-            s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG,
-                                      M, BIAS)
-        pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
-        if MASK_M:
-            # -- zero where a row does not see the key (past its diagonal, masked, padding)
-            pT = tl.where(seen, pT, 0.0)
+        pT = frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN,
+                            DIAG, M, MASK_M, BIAS)
         # -- dV += P^T dO
         if COMPUTE_DV:
             dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
@@ -293,11 +284,7 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         vT = load_cols_T(vT_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
-        if MASK_N:
-            p = tl.where(seen, p, 0.0)
+        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
         # -- dP = dO V^T;  dS = P * (dP - z);  dQ += dS K
         dp = mma(do, vT, None, INPUT_PRECISION)
         ds = p * (dp - z[:, None])

@@ -33,6 +33,8 @@ from _common import (
     batch_head,
     bias_rows,
     block_offsets,
+    frozen_probs,
+    frozen_probs_T,
     group_rows,
     key_range,
     load_row_stats,
@@ -42,8 +44,6 @@ from _common import (
     query_limits,
     row_limits,
     row_vector,
-    scores_seen,
-    scores_seen_T,
     store_rows,
 )
 
@@ -64,11 +64,7 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
         s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
-        if MASK_N:
-            p = tl.where(seen, p, 0.0)
+        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -207,11 +203,7 @@ def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, 
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
         s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
-        if MASK_N:
-            p = tl.where(seen, p, 0.0)
+        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
         # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
         sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
         sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
@@ -355,13 +347,8 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
         zd = tl.load(zd_base + rows, mask=r_ok, other=0.0)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
         s2T = tl.dot(k, qT, input_precision=INPUT_PRECISION) * qk_scale
-        if MASK_M:
-            s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG,
-                                      M, BIAS)
-        pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
-        if MASK_M:
-            # -- zero where a row does not see the key (past its diagonal, masked, padding)
-            pT = tl.where(seen, pT, 0.0)
+        pT = frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN,
+                            DIAG, M, MASK_M, BIAS)
         # -- S.^T = scale (tK Q^T + K tQ^T);  dP^T = V dO^T;  dP.^T = tV dO^T (+ V tdO^T)
         sdT = tl.dot(tk, qT, input_precision=INPUT_PRECISION)
         sdT = tl.dot(k, tqT, sdT, input_precision=INPUT_PRECISION) * sm_scale

@@ -22,6 +22,7 @@ from _common import (
     batch_head,
     bias_rows,
     block_offsets,
+    frozen_probs,
     key_range,
     load_kT_v,
     load_row_stats,
@@ -61,11 +62,7 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
                                         EVEN_D)
         # -- P from the frozen stats (zero on masked keys)
         s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-        p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
-        if MASK_N:
-            p = tl.where(seen, p, 0.0)
+        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
         # -- dS = scale * (tQ K^T + Q tK^T);  P*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
