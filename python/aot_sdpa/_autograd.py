@@ -384,7 +384,11 @@ def sdpa_fwd_jvp(q: Tensor, k: Tensor, v: Tensor, dq: Tensor, dk: Tensor, dv: Te
 
     Differentiable in reverse mode: dout depends on q, k, v and on the tangents.
     """
-    causal, bias = check_causal(causal), _mask_bias(mask, q, k)
+    return _fwd_jvp(q, k, v, dq, dk, dv, scale, check_causal(causal), _mask_bias(mask, q, k))
+
+
+def _fwd_jvp(q, k, v, dq, dk, dv, scale, causal: int, bias):
+    """sdpa_fwd_jvp with `causal` as its code and the mask already as the kernels' bias."""
     if compiling():
         return _library.fwd_jvp(q, k, v, dq, dk, dv, scale, causal, bias)
     if _differentiated(q, k, v, dq, dk, dv):
@@ -517,8 +521,8 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal,
     if bias is not None:  # made at this level (it has no tangent): its value one level below
         bias = unwrap_jvp_dual(bias, level)[0]
     with interpreter.lower():
-        o, _, _, to = sdpa_fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
-                                   _or_zeros(tv, pv), scale=scale, causal=causal, mask=bias)
+        o, _, _, to = _fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
+                               _or_zeros(tv, pv), scale, causal, bias)
     return make_dual(o, to)
 
 
