@@ -11,6 +11,7 @@ recompiles nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 from build_tools import variants as variants_mod  # noqa: E402
 from build_tools.compile_variant import cache_key, compile_variant  # noqa: E402
+from build_tools.pack import pack_images  # noqa: E402
 from build_tools.render import render  # noqa: E402
 
 KERNELS = ROOT / "kernels"
@@ -73,14 +75,23 @@ def build(out_dir: Path = ROOT / "build" / "gen", cache_dir: Path = ROOT / "buil
                     f"{meta['shared']} B smem")
     metas = [json.loads((d / "meta.json").read_text()) for d in dirs]
     cubins = [d / "kernel.cubin" for d in dirs]
-    source = render(spec, metas, cubins)
+    t_pack = time.perf_counter()
+    images, placement = pack_images(metas, cubins, out_dir / "images", jobs)
+    log(f"aot-sdpa build: {len(images)} images, {sum(im['packed_bytes'] for im in images)} B "
+        f"packed, in {time.perf_counter() - t_pack:.1f} s")
+    source = render(spec, metas, images, placement)
     changed = _write_if_changed(out_dir / "aot_kernels.cpp", source)
-    inventory = [dict(m["variant"], shared=m["shared"], cubin_bytes=m["cubin_bytes"]) for m in metas]
+    inventory = [dict(m["variant"], shared=m["shared"], cubin_bytes=m["cubin_bytes"],
+                      image=images[g]["name"], image_offset=off,
+                      cubin_sha256=hashlib.sha256(c.read_bytes()).hexdigest())
+                 for m, c, (g, off, _) in zip(metas, cubins, placement)]
     _write_if_changed(out_dir / "inventory.json", json.dumps(inventory, indent=1))
     summary = {"variants": len(metas), "compiled": len(todo), "generated_changed": changed,
                "cubin_bytes": sum(m["cubin_bytes"] for m in metas),
+               "packed_bytes": sum(im["packed_bytes"] for im in images),
                "seconds": round(time.perf_counter() - t0, 2)}
-    log(f"aot-sdpa build: done in {summary['seconds']} s ({summary['cubin_bytes']} cubin bytes)")
+    log(f"aot-sdpa build: done in {summary['seconds']} s ({summary['cubin_bytes']} cubin bytes, "
+        f"{summary['packed_bytes']} packed)")
     return summary
 
 

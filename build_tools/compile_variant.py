@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from build_tools.variants import DTYPE_TRITON, Variant
+from build_tools.variants import DTYPE_TRITON, FAST_FLAVORS, MASKED_FLAVORS, Variant
 
 # Shared memory a block may opt into, per compute capability (CUDA programming guide, "Compute
 # Capabilities" table). A cubin must fit the smallest limit among the devices it serves.
@@ -52,7 +52,7 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
 
     Strides come in (z, h, row) triples and carry the name of the pointer that owns them.
     """
-    fast = flavor == "fast"
+    fast = flavor in FAST_FLAVORS
     pointers = [n for n in param_names if _is_pointer(n, abi)]
     out = []
     for name in param_names:
@@ -123,11 +123,11 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     constexprs = dict(v.blocks)
     constexprs.update(dict(v.constexprs))
     constexprs["HEAD_DIM"] = v.head_dim
-    constexprs["EVEN_D"] = v.flavor == "fast"
-    constexprs["MASKED"] = v.flavor == "masked"
+    constexprs["EVEN_D"] = v.flavor in FAST_FLAVORS
+    constexprs["MASKED"] = v.flavor in MASKED_FLAVORS
     constexprs["INPUT_PRECISION"] = v.input_precision
     names = [p.name for p in fn.params]
-    if v.flavor == "masked" and "MASKED" not in names:
+    if v.flavor in MASKED_FLAVORS and "MASKED" not in names:
         raise ValueError(f"{v.name}: the masked flavour needs a MASKED parameter in {v.kernel}")
     unknown = [n for n in list(dict(v.blocks)) + list(dict(v.constexprs)) if n not in names]
     if unknown:

@@ -9,7 +9,7 @@ from build_tools.compile_variant import classify_params
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
-FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2}  # csrc/aot_runtime.h aot_variant.flavor
+FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2, "masked_fast": 3}  # aot_runtime.h aot_variant.flavor
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
 
 
@@ -49,8 +49,16 @@ def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict
     return {"code": code, "entry": entry, "params": params}
 
 
-def render(spec, metas: list[dict], cubins: list[Path]) -> str:
-    """Return the generated C source for all compiled variants."""
+def _embed_path(path: Path) -> str:
+    path = str(Path(path).resolve())
+    if any(ch in path for ch in '"\\\n'):
+        raise ValueError(f"file path cannot be embedded with .incbin: {path!r}")
+    return path
+
+
+def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) -> str:
+    """Return the generated C source for all compiled variants; `images` and `placement` are
+    build_tools.pack.pack_images' result (where each variant's cubin lies)."""
     op_names = list(spec.ops)
     op_blocks = {}
     for meta in metas:
@@ -63,15 +71,13 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
-    for i, (meta, cubin) in enumerate(zip(metas, cubins)):
+    for i, (meta, (image, offset, size)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
-        path = str(cubin.resolve())
-        if any(ch in path for ch in '"\\\n'):
-            raise ValueError(f"cubin path cannot be embedded with .incbin: {path!r}")
         params = op_blocks[v["op"]]["params"]
         variant_code.append(tpl.substitute(
             i=i, op=v["op"], name=f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}",
-            path=path, kernel_name=meta["kernel_name"], shared=meta["shared"],
+            image=image, image_name=images[image]["name"], offset=offset, size=size,
+            kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
             params=", ".join(f"&a.{p['name']}" for p in params),
         ))
@@ -83,7 +89,11 @@ def render(spec, metas: list[dict], cubins: list[Path]) -> str:
             f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
             f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')
     serves = [f"    {{{a}, {cc}}}," for a in spec.archs for cc in spec.serves[a]]
+    packed = [f'AOT_INCBIN(aot_packed_{g}, "{_embed_path(im["path"])}")' for g, im in enumerate(images)]
+    image_table = [f'    {{"{im["name"]}", aot_packed_{g}, {im["packed_bytes"]}u, {im["raw_bytes"]}u, '
+                   f'nullptr}},' for g, im in enumerate(images)]
     source = _tpl("aot_kernels.c.in").substitute(
+        packed="\n".join(packed), image_table="\n".join(image_table),
         ops="\n".join(op_blocks[op]["code"] for op in ops_used),
         variants="\n".join(variant_code),
         op_table="\n".join(op_blocks[op]["entry"] for op in ops_used),

@@ -19,8 +19,11 @@ FP32_ACCURATE = {"ieee", "tf32x3"}
 EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
 # general: any head dim <= bucket, any strides; fast: head dim == bucket, aligned (hints);
-# masked: as general, reading the attention mask (kernels' MASKED); kernels/variants.toml
-FLAVORS = ("general", "fast", "masked")
+# masked: as general, reading the attention mask (kernels' MASKED); masked_fast: masked with
+# fast's conditions and hints; kernels/variants.toml
+FLAVORS = ("general", "fast", "masked", "masked_fast")
+FAST_FLAVORS = {"fast", "masked_fast"}      # head dim == bucket (EVEN_D), divisibility hints
+MASKED_FLAVORS = {"masked", "masked_fast"}  # read the attention mask (MASKED)
 MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
 
 
@@ -69,11 +72,14 @@ class Spec:
 
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
                  flavor: str) -> dict:
-    """The first config whose arch, dtypes, head_dims and flavors (each optional) all match."""
+    """The first config whose arch, dtypes, head_dims and flavors (each optional) all match.
+    masked_fast takes the masked flavour's configs unless a config names it (they were tuned
+    on kernels with its hints: benchmarks/tune_real.py masked)."""
     for cfg in configs:
+        flavors = cfg.get("flavors", [flavor])
         if (cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype])
                 and head_dim in cfg.get("head_dims", [head_dim])
-                and flavor in cfg.get("flavors", [flavor])):
+                and (flavor in flavors or (flavor == "masked_fast" and "masked" in flavors))):
             return cfg
     raise ValueError(f"variants.toml: op {op!r} has no config for arch {arch} dtype {dtype} "
                      f"head dim {head_dim} flavor {flavor}")
@@ -109,7 +115,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                         if flavor not in FLAVORS:
                             raise ValueError(f"variants.toml: op {op!r} flavor {flavor!r}; "
                                              f"known: {FLAVORS}")
-                        if flavor == "masked" and dtype in EXTRA_DTYPES:
+                        if flavor in MASKED_FLAVORS and dtype in EXTRA_DTYPES:
                             continue  # masked TF32 calls run the fp32-accurate masked variant
                         cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
                                            flavor)

@@ -104,6 +104,9 @@ CUresult load_function(const aot::CudaApi* api, const unsigned char* image, cons
 CUresult kernel_function(const aot::CudaApi* api, aot_kernel_t* k, int device, CUfunction* out) {
     void* fn = __atomic_load_n(&k->function[device], __ATOMIC_ACQUIRE);
     if (fn == nullptr) {
+        const unsigned char* raw;  // unpacked before the lock: unpacking takes the GIL
+        CUresult unpacked = aot_unpack(k->image, &raw);
+        if (unpacked != CUDA_SUCCESS) return unpacked;
         std::lock_guard<std::mutex> lock(g_load_mutex);
         fn = k->function[device];
         if (fn == nullptr) {
@@ -116,7 +119,8 @@ CUresult kernel_function(const aot::CudaApi* api, aot_kernel_t* k, int device, C
             }
             CUmodule mod;
             CUfunction f;
-            CUresult st = load_function(api, k->image, k->kernel_name, k->shared, &mod, &f);
+            CUresult st = load_function(api, raw + k->offset, k->kernel_name, k->shared, &mod,
+                                        &f);
             if (st != CUDA_SUCCESS) {
                 aot::set_error_detail(std::string("loading ") + k->variant_name);
                 return st;
@@ -194,9 +198,12 @@ CUresult test_failing_load(int device, const aot_kernel_t* proto, int mode) {
     // mode 0: a function name the cubin lacks; 1: more dynamic shared memory than any device
     const char* name = mode == 0 ? "aot_sdpa_no_such_kernel" : proto->kernel_name;
     const unsigned shared = mode == 0 ? proto->shared : (1u << 30);
+    const unsigned char* raw;
+    st = aot_unpack(proto->image, &raw);
+    if (st != CUDA_SUCCESS) return scope.finish(st);
     CUmodule mod;
     CUfunction f;
-    st = load_function(api, proto->image, name, shared, &mod, &f);
+    st = load_function(api, raw + proto->offset, name, shared, &mod, &f);
     if (st == CUDA_SUCCESS) {  // not expected; never keep what a test loaded
         if (api->ModuleUnload(mod) == CUDA_SUCCESS) ++g_modules_unloaded;
         st = CUDA_ERROR_UNKNOWN;

@@ -13,10 +13,21 @@
 extern "C" {
 #endif
 
-/* One compiled kernel image; function/module handles are cached per device (context). */
+/* The cubins of one (op, arch), embedded as one xz stream (build_tools/pack.py) and unpacked
+ * once, on first use (aot_unpack). */
+typedef struct aot_image {
+    const char* name;            /* "<op>_sm<arch>" */
+    const unsigned char* packed; /* xz stream */
+    unsigned packed_bytes;
+    unsigned raw_bytes;
+    const unsigned char* volatile raw; /* the cubins, published once unpacked (never freed) */
+} aot_image_t;
+
+/* One compiled kernel; function/module handles are cached per device (context). */
 typedef struct aot_kernel {
-    const unsigned char* image; /* cubin */
-    const char* kernel_name;    /* symbol inside the cubin */
+    aot_image_t* image;      /* the image holding its cubin ... */
+    unsigned offset, bytes;  /* ... at these bytes */
+    const char* kernel_name; /* symbol inside the cubin */
     unsigned shared;            /* dynamic shared memory bytes */
     unsigned num_warps;
     const char* variant_name;
@@ -66,6 +77,8 @@ typedef struct aot_serve {
     int cc;   /* compute capability of devices that run its cubins */
 } aot_serve_t;
 
+extern aot_image_t aot_images[];
+extern const int aot_num_images;
 extern const aot_op_t aot_ops[];
 extern const int aot_num_ops;
 extern const aot_variant_t aot_variants[];
@@ -83,6 +96,12 @@ CUresult aot_launch(aot_kernel_t* k, int device, CUstream stream, unsigned gx, u
 
 /* Load k's module on `device` (once, thread-safe) without launching anything. */
 CUresult aot_load(aot_kernel_t* k, int device);
+
+/* The unpacked bytes of `image` (unpacking them on the first call; thread-safe, takes the
+ * Python GIL to do so: never call it holding a lock another GIL holder may wait for). On
+ * failure returns CUDA_ERROR_INVALID_IMAGE with the reason in the error detail. Implemented
+ * in aot_images.cpp. */
+CUresult aot_unpack(aot_image_t* image, const unsigned char** raw);
 
 #ifdef __cplusplus
 }

@@ -121,7 +121,8 @@ const std::vector<const aot_variant_t*>& variants_of(int op, int dtype, int arch
     return none;
 }
 
-enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2 };  // aot_variant_t.flavor
+enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3 };  // aot_variant_t.flavor
+const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast"};
 
 /* The smallest bucket >= head_dim of `flavor` among `cands` (null: none). */
 const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& cands, int flavor,
@@ -134,9 +135,9 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
     return best;
 }
 
-/* The variants of `op` for (dtype, head_dim) on `device`. With an attention mask (`masked`):
- * the masked one of the smallest bucket >= head_dim, alone. Without: the general one of that
- * bucket, and the fast one of it when it exists. The fast one runs when the call qualifies
+/* The variants of `op` for (dtype, head_dim) on `device`: the general one of the smallest
+ * bucket >= head_dim, and the fast one of it when it exists (with an attention mask,
+ * `masked`: the masked and masked_fast ones). The fast one runs when the call qualifies
  * (aligned, strides % 16, head_dim == bucket). Both are loaded on first use, so a later call
  * with another alignment (e.g. inside CUDA-graph capture, where loading a module is not
  * allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the fp32-accurate
@@ -158,10 +159,10 @@ Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok,
                             " with head dim " + std::to_string(head_dim) + " on sm_" +
                             std::to_string(arch));
     }
-    if (masked) return {general, nullptr};
+    const int fast_flavor = masked ? kMaskedFast : kFast;
     const aot_variant_t* fast = nullptr;
-    for (const aot_variant_t* v : variants_of(op, run_dtype, arch))
-        if (v->flavor == kFast && v->head_dim == general->head_dim) fast = v;
+    for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
+        if (v->flavor == fast_flavor && v->head_dim == general->head_dim) fast = v;
     // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
     if (fast_ok && fast != nullptr && fast->head_dim == head_dim) return {fast, general};
     return {general, fast};
@@ -361,18 +362,53 @@ py::list inventory() {
         d["dtype"] = kDtypeNames[v.dtype_code];
         d["head_dim"] = v.head_dim;
         d["arch"] = "sm_" + std::to_string(v.arch);
-        d["flavor"] = v.flavor == kFast ? "fast" : v.flavor == kMasked ? "masked" : "general";
+        d["flavor"] = kFlavorNames[v.flavor];
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
         d["num_stages"] = v.num_stages;
         d["shared_bytes"] = v.shared;
         d["cubin_bytes"] = v.cubin_bytes;
+        d["image"] = v.kernel->image->name;
+        d["image_offset"] = v.kernel->offset;
         d["input_precision"] = v.input_precision;
         d["serves"] = served_by(v.arch);
         out.append(d);
     }
     return out;
+}
+
+py::list images() {
+    py::list out;
+    for (int i = 0; i < aot_num_images; ++i) {
+        const aot_image_t& im = aot_images[i];
+        py::dict d;
+        d["name"] = im.name;
+        d["packed_bytes"] = im.packed_bytes;
+        d["raw_bytes"] = im.raw_bytes;
+        d["unpacked"] = __atomic_load_n(&im.raw, __ATOMIC_ACQUIRE) != nullptr;
+        out.append(d);
+    }
+    return out;
+}
+
+/* The unpacked bytes of the image called `name` (unpacking it if needed; no driver needed). */
+py::bytes unpacked_image(const std::string& name) {
+    for (int i = 0; i < aot_num_images; ++i) {
+        if (name != aot_images[i].name) continue;
+        const unsigned char* raw;
+        CUresult st;
+        {
+            py::gil_scoped_release release;  // aot_unpack takes the GIL itself
+            st = aot_unpack(&aot_images[i], &raw);
+        }
+        if (st != CUDA_SUCCESS) {
+            std::string detail = take_error_detail();
+            throw CudaError("aot_sdpa: " + detail);
+        }
+        return py::bytes(reinterpret_cast<const char*>(raw), aot_images[i].raw_bytes);
+    }
+    throw std::invalid_argument("aot_sdpa: no kernel image named '" + name + "'");
 }
 
 py::list ops() {
@@ -412,6 +448,10 @@ PYBIND11_MODULE(_C, m) {
           "Test hook: the (pointers, strides) launch_named would pass for these tensors.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
     m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
+    m.def("images", &aot::images,
+          "One dict per embedded kernel image (name, packed_bytes, raw_bytes, unpacked).");
+    m.def("_unpacked_image", &aot::unpacked_image, py::arg("name"),
+          "Test hook: the unpacked bytes of one kernel image (unpacks it; no driver needed).");
     m.def("archs", []() {
         std::vector<int> a(aot_archs, aot_archs + aot_num_archs);
         return a;
@@ -441,6 +481,14 @@ PYBIND11_MODULE(_C, m) {
         aot::throw_cuda(st, "test load (injected failure)");
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
+    m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
+        const aot::Choice c = aot::select_variant(op, dtype, head_dim, device, fast_ok, masked);
+        py::object sibling = py::none();
+        if (c.sibling != nullptr) sibling = py::str(c.sibling->kernel->variant_name);
+        return py::make_tuple(c.run->kernel->variant_name, sibling);
+    }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
+          py::arg("masked"),
+          "Test hook: the variant the dispatcher runs for these facts, and its loaded sibling.");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");
     m.def("driver_error", []() {

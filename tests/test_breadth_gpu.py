@@ -255,3 +255,35 @@ def test_masked_float32_in_tf32_mode_runs_the_fp32_accurate_masked_kernels():
                     assert (a.double() - r).abs().max().item() < 1e-4 * (1 + r.abs().max().item())
     finally:
         torch.set_float32_matmul_precision(prev)
+
+
+def test_masked_calls_run_the_fast_masked_kernels_when_they_qualify():
+    """With a mask the dispatcher runs masked_fast for aligned calls whose head dim fills its
+    bucket, the masked (general) one otherwise, and loads the other as its sibling; the ops
+    without a masked_fast flavour run masked. Every dtype: TF32 mode runs fp32's."""
+    from aot_sdpa import _C
+
+    ops = [o["name"] for o in _C.ops()]
+    with_fast = {r["op"] for r in aot_sdpa.kernel_inventory() if r["flavor"] == "masked_fast"}
+    assert with_fast == {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
+    dev = torch.cuda.current_device()
+    for i, op in enumerate(ops):
+        if op == "bwd_z_from_o":  # reads no scores: never given a mask
+            continue
+        for code, dt in enumerate(("fp16", "bf16", "fp32", "fp32")):
+            # without a mask: never a masked kernel
+            assert "masked" not in _C._select(i, code, 64, dev, True, False)[0]
+            if op in ("bwd_dk", "bwd_dv"):  # masked dK-only / dV-only calls run dK/dV
+                with pytest.raises(aot_sdpa.NoKernelError, match="with a mask"):
+                    _C._select(i, code, 64, dev, True, True)
+                continue
+            run, sib = _C._select(i, code, 64, dev, True, True)
+            if op in with_fast:
+                assert run.startswith(f"{op}_{dt}_d64_masked_fast_sm"), (op, run)
+                assert sib.startswith(f"{op}_{dt}_d64_masked_sm"), (op, sib)
+                assert _C._select(i, code, 40, dev, True, True)[0].startswith(
+                    f"{op}_{dt}_d64_masked_sm")
+                assert _C._select(i, code, 64, dev, False, True)[0].startswith(
+                    f"{op}_{dt}_d64_masked_sm")
+            else:
+                assert run.startswith(f"{op}_{dt}_d64_masked_sm") and sib is None, (op, run)

@@ -23,6 +23,8 @@ FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp", "bwd_jvp_dq", "bwd_jv
 # mask run bwd_dkdv): a masked flavour for each dtype but TF32
 MASKED_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp",
               "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
+# masked ops with a fast masked flavour too (aligned, head dim == bucket): the first-order ones
+MASKED_FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
 # ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
 TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
             "fwd_jvp"}
@@ -43,6 +45,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         assert (op, dt, d, arch, "fast") in have
                     assert ((op, dt, d, arch, "masked") in have) == (op in MASKED_OPS
                                                                       and dt != "tf32")
+                    assert ((op, dt, d, arch, "masked_fast") in have) == (
+                        op in MASKED_FAST_OPS and dt != "tf32")
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert len(inv) == len(have), "duplicate variants"
     from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
@@ -61,6 +65,54 @@ def test_inventory_has_every_op_dtype_bucket_arch():
         if r["dtype"] == "float32":
             assert r["input_precision"] in ("ieee", "tf32x3", "tf32"), r
     assert sorted(aot_sdpa.built_archs()) == sorted(ARCHS)
+
+
+def test_embedded_images_unpack_to_the_built_cubins():
+    """The extension's compressed images (one xz stream per (op, arch)) unpack, without a
+    driver, to exactly the cubins the build compiled (sha256 recorded in build/gen)."""
+    import hashlib
+    import json
+
+    from aot_sdpa import _C
+
+    built = ROOT / "build" / "gen" / "inventory.json"
+    if not built.exists():
+        pytest.skip("not an in-tree build (no build/gen/inventory.json)")
+    recorded = {(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"]): r
+                for r in json.loads(built.read_text())}
+    short = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+    images = {im["name"]: im for im in _C.images()}
+    # one image per op and arch; compressed well below the cubins' size
+    assert len(images) == len({(r["op"], r["arch"]) for r in aot_sdpa.kernel_inventory()})
+    assert sum(im["packed_bytes"] for im in images.values()) < \
+        0.25 * sum(im["raw_bytes"] for im in images.values())
+    raw = {name: _C._unpacked_image(name) for name in images}
+    assert all(len(raw[n]) == im["raw_bytes"] for n, im in images.items())
+    assert all(im["unpacked"] for im in _C.images())
+    for r in aot_sdpa.kernel_inventory():
+        dtype = short[r["dtype"]]
+        if dtype == "fp32" and r["input_precision"] == "tf32":
+            dtype = "tf32"
+        key = (r["op"], dtype, r["head_dim"], r["flavor"], int(r["arch"][3:]))
+        cubin = raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
+        assert cubin[:4] == b"\x7fELF", r
+        assert hashlib.sha256(cubin).hexdigest() == recorded[key]["cubin_sha256"], r
+    with pytest.raises(ValueError, match="no kernel image named"):
+        _C._unpacked_image("no_such_op_sm90")
+
+
+def test_unpacking_without_lzma_is_a_named_error():
+    """A Python without its lzma module cannot unpack the kernels: the first use raises
+    CudaError naming the image and the missing module (no crash, no garbage image)."""
+    code = ("import sys; sys.modules['lzma'] = None\n"
+            "import aot_sdpa\nfrom aot_sdpa import _C\n"
+            "try:\n    _C._unpacked_image('fwd_sm90')\n"
+            "except aot_sdpa.CudaError as e:\n    print('raised:', e)\n"
+            "print('unpacked:', [im['unpacked'] for im in _C.images() if im['name'] == 'fwd_sm90'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "raised: aot_sdpa: unpacking the kernels of 'fwd_sm90'" in out.stdout, out.stdout
+    assert "lzma" in out.stdout and "unpacked: [False]" in out.stdout
 
 
 def test_op_abi_is_generated_with_stride_owners():

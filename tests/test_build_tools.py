@@ -127,6 +127,7 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     """The generated C++ packs every kernel parameter in order and checks exactly the hinted
     (fast-flavour) pointers and strides before choosing the fast variant."""
     from build_tools.compile_variant import classify_params
+    from build_tools.pack import pack_images
     from build_tools.render import render
 
     spec = _spec()
@@ -142,9 +143,10 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     cubins = []
     for i, _ in enumerate(variants):
         p = tmp_path / f"k{i}.cubin"
-        p.write_bytes(b"\0" * 4)
+        p.write_bytes(bytes([i + 1]) * (5 + i))
         cubins.append(p)
-    src = render(spec, metas, cubins)
+    images, placement = pack_images(metas, cubins, tmp_path / "images")
+    src = render(spec, metas, images, placement)
     # argument struct and packing in the kernel's parameter order, scratch pointers last
     assert "void* params[] = {&a.Q, &a.K, &a.Mstat, &a.sm_scale, &a.stride_qz, &a.stride_qh, " \
            "&a.stride_qm, &a.stride_kz, &a.stride_kh, &a.stride_kn, &a.stride_mz, " \
@@ -161,9 +163,44 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     assert "c->ptrs[2]" not in fast
     assert all(f"c->strides[{i}] % 16 == 0" in fast for i in range(6))
     assert "c->strides[6]" not in fast
-    # both variants are in the dispatch table with their flavour flag and embedded cubin path
-    assert src.count("AOT_INCBIN(aot_cubin_") == 2  # one embedded cubin per variant
-    assert str(cubins[0].resolve()) in src and str(cubins[1].resolve()) in src
+    # both variants' cubins are in one embedded image (same op and arch), the second at the
+    # next 16-byte boundary; the image table records its packed and unpacked sizes
+    assert src.count("AOT_INCBIN(aot_packed_") == 1
+    assert str(images[0]["path"].resolve()) in src
+    assert placement == [(0, 0, 5), (0, 16, 6)]
+    assert "{&aot_images[0], 0u, 5u, " in src and "{&aot_images[0], 16u, 6u, " in src
+    assert (f'{{"{images[0]["name"]}", aot_packed_0, {images[0]["packed_bytes"]}u, 22u, '
+            f'nullptr}},') in src
+
+
+def test_pack_images_round_trip_and_cache(tmp_path):
+    """Cubins are grouped per (op, arch) into xz streams that unpack to the cubins at their
+    offsets; an unchanged group is not recompressed, a changed one replaces its stale file."""
+    import lzma
+
+    from build_tools.pack import pack_images
+
+    metas = [{"variant": {"op": op, "arch": arch}} for op, arch in
+             [("fwd", 90), ("fwd", 90), ("fwd", 80), ("bwd_dq", 90)]]
+    cubins = []
+    for i in range(len(metas)):
+        p = tmp_path / f"k{i}.cubin"
+        p.write_bytes(bytes(range(i, i + 40 + 7 * i)))
+        cubins.append(p)
+    out = tmp_path / "images"
+    images, placement = pack_images(metas, cubins, out)
+    assert [im["name"] for im in images] == ["fwd_sm90", "fwd_sm80", "bwd_dq_sm90"]
+    for i, (g, off, size) in enumerate(placement):
+        raw = lzma.decompress(images[g]["path"].read_bytes())
+        assert len(raw) == images[g]["raw_bytes"] and off % 16 == 0
+        assert raw[off:off + size] == cubins[i].read_bytes()
+    stamp = {im["name"]: im["path"].stat().st_mtime_ns for im in images}
+    cubins[2].write_bytes(b"changed")
+    images2, _ = pack_images(metas, cubins, out)
+    assert images2[0]["path"] == images[0]["path"]  # unchanged group: same file, not rewritten
+    assert images2[0]["path"].stat().st_mtime_ns == stamp["fwd_sm90"]
+    assert images2[1]["path"] != images[1]["path"] and not images[1]["path"].exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(im["path"].name for im in images2)
 
 
 def test_release_reads_auditwheel_tag():

@@ -1,0 +1,66 @@
+"""Import and first-call cost (issue 11 item 5): the kernels ship as compressed images, one
+xz stream per (op, arch), unpacked on an op's first call (csrc/aot_images.cpp).
+
+Each measurement runs in a fresh process (5 processes, median and spread), torch and CUDA
+initialised before the clock starts, so the numbers are ours alone:
+  import         `import aot_sdpa`
+  first_fwd      first triton_sdpa_fused call, fp16 (4, 8, 1024, 64): unpack the forward's
+                 image, load its two modules, launch, synchronise
+  second_fwd     the same call again (host + device time of a warm call)
+  first_bwd      then the first backward (unpacks and loads the backward's images)
+  warmup_all     aot_sdpa.warmup(): unpack every image and load every module for the device
+Writes results/load.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+
+from _harness import write_csv
+
+CHILD = r"""
+import json, time, torch
+torch.cuda.init(); torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+out = {}
+t = time.perf_counter(); import aot_sdpa; out["import"] = time.perf_counter() - t
+q, k, v = (torch.randn(4, 8, 1024, 64, device="cuda", dtype=torch.float16, requires_grad=True)
+           for _ in range(3))
+torch.cuda.synchronize()
+def timed(name, fn):
+    t = time.perf_counter(); r = fn(); torch.cuda.synchronize()
+    out[name] = time.perf_counter() - t
+    return r
+o = timed("first_fwd", lambda: aot_sdpa.triton_sdpa_fused(q, k, v)[0])
+timed("second_fwd", lambda: aot_sdpa.triton_sdpa_fused(q, k, v)[0])
+timed("first_bwd", lambda: o.backward(torch.ones_like(o)))
+timed("warmup_all", lambda: aot_sdpa.warmup())
+from aot_sdpa import _C
+ims = _C.images()
+out["images_unpacked"] = sum(im["unpacked"] for im in ims)
+out["images"] = len(ims)
+print("RESULT", json.dumps(out))
+"""
+
+
+def main() -> None:
+    runs = []
+    for _ in range(5):
+        res = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
+                             check=True)
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT "))
+        runs.append(json.loads(line[len("RESULT "):]))
+    rows = []
+    for key in ("import", "first_fwd", "second_fwd", "first_bwd", "warmup_all"):
+        ms = sorted(r[key] * 1e3 for r in runs)
+        rows.append({"what": key, "ms": round(statistics.median(ms), 2),
+                     "min_ms": round(ms[0], 2), "max_ms": round(ms[-1], 2)})
+        print(f"{key:<12} {rows[-1]['ms']:9.2f} ms  (min {ms[0]:.2f}, max {ms[-1]:.2f})")
+    print(f"images unpacked after warmup: {runs[0]['images_unpacked']} of {runs[0]['images']}")
+    write_csv("load", rows)
+
+
+if __name__ == "__main__":
+    main()
