@@ -198,12 +198,35 @@ def scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
 
 
 @triton.jit
+def padding_bias(s2, b_row, cols):
+    """A key-padding mask (one bias row for every query row, b_row its pointer) on a key block
+    every valid row sees whole (no causal or ragged limit in it): s2 + B_j * log2(e), one
+    load per key and one add per score. A masked key (B_j = -inf) gets -inf: no compare or
+    select per score, which is what the masked sweep's per-score limits cost."""
+    return s2 + tl.load(b_row + cols)[None, :] * LOG2E
+
+
+@triton.jit
+def unseen_rows_to_zero(m2, inv_l):
+    """Frozen stats of a row that saw no key (m = -inf, l = 0, so m2 = -inf, 1/l = inf) made
+    (+inf, 0), so exp2(s2 - m2) / l is 0 for every score s2 (finite or -inf) without a select
+    per score; other rows unchanged."""
+    unseen = m2 == float("-inf")
+    return tl.where(unseen, float("inf"), m2), tl.where(unseen, 0.0, inv_l)
+
+
+@triton.jit
 def frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N: tl.constexpr, BIAS: tl.constexpr):
     """P = exp2(s2 - m2) / l of a query block from the frozen stats (s2: base-2 scores,
     m2 = m log2(e), inv_l = 1 / l), zero where a row does not see the key (MASK_N: past its
-    limit, or masked: scores_seen)."""
+    limit, or masked: scores_seen). BIAS 1 without MASK_N: a key-padding mask (b_rows: its
+    one row) on a block every row sees whole: padding_bias, and rows that saw no key zeroed
+    through their stats (unseen_rows_to_zero), no per-score select."""
     if MASK_N:
         s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
+    elif BIAS == 1:
+        s2 = padding_bias(s2, b_rows, cols)
+        m2, inv_l = unseen_rows_to_zero(m2, inv_l)
     p = tl.math.exp2(s2 - m2[:, None]) * inv_l[:, None]
     if MASK_N:
         p = tl.where(seen, p, 0.0)
@@ -214,10 +237,17 @@ def frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N: tl.constexpr, BIAS: t
 def frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
                    MASK_M: tl.constexpr, BIAS: tl.constexpr):
     """frozen_probs for a key block: P^T (BLOCK_N x BLOCK_M), zero where a row does not see
-    the key (MASK_M: past its diagonal, masked, or a padded row: scores_seen_T)."""
+    the key (MASK_M: past its diagonal, masked, or a padded row: scores_seen_T). BIAS 1
+    without MASK_M: a key-padding mask on a block of rows that all see every valid key of
+    the block (the block's keys are all < M): the bias added, rows that saw no key zeroed
+    through their stats (unseen_rows_to_zero), no per-score select."""
     if MASK_M:
         s2T, seen = scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
                                   BIAS)
+    elif BIAS == 1:
+        # keys past M (the last key block's padding) are never stored: bias 0 there
+        s2T = s2T + tl.load(b_base + cols, mask=cols < M, other=0.0)[:, None] * LOG2E
+        m2, inv_l = unseen_rows_to_zero(m2, inv_l)
     pT = tl.math.exp2(s2T - m2[None, :]) * inv_l[None, :]
     if MASK_M:
         pT = tl.where(seen, pT, 0.0)

@@ -80,6 +80,24 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
 
 
 @triton.jit
+def _z_stats_keys(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_full, n_hi, rows,
+                  Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
+                  BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+                  INPUT_PRECISION: tl.constexpr):
+    """_z_stats_inner over the key blocks every row sees whole, then the masked tail (as
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, 0, n_full, M,
+                         0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
+                         INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_full,
+                             n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                             True, BIAS, INPUT_PRECISION)
+    return acc
+
+
+@triton.jit
 def _sdpa_bwd_z_from_stats_kernel(
     Q, K, V, DO, Bias, Mstat, Lstat, Zbuf,
     sm_scale,
@@ -113,27 +131,22 @@ def _sdpa_bwd_z_from_stats_kernel(
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        if MASKED:  # an attention mask: every key block through the masked sweep
-            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        if MASKED:
             if stride_biasm == 0:  # one bias row for every query row (key padding)
-                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
-                                     M, lim, b_base, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                                     True, 1, INPUT_PRECISION)
-            else:
+                acc = _z_stats_keys(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn,
+                                    n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n, offs_d,
+                                    d_ok, qk_scale, BLOCK_N, EVEN_D, 1, INPUT_PRECISION)
+            else:  # a bias row per query row: every key block a row may see, masked
+                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
                 acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
                                      M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
                                      True, 2, INPUT_PRECISION)
         else:
-            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0,
-                                 n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
-                                 EVEN_D, False, False, INPUT_PRECISION)
-            if n_full < n_hi:
-                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn,
-                                     n_full, n_hi, M, lim, Bias, offs_n, offs_d, d_ok, qk_scale,
-                                     BLOCK_N, EVEN_D, True, False, INPUT_PRECISION)
+            acc = _z_stats_keys(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
+                                n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d, d_ok,
+                                qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
@@ -179,6 +192,34 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
             dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
             dsT = pT * (dpT - z[None, :])
             dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+               stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_mid, row_end,
+               cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+               BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+               INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
+               COMPUTE_DV: tl.constexpr):
+    """One query head's rows for a key block (group_rows): [m_lo, m_mid) see part of the
+    block (masked), then whole query blocks that see all of it (unmasked), then a masked
+    ragged tail up to row_end. BIAS 1: with a key-padding mask (b_base its row), else none."""
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
+                         row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
+                         EVEN_D, True, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+    m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid, m_full,
+                         row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
+                         EVEN_D, False, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+    if m_full < row_end:
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_full,
+                             row_end, row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION, COMPUTE_DK,
+                             COMPUTE_DV)
     return dk, dv
 
 
@@ -231,37 +272,25 @@ def _sdpa_bwd_dkdv_kernel(
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
-            if MASKED:  # an attention mask: every row that may see a key, masked
+            if MASKED:
                 if stride_biasm == 0:  # one bias row for every query row (key padding)
-                    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                         stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
-                                         offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, 1,
-                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-                else:
+                    dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                        b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                        stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
+                                        offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, 1,
+                                        INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                          b_base, stride_qm, stride_dom, stride_mm, stride_lm,
                                          stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
                                          offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, 2,
                                          INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
             else:
-                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                     stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
-                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, False,
-                                     INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-                m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
-                dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                     b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                     stride_biasm, m_mid, m_full, g_end, offs_n, Q_LEN, DIAG, M,
-                                     offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, False,
-                                     False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
-                if m_full < g_end:
-                    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                         stride_biasm, m_full, g_end, g_end, offs_n, Q_LEN, DIAG,
-                                         M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D,
-                                         True, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                                    stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                                    m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
+                                    d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
+                                    COMPUTE_DK, COMPUTE_DV)
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
@@ -289,6 +318,24 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
         dp = mma(do, vT, None, INPUT_PRECISION)
         ds = p * (dp - z[:, None])
         dq = mma(ds.to(kT.dtype), tl.trans(kT), dq, INPUT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _dq_keys(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_full, n_hi, rows,
+             Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
+             BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+             INPUT_PRECISION: tl.constexpr):
+    """_dq_inner over the key blocks every row sees whole, then the masked tail (as
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, 0, n_full, M,
+                   0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
+                   INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_full,
+                       n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                       BIAS, INPUT_PRECISION)
     return dq
 
 
@@ -325,26 +372,21 @@ def _sdpa_bwd_dq_kernel(
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        if MASKED:  # an attention mask: every key block through the masked sweep
-            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        if MASKED:
             if stride_biasm == 0:  # one bias row for every query row (key padding)
-                dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
-                               M, lim, b_base, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
-                               1, INPUT_PRECISION)
-            else:
+                dq = _dq_keys(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn,
+                              n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n, offs_d, d_ok,
+                              qk_scale, BLOCK_N, EVEN_D, 1, INPUT_PRECISION)
+            else:  # a bias row per query row: every key block a row may see, masked
+                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
                 dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
                                M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
                                2, INPUT_PRECISION)
         else:
-            dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, 0,
-                           n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                           False, False, INPUT_PRECISION)
-            if n_full < n_hi:
-                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-                dq = _dq_inner(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn,
-                               n_full, n_hi, M, lim, Bias, offs_n, offs_d, d_ok, qk_scale,
-                               BLOCK_N, EVEN_D, True, False, INPUT_PRECISION)
+            dq = _dq_keys(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
+                          n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d, d_ok, qk_scale,
+                          BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)

@@ -12,6 +12,7 @@ from _common import (
     load_kT_v,
     load_rows,
     mma,
+    padding_bias,
     row_limits,
     scores_seen,
     store_rows,
@@ -25,8 +26,10 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
                BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks the keys j > lim_i
     (keys >= M and, causal, keys past the row's diagonal) and, BIAS, adds the attention
-    mask's bias (rows b_rows), masking its -inf entries. A masked row may have seen no key
-    yet (m_i = -inf): it then rescales by exp2(-inf - 0) = 0, never by exp2(-inf + inf)."""
+    mask's bias (rows b_rows), masking its -inf entries; BIAS 1 without MASK_N adds a
+    key-padding bias to blocks every row sees whole (padding_bias). A masked row may have
+    seen no key yet (m_i = -inf): it then rescales by exp2(-inf - 0) = 0, never by
+    exp2(-inf + inf)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
@@ -41,6 +44,10 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
             s2 = tl.where(seen, s2, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
+        elif BIAS == 1:  # key padding on a block every row sees whole: -inf where masked
+            s2 = padding_bias(s2, b_rows, cols)
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
         else:
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             m_ref = m_new
@@ -51,6 +58,25 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         acc = acc * alpha[:, None]
         acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
         m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n_hi, rows,
+              Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
+              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr):
+    """The key blocks every row sees whole ([0, n_full), no per-score limit), then the
+    diagonal / ragged tail [n_full, n_hi) with one; blocks past the last row's limit are
+    skipped. BIAS 1: with a key-padding mask (b_row its row), else none."""
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0, n_full,
+                               M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+                               False, BIAS, INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                   n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale,
+                                   BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
     return acc, m_i, l_i
 
 
@@ -96,31 +122,23 @@ def _sdpa_fwd_kernel(
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         if MASKED:
-            # an attention mask: every key block a row may see goes through the masked sweep
-            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
             if stride_biasm == 0:  # one bias row for every query row (key padding)
-                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                           0, n_hi, M, lim, b_base, offs_n, offs_d, d_ok, qk_scale,
-                                           BLOCK_N, EVEN_D, True, 1, INPUT_PRECISION)
-            else:
+                acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                          n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n,
+                                          offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, 1,
+                                          INPUT_PRECISION)
+            else:  # a bias row per query row: every key block a row may see, masked
+                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
                 acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                            0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
                                            BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION)
         else:
-            # key blocks every row sees without a mask, then the diagonal / ragged tail with
-            # one; blocks past the last row's limit are skipped
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                       0, n_full, M, 0, Bias, offs_n, offs_d, d_ok, qk_scale,
-                                       BLOCK_N, EVEN_D, False, False, INPUT_PRECISION)
-            if n_full < n_hi:
-                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
-                                           stride_vn, n_full, n_hi, M, lim, Bias, offs_n, offs_d,
-                                           d_ok, qk_scale, BLOCK_N, EVEN_D, True, False,
-                                           INPUT_PRECISION)
+            acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                      n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d,
+                                      d_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # l = 0: a row that saw no key
         store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok, d_ok,
                    EVEN_D)

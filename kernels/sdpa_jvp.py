@@ -28,6 +28,7 @@ from _common import (
     load_row_stats,
     load_rows,
     mma,
+    padding_bias,
     row_limits,
     scores_seen,
     store_rows,
@@ -80,6 +81,27 @@ def _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_ba
 
 
 @triton.jit
+def _jvp_keys(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_base, stride_kn,
+              stride_tkn, stride_vn, stride_tvn, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row,
+              offs_n, offs_d, d_ok, sm_scale, qk_scale,
+              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+              INPUT_PRECISION: tl.constexpr):
+    """_jvp_inner over the key blocks every row sees whole, then the masked tail (as
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full,
+                                 M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                 EVEN_D, False, BIAS, INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
+                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full,
+                                     n_hi, M, lim, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
+    return acc_a, acc_o, r
+
+
+@triton.jit
 def _sdpa_jvp_kernel(
     Q, K, V, TQ, TK, TV, Bias, Mstat, Lstat, TO,
     sm_scale,
@@ -120,16 +142,16 @@ def _sdpa_jvp_kernel(
         r = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        if MASKED:  # an attention mask: every key block through the masked sweep
-            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        if MASKED:
             if stride_biasm == 0:  # one bias row for every query row (key padding)
-                acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
-                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                             stride_tvn, 0, n_hi, M, lim, b_base, offs_n, offs_d,
-                                             d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1,
-                                             INPUT_PRECISION)
-            else:
+                acc_a, acc_o, r = _jvp_keys(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
+                                            v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                            stride_tvn, n_full, n_hi, offs_m, Q_LEN, DIAG, M,
+                                            b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                            BLOCK_N, EVEN_D, 1, INPUT_PRECISION)
+            else:  # a bias row per query row: every key block a row may see, masked
+                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
                 acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                              v_base, tv_base, stride_kn, stride_tkn, stride_vn,
@@ -137,18 +159,11 @@ def _sdpa_jvp_kernel(
                                              d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2,
                                              INPUT_PRECISION)
         else:
-            acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
-                                         v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                         stride_tvn, 0, n_full, M, 0, Bias, offs_n, offs_d, d_ok,
-                                         sm_scale, qk_scale, BLOCK_N, EVEN_D, False, False,
-                                         INPUT_PRECISION)
-            if n_full < n_hi:
-                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-                acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
-                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                             stride_tvn, n_full, n_hi, M, lim, Bias, offs_n,
-                                             offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D,
-                                             True, False, INPUT_PRECISION)
+            acc_a, acc_o, r = _jvp_keys(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
+                                        tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
+                                        n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d,
+                                        d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False,
+                                        INPUT_PRECISION)
         t_o = acc_a - r[:, None] * acc_o
         store_rows(TO, t_o, off_z, off_h, stride_toz, stride_toh, stride_tom, offs_m, offs_d, m_ok,
                    d_ok, EVEN_D)
@@ -160,7 +175,8 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
                    offs_n, offs_d, d_ok, sm_scale, qk_scale,
                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
                    BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Online-softmax sweep carrying the primal (acc_o, l) and tangent (acc_a, r) sums."""
+    """Online-softmax sweep carrying the primal (acc_o, l) and tangent (acc_a, r) sums; masks
+    as sdpa_fwd._fwd_inner."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
@@ -173,6 +189,10 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
         if MASK_N:  # keys past a row's limit (or masked); a row that saw no key yet rescales by 0
             s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
             s2 = tl.where(seen, s2, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s2, 1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        elif BIAS == 1:  # key padding on a block every row sees whole: -inf where masked
+            s2 = padding_bias(s2, b_rows, cols)
             m_new = tl.maximum(m_i, tl.max(s2, 1))
             m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         else:
@@ -193,6 +213,27 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
         acc_a = mma(eds, v, acc_a * alpha[:, None], INPUT_PRECISION)
         acc_a = mma(e_lo, tv, acc_a, INPUT_PRECISION)
         m_i = m_new
+    return acc_o, acc_a, r, m_i, l_i
+
+
+@triton.jit
+def _fwd_jvp_keys(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+                  stride_tkn, stride_vn, stride_tvn, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row,
+                  offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                  BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+                  INPUT_PRECISION: tl.constexpr):
+    """_fwd_jvp_inner over the key blocks every row sees whole, then the masked tail (as
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+        acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
+        stride_vn, stride_tvn, 0, n_full, M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+        BLOCK_N, EVEN_D, False, BIAS, INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+            acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+            stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
+            sm_scale, qk_scale, BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
     return acc_o, acc_a, r, m_i, l_i
 
 
@@ -239,32 +280,26 @@ def _sdpa_fwd_jvp_kernel(
         l_i = tl.zeros([BLOCK_M], tl.float32)
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-        if MASKED:  # an attention mask: every key block through the masked sweep
-            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-            b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        if MASKED:
             if stride_biasm == 0:  # one bias row for every query row (key padding)
-                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_keys(
                     acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-                    stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_base, offs_n, offs_d, d_ok,
-                    sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1, INPUT_PRECISION)
-            else:
+                    stride_tkn, stride_vn, stride_tvn, n_full, n_hi, offs_m, Q_LEN, DIAG, M,
+                    b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, 1,
+                    INPUT_PRECISION)
+            else:  # a bias row per query row: every key block a row may see, masked
+                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
                 acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
                     acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
                     stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok,
                     sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION)
         else:
-            acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+            acc_o, acc_a, r, m_i, l_i = _fwd_jvp_keys(
                 acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
-                stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0, Bias, offs_n, offs_d, d_ok,
-                sm_scale, qk_scale, BLOCK_N, EVEN_D, False, False, INPUT_PRECISION)
-            if n_full < n_hi:
-                lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-                acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
-                    acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base,
-                    stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi, M, lim, Bias,
-                    offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, False,
-                    INPUT_PRECISION)
+                stride_tkn, stride_vn, stride_tvn, n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias,
+                offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
         inv_l = tl.where(l_i > 0.0, 1.0 / l_i, 0.0)  # l = 0: a row that saw no key
         o = acc_o * inv_l[:, None]
         t_o = acc_a * inv_l[:, None] - (r * inv_l)[:, None] * o

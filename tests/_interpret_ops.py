@@ -116,6 +116,16 @@ def _key_padding(B, H, T, M):
     return keep[:, None, None, :]
 
 
+def _random_padding(g):
+    """(B, 1, 1, M) bool with holes anywhere (about a third of the keys masked, also inside
+    whole key blocks) and the last batch fully masked."""
+    def make(B, H, T, M):
+        keep = torch.rand(B, 1, 1, M, generator=g) > 0.35
+        keep[-1] = False
+        return keep
+    return make
+
+
 def _additive(g, shape):
     """A float mask: N(0, 1) values, about a quarter of them -inf."""
     b = torch.randn(*shape, generator=g)
@@ -153,6 +163,11 @@ def main():
                    mask=lambda B, H, T, M: torch.rand(B, 1, T, M, generator=g) > 0.3)
         _check_all(out, dtype, atol, (1, 4, 9, 70, 8), g, Hkv=1, bthd=True,
                    mask=lambda B, H, T, M: torch.rand(B, H, T, M, generator=g) > 0.5)
+        # key padding over several whole key blocks (the padding sweep without per-score
+        # limits) with holes anywhere and a fully masked batch, alone and with causal (its
+        # diagonal tail through the masked sweep)
+        _check_all(out, dtype, atol, (2, 2, 150, 200, 16), g, mask=_random_padding(g))
+        _check_all(out, dtype, atol, (2, 1, 150, 200, 16), g, causal=True, mask=_random_padding(g))
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
