@@ -63,7 +63,7 @@ typedef struct aot_variant {
     int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 (fp32-accurate), 3 fp32 with TF32 products */
     int head_dim;   /* bucket */
     int arch;       /* 90 = sm_90a, 80 = sm_80 */
-    int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias) */
+    int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias), 3 both */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;
