@@ -142,12 +142,14 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
  * with another alignment (e.g. inside CUDA-graph capture, where loading a module is not
  * allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the fp32-accurate
  * variants for ops (or, masked, flavours) compiled without a TF32 one. */
-Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
-    const int cc = device_arch(device);
+Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
+                     int device) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
-        throw NoKernelError("aot_sdpa: device " + std::to_string(device) + " is sm_" +
-                            std::to_string(cc) + "; this build has kernels for " + wheel_archs());
+        throw NoKernelError("aot_sdpa: " +
+                            (device >= 0 ? "device " + std::to_string(device) : "a device") +
+                            " is sm_" + std::to_string(cc) + "; this build has kernels for " +
+                            wheel_archs());
     }
     const int flavor = masked ? kMasked : kGeneral;
     const aot_variant_t* general = smallest_bucket(variants_of(op, dtype, arch), flavor, head_dim);
@@ -168,6 +170,10 @@ Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok,
     return {general, fast};
 }
 
+Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
+    return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, masked, device);
+}
+
 /* The index of the HAS_BIAS flag among the ints (variants.toml [abi] i32_scalars). */
 int has_bias_index() {
     static const int index = [] {
@@ -178,6 +184,11 @@ int has_bias_index() {
     return index;
 }
 
+void check_op_dtype(int op, int dtype) {
+    if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
+    if (dtype < 0 || dtype >= kNumDtypes) throw std::invalid_argument("aot_sdpa: unknown dtype code");
+}
+
 void load_or_throw(const aot_variant_t* v, int device) {
     CUresult st = aot_load(v->kernel, device);
     if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
@@ -186,8 +197,7 @@ void load_or_throw(const aot_variant_t* v, int device) {
 /* Launch `op` on raw arguments in its ABI order (checked against the op's table). */
 void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t* ptrs, int n_ptrs,
                 const int64_t* strides, int n_strides, const int32_t* ints, double scale) {
-    if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
-    if (dtype < 0 || dtype >= kNumDtypes) throw std::invalid_argument("aot_sdpa: unknown dtype code");
+    check_op_dtype(op, dtype);
     const aot_op_t& o = aot_ops[op];
     if (n_ptrs != o.n_ptrs || n_strides != o.n_strides)
         throw std::invalid_argument(std::string("aot_sdpa: op '") + o.name + "' takes " +
@@ -378,6 +388,13 @@ py::list inventory() {
     return out;
 }
 
+/* (run, sibling or None) variant names of a choice, for the test hooks. */
+py::tuple choice_names(const Choice& c) {
+    py::object sibling = py::none();
+    if (c.sibling != nullptr) sibling = py::str(c.sibling->kernel->variant_name);
+    return py::make_tuple(c.run->kernel->variant_name, sibling);
+}
+
 py::list images() {
     py::list out;
     for (int i = 0; i < aot_num_images; ++i) {
@@ -482,13 +499,17 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
-        const aot::Choice c = aot::select_variant(op, dtype, head_dim, device, fast_ok, masked);
-        py::object sibling = py::none();
-        if (c.sibling != nullptr) sibling = py::str(c.sibling->kernel->variant_name);
-        return py::make_tuple(c.run->kernel->variant_name, sibling);
+        aot::check_op_dtype(op, dtype);
+        return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok, masked));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"),
           "Test hook: the variant the dispatcher runs for these facts, and its loaded sibling.");
+    m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked) {
+        aot::check_op_dtype(op, dtype);
+        return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, masked, -1));
+    }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
+          py::arg("masked"),
+          "Test hook: _select for a compute capability instead of a device (no driver needed).");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");
     m.def("driver_error", []() {

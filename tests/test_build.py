@@ -101,6 +101,75 @@ def test_embedded_images_unpack_to_the_built_cubins():
         _C._unpacked_image("no_such_op_sm90")
 
 
+def _expected_choice(inv, op, code, D, arch, fast_ok, masked):
+    """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
+    a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
+    the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
+    else it is the sibling. None when nothing matches."""
+    names = {0: "fp16", 1: "bf16", 2: "fp32", 3: "tf32"}
+    base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
+
+    def of(dt, flavor):
+        return {r["head_dim"]: r for r in inv if r["op"] == op and r["arch"] == f"sm_{arch}"
+                and r["flavor"] == flavor and _short(r) == dt}
+    dt = names[code]
+    buckets = [b for b in of(dt, base) if b >= D]
+    if not buckets and dt == "tf32":
+        dt = "fp32"
+        buckets = [b for b in of(dt, base) if b >= D]
+    if not buckets:
+        return None
+    b = min(buckets)
+    gen = f"{op}_{dt}_d{b}_{base}_sm{arch}"
+    fv = f"{op}_{dt}_d{b}_{fast}_sm{arch}" if b in of(dt, fast) else None
+    return (fv, gen) if fast_ok and fv and D == b else (gen, fv)
+
+
+def _short(r):
+    dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[r["dtype"]]
+    return "tf32" if dt == "fp32" and r["input_precision"] == "tf32" else dt
+
+
+def test_dispatcher_choices_without_a_driver():
+    """The dispatcher's variant choice for every op x dtype (incl. TF32 mode) x head dim
+    (1..256, bucket edges and between) x alignment x mask, for each compute capability the
+    wheel serves, equals the rule stated on the inventory; where nothing matches (float32
+    above 128, dK-only with a mask) or the device is not served it raises NoKernelError naming
+    what is missing. Decided by compute capability: no driver needed."""
+    from aot_sdpa import _C
+
+    inv = aot_sdpa.kernel_inventory()
+    ops = [o["name"] for o in _C.ops()]
+    n = 0
+    for cc, arch in ((90, 90), (80, 80), (86, 80), (89, 80)):
+        for i, op in enumerate(ops):
+            for code in range(4):
+                for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
+                    for fast_ok in (False, True):
+                        for masked in (False, True):
+                            want = _expected_choice(inv, op, code, D, arch, fast_ok, masked)
+                            if want is None:
+                                with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
+                                    _C._select_for_cc(i, code, D, cc, fast_ok, masked)
+                            else:
+                                assert _C._select_for_cc(i, code, D, cc, fast_ok, masked) == want
+                            n += 1
+    assert n == 4 * len(ops) * 4 * 12 * 4
+    # spot checks of the rule itself
+    fwd = ops.index("fwd")
+    assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
+    assert _C._select_for_cc(fwd, 0, 64, 90, True, True) == ("fwd_fp16_d64_masked_fast_sm90",
+                                                             "fwd_fp16_d64_masked_sm90")
+    with pytest.raises(aot_sdpa.NoKernelError, match="for float32 with head dim 200"):
+        _C._select_for_cc(fwd, 2, 200, 90, True, False)
+    with pytest.raises(aot_sdpa.NoKernelError, match="'bwd_dk' kernel with a mask"):
+        _C._select_for_cc(ops.index("bwd_dk"), 0, 64, 90, True, True)
+    with pytest.raises(aot_sdpa.NoKernelError, match="a device is sm_75; this build has kernels"):
+        _C._select_for_cc(fwd, 0, 64, 75, True, False)
+    with pytest.raises(ValueError, match="unknown op index"):
+        _C._select_for_cc(len(ops), 0, 64, 90, True, False)
+
+
 def test_unpacking_without_lzma_is_a_named_error():
     """A Python without its lzma module cannot unpack the kernels: the first use raises
     CudaError naming the image and the missing module (no crash, no garbage image)."""
