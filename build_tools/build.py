@@ -11,7 +11,6 @@ recompiles nothing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -82,9 +81,8 @@ def build(out_dir: Path = ROOT / "build" / "gen", cache_dir: Path = ROOT / "buil
     source = render(spec, metas, images, placement)
     changed = _write_if_changed(out_dir / "aot_kernels.cpp", source)
     inventory = [dict(m["variant"], shared=m["shared"], cubin_bytes=m["cubin_bytes"],
-                      image=images[g]["name"], image_offset=off,
-                      cubin_sha256=hashlib.sha256(c.read_bytes()).hexdigest())
-                 for m, c, (g, off, _) in zip(metas, cubins, placement)]
+                      image=images[g]["name"], image_offset=off, cubin_sha256=sha)
+                 for m, (g, off, _, sha) in zip(metas, placement)]
     _write_if_changed(out_dir / "inventory.json", json.dumps(inventory, indent=1))
     summary = {"variants": len(metas), "compiled": len(todo), "generated_changed": changed,
                "cubin_bytes": sum(m["cubin_bytes"] for m in metas),

@@ -36,7 +36,7 @@ def _write_packed(path: Path, raw: bytes) -> None:
 
 def pack_images(metas: list[dict], cubins: list[Path], out_dir: Path, jobs: int | None = None):
     """Return (images, placement): images is a list of dicts (name, path, raw_bytes,
-    packed_bytes), placement[i] = (image index, offset, size) of cubin i."""
+    packed_bytes), placement[i] = (image index, offset, size, sha256 hex) of cubin i."""
     order: dict[str, list[int]] = {}
     for i, meta in enumerate(metas):
         order.setdefault(group_name(meta["variant"]), []).append(i)
@@ -47,7 +47,7 @@ def pack_images(metas: list[dict], cubins: list[Path], out_dir: Path, jobs: int 
         for i in members:
             raw.extend(b"\0" * (-len(raw) % ALIGN))
             data = cubins[i].read_bytes()
-            placement[i] = (len(images), len(raw), len(data))
+            placement[i] = (len(images), len(raw), len(data), hashlib.sha256(data).hexdigest())
             raw.extend(data)
         path = out_dir / f"{name}-{hashlib.sha256(raw).hexdigest()[:16]}.xz"
         if not path.exists():

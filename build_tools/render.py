@@ -71,7 +71,7 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
-    for i, (meta, (image, offset, size)) in enumerate(zip(metas, placement)):
+    for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
         params = op_blocks[v["op"]]["params"]
         variant_code.append(tpl.substitute(

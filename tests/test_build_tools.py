@@ -167,7 +167,7 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     # next 16-byte boundary; the image table records its packed and unpacked sizes
     assert src.count("AOT_INCBIN(aot_packed_") == 1
     assert str(images[0]["path"].resolve()) in src
-    assert placement == [(0, 0, 5), (0, 16, 6)]
+    assert [pl[:3] for pl in placement] == [(0, 0, 5), (0, 16, 6)]
     assert "{&aot_images[0], 0u, 5u, " in src and "{&aot_images[0], 16u, 6u, " in src
     assert (f'{{"{images[0]["name"]}", aot_packed_0, {images[0]["packed_bytes"]}u, 22u, '
             f'nullptr}},') in src
@@ -176,6 +176,7 @@ def test_rendered_launchers_match_the_abi(tmp_path):
 def test_pack_images_round_trip_and_cache(tmp_path):
     """Cubins are grouped per (op, arch) into xz streams that unpack to the cubins at their
     offsets; an unchanged group is not recompressed, a changed one replaces its stale file."""
+    import hashlib
     import lzma
 
     from build_tools.pack import pack_images
@@ -190,10 +191,11 @@ def test_pack_images_round_trip_and_cache(tmp_path):
     out = tmp_path / "images"
     images, placement = pack_images(metas, cubins, out)
     assert [im["name"] for im in images] == ["fwd_sm90", "fwd_sm80", "bwd_dq_sm90"]
-    for i, (g, off, size) in enumerate(placement):
+    for i, (g, off, size, sha) in enumerate(placement):
         raw = lzma.decompress(images[g]["path"].read_bytes())
         assert len(raw) == images[g]["raw_bytes"] and off % 16 == 0
         assert raw[off:off + size] == cubins[i].read_bytes()
+        assert sha == hashlib.sha256(cubins[i].read_bytes()).hexdigest()
     stamp = {im["name"]: im["path"].stat().st_mtime_ns for im in images}
     cubins[2].write_bytes(b"changed")
     images2, _ = pack_images(metas, cubins, out)
