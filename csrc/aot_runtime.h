@@ -26,7 +26,7 @@ typedef struct aot_image {
 /* One compiled kernel; function/module handles are cached per device (context). */
 typedef struct aot_kernel {
     aot_image_t* image;      /* the image holding its cubin ... */
-    unsigned offset, bytes;  /* ... at these bytes */
+    unsigned offset;         /* ... from this byte (its size: aot_variant_t.cubin_bytes) */
     const char* kernel_name; /* symbol inside the cubin */
     unsigned shared;            /* dynamic shared memory bytes */
     unsigned num_warps;

@@ -153,8 +153,8 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     }
     const int flavor = masked ? kMasked : kGeneral;
     const aot_variant_t* general = smallest_bucket(variants_of(op, dtype, arch), flavor, head_dim);
-    const int run_dtype = general == nullptr && dtype == kTf32 ? kFp32 : dtype;
-    if (run_dtype != dtype) general = smallest_bucket(variants_of(op, kFp32, arch), flavor, head_dim);
+    if (general == nullptr && dtype == kTf32)
+        general = smallest_bucket(variants_of(op, kFp32, arch), flavor, head_dim);
     if (general == nullptr) {
         throw NoKernelError(std::string("aot_sdpa: no '") + aot_ops[op].name + "' kernel" +
                             (masked ? " with a mask" : "") + " for " + kDtypeNames[dtype] +

@@ -168,7 +168,8 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     assert src.count("AOT_INCBIN(aot_packed_") == 1
     assert str(images[0]["path"].resolve()) in src
     assert [pl[:3] for pl in placement] == [(0, 0, 5), (0, 16, 6)]
-    assert "{&aot_images[0], 0u, 5u, " in src and "{&aot_images[0], 16u, 6u, " in src
+    assert "{&aot_images[0], 0u, " in src and "{&aot_images[0], 16u, " in src
+    assert "bytes [0, +5) of image" in src and "bytes [16, +6) of image" in src
     assert (f'{{"{images[0]["name"]}", aot_packed_0, {images[0]["packed_bytes"]}u, 22u, '
             f'nullptr}},') in src
 
