@@ -272,14 +272,12 @@ def bwd_dv(q, k, v, do, m, l, scale=None, causal=0, bias=None):
     ci = _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dv = torch.empty_like(v)
-    if bv is not None:  # with a mask: the dK/dV op (no masked dV-only variant), dK discarded
-        z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv)
-        _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do,
-                Mstat=m, Lstat=l, Zbuf=z, DK=torch.empty_like(k), DV=dv)
-        return dv
-    # dV-only mode (COMPUTE_DK = 0) never touches Zbuf or DK: null pointers
-    _launch("bwd_dv", dt, dev, sizes, scale, causal=ci, Q=q, K=k, V=v, DO=do, Mstat=m,
-            Lstat=l, Zbuf=None, DK=None, DV=dv)
+    # dV-only mode (COMPUTE_DK = 0) never touches Zbuf or DK: null pointers; with a mask the
+    # dK/dV op (no masked dV-only variant is compiled), its dK discarded
+    op, z, dk = ("bwd_dv", None, None) if bv is None else (
+        "bwd_dkdv", _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv), torch.empty_like(k))
+    _launch(op, dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do, Mstat=m,
+            Lstat=l, Zbuf=z, DK=dk, DV=dv)
     return dv
 
 
