@@ -75,6 +75,9 @@ def main():
         _case("gqa Hkv=2 causal", 1, 4, 2, 61, 61, 64, dt, causal=True)
         _case("mqa Hkv=1", 2, 4, 1, 33, 77, 64, dt)
         _case("mask key padding", 3, 2, 2, 45, 70, 64, dt, mask=_key_padding)
+        _case("mask key padding, whole key blocks", 3, 2, 2, 200, 300, 64, dt,
+              mask=_key_padding)
+        _case("mask key padding, aligned", 2, 2, 2, 256, 256, 64, dt, mask=_key_padding)
         _case("mask additive + causal", 1, 2, 2, 70, 45, 72, dt, mask=_additive,
               causal="bottom_right")
         _case("mask dense gqa", 2, 4, 2, 29, 53, 64, dt, mask=_dense)
