@@ -53,12 +53,13 @@ def bias_from_mask(mask: Tensor | None) -> Tensor | None:
     size of the mask's distinct values (a stride-0 dim is not materialised)."""
     if mask is None:
         return None
-    b = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
-    b = b[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
-                for n, st in zip(b.shape, b.stride()))]
-    if b.dtype == torch.bool:
-        b = torch.zeros(b.shape, dtype=_F32, device=b.device).masked_fill(~b, float("-inf"))
-    elif b.dtype != _F32:
+    b = mask if mask.dim() == 4 else mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+    shape, stride = b.shape, b.stride()
+    if 0 in stride:  # broadcast (stride-0) dims: their first slice only (a view)
+        b = b.as_strided([1 if st == 0 else n for n, st in zip(shape, stride)], stride)
+    if b.dtype == torch.bool:  # one kernel (zeros + masked_fill(~b) took three launches)
+        b = torch.where(b, 0.0, float("-inf"))
+    if b.dtype != _F32:  # (where's result is the default dtype)
         b = b.to(_F32)
     if b.stride(-1) != 1 and b.shape[-1] > 1:
         b = b.contiguous()
@@ -68,10 +69,10 @@ def bias_from_mask(mask: Tensor | None) -> Tensor | None:
 def _bias_view(bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
     """The kernels' view of a bias (bias_from_mask) on the (Z, H, rows) grid they run: a 3-D
     strided tensor whose stride()[:3] are its (batch, head, query-row) strides (0 where it
-    broadcasts), keys contiguous. With grouped-query heads the G query heads of a key/value
-    head are stacked along the rows (_fold): the row stride stays one number when the bias's
-    head stride is T times its row stride (a dense or a key-only mask, or T = 1); otherwise
-    its heads and rows are materialised (one copy, (b0, H, T, M))."""
+    broadcasts: a dim of size 1), keys contiguous. With grouped-query heads the G query heads
+    of a key/value head are stacked along the rows (_fold): the row stride stays one number
+    when the bias's head stride is T times its row stride (a dense or a key-only mask, or
+    T = 1); otherwise its heads and rows are materialised (one copy, (b0, H, T, M))."""
     if bias is None:
         return None
     check_mask(bias, q, k, "bias")
@@ -82,15 +83,15 @@ def _bias_view(bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
     M, Hkv = k.shape[2], k.shape[1]
     if bias.shape[-1] == 1 and M > 1:  # one value for every key: the kernels read keys
         bias = bias.expand(*bias.shape[:-1], M).contiguous()  # contiguously, so spell them out
-    b = bias.expand(B, H, T, M)
-    sz, sh, st = b.stride()[:3]
+    n, s = bias.shape, bias.stride()
+    sz, sh, st = (s[i] if n[i] > 1 else 0 for i in range(3))
     if Hkv == H:
-        return b.as_strided((B, H, T), (sz, sh, st))
+        return bias.as_strided((B, H, T), (sz, sh, st))
     G = H // Hkv
-    if sh != T * st and T > 1:
-        b = bias.expand(bias.shape[0], H, T, M).contiguous().expand(B, H, T, M)
-        sz, sh, st = b.stride()[:3]
-    return b.as_strided((B, Hkv, G * T), (sz, G * sh, st if T > 1 else sh))
+    if sh != T * st and T > 1:  # heads and rows materialised: (b0, H, T, M), contiguous
+        bias = bias.expand(n[0], H, T, M).contiguous()
+        sz, sh, st = (bias.stride(0) if n[0] > 1 else 0), T * M, M
+    return bias.as_strided((B, Hkv, G * T), (sz, G * sh, st if T > 1 else sh))
 
 
 def _causal(code: int, T: int, M: int) -> tuple[int, int] | None:
