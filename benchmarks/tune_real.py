@@ -13,9 +13,9 @@ taken under torch.set_float32_matmul_precision("high")). Configs found here go i
 Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
 phase 2 times them one after another in this process, so timings never overlap.
 Usage: python tune_real.py [op or shape names ...]   (default: every op and shape below)
-       python tune_real.py masked [op names ...]   the masked flavour, fp16, MASKED_SHAPES, a
-       key-padding (one bias row) and a dense (a bias row per query row) float32 mask; a
-       candidate may cap registers (5th entry: maxnreg)
+       python tune_real.py masked [op, shape or mask kind names ...]   the masked flavour,
+       fp16, MASKED_SHAPES, a key-padding (one bias row) and a dense (a bias row per query row)
+       float32 mask; a candidate may cap registers (5th entry: maxnreg)
 """
 
 from __future__ import annotations
@@ -77,17 +77,18 @@ FULL = {  # fp32 tiles take twice the shared memory and registers
                 (64, 32, 4, 3), (128, 64, 8, 2)],
     "jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
 }
-# the masked flavour (fp16): the first is the general flavour's config (what masked runs now)
-MASKED_SHAPES = {"t512": (16, 12, 512, 64), "long": (2, 16, 4096, 64)}
+# the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
+# the masked sweep's results: benchmarks/results/tune_masked_h200.log
+MASKED_SHAPES = {"vit": (32, 12, 197, 64), "bert": (32, 12, 512, 64), "long": (2, 16, 4096, 64)}
 MASKED = {
-    "fwd": [(128, 64, 8, 4), (128, 64, 8, 2), (128, 64, 8, 2, 128), (64, 64, 4, 2),
-            (64, 64, 4, 3), (128, 32, 4, 2), (64, 32, 4, 2), (128, 64, 4, 2)],
-    "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2),
-                 (16, 64, 4, 2), (32, 64, 4, 1)],
-    "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2),
-               (128, 32, 4, 2), (64, 64, 4, 3)],
-    "fwd_jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (32, 64, 4, 2)],
-    "jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 2), (128, 64, 8, 2), (32, 64, 4, 2)],
+    "fwd": [(64, 64, 4, 2), (128, 64, 8, 4), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3),
+            (64, 32, 4, 2), (128, 32, 4, 2)],
+    "bwd_dkdv": [(32, 64, 4, 2), (32, 128, 4, 2), (32, 128, 4, 3), (64, 128, 8, 2),
+                 (32, 128, 8, 2), (64, 64, 4, 2), (64, 128, 8, 3)],
+    "bwd_dq": [(64, 32, 4, 2), (128, 64, 8, 4), (128, 64, 8, 3), (64, 64, 4, 2), (64, 64, 4, 3),
+               (128, 32, 4, 2), (128, 64, 4, 2)],
+    "fwd_jvp": [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3)],
+    "jvp": [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3)],
 }
 # matmuls of 2*T*M*D flops each, per op (for the TFLOP/s column)
 MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5}
@@ -135,14 +136,27 @@ def _biases(shape):
 
 
 def masked_main(names):
-    """The masked flavour's candidates (MASKED), fp16, both mask kinds."""
+    """The masked flavour's candidates (MASKED), fp16; mask kinds and shapes as named (default:
+    both kinds, every MASKED_SHAPES entry). Candidates compile in parallel first."""
     ops = [n for n in names if n in MASKED] or list(MASKED)
+    kinds = [n for n in names if n in ("key_padding", "dense")] or ["key_padding", "dense"]
+    shapes = {n: s for n, s in MASKED_SHAPES.items() if n in names} or MASKED_SHAPES
     jobs = [(op, "fp16", "fp16", None, cfg) for op in ops for cfg in MASKED[op]]
-    for name, shape in MASKED_SHAPES.items():
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(8, mp_context=ctx) as pool:
+        failed = {j[0] + str(j[4]) for j, err in zip(jobs, pool.map(_compile_masked, jobs)) if err}
+    for f in sorted(failed):
+        print("compile failed:", f)
+    best = {}
+    for name, shape in shapes.items():
         B, H, T, D = shape
         tensors = _tensors(shape, torch.float16)
         for kind, bias in _biases(shape).items():
+            if kind not in kinds:
+                continue
             for op, _, dtype, ip, cfg in jobs:
+                if op + str(cfg) in failed:
+                    continue
                 try:
                     ms = do_bench_cudagraph(
                         lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, bias), rep=30)
@@ -152,6 +166,25 @@ def masked_main(names):
                 tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
                 print(f"MASKED {name} {kind} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s",
                       flush=True)
+                best.setdefault((name, kind, op), []).append((round(ms, 4), cfg))
+        del tensors
+        torch.cuda.empty_cache()
+    for (name, kind, op), res in best.items():
+        cur, res = res[0], sorted(res)
+        print(f"BEST {name} {kind} {op} {res[:3]} current {cur} -> x{cur[0] / res[0][0]:.2f}")
+
+
+def _compile_masked(job):
+    """Worker: compile (and run once) one masked candidate, both mask kinds, tiny shapes."""
+    op, prec, dtype, ip, cfg = job
+    try:
+        for shape in ((2, 2, 197, 64), (2, 2, 256, 64)):
+            for bias in _biases(shape).values():
+                _launch(op, dtype, ip, cfg, _tensors(shape, torch.float16), shape, bias)
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:
+        return f"{op} {cfg}: {type(exc).__name__} {exc}"[:200]
 
 
 def _compile(job, D=64):

@@ -274,11 +274,16 @@ def _sdpa_bwd_dkdv_kernel(
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
             if MASKED:
                 if stride_biasm == 0:  # one bias row for every query row (key padding)
-                    dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                        b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                        stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
-                                        offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, 1,
-                                        INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                    # keys all masked (B_j = -inf: a padded batch's tail) have P_ij = 0 for
+                    # every row, so dK_j = dV_j = 0: the block is skipped, not swept
+                    b_keys = tl.load(b_base + offs_n, mask=n_ok, other=float("-inf"))
+                    if tl.max(b_keys, 0) > float("-inf"):
+                        dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
+                                            z_base, b_base, stride_qm, stride_dom, stride_mm,
+                                            stride_lm, stride_biasm, m_lo, m_mid, g_end, offs_n,
+                                            Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                                            BLOCK_M, EVEN_D, 1, INPUT_PRECISION, COMPUTE_DK,
+                                            COMPUTE_DV)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                          b_base, stride_qm, stride_dom, stride_mm, stride_lm,
