@@ -126,6 +126,16 @@ def _random_padding(g):
     return make
 
 
+def _end_padding(B, H, T, M):
+    """(3, 1, 1, M) bool, whole key blocks masked at the ends: batch 0 padded on the left
+    (keeps keys >= M / 2), batch 1 on the right (keeps the first M / 4), batch 2 on both
+    sides (keeps [M / 4, M / 2)) (the sweeps drop such blocks: live_key_blocks)."""
+    j = torch.arange(M)[None, :]
+    lo = torch.tensor([M // 2, 0, M // 4])[:, None]
+    hi = torch.tensor([M, M // 4, M // 2])[:, None]
+    return ((j >= lo) & (j < hi))[:, None, None, :]
+
+
 def _additive(g, shape):
     """A float mask: N(0, 1) values, about a quarter of them -inf."""
     b = torch.randn(*shape, generator=g)
@@ -168,6 +178,11 @@ def main():
         # diagonal tail through the masked sweep)
         _check_all(out, dtype, atol, (2, 2, 150, 200, 16), g, mask=_random_padding(g))
         _check_all(out, dtype, atol, (2, 1, 150, 200, 16), g, causal=True, mask=_random_padding(g))
+        # padding on the left, the right and both, over whole key blocks (dropped, not swept),
+        # alone and with causal (left padding + causal: a batched decoder)
+        _check_all(out, dtype, atol, (3, 2, 70, 260, 16), g, mask=_end_padding)
+        _check_all(out, dtype, atol, (3, 1, 100, 260, 16), g, causal="bottom_right",
+                   mask=_end_padding)
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
