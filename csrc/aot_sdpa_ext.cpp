@@ -9,7 +9,6 @@
 #include <array>
 #include <cstdint>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -73,10 +72,13 @@ int device_arch(int device) {
     return arch;
 }
 
+/* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
+ * down (SIGSEGV in the first NoKernelError naming the archs, under torch 2.11 / Python 3.12;
+ * fine on the CPU machine); with appends the same test passes there. */
 std::string wheel_archs() {
-    std::ostringstream s;
-    for (int i = 0; i < aot_num_archs; ++i) s << (i ? ", " : "") << "sm_" << aot_archs[i];
-    return s.str();
+    std::string s;
+    for (int i = 0; i < aot_num_archs; ++i) s += (i ? ", sm_" : "sm_") + std::to_string(aot_archs[i]);
+    return s;
 }
 
 /* The compiled arch whose cubins run on a device of compute capability `cc` (variants.toml
