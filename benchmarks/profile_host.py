@@ -1,10 +1,13 @@
-"""Break the host cost of one triton_sdpa_fused call at (1, 8, 128, 64) fp16 into its parts."""
+"""Break the host cost of one triton_sdpa_fused call at (1, 8, 128, 64) fp16 into its parts,
+unmasked and with a key-padding mask (bool, (1, 1, 1, 128)): the checks, the allocations, the
+packing of the arguments, the launch, and for the mask its conversion to the kernels' bias
+(candidates included: one that is not what the library runs is named "candidate")."""
 
 import torch
 
 import aot_sdpa
-from aot_sdpa import _C
-from aot_sdpa._checks import check_attention, check_devices
+from aot_sdpa import _C, _ops
+from aot_sdpa._checks import check_attention, check_devices, check_mask
 from aot_sdpa._native import OPS
 
 from _harness import wall_ms
@@ -15,12 +18,17 @@ def us(fn, n=5000):
 
 
 def main():
-    q, k, v = (torch.randn(1, 8, 128, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    B, H, T, D = 1, 8, 128, 64
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.float16) for _ in range(3))
+    mask = (torch.arange(T, device="cuda") < 100)[None, None, None, :]
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
-    ptrs = [t.data_ptr() for t in (q, k, v, o, m, l)]
-    strides = [s for t in (q, k, v, o, m) for s in t.stride()[:3]]
+    named = dict(Q=q, K=k, V=v, Bias=None, O=o, Mstat=m, Lstat=l)
+    fwd = OPS["fwd"].index
+    ptrs, strides = _C._pack_named(fwd, named)
+    ints = (B, H, T, T, D, 0, T, T - 1, 0)  # Z H T M D HAS_TDO Q_LEN DIAG HAS_BIAS
     stream = torch._C._cuda_getCurrentRawStream(0)
-    from aot_sdpa import _ops
+    bias = _ops.bias_from_mask(mask)
+    bv = _ops._bias_view(bias, q, k)
 
     def checks():
         check_attention(q, k, v, None)
@@ -29,37 +37,50 @@ def main():
     def checks_alloc():
         checks()
         torch.empty_like(q)
-        _ops._stats_pair(q, 1, 8, 128)
-
-    named = dict(Q=q, K=k, V=v, O=o, Mstat=m, Lstat=l)
+        _ops._stats_pair(q, B, H, T)
 
     def checks_alloc_args():  # what launch_named reads before launching: the packing by name
         checks_alloc()
-        _C._pack_named(OPS["fwd"].index, named)
+        _C._pack_named(fwd, named)
         torch._C._cuda_getCurrentRawStream(0)
+
+    # the candidates must give the library's bias exactly (True -> 0, False -> -inf)
+    for name, conv in (("log", lambda: torch.log(mask)),
+                       ("to+log_", lambda: mask.to(torch.float32).log_())):
+        same = torch.equal(conv(), bias) and conv().dtype == bias.dtype
+        print(f"candidate conversion {name}: equal to bias_from_mask: {same}")
 
     parts = {
         "full call": lambda: aot_sdpa.triton_sdpa_fused(q, k, v),
+        "full call, key padding": lambda: aot_sdpa.triton_sdpa_fused(q, k, v, mask=mask),
         "drop-in (inference)": lambda: aot_sdpa.scaled_dot_product_attention(q, k, v),
+        "drop-in, key padding": lambda: aot_sdpa.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask),
         "checks": checks,
         "checks+alloc": checks_alloc,
         "checks+alloc+args": checks_alloc_args,
-        "_C.launch only": lambda: _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides,
-                                            (1, 8, 128, 128, 64, 0), 0.125),
-        "_C.launch empty grid": lambda: _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides,
-                                                  (1, 8, 0, 128, 64, 0), 0.125),
+        "_C.launch only": lambda: _C.launch(fwd, 0, 0, stream, ptrs, strides, ints, 0.125),
+        "_C.launch empty grid": lambda: _C.launch(fwd, 0, 0, stream, ptrs, strides,
+                                                  (B, H, 0, T, D, 0, 0, T - 1, 0), 0.125),
         "empty_like": lambda: torch.empty_like(q),
-        "stats pair": lambda: _ops._stats_pair(q, 1, 8, 128),
+        "stats pair": lambda: _ops._stats_pair(q, B, H, T),
+        "mask: check_mask": lambda: check_mask(mask, q, k),
+        "mask: bias_from_mask": lambda: _ops.bias_from_mask(mask),
+        "mask: torch.where only": lambda: torch.where(mask, 0.0, float("-inf")),
+        "mask: _bias_view": lambda: _ops._bias_view(bias, q, k),
+        "mask: pack with Bias": lambda: _C._pack_named(fwd, dict(named, Bias=bv)),
+        "candidate: torch.log(mask)": lambda: torch.log(mask),
+        "candidate: to + log_": lambda: mask.to(torch.float32).log_(),
     }
     for name, fn in parts.items():
-        print(f"{name:<24}{us(fn):8.2f} us")
+        print(f"{name:<28}{us(fn):8.2f} us")
     s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     s.record()
     for _ in range(1000):
-        _C.launch(OPS["fwd"].index, 0, 0, stream, ptrs, strides, (1, 8, 128, 128, 64, 0), 0.125)
+        _C.launch(fwd, 0, 0, stream, ptrs, strides, ints, 0.125)
     e.record()
     torch.cuda.synchronize()
-    print(f"{'device time / launch':<24}{s.elapsed_time(e):8.2f} us (1000 launches, ms total)")
+    print(f"{'device time / launch':<28}{s.elapsed_time(e):8.2f} us (1000 launches, ms total)")
 
 
 if __name__ == "__main__":
