@@ -264,3 +264,37 @@ def test_mask_reaches_every_kernel_as_a_bias_view(recorder, case):
         i = abi.stride_owners.index("Bias")
         assert strides[3 * i:3 * i + 3] == want, (name, strides[3 * i:3 * i + 3])
     assert seen == {n for n, a in OPS.items() if "Bias" in a.pointers} - {"bwd_dk", "bwd_dv"}
+
+
+@pytest.mark.parametrize("case", ["bool_4d", "bool_2d", "expanded_rows", "fp16", "keys_strided",
+                                  "fp32_view"])
+def test_bias_from_mask_values_and_layout(case):
+    """The kernels' bias: 4-D float32, True -> 0 and False -> -inf (a float mask's values
+    exactly), a broadcast (stride-0) dim kept at size 1 (not materialised), keys contiguous;
+    a float32 mask with contiguous keys is used in place (no copy)."""
+    g = torch.Generator().manual_seed(0)
+    B, H, T, M = 2, 3, 5, 7
+    keep = torch.rand(B, 1, 1, M, generator=g) > 0.4
+    if case == "bool_4d":
+        mask, want_shape = keep, (B, 1, 1, M)
+    elif case == "bool_2d":  # (T, M): leading dims of size 1 added
+        mask, want_shape = torch.rand(T, M, generator=g) > 0.4, (1, 1, T, M)
+    elif case == "expanded_rows":  # stride 0 over heads and rows: one row per batch kept
+        mask, want_shape = keep.expand(B, H, T, M), (B, 1, 1, M)
+    elif case == "fp16":
+        mask, want_shape = torch.randn(1, H, T, M, generator=g).half(), (1, H, T, M)
+    elif case == "keys_strided":  # keys not contiguous: copied so that they are
+        mask, want_shape = torch.randn(1, 1, M, T, generator=g).transpose(-1, -2), (1, 1, T, M)
+    else:
+        mask, want_shape = torch.randn(B, 1, T, M, generator=g), (B, 1, T, M)
+    bias = _ops.bias_from_mask(mask)
+    assert bias.dtype == torch.float32 and bias.dim() == 4
+    assert tuple(bias.shape) == want_shape and bias.stride(-1) == 1
+    full = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).expand(B, H, T, M)
+    if mask.dtype == torch.bool:
+        want = torch.zeros(full.shape).masked_fill(~full, float("-inf"))
+    else:
+        want = full.float()
+    assert torch.equal(bias.expand(B, H, T, M), want)
+    if case == "fp32_view":
+        assert bias.data_ptr() == mask.data_ptr()
