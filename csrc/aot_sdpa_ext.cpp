@@ -186,8 +186,12 @@ int has_bias_index() {
     return index;
 }
 
-void check_op_dtype(int op, int dtype) {
+void check_op(int op) {
     if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
+}
+
+void check_op_dtype(int op, int dtype) {
+    check_op(op);
     if (dtype < 0 || dtype >= kNumDtypes) throw std::invalid_argument("aot_sdpa: unknown dtype code");
 }
 
@@ -292,7 +296,7 @@ struct Packed {
 };
 
 void pack_named(int op, py::dict tensors, Packed* out) {
-    if (op < 0 || op >= aot_num_ops) throw std::invalid_argument("aot_sdpa: unknown op index");
+    check_op(op);
     const OpNames& names = op_names(op);
     const int n_ptrs = static_cast<int>(names.ptr.size());
     const int n_strides = 3 * static_cast<int>(names.owner.size());
