@@ -137,6 +137,30 @@ def _biases(shape):
             "dense": dense.as_strided((B, H, T), (T * T, 0, T))}
 
 
+def _precompile(jobs, worker) -> set:
+    """Compile every candidate in parallel worker processes (filling Triton's cache); returns
+    the (op, precision, config) of those that failed."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(8, mp_context=ctx) as pool:
+        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(worker, jobs)) if err}
+    for f in sorted(failed):
+        print("compile failed:", f)
+    return failed
+
+
+def _bench(label, op, cfg, shape, fn):
+    """Time fn inside a CUDA graph; print and return its ms (None when it fails)."""
+    B, H, T, D = shape
+    try:
+        ms = do_bench_cudagraph(fn, rep=30)
+    except Exception as exc:
+        print(f"{label} {op} {cfg}: {type(exc).__name__}"[:200])
+        return None
+    tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
+    print(f"{label} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s", flush=True)
+    return ms
+
+
 def masked_main(names):
     """The masked flavour's candidates (MASKED), fp16; mask kinds and shapes as named (default:
     both kinds, every MASKED_SHAPES entry). Candidates compile in parallel first."""
@@ -144,31 +168,20 @@ def masked_main(names):
     kinds = [n for n in names if n in ("key_padding", "dense")] or ["key_padding", "dense"]
     shapes = {n: s for n, s in MASKED_SHAPES.items() if n in names} or MASKED_SHAPES
     jobs = [(op, "fp16", "fp16", None, cfg) for op in ops for cfg in MASKED[op]]
-    ctx = torch.multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        failed = {j[0] + str(j[4]) for j, err in zip(jobs, pool.map(_compile_masked, jobs)) if err}
-    for f in sorted(failed):
-        print("compile failed:", f)
+    failed = _precompile(jobs, partial(_compile, masked=True))
     best = {}
     for name, shape in shapes.items():
-        B, H, T, D = shape
         tensors = _tensors(shape, torch.float16)
         for kind, bias in _biases(shape).items():
             if kind not in kinds:
                 continue
-            for op, _, dtype, ip, cfg in jobs:
-                if op + str(cfg) in failed:
+            for op, prec, dtype, ip, cfg in jobs:
+                if (op, prec, cfg) in failed:
                     continue
-                try:
-                    ms = do_bench_cudagraph(
-                        lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, bias), rep=30)
-                except Exception as exc:
-                    print(f"{name} {kind} {op} {cfg}: {type(exc).__name__}"[:200])
-                    continue
-                tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
-                print(f"MASKED {name} {kind} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s",
-                      flush=True)
-                best.setdefault((name, kind, op), []).append((round(ms, 4), cfg))
+                ms = _bench(f"MASKED {name} {kind}", op, cfg, shape, lambda x=tensors: _launch(
+                    op, dtype, ip, cfg, x, shape, bias))
+                if ms is not None:
+                    best.setdefault((name, kind, op), []).append((round(ms, 4), cfg))
         del tensors
         torch.cuda.empty_cache()
     for (name, kind, op), res in best.items():
@@ -176,25 +189,14 @@ def masked_main(names):
         print(f"BEST {name} {kind} {op} {res[:3]} current {cur} -> x{cur[0] / res[0][0]:.2f}")
 
 
-def _compile_masked(job):
-    """Worker: compile (and run once) one masked candidate, both mask kinds, tiny shapes."""
-    op, prec, dtype, ip, cfg = job
-    try:
-        for shape in ((2, 2, 197, 64), (2, 2, 256, 64)):
-            for bias in _biases(shape).values():
-                _launch(op, dtype, ip, cfg, _tensors(shape, torch.float16), shape, bias)
-        torch.cuda.synchronize()
-        return None
-    except Exception as exc:
-        return f"{op} {cfg}: {type(exc).__name__} {exc}"[:200]
-
-
-def _compile(job, D=64):
-    """Worker: compile (and run once) one candidate at a tiny shape; the cache is shared."""
+def _compile(job, D=64, masked=False):
+    """Worker: compile (and run once) one candidate at tiny shapes (with masked, under both
+    mask kinds); the cache is shared."""
     op, prec, dtype, ip, cfg = job
     try:  # Triton specialises ints on divisibility by 16 (and == 1): one size of each kind
         for shape in ((2, 2, 197, D), (2, 2, 256, D)):
-            _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape)
+            for bias in _biases(shape).values() if masked else (None,):
+                _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape, bias)
         torch.cuda.synchronize()
         return None
     except Exception as exc:  # out of resources etc.
@@ -207,29 +209,18 @@ def main(names):
     d128 = bool(shapes)
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
     jobs = list(_jobs(ops, d128))
-    ctx = torch.multiprocessing.get_context("spawn")
-    compile_d = partial(_compile, D=128 if d128 else 64)
-    with ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(compile_d, jobs)) if err}
-    for f in sorted(failed):
-        print("compile failed:", f)
+    failed = _precompile(jobs, partial(_compile, D=128 if d128 else 64))
     best = {}
     for name, shape in shapes.items():
-        B, H, T, D = shape
         for prec, (dtype, ip) in PRECISIONS.items():
             tensors = _tensors(shape, TORCH_DTYPE[dtype])
             for op, p, _, _, cfg in (j for j in jobs if j[1] == prec):
                 if (op, p, cfg) in failed:
                     continue
-                try:
-                    ms = do_bench_cudagraph(
-                        lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape), rep=30)
-                except Exception as exc:
-                    print(f"{name} {prec} {op} {cfg}: {type(exc).__name__}"[:200])
-                    continue
-                tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
-                print(f"{name} {prec} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s", flush=True)
-                best.setdefault((name, prec, op), []).append((round(ms, 4), cfg))
+                ms = _bench(f"{name} {prec}", op, cfg, shape,
+                            lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape))
+                if ms is not None:
+                    best.setdefault((name, prec, op), []).append((round(ms, 4), cfg))
             del tensors
             torch.cuda.empty_cache()
     print("\nBEST (ms, (BLOCK_M, BLOCK_N, num_warps, num_stages)); the first is the current config")
