@@ -213,6 +213,9 @@ def check_stats(name: str, x, q: torch.Tensor) -> torch.Tensor:
     return x
 
 
+_MASK_DTYPES = frozenset((torch.bool, *DTYPE_CODE))
+
+
 def check_mask(mask, q: torch.Tensor, k: torch.Tensor, name: str = "mask") -> None:
     """An attention mask: None, or a bool (True = the key takes part) or float16/bfloat16/
     float32 (added to the scores; -inf = masked) tensor of at most 4 dims, broadcastable to
@@ -220,8 +223,21 @@ def check_mask(mask, q: torch.Tensor, k: torch.Tensor, name: str = "mask") -> No
     computed for it). Device: check_devices."""
     if mask is None:
         return
+    # fast path: a 4-D mask of an accepted dtype that broadcasts, with one comparison per dim
+    # (a masked call checks its mask twice: the public argument, then the kernels' bias)
+    if isinstance(mask, torch.Tensor) and mask.dtype in _MASK_DTYPES and not mask.requires_grad:
+        s = mask.shape
+        if len(s) == 4:
+            qs = q.shape
+            if ((s[3] == 1 or s[3] == k.shape[2]) and (s[2] == 1 or s[2] == qs[2])
+                    and (s[1] == 1 or s[1] == qs[1]) and (s[0] == 1 or s[0] == qs[0])):
+                return
+    _check_mask_rules(mask, q, k, name)
+
+
+def _check_mask_rules(mask, q: torch.Tensor, k: torch.Tensor, name: str) -> None:
     mask = _tensor(name, mask)
-    if mask.dtype != torch.bool and mask.dtype not in DTYPE_CODE:
+    if mask.dtype not in _MASK_DTYPES:
         raise TypeError(f"{name} must be bool (True = the key takes part) or float16/bfloat16/"
                         f"float32 (added to the scores), got {mask.dtype}")
     if mask.requires_grad:

@@ -57,9 +57,9 @@ def bias_from_mask(mask: Tensor | None) -> Tensor | None:
     shape, stride = b.shape, b.stride()
     if 0 in stride:  # broadcast (stride-0) dims: their first slice only (a view)
         b = b.as_strided([1 if st == 0 else n for n, st in zip(shape, stride)], stride)
-    if b.dtype == torch.bool:  # one kernel (zeros + masked_fill(~b) took three launches)
-        b = torch.where(b, 0.0, float("-inf"))
-    if b.dtype != _F32:  # (where's result is the default dtype)
+    if b.dtype == torch.bool:  # log(1) = 0, log(0) = -inf: one elementwise launch (the host
+        b = torch.log(b)  # side of torch.where(b, 0.0, -inf) measured 29-33 us on the H200's
+    if b.dtype != _F32:  # host, log 9-10 us; log's result is the default dtype)
         b = b.to(_F32)
     if b.stride(-1) != 1 and b.shape[-1] > 1:
         b = b.contiguous()
@@ -76,15 +76,16 @@ def _bias_view(bias: Tensor | None, q: Tensor, k: Tensor) -> Tensor | None:
     if bias is None:
         return None
     check_mask(bias, q, k, "bias")
-    if bias.dtype != _F32 or bias.dim() != 4 or (bias.stride(-1) != 1 and bias.shape[-1] > 1):
+    n, s = bias.shape, bias.stride()
+    if bias.dtype is not _F32 or len(n) != 4 or (s[3] != 1 and n[3] > 1):
         raise ValueError("bias must be a 4-D float32 tensor with contiguous keys "
                          "(aot_sdpa._ops.bias_from_mask)")
-    B, H, T = q.shape[:3]
-    M, Hkv = k.shape[2], k.shape[1]
-    if bias.shape[-1] == 1 and M > 1:  # one value for every key: the kernels read keys
-        bias = bias.expand(*bias.shape[:-1], M).contiguous()  # contiguously, so spell them out
-    n, s = bias.shape, bias.stride()
-    sz, sh, st = (s[i] if n[i] > 1 else 0 for i in range(3))
+    B, H, T = q.shape[0], q.shape[1], q.shape[2]
+    Hkv, M = k.shape[1], k.shape[2]
+    if n[3] == 1 and M > 1:  # one value for every key: the kernels read keys contiguously,
+        bias = bias.expand(n[0], n[1], n[2], M).contiguous()  # so spell them out
+        n, s = bias.shape, bias.stride()
+    sz, sh, st = (s[0] if n[0] > 1 else 0), (s[1] if n[1] > 1 else 0), (s[2] if n[2] > 1 else 0)
     if Hkv == H:
         return bias.as_strided((B, H, T), (sz, sh, st))
     G = H // Hkv
