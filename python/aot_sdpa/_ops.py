@@ -105,7 +105,9 @@ def _causal(code: int, T: int, M: int) -> tuple[int, int] | None:
 
 
 def _row_stat(q: Tensor, B: int, H: int, T: int) -> Tensor:
-    """One contiguous (B, H, T) float32 tensor (empty_strided: the cheapest allocation)."""
+    """One contiguous (B, H, T) float32 tensor (empty_strided: the cheapest allocation; on the
+    H200's host 2.5 us against 4.4-4.8 for torch.empty / new_empty, and one (2, B, H, T)
+    allocation split by unbind 8 us against 5 for two of these)."""
     return torch.empty_strided((B, H, T), (H * T, T, 1), dtype=_F32, device=q.device)
 
 
@@ -145,11 +147,6 @@ def _grouping(sizes: tuple, k: Tensor, *xs: Tensor | None):
     if Hkv == H:
         return sizes, xs
     return (B, Hkv, (H // Hkv) * T, M, D), tuple(_fold(x, Hkv) for x in xs)
-
-
-def _row_buffers(q: Tensor, B: int, H: int, T: int, n: int) -> Tensor:
-    """n contiguous float32 (B*H, T) row vectors in one allocation."""
-    return q.new_empty((n, B * H, T), dtype=torch.float32)
 
 
 def _devices(names: tuple, tensors: tuple, bias: Tensor | None) -> int:
@@ -223,7 +220,7 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=(), bias=None):
 
 def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
     """z_i = sum_j dP_ij P_ij: from dO . O when the forward's o is given, else from the stats."""
-    z = _row_buffers(q, *sizes[:3], 1)[0]
+    z = _row_stat(q, *sizes[:3])
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Zbuf=z)
     else:
@@ -340,7 +337,7 @@ def bwd_jvp(q, k, v, do, m, l, tq, tk, tv, tdo=None, scale=None, causal=0, bias=
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, tq, tdo) = _grouping(sizes, k, q, do, m, l, tq, tdo)
     hq, hk, hv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    r, z, zd = _row_buffers(q, *sizes[:3], 3)
+    r, z, zd = (_row_stat(q, *sizes[:3]) for _ in range(3))
     common = dict(Q=q, K=k, V=v, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l, Rbuf=r,
                   Zbuf=z, ZDbuf=zd)
     flag = int(tdo is not None)
