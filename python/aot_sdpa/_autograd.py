@@ -521,8 +521,14 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal,
     if bias is not None:  # made at this level (it has no tangent): its value one level below
         bias = unwrap_jvp_dual(bias, level)[0]
     with interpreter.lower():
-        o, _, _, to = _fwd_jvp(pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk),
-                               _or_zeros(tv, pv), scale, causal, bias)
+        args = (pq, pk, pv, _or_zeros(tq, pq), _or_zeros(tk, pk), _or_zeros(tv, pv))
+        # _fwd_jvp's test without its forward-AD part: below torch.func.jvp's own level no
+        # tensor carries a forward_ad tangent (that level is the only dual level there may
+        # be: torch.func.jvp opens it, and forward_ad refuses nested levels)
+        if functorch_active() or (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
+            o, _, _, to = _FwdJvp.apply(*args, scale, causal, bias)
+        else:
+            o, _, _, to = _ops.fwd_jvp(*args, scale, causal, bias)
     return make_dual(o, to)
 
 
