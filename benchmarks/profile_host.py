@@ -45,7 +45,7 @@ def main():
         torch._C._cuda_getCurrentRawStream(0)
 
     # the candidates must give the library's bias exactly (True -> 0, False -> -inf)
-    for name, conv in (("log", lambda: torch.log(mask)),
+    for name, conv in (("where", lambda: torch.where(mask, 0.0, float("-inf"))),
                        ("to+log_", lambda: mask.to(torch.float32).log_())):
         same = torch.equal(conv(), bias) and conv().dtype == bias.dtype
         print(f"candidate conversion {name}: equal to bias_from_mask: {same}")
@@ -66,10 +66,10 @@ def main():
         "stats pair": lambda: _ops._stats_pair(q, B, H, T),
         "mask: check_mask": lambda: check_mask(mask, q, k),
         "mask: bias_from_mask": lambda: _ops.bias_from_mask(mask),
-        "mask: torch.where only": lambda: torch.where(mask, 0.0, float("-inf")),
+        "mask: torch.log only": lambda: torch.log(mask),
         "mask: _bias_view": lambda: _ops._bias_view(bias, q, k),
         "mask: pack with Bias": lambda: _C._pack_named(fwd, dict(named, Bias=bv)),
-        "candidate: torch.log(mask)": lambda: torch.log(mask),
+        "candidate: torch.where": lambda: torch.where(mask, 0.0, float("-inf")),
         "candidate: to + log_": lambda: mask.to(torch.float32).log_(),
     }
     for name, fn in parts.items():
