@@ -496,17 +496,27 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
                          "enable_gqa=True for grouped-query attention (as torch's SDPA)")
     if compiling():  # torch.compile / torch.export: the custom operator
         return _library.fwd(query, key, value, scale, causal, bias)[0]
-    if not _differentiated(query, key, value):  # inference: one kernel, no stats kept
-        return _ops.fwd_out(query, key, value, scale, causal, bias)
-    interpreter = innermost_jvp_level()
-    if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
-        return _fused_func_jvp(interpreter, query, key, value, scale, causal, bias)
-    duals = _forward_ad_only(query, key, value)
-    if duals is not None:  # primal and tangent in one fused pass
-        o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
-                                   *(_or_zeros(t, p) for p, t in duals), scale, causal, bias)
-        return make_dual(o, to)
-    return _Fwd.apply(query, key, value, scale, causal, bias)[0]
+    # _differentiated's tests, in an order that unpacks forward-AD duals once
+    if functorch_active():
+        interpreter = innermost_jvp_level()
+        if interpreter is not None:  # torch.func.jvp: primal and tangent in one fused pass
+            return _fused_func_jvp(interpreter, query, key, value, scale, causal, bias)
+        return _Fwd.apply(query, key, value, scale, causal, bias)[0]
+    if forward_ad_active():
+        duals = [unpack_dual(x) for x in (query, key, value)]
+        if any(t is not None for _, t in duals):
+            if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                    for d in duals for t in d)):
+                # forward_ad alone: primal and tangent in one fused pass
+                o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
+                                           *(_or_zeros(t, p) for p, t in duals), scale, causal,
+                                           bias)
+                return make_dual(o, to)
+            return _Fwd.apply(query, key, value, scale, causal, bias)[0]
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad
+                                    or value.requires_grad):
+        return _Fwd.apply(query, key, value, scale, causal, bias)[0]
+    return _ops.fwd_out(query, key, value, scale, causal, bias)  # inference: no stats kept
 
 
 def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal, bias) -> Tensor:
@@ -530,15 +540,3 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal,
         else:
             o, _, _, to = _ops.fwd_jvp(*args, scale, causal, bias)
     return make_dual(o, to)
-
-
-def _forward_ad_only(q: Tensor, k: Tensor, v: Tensor):
-    """The unpacked duals when only torch.autograd.forward_ad differentiates (no torch.func
-    level, nothing that requires grad, tangents included), else None."""
-    if not forward_ad_active() or functorch_active():
-        return None
-    duals = [unpack_dual(x) for x in (q, k, v)]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for d in duals for t in d):
-        return None
-    return duals
