@@ -12,7 +12,8 @@ taken under torch.set_float32_matmul_precision("high")). Configs found here go i
 
 Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
 phase 2 times them one after another in this process, so timings never overlap.
-Usage: python tune_real.py [op or shape names ...]   (default: every op and shape below)
+Usage: python tune_real.py [op, shape or precision names ...]   (default: every op, shape and
+       precision below; a 5th config entry caps registers, maxnreg, as variants.toml may)
        python tune_real.py masked [op, shape or mask kind names ...]   the masked flavour,
        fp16, MASKED_SHAPES, a key-padding (one bias row) and a dense (a bias row per query row)
        float32 mask; a candidate may cap registers (5th entry: maxnreg)
@@ -43,13 +44,13 @@ SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 5
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128)}
 TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
-HALF = {
+HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config
     "fwd": [(128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3),
             (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
     "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 4, 2), (32, 64, 4, 2),
                  (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3)],
-    "bwd_dq": [(128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2), (64, 32, 4, 2),
-               (128, 64, 8, 2), (64, 64, 4, 3)],
+    "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2),
+               (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 3)],
     "fwd_jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
                 (64, 64, 4, 3), (128, 64, 8, 3)],
     "jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 3)],
@@ -109,10 +110,10 @@ def _tensors(shape, dtype):
     return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
 
 
-def _jobs(ops, d128=False):
+def _jobs(ops, d128=False, precs=tuple(PRECISIONS)):
     for op in ops:
         for prec, (dtype, ip) in PRECISIONS.items():
-            if d128 and prec != "fp16":
+            if prec not in precs or (d128 and prec != "fp16"):
                 continue
             for cfg in (HALF_128 if d128 else HALF if prec == "fp16" else FULL)[op]:
                 yield op, prec, dtype, ip, cfg
@@ -208,11 +209,14 @@ def main(names):
     shapes = {n: s for n, s in SHAPES_128.items() if n in names}
     d128 = bool(shapes)
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
-    jobs = list(_jobs(ops, d128))
+    precs = [n for n in names if n in PRECISIONS] or list(PRECISIONS)
+    jobs = list(_jobs(ops, d128, precs))
     failed = _precompile(jobs, partial(_compile, D=128 if d128 else 64))
     best = {}
     for name, shape in shapes.items():
         for prec, (dtype, ip) in PRECISIONS.items():
+            if prec not in precs:
+                continue
             tensors = _tensors(shape, TORCH_DTYPE[dtype])
             for op, p, _, _, cfg in (j for j in jobs if j[1] == prec):
                 if (op, p, cfg) in failed:
