@@ -101,6 +101,36 @@ def test_embedded_images_unpack_to_the_built_cubins():
         _C._unpacked_image("no_such_op_sm90")
 
 
+def test_launchers_pass_exactly_the_cubins_parameters():
+    """Every generated launcher's parameter list (sizes in order, the two scratch pointers
+    included) equals its cubin's parameters (EIATTR_KPARAM_INFO via Triton's cuobjdump): a
+    parameter Triton compiled away or a wrong width would make the kernel read garbage on the
+    GPU without any error. One variant per (op, flavour, arch): the list does not depend on
+    the dtype or head dim."""
+    from aot_sdpa import _C
+    from build_tools.cubin_abi import cubin_param_sizes, cuobjdump, launcher_param_sizes
+
+    source = ROOT / "build" / "gen" / "aot_kernels.cpp"
+    tool = cuobjdump()
+    if not source.exists() or tool is None:
+        pytest.skip("needs an in-tree build (build/gen) and Triton's cuobjdump")
+    launchers = launcher_param_sizes(source.read_text())
+    inv = _C.inventory()
+    assert sorted(launchers) == list(range(len(inv)))
+    raw, seen = {}, set()
+    for i, r in enumerate(inv):
+        key = (r["op"], r["flavor"], r["arch"])
+        if key in seen:
+            continue
+        seen.add(key)
+        if r["image"] not in raw:
+            raw[r["image"]] = _C._unpacked_image(r["image"])
+        cubin = raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
+        name, sizes = launchers[i]
+        assert cubin_param_sizes(cubin, tool) == sizes, name
+    assert len(seen) >= 2 * len({r["op"] for r in inv})
+
+
 def _expected_choice(inv, op, code, D, arch, fast_ok, masked):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
