@@ -1,0 +1,72 @@
+"""Each kernel of the forward and backward as our AOT cubin and as Triton's JIT of the same
+config, side by side (GPU only; fp16, D = 64, each call inside a CUDA graph).
+
+The AOT launch goes through aot_sdpa._ops._launch (the dispatcher: the fast flavour where the
+call qualifies); the JIT one through build_tools/jit_call.py (the general flavour's config,
+compiled by Triton's JIT, which specialises its integer arguments: an int equal to 1 becomes a
+constant, a multiple of 16 gets a divisibility hint). A ratio above 1 is time the AOT build
+leaves on the table (results/aot_vs_jit_h200.log).
+
+    python aot_vs_jit.py
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench_cudagraph
+
+import aot_sdpa
+from aot_sdpa import _ops
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from build_tools import jit_call  # noqa: E402
+from build_tools.variants import load  # noqa: E402
+
+SPEC = load(ROOT / "kernels" / "variants.toml")
+SHAPES = {"t128": (64, 8, 128, 64), "vit_s": (32, 6, 197, 64), "vit_b": (32, 12, 197, 64),
+          "t512": (16, 12, 512, 64), "long": (2, 16, 4096, 64)}
+POINTERS = {"fwd": ("Q", "K", "V", "O", "Mstat", "Lstat"),
+            "bwd_z_from_o": ("O", "DO", "Zbuf"),
+            "bwd_dkdv": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DK", "DV"),
+            "bwd_dq": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DQ")}
+
+
+def _tensors(B, H, T, D):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
+         for n in ("Q", "K", "V", "DO")}
+    o, m, l = aot_sdpa.triton_sdpa_fused(x["Q"], x["K"], x["V"])
+    x.update(O=o, Mstat=m, Lstat=l, Zbuf=torch.randn(B, H, T, device="cuda", generator=g))
+    x.update({n: torch.empty_like(x["Q"]) for n in ("DQ", "DK", "DV")})
+    return x
+
+
+def main():
+    for name, (B, H, T, D) in SHAPES.items():
+        x = _tensors(B, H, T, D)
+        sizes, scale = (B, H, T, T, D), 1 / math.sqrt(D)
+        total = {"aot": 0.0, "jit": 0.0}
+        for op, pointers in POINTERS.items():
+            t = {p: x[p] for p in pointers}
+            aot = do_bench_cudagraph(
+                lambda op=op, t=t: _ops._launch(op, 0, 0, sizes, scale, **t), rep=40)
+            jit = do_bench_cudagraph(
+                lambda op=op, t=t: jit_call.call(SPEC, op, "fp16", dict(t), sizes, scale), rep=40)
+            if op != "fwd":
+                total["aot"] += aot
+                total["jit"] += jit
+            print(f"{name:6} {op:13} aot {aot:.4f} ms  jit {jit:.4f} ms  aot/jit {aot / jit:.3f}",
+                  flush=True)
+        bwd = do_bench_cudagraph(lambda x=x: aot_sdpa.sdpa_bwd(
+            x["Q"], x["K"], x["V"], x["DO"], x["Mstat"], x["Lstat"], o=x["O"]), rep=40)
+        print(f"{name:6} bwd 3 kernels: aot sum {total['aot']:.4f} jit sum {total['jit']:.4f}; "
+              f"sdpa_bwd(o=o) graph {bwd:.4f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
