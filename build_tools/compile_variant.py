@@ -63,8 +63,11 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
         elif name.startswith("stride_"):
             prefix = name[len("stride_"):-1]
             hint = fast and prefix not in abi["unaligned_stride_prefixes"]
-            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint,
-                        "owner": stride_owner(name, pointers, abi)})
+            # [abi] unit_strides: in the fast flavours compiled as the constant 1 (and the
+            # dispatcher's fast condition requires it), as Triton's JIT specialises an int of 1
+            unit = fast and name in abi.get("unit_strides", ())
+            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint and not unit,
+                        "unit": unit, "owner": stride_owner(name, pointers, abi)})
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
         else:
@@ -90,7 +93,11 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
     h = hashlib.sha256()
     h.update(source_digest(kernels_dir, v.source).encode())
     h.update(json.dumps(v.as_json(), sort_keys=True).encode())
-    h.update(json.dumps(abi, sort_keys=True).encode())
+    # [abi] unit_strides only changes the fast flavours' cubins: only their keys include it
+    h.update(json.dumps({k: a for k, a in abi.items() if k != "unit_strides"},
+                        sort_keys=True).encode())
+    if v.flavor in FAST_FLAVORS and abi.get("unit_strides"):
+        h.update(json.dumps(sorted(abi["unit_strides"])).encode())
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
     return h.hexdigest()[:24]
 
@@ -140,7 +147,8 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     runtime = [p.name for p in fn.params if not p.is_constexpr]
     params = classify_params(runtime, abi, v.dtype, v.flavor)
     signature = {n: "constexpr" for n in names}
-    signature.update({p["name"]: p["ty"] for p in params})
+    signature.update({p["name"]: p["ty"] for p in params if not p.get("unit")})
+    constexprs.update({p["name"]: 1 for p in params if p.get("unit")})  # no kernel parameter
     attrs = {(names.index(p["name"]),): [["tt.divisibility", 16]] for p in params if p["hint"]}
     src = triton.compiler.ASTSource(fn=fn, constexprs=constexprs, signature=signature,
                                     attrs=attrs)

@@ -6,6 +6,7 @@ from pathlib import Path
 from string import Template
 
 from build_tools.compile_variant import classify_params
+from build_tools.variants import FAST_FLAVORS
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
@@ -31,6 +32,8 @@ def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict
             src = f"c->strides[{n_stride}]"
             if p["hint"]:
                 fast_terms.append(f"{src} % 16 == 0")
+            if p.get("unit"):  # compiled as the constant 1 in the fast flavours
+                fast_terms.append(f"{src} == 1")
             n_stride += 1
         elif p["kind"] == "size":
             src = f"c->ints[{abi['i32_scalars'].index(p['name'])}]"
@@ -79,7 +82,9 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
             image=image, image_name=images[image]["name"], offset=offset, size=size,
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
-            params=", ".join(f"&a.{p['name']}" for p in params),
+            # a unit stride is a constant of the fast flavours' cubins, not a parameter
+            params=", ".join(f"&a.{p['name']}" for p in params
+                             if not (p.get("unit") and v["flavor"] in FAST_FLAVORS)),
         ))
         blocks = v["blocks"]
         table.append(

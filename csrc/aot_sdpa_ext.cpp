@@ -469,6 +469,14 @@ PYBIND11_MODULE(_C, m) {
                               std::vector<int64_t>(a.strides, a.strides + a.n_strides));
     }, py::arg("op"), py::arg("tensors"),
           "Test hook: the (pointers, strides) launch_named would pass for these tensors.");
+    m.def("_fast_ok", [](int op, py::dict tensors, const std::array<int32_t, AOT_NUM_INTS>& ints) {
+        aot::Packed a;
+        aot::pack_named(op, tensors, &a);
+        aot_call_t call{0, a.ptrs, a.strides, ints.data(), 1.0f};
+        return aot_ops[op].fast_ok(&call) != 0;
+    }, py::arg("op"), py::arg("tensors"), py::arg("ints"),
+          "Test hook: whether these tensors meet the op's fast-flavour conditions (alignment, "
+          "strides % 16, unit strides); no driver needed.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
     m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
     m.def("images", &aot::images,

@@ -298,3 +298,30 @@ def test_bias_from_mask_values_and_layout(case):
     assert torch.equal(bias.expand(B, H, T, M), want)
     if case == "fp32_view":
         assert bias.data_ptr() == mask.data_ptr()
+
+
+def test_fast_flavour_needs_unit_stride_stats():
+    """The fast flavours compile the stats' row stride ([abi] unit_strides) as the constant 1,
+    so the dispatcher's fast condition must refuse stats whose row stride is not 1 (they would
+    be read as if contiguous); data strides % 16 and alignment are checked as before."""
+    B, H, T, D = 2, 3, 32, 64
+    x = {n: torch.zeros(B, H, T, D, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DK", "DV")}
+    m, l = torch.zeros(B, H, T), torch.zeros(B, H, T)
+    ints = (B, H, T, T, D, 0, T, T - 1, 0)
+    op = OPS["bwd_dkdv"].index
+
+    def fast(**over):
+        t = dict(x, Bias=None, Mstat=m, Lstat=l, Zbuf=torch.zeros(B * H, T))
+        t.update(over)
+        return aot_sdpa._C._fast_ok(op, t, ints)
+
+    assert fast()
+    assert not fast(Mstat=torch.zeros(B, H, 2 * T)[..., ::2])  # row stride 2
+    assert not fast(Lstat=torch.zeros(B, H, 2 * T)[..., ::2])
+    assert fast(Mstat=torch.zeros(B, H, 2 * T)[..., :T])  # head stride 2T, rows still unit
+    assert not fast(Q=torch.zeros(B, H, T, D + 8, dtype=torch.float16)[..., :D])  # row stride 72
+    # the forward's shared stats triple ("s", owned by Mstat) is held to the same rule
+    fwd = OPS["fwd"].index
+    t = dict(Q=x["Q"], K=x["K"], V=x["V"], Bias=None, O=x["DK"], Mstat=m, Lstat=l)
+    assert aot_sdpa._C._fast_ok(fwd, t, ints)
+    assert not aot_sdpa._C._fast_ok(fwd, dict(t, Mstat=torch.zeros(B, H, 2 * T)[..., ::2]), ints)

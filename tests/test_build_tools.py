@@ -51,6 +51,21 @@ def test_param_classification_hints_only_data_tensors():
     assert fast["stride_qz"]["ty"] == "i64" and fast["stride_qz"]["hint"]
     assert not fast["stride_mz"]["hint"] and fast["T"]["ty"] == "i32"
     assert not any(p["hint"] for p in general)
+    # [abi] unit_strides (the stats' row stride): a constant 1 in the fast flavours only
+    assert "stride_mm" in abi["unit_strides"]
+    assert fast["stride_mm"]["unit"] and not fast["stride_mz"]["unit"]
+    assert not any(p.get("unit") for p in general)
+
+
+def test_cache_key_tracks_unit_strides_only_for_fast_flavours(tmp_path):
+    spec = _spec()
+    fast = next(v for v in spec.variants if v.flavor == "fast")
+    general = next(v for v in spec.variants if v.flavor == "general")
+    fewer = {**spec.abi, "unit_strides": ["stride_mm"]}
+    assert cache_key(ROOT / "kernels", fast, spec.abi, "3.6.0") != \
+        cache_key(ROOT / "kernels", fast, fewer, "3.6.0")
+    assert cache_key(ROOT / "kernels", general, spec.abi, "3.6.0") == \
+        cache_key(ROOT / "kernels", general, fewer, "3.6.0")
 
 
 def test_strides_are_owned_by_named_pointers():
@@ -162,7 +177,13 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     assert "c->ptrs[0] % 16u == 0" in fast and "c->ptrs[1] % 16u == 0" in fast
     assert "c->ptrs[2]" not in fast
     assert all(f"c->strides[{i}] % 16 == 0" in fast for i in range(6))
-    assert "c->strides[6]" not in fast
+    assert "c->strides[6]" not in fast and "c->strides[7]" not in fast
+    # the stats' row stride (a unit stride): the fast condition requires 1, and the fast
+    # variant's launcher does not pass it (its cubin has it as a constant)
+    assert "c->strides[8] == 1" in fast
+    launchers = src.split("static CUresult aot_launch_")[1:]
+    assert "&a.stride_mm," in launchers[0] and "&a.stride_mm," not in launchers[1]
+    assert [v.flavor for v in variants] == ["general", "fast"]
     # both variants' cubins are in one embedded image (same op and arch), the second at the
     # next 16-byte boundary; the image table records its packed and unpacked sizes
     assert src.count("AOT_INCBIN(aot_packed_") == 1
