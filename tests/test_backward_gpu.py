@@ -76,3 +76,26 @@ def test_backward_is_bitwise_deterministic():
     b = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+
+
+def test_row_strided_stats_take_the_general_flavour():
+    """The fast flavours read the stats with a row stride of 1 compiled in ([abi] unit_strides);
+    m and l with row stride 2 (views into wider buffers) must run the general flavour and give
+    the contiguous stats' gradients, not read every other row."""
+    B, H, T, D = 2, 3, 256, 64  # aligned, D fills its bucket: the fast flavour's case
+    q, k, v = qkv(B, H, T, T, D, torch.float16, seed=21)
+    do = randn((B, H, T, D), torch.float16, seed=22)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    wide = torch.full((2, B, H, 2 * T), float("nan"), device=m.device)
+    ms, ls = wide[0, ..., ::2], wide[1, ..., ::2]
+    ms.copy_(m)
+    ls.copy_(l)
+    assert ms.stride(-1) == 2 and torch.isnan(wide[..., 1::2]).all()
+    want = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    got = aot_sdpa.sdpa_bwd(q, k, v, do, ms, ls, o=o)
+    # the JVP reads the stats the same way
+    t = [randn((B, H, T, D), torch.float16, seed=23 + i) for i in range(3)]
+    want = (*want, aot_sdpa.sdpa_jvp(q, k, v, *t, m, l))
+    got = (*got, aot_sdpa.sdpa_jvp(q, k, v, *t, ms, ls))
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all() and max_err(g, w) <= 1e-3 * w.abs().max().item()
