@@ -6,7 +6,6 @@ from pathlib import Path
 from string import Template
 
 from build_tools.compile_variant import classify_params
-from build_tools.variants import FAST_FLAVORS
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
@@ -76,15 +75,14 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     tpl = _tpl("variant.c.in")
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
-        params = op_blocks[v["op"]]["params"]
         variant_code.append(tpl.substitute(
             i=i, op=v["op"], name=f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}",
             image=image, image_name=images[image]["name"], offset=offset, size=size,
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
-            # a unit stride is a constant of the fast flavours' cubins, not a parameter
-            params=", ".join(f"&a.{p['name']}" for p in params
-                             if not (p.get("unit") and v["flavor"] in FAST_FLAVORS)),
+            # the parameters this variant was compiled with (its own classification: a unit
+            # stride is a constant of a fast flavour's cubin, not a parameter)
+            params=", ".join(f"&a.{p['name']}" for p in meta["params"] if not p.get("unit")),
         ))
         blocks = v["blocks"]
         table.append(
