@@ -1,5 +1,5 @@
 """Each kernel of the forward and backward as our AOT cubin and as Triton's JIT of the same
-config, side by side (GPU only; fp16, D = 64, each call inside a CUDA graph).
+config, side by side (GPU only; D = 64, fp16 or the dtypes named, each call inside a CUDA graph).
 
 The AOT launch goes through aot_sdpa._ops._launch (the dispatcher: the fast flavour where the
 call qualifies); the JIT one through build_tools/jit_call.py (the general flavour's config,
@@ -7,7 +7,7 @@ compiled by Triton's JIT, which specialises its integer arguments: an int equal 
 constant, a multiple of 16 gets a divisibility hint). A ratio above 1 is time the AOT build
 leaves on the table (results/aot_vs_jit_h200.log).
 
-    python aot_vs_jit.py
+    python aot_vs_jit.py [fp16] [bf16] [fp32]   (default fp16; fp32 is the fp32-accurate variant)
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ POINTERS = {"fwd": ("Q", "K", "V", "O", "Mstat", "Lstat"),
             "bwd_dq": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DQ")}
 
 
-def _tensors(B, H, T, D):
+DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2}  # the extension's dtype codes (_checks.py)
+TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _tensors(B, H, T, D, dtype):
     g = torch.Generator(device="cuda").manual_seed(0)
-    x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
+    x = {n: torch.randn(B, H, T, D, device="cuda", dtype=TORCH_DTYPE[dtype], generator=g)
          for n in ("Q", "K", "V", "DO")}
     o, m, l = aot_sdpa.triton_sdpa_fused(x["Q"], x["K"], x["V"])
     x.update(O=o, Mstat=m, Lstat=l, Zbuf=torch.randn(B, H, T, device="cuda", generator=g))
@@ -46,27 +50,30 @@ def _tensors(B, H, T, D):
     return x
 
 
-def main():
+def main(dtype: str):
     for name, (B, H, T, D) in SHAPES.items():
-        x = _tensors(B, H, T, D)
+        x = _tensors(B, H, T, D, dtype)
         sizes, scale = (B, H, T, T, D), 1 / math.sqrt(D)
         total = {"aot": 0.0, "jit": 0.0}
         for op, pointers in POINTERS.items():
             t = {p: x[p] for p in pointers}
+            code = DTYPE_CODE[dtype]
             aot = do_bench_cudagraph(
-                lambda op=op, t=t: _ops._launch(op, 0, 0, sizes, scale, **t), rep=40)
+                lambda op=op, t=t: _ops._launch(op, code, 0, sizes, scale, **t), rep=40)
             jit = do_bench_cudagraph(
-                lambda op=op, t=t: jit_call.call(SPEC, op, "fp16", dict(t), sizes, scale), rep=40)
+                lambda op=op, t=t: jit_call.call(SPEC, op, dtype, dict(t), sizes, scale), rep=40)
             if op != "fwd":
                 total["aot"] += aot
                 total["jit"] += jit
-            print(f"{name:6} {op:13} aot {aot:.4f} ms  jit {jit:.4f} ms  aot/jit {aot / jit:.3f}",
-                  flush=True)
+            print(f"{dtype} {name:6} {op:13} aot {aot:.4f} ms  jit {jit:.4f} ms  "
+                  f"aot/jit {aot / jit:.3f}", flush=True)
         bwd = do_bench_cudagraph(lambda x=x: aot_sdpa.sdpa_bwd(
             x["Q"], x["K"], x["V"], x["DO"], x["Mstat"], x["Lstat"], o=x["O"]), rep=40)
-        print(f"{name:6} bwd 3 kernels: aot sum {total['aot']:.4f} jit sum {total['jit']:.4f}; "
-              f"sdpa_bwd(o=o) graph {bwd:.4f} ms", flush=True)
+        print(f"{dtype} {name:6} bwd 3 kernels: aot sum {total['aot']:.4f} "
+              f"jit sum {total['jit']:.4f}; sdpa_bwd(o=o) graph {bwd:.4f} ms", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 runs the fp32-accurate variants
+    for d in sys.argv[1:] or ["fp16"]:
+        main(d)
