@@ -78,7 +78,16 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
         if len(triple) != 3 or len({p["owner"] for p in triple}) != 1:
             raise ValueError(f"strides must come in (z, h, row) triples of one tensor, got "
                              f"{[p['name'] for p in triple]}")
+        # [abi] narrow_row_strides: a data tensor's row stride is int32 in the fast flavours
+        # (the dispatcher's fast condition requires every row offset to fit), as Triton's JIT
+        # types an int below 2**31; the batch and head strides stay int64
+        row = triple[2]
+        if fast and abi.get("narrow_row_strides") and row["hint"]:
+            row.update(ty="i32", narrow=True)
     return out
+
+
+FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides")  # [abi] keys of the fast flavours
 
 
 def source_digest(kernels_dir: Path, source: str) -> str:
@@ -93,11 +102,14 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
     h = hashlib.sha256()
     h.update(source_digest(kernels_dir, v.source).encode())
     h.update(json.dumps(v.as_json(), sort_keys=True).encode())
-    # [abi] unit_strides only changes the fast flavours' cubins: only their keys include it
-    h.update(json.dumps({k: a for k, a in abi.items() if k != "unit_strides"},
+    # [abi] unit_strides and narrow_row_strides only change the fast flavours' cubins: only
+    # their keys include them
+    h.update(json.dumps({k: a for k, a in abi.items() if k not in FAST_ONLY_ABI},
                         sort_keys=True).encode())
     if v.flavor in FAST_FLAVORS and abi.get("unit_strides"):
         h.update(json.dumps(sorted(abi["unit_strides"])).encode())
+    if v.flavor in FAST_FLAVORS and abi.get("narrow_row_strides"):
+        h.update(b"narrow_row_strides")
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
     return h.hexdigest()[:24]
 

@@ -33,6 +33,11 @@ def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict
                 fast_terms.append(f"{src} % 16 == 0")
             if p.get("unit"):  # compiled as the constant 1 in the fast flavours
                 fast_terms.append(f"{src} == 1")
+            if p.get("narrow"):  # int32 in the fast flavours: every row offset must fit
+                t, m = (abi["i32_scalars"].index(n) for n in ("T", "M"))
+                fast_terms.append(f"aot_rows_fit_i32({src}, c->ints[{t}], c->ints[{m}])")
+                fields.append(f"    int32_t {p['name']}_i32;")
+                fills.append(f"    a->{p['name']}_i32 = (int32_t){src};")
             n_stride += 1
         elif p["kind"] == "size":
             src = f"c->ints[{abi['i32_scalars'].index(p['name'])}]"
@@ -81,8 +86,10 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
             # the parameters this variant was compiled with (its own classification: a unit
-            # stride is a constant of a fast flavour's cubin, not a parameter)
-            params=", ".join(f"&a.{p['name']}" for p in meta["params"] if not p.get("unit")),
+            # stride is a constant of a fast flavour's cubin, not a parameter; a narrow row
+            # stride is passed as its int32 copy)
+            params=", ".join(f"&a.{p['name']}{'_i32' if p.get('narrow') else ''}"
+                             for p in meta["params"] if not p.get("unit")),
         ))
         blocks = v["blocks"]
         table.append(

@@ -320,6 +320,17 @@ def test_fast_flavour_needs_unit_stride_stats():
     assert not fast(Lstat=torch.zeros(B, H, 2 * T)[..., ::2])
     assert fast(Mstat=torch.zeros(B, H, 2 * T)[..., :T])  # head stride 2T, rows still unit
     assert not fast(Q=torch.zeros(B, H, T, D + 8, dtype=torch.float16)[..., :D])  # row stride 72
+    # the data tensors' row strides are int32 in the fast flavours ([abi] narrow_row_strides):
+    # a call whose row offsets, (max(T, M) + 512) * stride + 512, pass 2**31 runs the general
+    # flavour (tensors here only lend pointers and strides; ints carry T and M)
+    big = 2**31 // (64 * 2)  # rows: max(T, M) * 64 is ~2**30, fits
+    assert aot_sdpa._C._fast_ok(op, dict(x, Bias=None, Mstat=m, Lstat=l,
+                                         Zbuf=torch.zeros(B * H, T)),
+                                (B, H, big, big, D, 0, big, big - 1, 0))
+    for t, m_ in ((2 * big, 1), (1, 2 * big)):  # rows * 64 reach 2**31: T or M alone decides
+        assert not aot_sdpa._C._fast_ok(op, dict(x, Bias=None, Mstat=m, Lstat=l,
+                                                 Zbuf=torch.zeros(B * H, T)),
+                                        (B, H, t, m_, D, 0, t, m_ - 1, 0))
     # the forward's shared stats triple ("s", owned by Mstat) is held to the same rule
     fwd = OPS["fwd"].index
     t = dict(Q=x["Q"], K=x["K"], V=x["V"], Bias=None, O=x["DK"], Mstat=m, Lstat=l)

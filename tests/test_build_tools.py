@@ -55,17 +55,28 @@ def test_param_classification_hints_only_data_tensors():
     assert "stride_mm" in abi["unit_strides"]
     assert fast["stride_mm"]["unit"] and not fast["stride_mz"]["unit"]
     assert not any(p.get("unit") for p in general)
+    # [abi] narrow_row_strides: a data tensor's row stride is int32 in the fast flavours only;
+    # its batch/head strides and the stats' strides keep int64
+    assert abi["narrow_row_strides"]
+    assert fast["stride_qm"]["ty"] == "i32" and fast["stride_qm"]["narrow"]
+    assert fast["stride_qh"]["ty"] == "i64" and not fast["stride_qh"].get("narrow")
+    assert not fast["stride_mz"].get("narrow") and not fast["stride_mm"].get("narrow")
+    assert all(p["ty"] != "i32" for p in general if p["kind"] == "stride")
+    plain = classify_params(names, {**abi, "narrow_row_strides": False}, "fp16", "fast")
+    assert all(p["ty"] == "i64" for p in plain if p["kind"] == "stride")
 
 
-def test_cache_key_tracks_unit_strides_only_for_fast_flavours(tmp_path):
+@pytest.mark.parametrize("change", [{"unit_strides": ["stride_mm"]},
+                                    {"narrow_row_strides": False}])
+def test_cache_key_tracks_fast_only_abi_keys_only_for_fast_flavours(change):
     spec = _spec()
     fast = next(v for v in spec.variants if v.flavor == "fast")
     general = next(v for v in spec.variants if v.flavor == "general")
-    fewer = {**spec.abi, "unit_strides": ["stride_mm"]}
+    other = {**spec.abi, **change}
     assert cache_key(ROOT / "kernels", fast, spec.abi, "3.6.0") != \
-        cache_key(ROOT / "kernels", fast, fewer, "3.6.0")
+        cache_key(ROOT / "kernels", fast, other, "3.6.0")
     assert cache_key(ROOT / "kernels", general, spec.abi, "3.6.0") == \
-        cache_key(ROOT / "kernels", general, fewer, "3.6.0")
+        cache_key(ROOT / "kernels", general, other, "3.6.0")
 
 
 def test_strides_are_owned_by_named_pointers():
@@ -183,6 +194,14 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     assert "c->strides[8] == 1" in fast
     launchers = src.split("static CUresult aot_launch_")[1:]
     assert "&a.stride_mm," in launchers[0] and "&a.stride_mm," not in launchers[1]
+    # the data tensors' row strides (narrow): the fast condition requires every row offset to
+    # fit int32 (rows up to max(T, M): ints 2, 3), the fast launcher passes the int32 copy
+    assert "aot_rows_fit_i32(c->strides[2], c->ints[2], c->ints[3])" in fast
+    assert "aot_rows_fit_i32(c->strides[5], c->ints[2], c->ints[3])" in fast
+    assert "aot_rows_fit_i32(c->strides[8]" not in fast and "aot_rows_fit_i32(c->strides[1]" \
+        not in fast
+    assert "int32_t stride_qm_i32;" in src and "a->stride_qm_i32 = (int32_t)c->strides[2];" in src
+    assert "&a.stride_qm," in launchers[0] and "&a.stride_qm_i32," in launchers[1]
     assert [v.flavor for v in variants] == ["general", "fast"]
     # both variants' cubins are in one embedded image (same op and arch), the second at the
     # next 16-byte boundary; the image table records its packed and unpacked sizes

@@ -147,12 +147,21 @@ def test_cuda_graph_capture_and_replay_with_new_values(dtype):
 
 
 # ---------------------------------------------------------------- > 2**31 elements
-def test_tensors_over_2_31_elements_give_correct_tail_rows():
-    B, H, T, M, D = 1, 16, 2_097_216, 128, 64  # q has 2.1e9 elements (> 2**31)
+@pytest.mark.parametrize("layout", ["bhtd", "bthd"])
+def test_tensors_over_2_31_elements_give_correct_tail_rows(layout):
+    # q has 2.1e9 elements (> 2**31). "bhtd": each head's row offsets fit 32 bits (T * 64);
+    # "bthd", a (B, T, H, D) view: the row stride is H * D = 1024, so one head's row offsets
+    # pass 2**31 and the fast flavours' int32 row addressing ([abi] narrow_row_strides) must
+    # not run: the dispatcher takes the general flavour
+    B, H, T, M, D = 1, 16, 2_097_216, 128, 64
     if torch.cuda.get_device_properties(0).total_memory < 60 * 2**30:
         pytest.skip("needs ~40 GB of GPU memory")
     dt = torch.float16
-    q = torch.empty(B, H, T, D, device="cuda", dtype=dt).normal_()
+    if layout == "bhtd":
+        q = torch.empty(B, H, T, D, device="cuda", dtype=dt).normal_()
+    else:
+        q = torch.empty(B, T, H, D, device="cuda", dtype=dt).normal_().transpose(1, 2)
+        assert q.stride(2) * T > 2**31
     assert q.numel() > 2**31
     k, v = randn((B, H, M, D), dt, seed=1), randn((B, H, M, D), dt, seed=2)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
