@@ -184,9 +184,10 @@ def test_vmap_with_a_mask_cpu(reference_kernels, mask_batched):
 @pytest.mark.parametrize("outer", ["none", "grad", "vmap"])
 def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkeypatch, outer):
     """torch.func.jvp through the drop-in runs the fused forward+JVP once (no separate
-    forward and JVP), also when grad or vmap is applied around the jvp."""
+    forward and JVP), also when grad or vmap is applied around the jvp; alone, its stats-less
+    form (fwd_jvp_out: the drop-in never returns the stats)."""
     calls = []
-    for name in ("fwd", "jvp", "fwd_jvp"):
+    for name in ("fwd", "jvp", "fwd_jvp", "fwd_jvp_out"):
         fn = getattr(_ops, name)
         monkeypatch.setattr(_ops, name, lambda *a, _fn=fn, _n=name, **kw: (calls.append(_n),
                                                                               _fn(*a, **kw))[1])
@@ -210,7 +211,7 @@ def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkey
                                                         tangents)[1])(
             torch.stack([x["q"], 2 * x["q"]]))
         got, want = (got,), (want,)
-    assert calls == ["fwd_jvp"], calls
+    assert calls == (["fwd_jvp_out"] if outer == "none" else ["fwd_jvp"]), calls
     for a, b in zip(got, want):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
 

@@ -41,3 +41,41 @@ def test_stream_fallback_is_the_public_api(monkeypatch):
     monkeypatch.setattr(_torch_compat, "_raw_stream", None)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda d: calls.append(d) or Stream())
     assert _torch_compat.current_raw_stream(3) == 1234 and calls == [3]
+
+
+def _lowered_state(x):
+    """Inside a torch.func.jvp: (level, whether the jvp is the innermost transform inside
+    JvpLevel.lower(), forward grad mode there, after the block: innermost again, mode)."""
+    jl = _torch_compat.innermost_jvp_level()
+    assert jl is not None and jl.level() >= 1
+    peek = torch._C._functorch.peek_interpreter_stack
+    with jl.lower():
+        inside = (peek() is None or peek().level() < jl.level(), torch._C._is_fwd_grad_enabled())
+    after = (peek() is not None and peek().level() == jl.level(), torch._C._is_fwd_grad_enabled())
+    return x, (inside, after)
+
+
+def test_jvp_level_lowers_as_torchs_interpreter():
+    """JvpLevel.lower() (the fused jvp path's lean stand-in for torch's JvpInterpreter) pops
+    the jvp off the transform stack for its block and pushes it back, leaving forward grad as
+    it was; where the jvp was entered with forward grad off it also keeps it off inside, as
+    torch's does (prevFwdGradMode), and restores it after."""
+    x = torch.zeros(3)
+    seen = []
+    torch.func.jvp(lambda a: seen.append(_lowered_state(a)[1]) or a, (x,), (x,))
+    assert seen == [((True, True), (True, True))]
+    assert _torch_compat.innermost_jvp_level() is None  # outside any transform
+    # torch.func.grad around: jvp still the innermost, the grad level stays on the stack
+    seen.clear()
+    torch.func.grad(lambda a: torch.func.jvp(
+        lambda b: seen.append(_lowered_state(b)[1]) or b, (a,), (a,))[1].sum())(x)
+    assert seen == [((True, True), (True, True))]
+    # entered with forward grad off: off inside the lowered block, on again after it
+    seen.clear()
+    with torch.autograd.forward_ad._set_fwd_grad_enabled(False):
+        torch.func.jvp(lambda a: seen.append(_lowered_state(a)[1]) or a, (x,), (x,))
+        assert not torch._C._is_fwd_grad_enabled()
+    assert seen == [((True, False), (True, True))]
+    # vmap innermost: not a jvp level
+    assert torch.func.vmap(lambda a: torch.tensor(
+        _torch_compat.innermost_jvp_level() is None))(torch.zeros(2, 1)).all()

@@ -508,9 +508,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                                     for d in duals for t in d)):
                 # forward_ad alone: primal and tangent in one fused pass
-                o, _, _, to = _ops.fwd_jvp(*(p for p, _ in duals),
-                                           *(_or_zeros(t, p) for p, t in duals), scale, causal,
-                                           bias)
+                o, to = _ops.fwd_jvp_out(*(p for p, _ in duals),
+                                         *(_or_zeros(t, p) for p, t in duals), scale, causal,
+                                         bias)
                 return make_dual(o, to)
             return _Fwd.apply(query, key, value, scale, causal, bias)[0]
     if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad
@@ -538,5 +538,5 @@ def _fused_func_jvp(interpreter, q: Tensor, k: Tensor, v: Tensor, scale, causal,
         if functorch_active() or (torch.is_grad_enabled() and any(t.requires_grad for t in args)):
             o, _, _, to = _FwdJvp.apply(*args, scale, causal, bias)
         else:
-            o, _, _, to = _ops.fwd_jvp(*args, scale, causal, bias)
+            o, to = _ops.fwd_jvp_out(*args, scale, causal, bias)
     return make_dual(o, to)

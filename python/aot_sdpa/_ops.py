@@ -315,13 +315,28 @@ def jvp(q, k, v, tq, tk, tv, m, l, scale=None, causal=0, bias=None):
 
 
 def fwd_jvp(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
+    return _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, False)
+
+
+def fwd_jvp_out(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
+    """(o, to) alone (the drop-in under forward-mode AD): nobody reads the stats, so the
+    kernel writes m and then l into one scratch (B, H, T) tensor, as fwd_out (the forward+JVP
+    kernel only stores them, at its end): one allocation per call fewer than fwd_jvp()."""
+    o, _, _, to = _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, True)
+    return o, to
+
+
+def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_tangents(q, k, v, tq, tk, tv)
     dev = _devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv), bias)
     shape, bv = q.shape, _bias_view(bias, q, k)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    m, l = _stats_pair(q, *sizes[:3])
+    if scratch_stats:
+        m = l = _row_stat(q, *sizes[:3])
+    else:
+        m, l = _stats_pair(q, *sizes[:3])
     _launch("fwd_jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), bias=bv, Q=q, K=k, V=v,
             TQ=tq, TK=tk, TV=tv, O=o, Mstat=m, Lstat=l, TO=to)
     if sizes[1] == H:

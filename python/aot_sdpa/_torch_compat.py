@@ -63,25 +63,65 @@ def forward_ad_active() -> bool:
 
 
 try:  # torch.func internals for the fused jvp path (present in 2.11 through 2.13)
+    from torch._C._functorch import CJvpInterpreterPtr as _CJvp
     from torch._C._functorch import TransformType as _TransformType
     from torch._C._functorch import _unwrap_for_grad
-    from torch._functorch.pyfunctorch import coerce_cinterpreter as _coerce
+    from torch._C._functorch import pop_dynamic_layer_stack as _pop_layer
+    from torch._C._functorch import push_dynamic_layer_stack as _push_layer
 except ImportError:  # pragma: no cover - a torch without them takes the generic path
-    _TransformType = _unwrap_for_grad = _coerce = None
+    _CJvp = _TransformType = _unwrap_for_grad = _pop_layer = _push_layer = None
+_is_fwd_grad = getattr(torch._C, "_is_fwd_grad_enabled", None)
+_set_fwd_grad = getattr(torch._C, "_set_fwd_grad_enabled", None)
 
 
-def innermost_jvp_level():
-    """The torch.func.jvp interpreter when it is the innermost running transform, else None.
+class JvpLevel:
+    """The innermost torch.func.jvp transform: `level()` and `lower()`, which runs a `with`
+    block one level below, as torch's JvpInterpreter.lower() (torch/_functorch/pyfunctorch.py:
+    forward grad off where the jvp found it off, then the transform popped off the stack and
+    pushed back after). Built on the C interpreter directly: coercing it to torch's Python
+    interpreter object cost 3.4 us per call and its lower() 1.8 us (CPU)."""
 
-    With it, `unwrap_jvp_dual` peels one jvp level off a tensor and `interpreter.lower()`
-    runs code at the level below (as torch's own rule for autograd.Function does). None
-    without the private APIs: callers then take the autograd.Function path."""
-    if _peek is None or _coerce is None:
+    __slots__ = ("_cdata", "_saved", "_fwd_off")
+
+    def __init__(self, cdata) -> None:
+        self._cdata = cdata
+
+    def level(self) -> int:
+        return self._cdata.level()
+
+    def lower(self) -> JvpLevel:
+        return self
+
+    def __enter__(self) -> None:
+        self._fwd_off = None  # else: the forward-grad mode to restore
+        if not _CJvp(self._cdata).prevFwdGradMode():
+            self._fwd_off = _is_fwd_grad()
+            _set_fwd_grad(False)
+        try:
+            self._saved = _pop_layer()
+        except BaseException:  # nothing popped (and __exit__ will not run): restore the mode
+            if self._fwd_off is not None:
+                _set_fwd_grad(self._fwd_off)
+            raise
+
+    def __exit__(self, *exc) -> None:
+        _push_layer(self._saved)
+        if self._fwd_off is not None:
+            _set_fwd_grad(self._fwd_off)
+
+
+def innermost_jvp_level() -> JvpLevel | None:
+    """The torch.func.jvp transform when it is the innermost running one, else None.
+
+    With it, `unwrap_jvp_dual` peels one jvp level off a tensor and `lower()` runs code at
+    the level below (as torch's own rule for autograd.Function does). None without the
+    private APIs: callers then take the autograd.Function path."""
+    if _peek is None or _pop_layer is None or _set_fwd_grad is None:
         return None
     cdata = _peek()
     if cdata is None or cdata.key() != _TransformType.Jvp:
         return None
-    return _coerce(cdata)
+    return JvpLevel(cdata)
 
 
 def unwrap_jvp_dual(x: torch.Tensor, level: int) -> tuple[torch.Tensor, torch.Tensor | None]:
