@@ -1,7 +1,8 @@
 """Real-shape matrix: aot_sdpa vs torch's best path for the same work, one process, one GPU.
 
 Shapes (B, H, T, D): ViT-S/B/L at T=197, DiT-B/2 at 256x256 (T=256), SD-style latent
-attention (T=4096, H=8) and a long sequence (T=8192), D=64; dtypes fp16, bf16, fp32
+attention (T=4096, H=8) and a long sequence (T=8192), D=64; DiT-XL/2 (T=256, H=16, D=72: the
+head dim pads to the 128 bucket) and D=128 at T=1024 and 4096 (16k tokens); dtypes fp16, bf16, fp32
 (torch.get_float32_matmul_precision() left at "highest": fp32-accurate on both sides).
 Work per cell:
   forward       aot: the drop-in (inference)          torch: fastest of default, flash, cuDNN,
@@ -13,6 +14,10 @@ forward+JVP 3x forward (Q K^T, dQ K^T + Q dK^T, three P products as one).
 Times: device time per call with a GPU backlog (host out of the way; `ms`), and wall time per
 call of an eager loop (`wall_ms`, host included). ratio = torch best / ours (> 1: we are faster).
 Writes results/real_shapes.csv and .png; prints the goals of issue 10 and which cells miss them.
+
+    python bench_real_shapes.py [shape names ...]
+Named shapes only re-measure those: their rows replace the same shapes' rows of the existing
+results/real_shapes.csv, the others are kept, and the goals, table and plot cover the union.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from _harness import backlogged_ms, fwd_flops, table, torch_backend, wall_ms, wr
 SHAPES = {  # name: (B, H, T, D)
     "ViT-S": (32, 6, 197, 64), "ViT-B": (32, 12, 197, 64), "ViT-L": (16, 16, 197, 64),
     "DiT-B/2": (32, 12, 256, 64), "SD-latent": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
+    "DiT-XL/2": (32, 16, 256, 72), "D128-1k": (16, 16, 1024, 128), "D128-4k": (4, 16, 4096, 128),
 }
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FWD_BACKENDS = ("default", "flash", "cudnn", "efficient")
@@ -81,9 +87,40 @@ def _torch_all(kind, B, H, T, D, dtype) -> dict:
     return res
 
 
-def main():
-    rows = []
-    for name, (B, H, T, D) in SHAPES.items():
+def _kept_rows(measured: set[str]) -> list[dict]:
+    """The rows of results/real_shapes.csv for shapes not re-measured now (numbers parsed back,
+    the environment columns dropped: write_csv stamps them again)."""
+    import csv
+
+    from _harness import RESULTS
+
+    path = RESULTS / "real_shapes.csv"
+    if not path.exists():
+        return []
+
+    def parse(v: str):
+        if v == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    drop = {"gpu", "torch", "cuda", "cudnn", "aot_sdpa", "python", "date"}  # _harness.env()
+    with path.open() as f:
+        return [{k: parse(v) for k, v in r.items() if k not in drop}
+                for r in csv.DictReader(f) if r["shape"] not in measured]
+
+
+def main(names: list[str]):
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        raise SystemExit(f"unknown shapes {unknown}; known: {list(SHAPES)}")
+    shapes = {n: SHAPES[n] for n in names} or SHAPES
+    rows = _kept_rows(set(shapes)) if names else []
+    for name, (B, H, T, D) in shapes.items():
         for dtype in DTYPES:
             flops = fwd_flops(B, H, T, T, D)
             for kind in ("forward", "backward", "jvp_func", "jvp_fused"):
@@ -115,6 +152,8 @@ def main():
                 rows.append(row)
                 print(table([row], list(row)), flush=True)
                 torch.cuda.empty_cache()
+    order = list(SHAPES)
+    rows.sort(key=lambda r: order.index(r["shape"]))  # stable: each shape's own order kept
     write_csv("real_shapes", rows)
     cols = ["shape", "dtype", "work", "aot_ms", "torch_best", "torch_ms", "ratio", "aot_wall_ms",
             "torch_wall_ms", "wall_ratio", "aot_tflops"]
@@ -198,4 +237,6 @@ def _heatmap(rows):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -15,7 +15,14 @@ import json
 import sys
 from pathlib import Path
 
-from build_tools.variants import DTYPE_TRITON, FAST_FLAVORS, MASKED_FLAVORS, Variant
+from build_tools.variants import (
+    DTYPE_TRITON,
+    EVEN_D_FLAVORS,
+    FAST_FLAVORS,
+    MASKED_FLAVORS,
+    STRIDE_DIVISIBILITY,
+    Variant,
+)
 
 # Shared memory a block may opt into, per compute capability (CUDA programming guide, "Compute
 # Capabilities" table). A cubin must fit the smallest limit among the devices it serves.
@@ -53,11 +60,14 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
     Strides come in (z, h, row) triples and carry the name of the pointer that owns them.
     """
     fast = flavor in FAST_FLAVORS
+    div = STRIDE_DIVISIBILITY.get(flavor, 16)  # of hinted strides (and, ragged, of D)
     pointers = [n for n in param_names if _is_pointer(n, abi)]
     out = []
     for name in param_names:
         if name in abi["i32_scalars"]:
-            out.append({"name": name, "ty": "i32", "kind": "size", "hint": False})
+            # ragged: the head dim a multiple of 8 keeps the tail mask 8-wide (vector loads)
+            hint = fast and name == "D" and flavor not in EVEN_D_FLAVORS
+            out.append({"name": name, "ty": "i32", "kind": "size", "hint": hint, "div": div})
         elif name in abi["fp32_scalars"]:
             out.append({"name": name, "ty": "fp32", "kind": "scale", "hint": False})
         elif name.startswith("stride_"):
@@ -67,11 +77,13 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
             # dispatcher's fast condition requires it), as Triton's JIT specialises an int of 1
             unit = fast and name in abi.get("unit_strides", ())
             out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint and not unit,
-                        "unit": unit, "owner": stride_owner(name, pointers, abi)})
+                        "div": div, "unit": unit, "owner": stride_owner(name, pointers, abi)})
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
         else:
-            out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast})
+            # data pointers: 16-byte aligned (the divisibility of an address is in bytes)
+            out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast,
+                        "div": 16})
     strides = [p for p in out if p["kind"] == "stride"]
     for i in range(0, len(strides), 3):
         triple = strides[i:i + 3]
@@ -142,7 +154,7 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     constexprs = dict(v.blocks)
     constexprs.update(dict(v.constexprs))
     constexprs["HEAD_DIM"] = v.head_dim
-    constexprs["EVEN_D"] = v.flavor in FAST_FLAVORS
+    constexprs["EVEN_D"] = v.flavor in EVEN_D_FLAVORS
     constexprs["MASKED"] = v.flavor in MASKED_FLAVORS
     constexprs["INPUT_PRECISION"] = v.input_precision
     names = [p.name for p in fn.params]
@@ -161,7 +173,8 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     signature = {n: "constexpr" for n in names}
     signature.update({p["name"]: p["ty"] for p in params if not p.get("unit")})
     constexprs.update({p["name"]: 1 for p in params if p.get("unit")})  # no kernel parameter
-    attrs = {(names.index(p["name"]),): [["tt.divisibility", 16]] for p in params if p["hint"]}
+    attrs = {(names.index(p["name"]),): [["tt.divisibility", p["div"]]] for p in params
+             if p["hint"]}
     src = triton.compiler.ASTSource(fn=fn, constexprs=constexprs, signature=signature,
                                     attrs=attrs)
     backend = triton.compiler.make_backend(target)

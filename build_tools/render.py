@@ -9,7 +9,8 @@ from build_tools.compile_variant import classify_params
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
-FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2, "masked_fast": 3}  # aot_runtime.h aot_variant.flavor
+FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2, "masked_fast": 3,
+               "ragged": 4}  # aot_runtime.h aot_variant.flavor
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
 
 
@@ -17,42 +18,58 @@ def _tpl(name: str) -> Template:
     return Template((TEMPLATES / name).read_text())
 
 
-def _op_block(op_index: int, op: str, table: dict, params: list[dict], abi: dict) -> dict:
-    fields, fills, fast_terms = [], [], []
-    n_ptr = n_stride = 0
+def _sources(params: list[dict], abi: dict) -> list[str]:
+    """The C expression each parameter is filled from (aot_call_t c)."""
+    out, n = [], {"ptr": 0, "stride": 0}
     for p in params:
-        fields.append(f"    {C_TYPE[p['kind']]} {p['name']};")
-        if p["kind"] == "ptr":
-            src = f"c->ptrs[{n_ptr}]"
-            if p["hint"]:
-                fast_terms.append(f"{src} % 16u == 0")
-            n_ptr += 1
-        elif p["kind"] == "stride":
-            src = f"c->strides[{n_stride}]"
-            if p["hint"]:
-                fast_terms.append(f"{src} % 16 == 0")
-            if p.get("unit"):  # compiled as the constant 1 in the fast flavours
-                fast_terms.append(f"{src} == 1")
-            if p.get("narrow"):  # int32 in the fast flavours: every row offset must fit
-                t, m = (abi["i32_scalars"].index(n) for n in ("T", "M"))
-                fast_terms.append(f"aot_rows_fit_i32({src}, c->ints[{t}], c->ints[{m}])")
-                fields.append(f"    int32_t {p['name']}_i32;")
-                fills.append(f"    a->{p['name']}_i32 = (int32_t){src};")
-            n_stride += 1
+        if p["kind"] in n:
+            out.append(f"c->{p['kind']}s[{n[p['kind']]}]")
+            n[p["kind"]] += 1
         elif p["kind"] == "size":
-            src = f"c->ints[{abi['i32_scalars'].index(p['name'])}]"
+            out.append(f"c->ints[{abi['i32_scalars'].index(p['name'])}]")
         else:
-            src = "c->scale"
+            out.append("c->scale")
+    return out
+
+
+def _conditions(params: list[dict], abi: dict) -> str:
+    """The C condition a call must meet to run a hinted flavour classified as `params`:
+    every hint holds (pointers 16-byte aligned, strides and D divisible as promised), unit
+    strides are 1 and narrow row strides fit int32."""
+    terms = []
+    t, m = (abi["i32_scalars"].index(n) for n in ("T", "M"))
+    for p, src in zip(params, _sources(params, abi)):
+        if p["hint"]:
+            terms.append(f"{src} % {p['div']}{'u' if p['kind'] == 'ptr' else ''} == 0")
+        if p.get("unit"):  # compiled as the constant 1
+            terms.append(f"{src} == 1")
+        if p.get("narrow"):  # int32: every row offset must fit
+            terms.append(f"aot_rows_fit_i32({src}, c->ints[{t}], c->ints[{m}])")
+    return " &&\n           ".join(terms) or "1"
+
+
+def _op_block(op_index: int, op: str, table: dict, params: list[dict], ragged: list[dict],
+              abi: dict) -> dict:
+    """`params`: the op's fast classification (its args struct: every parameter, and an int32
+    copy of each narrow row stride); `ragged`: its ragged classification (the condition)."""
+    fields, fills = [], []
+    for p, src in zip(params, _sources(params, abi)):
+        fields.append(f"    {C_TYPE[p['kind']]} {p['name']};")
+        if p.get("narrow"):  # the fast flavours' int32 copy
+            fields.append(f"    int32_t {p['name']}_i32;")
+            fills.append(f"    a->{p['name']}_i32 = (int32_t){src};")
         fills.append(f"    a->{p['name']} = {src};")
     ptr_names = ",".join(p["name"] for p in params if p["kind"] == "ptr")
     # one owner per (z, h, row) stride triple: the pointer whose tensor supplies the strides
     owners = ",".join([p["owner"] for p in params if p["kind"] == "stride"][::3])
     code = _tpl("op.c.in").substitute(
         op=op, kernel=table["kernel"], fields="\n".join(fields), fills="\n".join(fills),
-        fast_expr=" &&\n           ".join(fast_terms) or "1",
+        fast_expr=_conditions(params, abi), ragged_expr=_conditions(ragged, abi),
     )
+    n_ptr = sum(p["kind"] == "ptr" for p in params)
+    n_stride = sum(p["kind"] == "stride" for p in params)
     entry = (f'    {{"{op}", \'{table["grid"]}\', {n_ptr}, {n_stride}, "{ptr_names}", "{owners}", '
-             f"aot_{op}_fast_ok}},  /* {op_index} */")
+             f"aot_{op}_fast_ok, aot_{op}_ragged_ok}},  /* {op_index} */")
     return {"code": code, "entry": entry, "params": params}
 
 
@@ -71,10 +88,11 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     for meta in metas:
         op = meta["variant"]["op"]
         if op not in op_blocks:
-            # the fast flavour's classification carries the alignment hints the dispatcher checks
-            params = classify_params([p["name"] for p in meta["params"]], spec.abi,
-                                     meta["variant"]["dtype"], "fast")
-            op_blocks[op] = _op_block(op_names.index(op), op, spec.ops[op], params, spec.abi)
+            # the hinted flavours' classifications carry the conditions the dispatcher checks
+            names, dt = [p["name"] for p in meta["params"]], meta["variant"]["dtype"]
+            op_blocks[op] = _op_block(op_names.index(op), op, spec.ops[op],
+                                      classify_params(names, spec.abi, dt, "fast"),
+                                      classify_params(names, spec.abi, dt, "ragged"), spec.abi)
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")

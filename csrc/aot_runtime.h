@@ -54,7 +54,8 @@ typedef struct aot_op {
     int n_strides;
     const char* ptr_names;     /* comma separated, ABI order */
     const char* stride_owners; /* comma separated: the pointer owning each (z, h, row) triple */
-    aot_fast_fn fast_ok;
+    aot_fast_fn fast_ok;   /* the call meets the fast flavour's conditions */
+    aot_fast_fn ragged_ok; /* ... the ragged flavour's (strides and head dim % 8) */
 } aot_op_t;
 
 typedef struct aot_variant {
@@ -63,7 +64,8 @@ typedef struct aot_variant {
     int dtype_code; /* 0 fp16, 1 bf16, 2 fp32 (fp32-accurate), 3 fp32 with TF32 products */
     int head_dim;   /* bucket */
     int arch;       /* 90 = sm_90a, 80 = sm_80 */
-    int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias), 3 both */
+    int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias), 3 both,
+                       4 ragged (aligned, D < bucket, strides and D % 8) */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

@@ -123,8 +123,8 @@ const std::vector<const aot_variant_t*>& variants_of(int op, int dtype, int arch
     return none;
 }
 
-enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3 };  // aot_variant_t.flavor
-const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast"};
+enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3, kRagged = 4 };  // aot_variant_t.flavor
+const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast", "ragged"};
 
 /* The smallest bucket >= head_dim of `flavor` among `cands` (null: none). */
 const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& cands, int flavor,
@@ -138,14 +138,16 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
 }
 
 /* The variants of `op` for (dtype, head_dim) on `device`: the general one of the smallest
- * bucket >= head_dim, and the fast one of it when it exists (with an attention mask,
- * `masked`: the masked and masked_fast ones). The fast one runs when the call qualifies
- * (aligned, strides % 16, head_dim == bucket). Both are loaded on first use, so a later call
- * with another alignment (e.g. inside CUDA-graph capture, where loading a module is not
- * allowed) finds its flavour ready. dtype 3 (TF32 allowed) falls back to the fp32-accurate
- * variants for ops (or, masked, flavours) compiled without a TF32 one. */
-Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
-                     int device) {
+ * bucket >= head_dim, and the hinted one of it when it exists (with an attention mask,
+ * `masked`: the masked and masked_fast ones): fast when head_dim == bucket, else ragged.
+ * The hinted one runs when the call qualifies (fast_ok: aligned, strides % 16; ragged_ok:
+ * aligned, strides and head_dim % 8; both: unit stats strides, int32 row offsets). Both are
+ * loaded on first use, so a later call with another alignment (e.g. inside CUDA-graph
+ * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
+ * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
+ * without a TF32 one. */
+Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
+                     bool masked, int device) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -163,17 +165,24 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
                             " with head dim " + std::to_string(head_dim) + " on sm_" +
                             std::to_string(arch));
     }
-    const int fast_flavor = masked ? kMaskedFast : kFast;
-    const aot_variant_t* fast = nullptr;
+    // the fast flavours need the head dim to fill its bucket exactly (no tail mask); ragged
+    // (unmasked only) takes one below it
+    const bool exact = general->head_dim == head_dim;
+    const int hinted_flavor = masked ? kMaskedFast : (exact ? kFast : kRagged);
+    const aot_variant_t* hinted = nullptr;
     for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
-        if (v->flavor == fast_flavor && v->head_dim == general->head_dim) fast = v;
-    // the fast flavour needs the head dim to fill its bucket exactly (no tail mask)
-    if (fast_ok && fast != nullptr && fast->head_dim == head_dim) return {fast, general};
-    return {general, fast};
+        if (v->flavor == hinted_flavor && v->head_dim == general->head_dim) hinted = v;
+    // (masked_fast, like fast, needs the head dim to fill the bucket: with a mask and a
+    // smaller head dim it is only the sibling)
+    const bool run_hinted = exact ? fast_ok : (!masked && ragged_ok);
+    if (hinted != nullptr && run_hinted) return {hinted, general};
+    return {general, hinted};
 }
 
-Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
-    return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, masked, device);
+Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
+                      bool masked) {
+    return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
+                         device);
 }
 
 /* The index of the HAS_BIAS flag among the ints (variants.toml [abi] i32_scalars). */
@@ -214,7 +223,7 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
-                                    ints[has_bias_index()] != 0);
+                                    o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0);
     if (c.sibling != nullptr) load_or_throw(c.sibling, device);
     const aot_variant_t* v = c.run;
     const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
@@ -469,14 +478,16 @@ PYBIND11_MODULE(_C, m) {
                               std::vector<int64_t>(a.strides, a.strides + a.n_strides));
     }, py::arg("op"), py::arg("tensors"),
           "Test hook: the (pointers, strides) launch_named would pass for these tensors.");
-    m.def("_fast_ok", [](int op, py::dict tensors, const std::array<int32_t, AOT_NUM_INTS>& ints) {
+    m.def("_fast_ok", [](int op, py::dict tensors, const std::array<int32_t, AOT_NUM_INTS>& ints,
+                         bool ragged) {
         aot::Packed a;
         aot::pack_named(op, tensors, &a);
         aot_call_t call{0, a.ptrs, a.strides, ints.data(), 1.0f};
-        return aot_ops[op].fast_ok(&call) != 0;
-    }, py::arg("op"), py::arg("tensors"), py::arg("ints"),
+        return (ragged ? aot_ops[op].ragged_ok(&call) : aot_ops[op].fast_ok(&call)) != 0;
+    }, py::arg("op"), py::arg("tensors"), py::arg("ints"), py::arg("ragged") = false,
           "Test hook: whether these tensors meet the op's fast-flavour conditions (alignment, "
-          "strides % 16, unit strides); no driver needed.");
+          "strides % 16, unit strides, int32 row offsets) or, ragged, the ragged flavour's "
+          "(strides and head dim % 8); no driver needed.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
     m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
     m.def("images", &aot::images,
@@ -512,17 +523,21 @@ PYBIND11_MODULE(_C, m) {
         aot::throw_cuda(st, "test load (injected failure)");
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
-    m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked) {
+    m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
+                        bool ragged_ok) {
         aot::check_op_dtype(op, dtype);
-        return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok, masked));
+        return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
+                                                     ragged_ok, masked));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
-          py::arg("masked"),
+          py::arg("masked"), py::arg("ragged_ok") = false,
           "Test hook: the variant the dispatcher runs for these facts, and its loaded sibling.");
-    m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked) {
+    m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
+                               bool ragged_ok) {
         aot::check_op_dtype(op, dtype);
-        return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, masked, -1));
+        return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
+                                                    masked, -1));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
-          py::arg("masked"),
+          py::arg("masked"), py::arg("ragged_ok") = false,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");

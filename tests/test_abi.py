@@ -331,6 +331,22 @@ def test_fast_flavour_needs_unit_stride_stats():
         assert not aot_sdpa._C._fast_ok(op, dict(x, Bias=None, Mstat=m, Lstat=l,
                                                  Zbuf=torch.zeros(B * H, T)),
                                         (B, H, t, m_, D, 0, t, m_ - 1, 0))
+    # the ragged flavour's condition (a head dim below its bucket): fast's with strides and D
+    # multiples of 8; the dispatcher then picks it for D < bucket
+    D72 = 72
+    y = {n: torch.zeros(B, H, T, D72, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DK",
+                                                                      "DV")}
+    ints72 = (B, H, T, T, D72, 0, T, T - 1, 0)
+    ty = dict(y, Bias=None, Mstat=m, Lstat=l, Zbuf=torch.zeros(B * H, T))
+    assert aot_sdpa._C._fast_ok(op, ty, ints72, ragged=True)
+    assert not aot_sdpa._C._fast_ok(op, ty, ints72)  # 72 % 16: never the fast condition
+    assert not aot_sdpa._C._fast_ok(op, ty, (B, H, T, T, 70, 0, T, T - 1, 0), ragged=True)
+    rows76 = torch.zeros(B, H, T, 76, dtype=torch.float16)[..., :D72]  # row stride 76 % 8 = 4
+    assert not aot_sdpa._C._fast_ok(op, dict(ty, Q=rows76), ints72, ragged=True)
+    shifted = torch.zeros(B * H * T * D72 + 1, dtype=torch.float16)[1:].view(B, H, T, D72)
+    assert not aot_sdpa._C._fast_ok(op, dict(ty, K=shifted), ints72, ragged=True)  # 2-byte offset
+    assert not aot_sdpa._C._fast_ok(op, dict(ty, Mstat=torch.zeros(B, H, 2 * T)[..., ::2]),
+                                    ints72, ragged=True)  # unit stats stride, as fast
     # the forward's shared stats triple ("s", owned by Mstat) is held to the same rule
     fwd = OPS["fwd"].index
     t = dict(Q=x["Q"], K=x["K"], V=x["V"], Bias=None, O=x["DK"], Mstat=m, Lstat=l)

@@ -37,8 +37,20 @@ def _ops(x, m, l, impl, causal, mask=None):
             "bwd_jvp": reference.bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=c, mask=mk)}
 
 
-def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed, mask=None):
+def _padded(t: torch.Tensor) -> torch.Tensor:
+    """t's values in a view whose rows are D + 4 elements apart: a row stride that is no
+    multiple of 8, so no hinted flavour (fast: % 16, ragged: % 8) may take the call."""
+    out = torch.full((*t.shape[:-1], t.shape[-1] + 4), float("nan"), dtype=t.dtype,
+                     device=t.device)[..., :t.shape[-1]]
+    out.copy_(t)
+    return out
+
+
+def _check_every_op(B, H, Hkv, T, M, D, dtype, factor, atol, causal, seed, mask=None,
+                    padded=False):
     x = operands(B, H, Hkv, T, M, D, dtype, seed)
+    if padded:
+        x = [_padded(t) for t in x]
     x64 = [t.double() for t in x]
     _, m64, l64 = reference.forward(*x64[:3], causal=causal, mask=mask)
     ref = _ops(x64, m64, l64, "ref", causal, mask)
@@ -96,6 +108,16 @@ def test_every_op_head_dims_matches_fp64(dtype, factor, atol, D, T, M):
             aot_sdpa.triton_sdpa_fused(q, k, v)
         return
     _check_every_op(1, 3, 3, T, M, D, dtype, factor, atol, False, seed=D + T)
+
+
+@pytest.mark.parametrize("dtype,factor,atol,D", [
+    (*rule, D) for rule in RULE_DTYPES for D in (40, 72, 96, 200)
+    if rule[0] != torch.float32 or D <= 128], ids=lambda x: str(x))  # fp32 stops at 128
+def test_every_op_ragged_head_dims_general_flavour_matches_fp64(dtype, factor, atol, D):
+    """Head dims below their bucket run the ragged flavour when aligned (the test above,
+    contiguous tensors) and the general one otherwise: here every operand's rows are D + 4
+    apart (NaN between them), which neither hinted flavour accepts."""
+    _check_every_op(1, 3, 3, 113, 203, D, dtype, factor, atol, False, seed=D, padded=True)
 
 
 def test_causal_grouped_query_backward_is_bitwise_deterministic():

@@ -1,6 +1,7 @@
 """Build inventory and packaging (CPU, no Triton needed): every variant present, the archs
 each cubin serves, import without Triton, the driver-less error, the dispatcher's errors."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ MASKED_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp",
               "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 # masked ops with a fast masked flavour too (aligned, head dim == bucket): the first-order ones
 MASKED_FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
+# ops with a ragged flavour (aligned, head dim below its bucket, strides and D % 8): sm_90, the
+# tensor dtypes, buckets 64..256 (kernels/variants.toml [ragged])
+RAGGED_OPS = {"fwd", "bwd_z_from_o", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
+RAGGED_BUCKETS = {64, 128, 256}
 # ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
 TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
             "fwd_jvp"}
@@ -47,6 +52,9 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                                                                       and dt != "tf32")
                     assert ((op, dt, d, arch, "masked_fast") in have) == (
                         op in MASKED_FAST_OPS and dt != "tf32")
+                    assert ((op, dt, d, arch, "ragged") in have) == (
+                        op in RAGGED_OPS and dt != "tf32" and arch == "sm_90"
+                        and d in RAGGED_BUCKETS)
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert len(inv) == len(have), "duplicate variants"
     from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
@@ -131,11 +139,12 @@ def test_launchers_pass_exactly_the_cubins_parameters():
     assert len(seen) >= 2 * len({r["op"] for r in inv})
 
 
-def _expected_choice(inv, op, code, D, arch, fast_ok, masked):
+def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
-    else it is the sibling. None when nothing matches."""
+    without a mask the ragged one when it qualifies and D is below the bucket; else that
+    hinted one is the sibling. None when nothing matches."""
     names = {0: "fp16", 1: "bf16", 2: "fp32", 3: "tf32"}
     base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
 
@@ -151,6 +160,9 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked):
         return None
     b = min(buckets)
     gen = f"{op}_{dt}_d{b}_{base}_sm{arch}"
+    if not masked and D < b:
+        rv = f"{op}_{dt}_d{b}_ragged_sm{arch}" if b in of(dt, "ragged") else None
+        return (rv, gen) if ragged_ok and rv else (gen, rv)
     fv = f"{op}_{dt}_d{b}_{fast}_sm{arch}" if b in of(dt, fast) else None
     return (fv, gen) if fast_ok and fv and D == b else (gen, fv)
 
@@ -175,19 +187,29 @@ def test_dispatcher_choices_without_a_driver():
         for i, op in enumerate(ops):
             for code in range(4):
                 for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
-                    for fast_ok in (False, True):
-                        for masked in (False, True):
-                            want = _expected_choice(inv, op, code, D, arch, fast_ok, masked)
-                            if want is None:
-                                with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
-                                    _C._select_for_cc(i, code, D, cc, fast_ok, masked)
-                            else:
-                                assert _C._select_for_cc(i, code, D, cc, fast_ok, masked) == want
-                            n += 1
-    assert n == 4 * len(ops) * 4 * 12 * 4
+                    for fast_ok, ragged_ok, masked in itertools.product((False, True),
+                                                                       repeat=3):
+                        want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
+                                                ragged_ok)
+                        args = (i, code, D, cc, fast_ok, masked, ragged_ok)
+                        if want is None:
+                            with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
+                                _C._select_for_cc(*args)
+                        else:
+                            assert _C._select_for_cc(*args) == want
+                        n += 1
+    assert n == 4 * len(ops) * 4 * 12 * 8
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
+    assert _C._select_for_cc(fwd, 0, 72, 90, False, False, True) == (
+        "fwd_fp16_d128_ragged_sm90", "fwd_fp16_d128_general_sm90")
+    assert _C._select_for_cc(fwd, 3, 72, 90, False, False, True) == (
+        "fwd_tf32_d128_general_sm90", None)  # TF32 mode: its general one (no TF32 ragged)
+    assert _C._select_for_cc(fwd, 0, 72, 80, False, False, True) == (
+        "fwd_fp16_d128_general_sm80", None)  # no ragged flavour for sm_80
+    assert _C._select_for_cc(fwd, 0, 72, 90, False, True, True)[0] == (
+        "fwd_fp16_d128_masked_sm90")  # with a mask: never ragged
     assert _C._select_for_cc(fwd, 0, 64, 90, True, True) == ("fwd_fp16_d64_masked_fast_sm90",
                                                              "fwd_fp16_d64_masked_sm90")
     with pytest.raises(aot_sdpa.NoKernelError, match="for float32 with head dim 200"):

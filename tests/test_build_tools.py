@@ -64,6 +64,30 @@ def test_param_classification_hints_only_data_tensors():
     assert all(p["ty"] != "i32" for p in general if p["kind"] == "stride")
     plain = classify_params(names, {**abi, "narrow_row_strides": False}, "fp16", "fast")
     assert all(p["ty"] == "i64" for p in plain if p["kind"] == "stride")
+    # ragged: fast's hints with strides and D promised divisible by 8 (fast: 16, D unhinted)
+    names_d = names + ["D"]
+    ragged = {p["name"]: p for p in classify_params(names_d, abi, "fp16", "ragged")}
+    fast_d = {p["name"]: p for p in classify_params(names_d, abi, "fp16", "fast")}
+    assert ragged["Q"]["hint"] and ragged["Q"]["div"] == 16  # an address: 16 bytes
+    assert ragged["stride_qz"]["hint"] and ragged["stride_qz"]["div"] == 8
+    assert fast_d["stride_qz"]["div"] == 16
+    assert ragged["D"]["hint"] and ragged["D"]["div"] == 8 and not fast_d["D"]["hint"]
+    assert not ragged["T"]["hint"] and ragged["stride_mm"]["unit"]
+    assert ragged["stride_qm"]["narrow"] and ragged["stride_qm"]["ty"] == "i32"
+
+
+def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
+    """[ragged] limits the ragged flavour's archs/dtypes/buckets; it takes fast's configs."""
+    spec = _spec()
+    ragged = [v for v in spec.variants if v.flavor == "ragged"]
+    assert ragged and {v.arch for v in ragged} == {90}
+    assert {v.dtype for v in ragged} == {"fp16", "bf16", "fp32"}
+    assert {v.head_dim for v in ragged} == {64, 128, 256}
+    for v in ragged:
+        fast = next(f for f in spec.variants if (f.op, f.dtype, f.head_dim, f.arch, f.flavor)
+                    == (v.op, v.dtype, v.head_dim, v.arch, "fast"))
+        assert (v.blocks, v.num_warps, v.num_stages, v.maxnreg) == (
+            fast.blocks, fast.num_warps, fast.num_stages, fast.maxnreg)
 
 
 @pytest.mark.parametrize("change", [{"unit_strides": ["stride_mm"]},
@@ -201,6 +225,14 @@ def test_rendered_launchers_match_the_abi(tmp_path):
     assert "aot_rows_fit_i32(c->strides[8]" not in fast and "aot_rows_fit_i32(c->strides[1]" \
         not in fast
     assert "int32_t stride_qm_i32;" in src and "a->stride_qm_i32 = (int32_t)c->strides[2];" in src
+    # the ragged condition: fast's, with strides and D (ints[4]) % 8
+    ragged = src[src.index("static int aot_fwd_ragged_ok"):].split("}", 1)[0]
+    assert "c->ptrs[0] % 16u == 0" in ragged and "c->ptrs[2]" not in ragged
+    assert all(f"c->strides[{i}] % 8 == 0" in ragged for i in (0, 1, 3, 4))
+    assert "c->ints[4] % 8 == 0" in ragged and "c->ints[4]" not in fast
+    assert "c->strides[8] == 1" in ragged
+    assert "aot_rows_fit_i32(c->strides[2], c->ints[2], c->ints[3])" in ragged
+    assert "aot_fwd_fast_ok, aot_fwd_ragged_ok}" in src
     assert "&a.stride_qm," in launchers[0] and "&a.stride_qm_i32," in launchers[1]
     assert [v.flavor for v in variants] == ["general", "fast"]
     # both variants' cubins are in one embedded image (same op and arch), the second at the

@@ -1,0 +1,81 @@
+"""Head dims below their bucket (D = 40, 72, 80, 96: SD 1.x, DiT-XL, Phi): the ragged flavour
+(aligned operands: 16-byte vector loads, cp.async pipelining) against the general flavour the
+same calls ran before it (the same operands with rows D + 4 elements apart, which no hinted
+flavour accepts) and torch's best path, one process, one GPU.
+
+fp16 and bf16, B*T = 8k tokens at T = 256 (DiT-XL/2's sequence) and 16k at T = 1024, H = 16.
+Work: forward (triton_sdpa_fused) and backward (sdpa_bwd from the forward's stats, with O);
+torch: flash, cuDNN, efficient (each where it runs), forward and autograd backward.
+FLOPs: forward 4*B*H*T*M*D, backward 2.5x that. aot_speedup = impl time / ours (ragged).
+Writes results/ragged.csv.
+"""
+
+import torch
+
+import aot_sdpa
+
+from _harness import compare, fwd_flops, table, torch_backend, write_csv
+
+F = torch.nn.functional
+
+
+def _padded(t):
+    """t's values with rows D + 4 elements apart (the general flavour's case)."""
+    out = torch.empty(*t.shape[:-1], t.shape[-1] + 4, dtype=t.dtype, device=t.device)
+    out = out[..., :t.shape[-1]]
+    out.copy_(t)
+    return out
+
+
+def _torch_bwd(q, k, v, do):
+    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
+    o = F.scaled_dot_product_attention(qq, kk, vv)
+    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
+
+
+def main():
+    rows = []
+    H = 16
+    for dtype in (torch.float16, torch.bfloat16):
+        for D in (40, 72, 80, 96):
+            for T, tokens in ((256, 8192), (1024, 16384)):
+                B = tokens // T
+                key = {"dtype": str(dtype).split(".")[-1], "D": D, "T": T, "B": B, "H": H}
+                q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=dtype)
+                               for _ in range(4))
+                pq, pk, pv, pdo = (_padded(x) for x in (q, k, v, do))
+                o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+                po = _padded(o)
+                flops = fwd_flops(B, H, T, T, D)
+                sdpa = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+                fwd = {"aot_sdpa": (None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),
+                       "aot_general": (None, lambda: aot_sdpa.triton_sdpa_fused(pq, pk, pv))}
+                bwd = {"aot_sdpa": (None, lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)),
+                       "aot_general": (None, lambda: aot_sdpa.sdpa_bwd(pq, pk, pv, pdo, m, l,
+                                                                       o=po))}
+                for bk in ("flash", "cudnn", "efficient"):
+                    try:  # the backends that run this head dim and dtype, forward and backward
+                        with torch_backend(bk):
+                            sdpa()
+                            fn = _torch_bwd(q, k, v, do)
+                            fn()
+                    except RuntimeError:
+                        continue
+                    fwd[bk], bwd[bk] = (bk, sdpa), (bk, fn)
+                rows += compare(fwd, flops=flops, key={**key, "op": "fwd"})
+                rows += compare(bwd, flops=2.5 * flops, key={**key, "op": "bwd"})
+    write_csv("ragged", rows)
+    print(table(rows, ["dtype", "D", "T", "op", "impl", "ms", "tflops", "aot_speedup"]))
+    for op in ("fwd", "bwd"):
+        gen = [r["aot_speedup"] for r in rows if r["op"] == op and r["impl"] == "aot_general"]
+        best = {}
+        for r in rows:
+            if r["op"] == op and r["impl"] not in ("aot_sdpa", "aot_general"):
+                k = (r["dtype"], r["D"], r["T"])
+                best[k] = min(best.get(k, float("inf")), r["aot_speedup"])
+        print(f"{op}: general / ragged {min(gen):.2f}-{max(gen):.2f}x; "
+              f"torch best / ragged {min(best.values()):.2f}-{max(best.values()):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
