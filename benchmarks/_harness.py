@@ -70,6 +70,14 @@ def torch_backend(name: str | None):
         yield
 
 
+def torch_bwd(q, k, v, do, **sdpa_kwargs):
+    """A callable computing torch's SDPA backward (autograd.grad) of one forward graph, built
+    now (under the caller's backend context) with `sdpa_kwargs` (is_causal, attn_mask)."""
+    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
+    o = torch.nn.functional.scaled_dot_product_attention(qq, kk, vv, **sdpa_kwargs)
+    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
+
+
 def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa") -> list[dict]:
     """Time each impl {name: (torch backend or None, fn)}; rows carry TFLOP/s and
     aot_speedup = impl time / aot_sdpa time (so > 1 means aot_sdpa is faster)."""

@@ -12,15 +12,9 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, plot, table, torch_backend, write_csv
+from _harness import compare, fwd_flops, plot, table, torch_backend, torch_bwd, write_csv
 
 F = torch.nn.functional
-
-
-def _torch_bwd(q, k, v, do, causal):
-    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
-    o = F.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
-    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
 
 
 def main():
@@ -47,7 +41,7 @@ def main():
                         q, k, v, do, m, l, o=o, causal=causal))}
                     for bk in ("flash", "cudnn"):
                         with torch_backend(bk):
-                            impls[bk] = (bk, _torch_bwd(q, k, v, do, causal))
+                            impls[bk] = (bk, torch_bwd(q, k, v, do, is_causal=causal))
                     rows += compare(impls, flops=2.5 * flops, key={**key, "op": "bwd"})
                     if T <= 4096:
                         jvp = {"aot_sdpa": (None, lambda: aot_sdpa.sdpa_fwd_jvp(

@@ -8,15 +8,16 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, plot, sweep_16k, table, torch_backend, write_csv
-
-F = torch.nn.functional
-
-
-def _torch_bwd(q, k, v, do):
-    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
-    o = F.scaled_dot_product_attention(qq, kk, vv)
-    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
+from _harness import (
+    compare,
+    fwd_flops,
+    plot,
+    sweep_16k,
+    table,
+    torch_backend,
+    torch_bwd,
+    write_csv,
+)
 
 
 def main():
@@ -28,7 +29,7 @@ def main():
         impls = {"aot_sdpa": (None, lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o))}
         for bk in ("flash", "cudnn"):
             with torch_backend(bk):  # build each backend's graph under that backend
-                impls[bk] = (bk, _torch_bwd(q, k, v, do))
+                impls[bk] = (bk, torch_bwd(q, k, v, do))
         rows += compare(impls, flops=2.5 * fwd_flops(B, H, T, T, D), key=key)
     write_csv("bwd", rows)
     plot("bwd", [r for r in rows if r["dtype"] == "float16"], "T", "tflops", "impl",

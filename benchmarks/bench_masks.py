@@ -15,7 +15,7 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, table, torch_backend, write_csv
+from _harness import compare, fwd_flops, table, torch_backend, torch_bwd, write_csv
 
 F = torch.nn.functional
 BACKENDS = ("default", "efficient", "cudnn", "math")
@@ -37,12 +37,6 @@ def _works(backend, fn) -> bool:
         return True
     except RuntimeError:
         return False
-
-
-def _torch_bwd(q, k, v, do, mask):
-    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
-    o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask)
-    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
 
 
 def _best(rows):
@@ -85,7 +79,7 @@ def main():
                         continue
                     with torch_backend(b):
                         try:
-                            fn = _torch_bwd(q, k, v, do, mask)
+                            fn = torch_bwd(q, k, v, do, attn_mask=mask)
                         except RuntimeError:
                             continue
                     if _works(b, fn):

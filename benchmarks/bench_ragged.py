@@ -14,7 +14,7 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, table, torch_backend, write_csv
+from _harness import compare, fwd_flops, table, torch_backend, torch_bwd, write_csv
 
 F = torch.nn.functional
 
@@ -25,12 +25,6 @@ def _padded(t):
     out = out[..., :t.shape[-1]]
     out.copy_(t)
     return out
-
-
-def _torch_bwd(q, k, v, do):
-    qq, kk, vv = (x.detach().requires_grad_() for x in (q, k, v))
-    o = F.scaled_dot_product_attention(qq, kk, vv)
-    return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
 
 
 def main():
@@ -57,7 +51,7 @@ def main():
                     try:  # the backends that run this head dim and dtype, forward and backward
                         with torch_backend(bk):
                             sdpa()
-                            fn = _torch_bwd(q, k, v, do)
+                            fn = torch_bwd(q, k, v, do)
                             fn()
                     except RuntimeError:
                         continue
