@@ -44,6 +44,22 @@ def cubin_param_sizes(cubin: bytes, tool: Path) -> list[int]:
     return [params[i] for i in range(len(params))]
 
 
+def cubin_sass(cubin: bytes, tool: Path) -> str:
+    """The cubin's SASS, as cuobjdump -sass prints it."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def scalar_16bit_global_accesses(sass: str) -> int:
+    """Global loads and stores of one 16-bit element (LDG/STG .U16/.S16): how a kernel that
+    knows nothing of its operands' alignment moves fp16/bf16 data; vectorised code uses .128
+    (or cp.async, LDGSTS) instead."""
+    return len(re.findall(r"\b(?:LDG|STG)\.E\.[US]16\b", sass))
+
+
 def launcher_param_sizes(source: str) -> dict[int, tuple[str, list[int]]]:
     """{variant index: (variant name, the sizes of the parameters its launcher passes)} from
     the generated aot_kernels.cpp."""

@@ -139,6 +139,44 @@ def test_launchers_pass_exactly_the_cubins_parameters():
     assert len(seen) >= 2 * len({r["op"] for r in inv})
 
 
+def test_hinted_16bit_cubins_move_data_in_vectors():
+    """The point of the fast, masked_fast and ragged flavours: their 16-bit cubins load and
+    store fp16/bf16 data in 16-byte vectors (or cp.async), never one element at a time as the
+    general flavour does (sm_90 fp16 D=128 forward: 192 lone LDG.E.U16; the ragged flavour
+    needs the hint on D for this). A hint lost in the build would pass every GPU correctness
+    test and only show as a 2-7x slower kernel (results/ragged.csv); this catches it on the
+    CPU. fp16 at buckets 64 and 128 (bf16 compiles the same loads), every op and arch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aot_sdpa import _C
+    from build_tools.cubin_abi import cubin_sass, cuobjdump, scalar_16bit_global_accesses
+
+    tool = cuobjdump()
+    if tool is None:
+        pytest.skip("needs Triton's cuobjdump")
+    inv = _C.inventory()
+    raw = {}
+
+    def cubin(r):
+        if r["image"] not in raw:
+            raw[r["image"]] = _C._unpacked_image(r["image"])
+        return raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
+
+    def name(r):
+        return f"{r['op']}_fp16_d{r['head_dim']}_{r['flavor']}_{r['arch']}"
+
+    hinted = [r for r in inv if r["flavor"] in ("fast", "masked_fast", "ragged")
+              and r["dtype"] == "float16" and r["head_dim"] in (64, 128)]
+    assert {r["flavor"] for r in hinted} == {"fast", "masked_fast", "ragged"}
+    general = next(r for r in inv if name(r) == "fwd_fp16_d128_general_sm_90")
+    jobs = [(name(r), cubin(r)) for r in [general, *hinted]]
+    with ThreadPoolExecutor(4) as pool:
+        counts = dict(zip([n for n, _ in jobs], pool.map(
+            lambda job: scalar_16bit_global_accesses(cubin_sass(job[1], tool)), jobs)))
+    assert counts.pop(name(general)) > 100  # the detector sees the general flavour's loads
+    assert {n: c for n, c in counts.items() if c} == {}
+
+
 def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
