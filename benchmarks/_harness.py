@@ -16,15 +16,17 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
+# the environment stamp's columns, which write_csv appends to every row (env())
+ENV_COLUMNS = ("gpu", "torch", "cuda", "cudnn", "aot_sdpa", "python", "date")
+
+
 def env() -> dict:
     import aot_sdpa
 
     props = torch.cuda.get_device_properties(0)
-    return {
-        "gpu": props.name, "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(), "aot_sdpa": aot_sdpa.__version__,
-        "python": platform.python_version(), "date": datetime.date.today().isoformat(),
-    }
+    return dict(zip(ENV_COLUMNS, (
+        props.name, torch.__version__, torch.version.cuda, torch.backends.cudnn.version(),
+        aot_sdpa.__version__, platform.python_version(), datetime.date.today().isoformat())))
 
 
 def time_ms(fn, warmup: int = 10, rep: int = 50) -> dict:

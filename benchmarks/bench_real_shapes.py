@@ -92,7 +92,7 @@ def _kept_rows(measured: set[str]) -> list[dict]:
     the environment columns dropped: write_csv stamps them again)."""
     import csv
 
-    from _harness import RESULTS
+    from _harness import ENV_COLUMNS, RESULTS
 
     path = RESULTS / "real_shapes.csv"
     if not path.exists():
@@ -108,9 +108,8 @@ def _kept_rows(measured: set[str]) -> list[dict]:
                 pass
         return v
 
-    drop = {"gpu", "torch", "cuda", "cudnn", "aot_sdpa", "python", "date"}  # _harness.env()
     with path.open() as f:
-        return [{k: parse(v) for k, v in r.items() if k not in drop}
+        return [{k: parse(v) for k, v in r.items() if k not in ENV_COLUMNS}
                 for r in csv.DictReader(f) if r["shape"] not in measured]
 
 
