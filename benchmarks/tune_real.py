@@ -39,8 +39,8 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 DEVICE = "cuda"
 SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 512, 64),
           "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64)}
-# head dim 128 (fp16 only; name them to sweep them: "d128_1k d128_4k"), with their own
-# candidates (HALF_128) compiled at D = 128
+# head dim 128 (name them to sweep them: "d128_1k d128_4k"), with their own candidates
+# (HALF_128, FULL_128) compiled at D = 128
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128)}
 TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
@@ -78,6 +78,18 @@ FULL = {  # fp32 tiles take twice the shared memory and registers
                 (64, 32, 4, 3), (128, 64, 8, 2)],
     "jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
 }
+FULL_128 = {  # fp32 / TF32 at D = 128: the first is the current sm_90 config (variants.toml)
+    "fwd": [(128, 32, 8, 1), (64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2),
+            (64, 32, 4, 3), (64, 64, 8, 2), (128, 64, 8, 1)],
+    "bwd_dkdv": [(16, 32, 4, 1), (32, 32, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 64, 8, 2),
+                 (64, 64, 8, 2), (32, 32, 4, 1), (64, 32, 8, 2), (32, 128, 8, 2), (16, 32, 4, 2)],
+    "bwd_dq": [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (128, 32, 8, 2),
+               (64, 32, 8, 2), (32, 32, 4, 2), (128, 64, 8, 2)],
+    "fwd_jvp": [(64, 32, 8, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 64, 4, 2),
+                (64, 64, 8, 2), (64, 32, 4, 1)],
+    "jvp": [(32, 32, 8, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 64, 4, 2),
+            (64, 64, 8, 2), (64, 32, 4, 1)],
+}
 # the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
 # the masked sweep's results: benchmarks/results/tune_masked_h200.log. JIT timings can rank
 # configs differently from the AOT cubins (the dK/dV config in variants.toml): check the
@@ -113,9 +125,10 @@ def _tensors(shape, dtype):
 def _jobs(ops, d128=False, precs=tuple(PRECISIONS)):
     for op in ops:
         for prec, (dtype, ip) in PRECISIONS.items():
-            if prec not in precs or (d128 and prec != "fp16"):
+            if prec not in precs:
                 continue
-            for cfg in (HALF_128 if d128 else HALF if prec == "fp16" else FULL)[op]:
+            half, full = (HALF_128, FULL_128) if d128 else (HALF, FULL)
+            for cfg in (half if prec == "fp16" else full)[op]:
                 yield op, prec, dtype, ip, cfg
 
 
