@@ -145,6 +145,45 @@ def test_dropin_inference_writes_the_stats_to_one_scratch(recorder):
     assert strides[3 * i:3 * i + 3] == [3 * 5, 5, 1]
 
 
+@pytest.mark.parametrize("dtype,D,precision,split", [
+    (torch.float16, 128, "highest", False), (torch.bfloat16, 72, "highest", False),
+    (torch.float32, 64, "highest", False), (torch.float32, 65, "highest", True),
+    (torch.float32, 128, "highest", True), (torch.float32, 72, "high", False),
+    (torch.float32, 128, "high", True)])
+@pytest.mark.parametrize("drop_in", [False, True])
+def test_float32_head_dims_above_64_run_forward_then_jvp(recorder, dtype, D, precision, split,
+                                                          drop_in):
+    """sdpa_fwd_jvp (and the drop-in under forward AD, which keeps no stats) runs the fused
+    kernel, except where _ops.split_fwd_jvp measured two kernels faster (fp32-accurate
+    float32 in the 128 bucket, TF32 at D = 128): the forward kernel, then the JVP kernel on
+    the stats it wrote (two distinct buffers: the JVP reads m and l)."""
+    q, tq = _t(2, 3, 5, D, dtype=dtype), _t(2, 3, 5, D, dtype=dtype)
+    k, v, tk, tv = (_t(2, 3, 7, D, dtype=dtype) for _ in range(4))
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        if drop_in:
+            o, to = _ops.fwd_jvp_out(q, k, v, tq, tk, tv)
+            m = l = None
+        else:
+            o, m, l, to = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+    names = [c[0] for c in recorder.calls]
+    assert names == (["fwd", "jvp"] if split else ["fwd_jvp"])
+    last = {c[0]: dict(zip(OPS[c[0]].pointers, c[1])) for c in recorder.calls}
+    if not split:
+        assert last["fwd_jvp"]["O"] == o.data_ptr() and last["fwd_jvp"]["TO"] == to.data_ptr()
+        return
+    fwd, jvp = last["fwd"], last["jvp"]
+    assert fwd["O"] == o.data_ptr() and jvp["TO"] == to.data_ptr()
+    assert fwd["Mstat"] != fwd["Lstat"]
+    assert (jvp["Mstat"], jvp["Lstat"]) == (fwd["Mstat"], fwd["Lstat"])
+    assert (jvp["TQ"], jvp["TK"], jvp["TV"]) == (tq.data_ptr(), tk.data_ptr(), tv.data_ptr())
+    if m is not None:
+        assert (fwd["Mstat"], fwd["Lstat"]) == (m.data_ptr(), l.data_ptr())
+
+
 @pytest.mark.parametrize("bthd", [False, True])
 def test_grouped_query_folds_the_query_heads_into_rows(recorder, bthd):
     """k, v with Hkv heads: every kernel runs plain attention over (B, Hkv, (H/Hkv)*T) rows,

@@ -326,19 +326,37 @@ def fwd_jvp_out(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
     return o, to
 
 
+def split_fwd_jvp(dt: int, D: int) -> bool:
+    """Whether the forward+JVP runs as the forward kernel, then the JVP kernel on its stats,
+    instead of the fused kernel: where that was measured faster (H200,
+    benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in the 128 head-dim bucket
+    (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused kernel's two BLOCK_M x 128 fp32
+    accumulators and split operands spill) and TF32 at D = 128 (1.48-1.50x). TF32 at D = 72,
+    whose calls run the general (scalar-load) kernels, is 2x faster fused; D <= 64 is
+    fused-faster for both (0.67-0.98x split)."""
+    return (dt == 2 and D > 64) or (dt == 3 and D == 128)
+
+
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     check_tangents(q, k, v, tq, tk, tv)
     dev = _devices(("q", "k", "v", "dq", "dk", "dv"), (q, k, v, tq, tk, tv), bias)
-    shape, bv = q.shape, _bias_view(bias, q, k)
+    shape, bv, ci = q.shape, _bias_view(bias, q, k), _causal(causal, T, M)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    if scratch_stats:
+    split = split_fwd_jvp(dt, D)
+    if scratch_stats and not split:  # the JVP kernel of a split call reads m and l
         m = l = _row_stat(q, *sizes[:3])
     else:
         m, l = _stats_pair(q, *sizes[:3])
-    _launch("fwd_jvp", dt, dev, sizes, scale, causal=_causal(causal, T, M), bias=bv, Q=q, K=k, V=v,
-            TQ=tq, TK=tk, TV=tv, O=o, Mstat=m, Lstat=l, TO=to)
+    tensors = dict(Q=q, K=k, V=v, Mstat=m, Lstat=l)
+    if split:
+        _launch("fwd", dt, dev, sizes, scale, causal=ci, bias=bv, O=o, **tensors)
+        _launch("jvp", dt, dev, sizes, scale, causal=ci, bias=bv, TQ=tq, TK=tk, TV=tv, TO=to,
+                **tensors)
+    else:
+        _launch("fwd_jvp", dt, dev, sizes, scale, causal=ci, bias=bv, TQ=tq, TK=tk, TV=tv, O=o,
+                TO=to, **tensors)
     if sizes[1] == H:
         return o, m, l, to
     return o.view(shape), m.view(B, H, T), l.view(B, H, T), to.view(shape)
