@@ -186,6 +186,22 @@ def backlogged_ms(fn, n: int = 10, reps: int = 5) -> dict:
     return {"ms": out[len(out) // 2], "p10_ms": out[0], "p90_ms": out[-1]}
 
 
+def kernel_ms(fn, n: int = 5) -> float:
+    """GPU work per call: the summed device time of every kernel (and memcpy/memset) that n
+    calls ran, from torch.profiler, / n. Unlike event timing it excludes the idle gaps of a
+    host-bound loop (a training step of ~1000 small kernels is host-bound on eager PyTorch),
+    so it is the device time of the call whether or not the host keeps up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.self_device_time_total for e in prof.key_averages()) / n / 1e3
+
+
 def wall_ms(fn, n: int = 20, warmup: int = 1) -> float:
     """Wall time per call of n calls in a row, synchronised once at the end: what an eager
     loop sees (the slower of host and device; host time where the GPU work is tiny)."""
