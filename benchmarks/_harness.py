@@ -186,20 +186,28 @@ def backlogged_ms(fn, n: int = 10, reps: int = 5) -> dict:
     return {"ms": out[len(out) // 2], "p10_ms": out[0], "p90_ms": out[-1]}
 
 
-def kernel_ms(fn, n: int = 5) -> float:
-    """GPU work per call: the summed device time of every kernel (and memcpy/memset) that n
-    calls ran, from torch.profiler, / n. Unlike event timing it excludes the idle gaps of a
-    host-bound loop (a training step of ~1000 small kernels is host-bound on eager PyTorch),
-    so it is the device time of the call whether or not the host keeps up."""
+def kernel_times(fn, n: int = 5, warmup: int = 1) -> list[tuple[str, float]]:
+    """(name, device ms per call) of every kernel (and memcpy/memset) that n calls of fn ran,
+    from torch.profiler (CUPTI), after `warmup` calls."""
     from torch.profiler import ProfilerActivity, profile
 
-    fn()
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / n / 1e3
+    return [(e.key, e.self_device_time_total / n / 1e3) for e in prof.key_averages()
+            if e.self_device_time_total > 0]
+
+
+def kernel_ms(fn, n: int = 5) -> float:
+    """GPU work per call: the summed device time of every kernel that n calls ran
+    (kernel_times). Unlike event timing it excludes the idle gaps of a host-bound loop (a
+    training step of ~1000 small kernels is host-bound on eager PyTorch), so it is the
+    device time of the call whether or not the host keeps up."""
+    return sum(ms for _, ms in kernel_times(fn, n))
 
 
 def wall_ms(fn, n: int = 20, warmup: int = 1) -> float:

@@ -5,21 +5,10 @@ plus the unmasked call. Prints each kernel's mean time per call."""
 
 import torch
 from bench_masks import _mask
-from torch.profiler import ProfilerActivity, profile
 
 import aot_sdpa
 
-
-def _kernels(fn, n=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    return [(e.key, e.device_time_total / n / 1e3) for e in prof.key_averages()
-            if e.device_time_total > 0]
+from _harness import kernel_times
 
 
 def main():
@@ -37,7 +26,7 @@ def main():
             calls = {"fwd": lambda: aot_sdpa.triton_sdpa_fused(q, k, v, mask=mk),
                      "bwd": lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, mask=mk)}
             for op, fn in calls.items():
-                for kernel, ms in _kernels(fn):
+                for kernel, ms in kernel_times(fn, n=20, warmup=3):
                     print(f"{layout:8s} {name:12s} {op:4s} {ms:8.4f} ms  {kernel}", flush=True)
 
 
