@@ -119,7 +119,7 @@ def main():
                     try:
                         with torch_backend(torch_path if impl == "torch" else None):
                             res[impl] = kernel_ms(fn)
-                            wall[impl] = sorted(wall_ms(fn, n=5, warmup=2) for _ in range(3))[1]
+                            wall[impl] = sorted(wall_ms(fn, n=3) for _ in range(3))[1]
                     except torch.OutOfMemoryError:
                         res[impl] = wall[impl] = None
                     del model, fn
