@@ -14,6 +14,8 @@ import torch
 
 from . import _C
 from ._checks import (
+    DTYPE_CODE,
+    TF32_CODE,
     check_attention,
     check_causal,
     check_devices,
@@ -28,6 +30,7 @@ Tensor = torch.Tensor
 _OP_INDEX = {name: abi.index for name, abi in OPS.items()}
 _BIAS_OPS = frozenset(name for name, abi in OPS.items() if "Bias" in abi.pointers)
 _F32 = torch.float32
+_FP32_CODE = DTYPE_CODE[_F32]  # fp32-accurate float32 (TF32_CODE: TF32 products)
 
 
 def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has_tdo: int = 0,
@@ -334,7 +337,7 @@ def split_fwd_jvp(dt: int, D: int) -> bool:
     accumulators and split operands spill) and TF32 at D = 128 (1.48-1.50x). TF32 at D = 72,
     whose calls run the general (scalar-load) kernels, is 2x faster fused; D <= 64 is
     fused-faster for both (0.67-0.98x split)."""
-    return (dt == 2 and D > 64) or (dt == 3 and D == 128)
+    return (dt == _FP32_CODE and D > 64) or (dt == TF32_CODE and D == 128)
 
 
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
