@@ -29,13 +29,18 @@ def cuobjdump() -> Path | None:
     return tool if tool.exists() else None
 
 
-def cubin_param_sizes(cubin: bytes, tool: Path) -> list[int]:
-    """The kernel's parameter sizes in bytes, by ordinal (the cubin holds one kernel)."""
+def _dump(cubin: bytes, tool: Path, flag: str) -> str:
+    """cuobjdump's output for the cubin with `flag` (-elf, -sass)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([str(tool), "-elf", f.name], capture_output=True, text=True,
-                             check=True).stdout
+        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def cubin_param_sizes(cubin: bytes, tool: Path) -> list[int]:
+    """The kernel's parameter sizes in bytes, by ordinal (the cubin holds one kernel)."""
+    out = _dump(cubin, tool, "-elf")
     params = {int(o, 16): int(s, 16) for o, s in
               re.findall(r"Ordinal\s*:\s*(0x[0-9a-f]+)\s+Offset\s*:\s*0x[0-9a-f]+\s+"
                          r"Size\s*:\s*(0x[0-9a-f]+)", out)}
@@ -46,11 +51,7 @@ def cubin_param_sizes(cubin: bytes, tool: Path) -> list[int]:
 
 def cubin_sass(cubin: bytes, tool: Path) -> str:
     """The cubin's SASS, as cuobjdump -sass prints it."""
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        return subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True,
-                              check=True).stdout
+    return _dump(cubin, tool, "-sass")
 
 
 def scalar_16bit_global_accesses(sass: str) -> int:
