@@ -25,6 +25,7 @@ from aot_sdpa import _ops
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from build_tools import jit_call  # noqa: E402
+from build_tools.render import DTYPE_CODE  # noqa: E402  (the extension's dtype codes)
 from build_tools.variants import load  # noqa: E402
 
 SPEC = load(ROOT / "kernels" / "variants.toml")
@@ -36,7 +37,6 @@ POINTERS = {"fwd": ("Q", "K", "V", "O", "Mstat", "Lstat"),
             "bwd_dq": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DQ")}
 
 
-DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2}  # the extension's dtype codes (_checks.py)
 TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
