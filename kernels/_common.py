@@ -20,8 +20,10 @@ Conventions used by every kernel in this folder:
   "masked" flavour of each kernel (MASKED, a compile-time flag: the unmasked flavours carry
   the pointer but compile no code for it, so their registers, shared memory and speed are
   those of a kernel without masks). S_ij becomes scale * q_i . k_j + B_ij and a key with
-  B_ij = -inf is not seen (as a causal one); every key block a row may see runs through the
-  masked sweep, which loads B.
+  B_ij = -inf is not seen (as a causal one). A dense mask sends every key block a row may
+  see through the masked sweep, which loads B. A key-padding mask (one row B_j for every
+  query row) is cheaper: blocks whose B_j are all 0 run unmasked, blocks whose B_j are all
+  -inf are skipped, the rest add B_j per key (padding_sweeps, padding_bias).
 * A query row that sees no key at all (bottom-right with T > M, or every key masked) gets
   o = 0, m = -inf, l = 0 and zero derivatives: its P is 0 everywhere.
 """
@@ -195,6 +197,34 @@ def scores_seen_T(s2T, b_base, stride_biasm, rows, r_ok, cols, Q_LEN, DIAG, M,
         s2T = s2T + b * LOG2E
         seen = b > float("-inf")
     return s2T, seen
+
+
+PADDING_SCAN = tl.constexpr(512)  # keys per load when padding_sweeps scans a bias row
+
+
+@triton.jit
+def padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N: tl.constexpr):
+    """Split a query block's key sweep under a key-padding mask (one bias row B_j, b_row its
+    pointer; key_range gave [0, n_full) seen whole by every row, [n_full, n_hi) in part) into
+    (n_plain, n_full', n_hi'):
+        [0, n_plain)        whole blocks with B_j = 0 for every key: swept as without a mask
+                            (no bias load, no per-score add);
+        [n_plain, n_full')  whole blocks with the bias added (padding_bias);
+        [n_full', n_hi')    the masked tail, as before;
+    keys from the last one with B_j > -inf on (P_ij = 0 for every row) are dropped. A
+    boolean mask padded on the right is then one plain sweep and at most one biased block.
+    One pass over the row, PADDING_SCAN keys per load."""
+    first_nonzero = M  # the first key with B_j != 0 (M: none)
+    last_kept = tl.full([], -1, tl.int32)  # the last key with B_j > -inf (-1: none)
+    for start in range(0, M, PADDING_SCAN):
+        cols = start + tl.arange(0, PADDING_SCAN)
+        b = tl.load(b_row + cols, mask=cols < M, other=float("-inf"))
+        first_nonzero = tl.minimum(first_nonzero, tl.min(tl.where(b != 0.0, cols, M), 0))
+        last_kept = tl.maximum(last_kept, tl.max(tl.where(b > float("-inf"), cols, -1), 0))
+    n_hi = tl.minimum(n_hi, last_kept + 1)
+    n_full = tl.minimum(n_full, n_hi)
+    n_plain = tl.minimum((first_nonzero // BLOCK_N) * BLOCK_N, n_full)
+    return n_plain, n_full, n_hi
 
 
 @triton.jit

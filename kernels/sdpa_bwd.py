@@ -31,6 +31,7 @@ from _common import (
     load_rows,
     load_tile,
     mma,
+    padding_sweeps,
     query_limits,
     row_limits,
     row_vector,
@@ -85,7 +86,8 @@ def _z_stats_keys(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_fu
                   BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                   INPUT_PRECISION: tl.constexpr):
     """_z_stats_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
+    padding_sweeps."""
     acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, 0, n_full, M,
                          0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
                          INPUT_PRECISION)
@@ -269,6 +271,18 @@ def _sdpa_bwd_dkdv_kernel(
         # `first` up to `full` see part of them (masked, in blocks from `first`), the rest
         # see all of them (unmasked, then a masked ragged tail)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        if MASKED:
+            # key padding (one bias row for every query row, stride_biasm == 0): the block's
+            # biases B_j (-inf past M); `keep` is False on keys masked for every row (dense
+            # masks: True everywhere). With B_j in {0, -inf} (a boolean mask), P_ij is the
+            # unmasked P_ij on kept keys, and dK_j, dV_j of a masked key are 0: the block is
+            # swept unmasked and the masked keys' rows of dK, dV are zeroed at the end (an
+            # unseen row, m = -inf, cannot meet a kept key here: every row sees a kept key
+            # of a block it sweeps whole, and diagonal blocks mask by position).
+            padding = stride_biasm == 0
+            b_keys = tl.load(b_base + offs_n, mask=n_ok & padding, other=float("-inf"))
+            keep = (b_keys > float("-inf")) | (stride_biasm != 0)
+            zero_or_inf = tl.max(tl.where(keep, tl.abs(b_keys), 0.0), 0) == 0.0
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
@@ -276,14 +290,21 @@ def _sdpa_bwd_dkdv_kernel(
                 if stride_biasm == 0:  # one bias row for every query row (key padding)
                     # keys all masked (B_j = -inf: a padded batch's tail) have P_ij = 0 for
                     # every row, so dK_j = dV_j = 0: the block is skipped, not swept
-                    b_keys = tl.load(b_base + offs_n, mask=n_ok, other=float("-inf"))
                     if tl.max(b_keys, 0) > float("-inf"):
-                        dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
-                                            z_base, b_base, stride_qm, stride_dom, stride_mm,
-                                            stride_lm, stride_biasm, m_lo, m_mid, g_end, offs_n,
-                                            Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                                            BLOCK_M, EVEN_D, 1, INPUT_PRECISION, COMPUTE_DK,
-                                            COMPUTE_DV)
+                        if zero_or_inf:  # no bias to add (masked keys zeroed below)
+                            dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
+                                                z_base, b_base, stride_qm, stride_dom,
+                                                stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
+                                                g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
+                                                d_ok, qk_scale, BLOCK_M, EVEN_D, 0,
+                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
+                        else:
+                            dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
+                                                z_base, b_base, stride_qm, stride_dom,
+                                                stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
+                                                g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
+                                                d_ok, qk_scale, BLOCK_M, EVEN_D, 1,
+                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                          b_base, stride_qm, stride_dom, stride_mm, stride_lm,
@@ -296,6 +317,9 @@ def _sdpa_bwd_dkdv_kernel(
                                     m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
                                     d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
                                     COMPUTE_DK, COMPUTE_DV)
+        if MASKED:  # keys masked for every row: dK_j = dV_j = 0
+            dk = tl.where(keep[:, None], dk, 0.0)
+            dv = tl.where(keep[:, None], dv, 0.0)
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
@@ -332,9 +356,16 @@ def _dq_keys(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_
              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
              INPUT_PRECISION: tl.constexpr):
     """_dq_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
-    dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, 0, n_full, M,
-                   0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
+    padding_sweeps."""
+    n_lo = 0
+    if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
+        n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
+        dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, 0, n_lo,
+                       M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, 0,
+                       INPUT_PRECISION)
+    dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_lo, n_full,
+                   M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
                    INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep

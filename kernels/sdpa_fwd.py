@@ -13,6 +13,7 @@ from _common import (
     load_rows,
     mma,
     padding_bias,
+    padding_sweeps,
     row_limits,
     scores_seen,
     store_rows,
@@ -68,9 +69,16 @@ def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n
               INPUT_PRECISION: tl.constexpr):
     """The key blocks every row sees whole ([0, n_full), no per-score limit), then the
     diagonal / ragged tail [n_full, n_hi) with one; blocks past the last row's limit are
-    skipped. BIAS 1: with a key-padding mask (b_row its row), else none."""
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0, n_full,
-                               M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
+    skipped. BIAS 1: with a key-padding mask (b_row its row), else none; its blocks of zero
+    bias are swept first without it, and keys past its last kept one dropped (padding_sweeps)."""
+    n_lo = 0
+    if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
+        n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0,
+                                   n_lo, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                                   EVEN_D, False, 0, INPUT_PRECISION)
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo,
+                               n_full, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
                                False, BIAS, INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep

@@ -29,6 +29,7 @@ from _common import (
     load_rows,
     mma,
     padding_bias,
+    padding_sweeps,
     row_limits,
     scores_seen,
     store_rows,
@@ -87,10 +88,18 @@ def _jvp_keys(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base, tv_bas
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
               INPUT_PRECISION: tl.constexpr):
     """_jvp_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
+    padding_sweeps."""
+    n_lo = 0
+    if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
+        n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
+        acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
+                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0,
+                                     n_lo, M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                                     BLOCK_N, EVEN_D, False, 0, INPUT_PRECISION)
     acc_a, acc_o, r = _jvp_inner(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base, v_base,
-                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full,
-                                 M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo,
+                                 n_full, M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
                                  EVEN_D, False, BIAS, INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
@@ -223,11 +232,19 @@ def _fwd_jvp_keys(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_
                   BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                   INPUT_PRECISION: tl.constexpr):
     """_fwd_jvp_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row)."""
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
+    padding_sweeps."""
+    n_lo = 0
+    if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
+        n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
+        acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
+            acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
+            stride_tkn, stride_vn, stride_tvn, 0, n_lo, M, 0, b_row, offs_n, offs_d, d_ok,
+            sm_scale, qk_scale, BLOCK_N, EVEN_D, False, 0, INPUT_PRECISION)
     acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(
         acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
-        stride_vn, stride_tvn, 0, n_full, M, 0, b_row, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-        BLOCK_N, EVEN_D, False, BIAS, INPUT_PRECISION)
+        stride_vn, stride_tvn, n_lo, n_full, M, 0, b_row, offs_n, offs_d, d_ok, sm_scale,
+        qk_scale, BLOCK_N, EVEN_D, False, BIAS, INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
         acc_o, acc_a, r, m_i, l_i = _fwd_jvp_inner(

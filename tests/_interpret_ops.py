@@ -183,6 +183,12 @@ def main():
         _check_all(out, dtype, atol, (3, 2, 70, 260, 16), g, mask=_end_padding)
         _check_all(out, dtype, atol, (3, 1, 100, 260, 16), g, causal="bottom_right",
                    mask=_end_padding)
+        # additive key padding ((B, 1, 1, M) float, finite values besides -inf: the dK/dV
+        # sweep that adds the bias, not the one for 0/-inf biases), alone and with causal
+        _check_all(out, dtype, atol, (2, 2, 150, 200, 16), g,
+                   mask=lambda B, H, T, M: _additive(g, (B, 1, 1, M)))
+        _check_all(out, dtype, atol, (2, 1, 150, 200, 16), g, causal=True,
+                   mask=lambda B, H, T, M: _additive(g, (B, 1, 1, M)))
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
