@@ -54,6 +54,16 @@ def stride_owner(name: str, pointers: list[str], abi: dict) -> str:
     return owner
 
 
+def constant(p: dict) -> int | None:
+    """The value a parameter is compiled as ([abi] unit_strides: 1, zero_strides: 0), or None
+    for a kernel parameter."""
+    return 1 if p.get("unit") else 0 if p.get("zero") else None
+
+
+def is_constant(p: dict) -> bool:
+    return constant(p) is not None
+
+
 def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) -> list[dict]:
     """Return, for each non-constexpr kernel parameter, its Triton type and C role.
 
@@ -76,8 +86,12 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
             # [abi] unit_strides: in the fast flavours compiled as the constant 1 (and the
             # dispatcher's fast condition requires it), as Triton's JIT specialises an int of 1
             unit = fast and name in abi.get("unit_strides", ())
-            out.append({"name": name, "ty": "i64", "kind": "stride", "hint": hint and not unit,
-                        "div": div, "unit": unit, "owner": stride_owner(name, pointers, abi)})
+            # [abi] zero_strides: in padding_fast compiled as the constant 0 (the mask's row
+            # stride: a key-padding mask only, so the dense mask's code is compiled out)
+            zero = flavor == "padding_fast" and name in abi.get("zero_strides", ())
+            out.append({"name": name, "ty": "i64", "kind": "stride",
+                        "hint": hint and not unit and not zero, "div": div, "unit": unit,
+                        "zero": zero, "owner": stride_owner(name, pointers, abi)})
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
         else:
@@ -99,7 +113,8 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
     return out
 
 
-FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides")  # [abi] keys of the fast flavours
+FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides", "zero_strides")  # [abi] keys of the fast
+# flavours
 
 
 def source_digest(kernels_dir: Path, source: str) -> str:
@@ -122,6 +137,8 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
         h.update(json.dumps(sorted(abi["unit_strides"])).encode())
     if v.flavor in FAST_FLAVORS and abi.get("narrow_row_strides"):
         h.update(b"narrow_row_strides")
+    if v.flavor == "padding_fast" and abi.get("zero_strides"):
+        h.update(json.dumps({"zero": sorted(abi["zero_strides"])}).encode())
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
     return h.hexdigest()[:24]
 
@@ -171,8 +188,8 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     runtime = [p.name for p in fn.params if not p.is_constexpr]
     params = classify_params(runtime, abi, v.dtype, v.flavor)
     signature = {n: "constexpr" for n in names}
-    signature.update({p["name"]: p["ty"] for p in params if not p.get("unit")})
-    constexprs.update({p["name"]: 1 for p in params if p.get("unit")})  # no kernel parameter
+    signature.update({p["name"]: p["ty"] for p in params if not is_constant(p)})
+    constexprs.update({p["name"]: constant(p) for p in params if is_constant(p)})  # no parameter
     attrs = {(names.index(p["name"]),): [["tt.divisibility", p["div"]]] for p in params
              if p["hint"]}
     src = triton.compiler.ASTSource(fn=fn, constexprs=constexprs, signature=signature,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from string import Template
 
-from build_tools.compile_variant import classify_params
+from build_tools.compile_variant import classify_params, is_constant
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
 FLAVOR_CODE = {"general": 0, "fast": 1, "masked": 2, "masked_fast": 3,
-               "ragged": 4}  # aot_runtime.h aot_variant.flavor
+               "ragged": 4, "padding_fast": 5}  # aot_runtime.h aot_variant.flavor
 C_TYPE = {"ptr": "CUdeviceptr", "stride": "int64_t", "size": "int32_t", "scale": "float"}
 
 
@@ -35,7 +35,8 @@ def _sources(params: list[dict], abi: dict) -> list[str]:
 def _conditions(params: list[dict], abi: dict) -> str:
     """The C condition a call must meet to run a hinted flavour classified as `params`:
     every hint holds (pointers 16-byte aligned, strides and D divisible as promised), unit
-    strides are 1 and narrow row strides fit int32."""
+    strides are 1 and narrow row strides fit int32 (padding_fast's zero strides: the
+    dispatcher checks the mask's row stride itself)."""
     terms = []
     t, m = (abi["i32_scalars"].index(n) for n in ("T", "M"))
     for p, src in zip(params, _sources(params, abi)):
@@ -104,10 +105,10 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
             # the parameters this variant was compiled with (its own classification: a unit
-            # stride is a constant of a fast flavour's cubin, not a parameter; a narrow row
-            # stride is passed as its int32 copy)
+            # or zero stride is a constant of a hinted flavour's cubin, not a parameter; a
+            # narrow row stride is passed as its int32 copy)
             params=", ".join(f"&a.{p['name']}{'_i32' if p.get('narrow') else ''}"
-                             for p in meta["params"] if not p.get("unit")),
+                             for p in meta["params"] if not is_constant(p)),
         ))
         blocks = v["blocks"]
         table.append(

@@ -20,17 +20,20 @@ EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
 # general: any head dim <= bucket, any strides; fast: head dim == bucket, aligned (hints);
 # masked: as general, reading the attention mask (kernels' MASKED); masked_fast: masked with
-# fast's conditions and hints; ragged: fast's alignment with a head dim below the bucket
-# (tail columns masked; strides and D multiples of 8); kernels/variants.toml
-FLAVORS = ("general", "fast", "masked", "masked_fast", "ragged")
+# fast's conditions and hints; padding_fast: masked_fast for key-padding masks only ([abi]
+# zero_strides); ragged: fast's alignment with a head dim below the bucket (tail columns
+# masked; strides and D multiples of 8); kernels/variants.toml
+FLAVORS = ("general", "fast", "masked", "masked_fast", "ragged", "padding_fast")
 # hinted (aligned data, divisibility hints, [abi] unit_strides and narrow_row_strides)
-FAST_FLAVORS = {"fast", "masked_fast", "ragged"}
-EVEN_D_FLAVORS = {"fast", "masked_fast"}    # head dim == bucket (EVEN_D: no tail mask)
-MASKED_FLAVORS = {"masked", "masked_fast"}  # read the attention mask (MASKED)
+FAST_FLAVORS = {"fast", "masked_fast", "ragged", "padding_fast"}
+EVEN_D_FLAVORS = {"fast", "masked_fast", "padding_fast"}  # head dim == bucket (no tail mask)
+MASKED_FLAVORS = {"masked", "masked_fast", "padding_fast"}  # read the attention mask (MASKED)
+# flavours compiled only where a table of that name says (archs, dtypes, head_dims)
+LIMITED_FLAVORS = ("ragged", "padding_fast")
 # the divisibility (in elements) the hinted flavours promise of data strides (and, ragged, of
 # D): 16 as Triton's JIT; 8 for ragged, the least that keeps 16-byte vector loads of 16-bit
 # rows whose head dim is a multiple of 8 (D = 40, 72, 80, 96, ...)
-STRIDE_DIVISIBILITY = {"fast": 16, "masked_fast": 16, "ragged": 8}
+STRIDE_DIVISIBILITY = {"fast": 16, "masked_fast": 16, "padding_fast": 16, "ragged": 8}
 MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
 
 
@@ -81,9 +84,10 @@ def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: 
                  flavor: str) -> dict:
     """The first config whose arch, dtypes, head_dims and flavors (each optional) all match.
     masked_fast takes the masked flavour's configs unless a config names it (they were tuned
-    on kernels with its hints: benchmarks/tune_real.py masked); ragged takes fast's (the same
-    tiles and loads, with a tail mask)."""
-    like = {"masked_fast": "masked", "ragged": "fast"}.get(flavor)
+    on kernels with its hints: benchmarks/tune_real.py masked); ragged and padding_fast take
+    fast's (ragged: the same tiles and loads, with a tail mask; padding_fast: its sweeps of
+    zero-bias key blocks are fast's, measured faster there in every op but the forward)."""
+    like = {"masked_fast": "masked", "ragged": "fast", "padding_fast": "fast"}.get(flavor)
     for cfg in configs:
         flavors = cfg.get("flavors", [flavor])
         if (cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype])
@@ -101,7 +105,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     if missing:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
-    ragged = data.get("ragged", {})  # where the ragged flavour is compiled ([ragged])
+    limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
     variants = []
     for op, table in data["ops"].items():
         bad = {d: p for d, p in table.get("input_precision", {}).items()
@@ -127,11 +131,11 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                              f"known: {FLAVORS}")
                         if flavor in MASKED_FLAVORS and dtype in EXTRA_DTYPES:
                             continue  # masked TF32 calls run the fp32-accurate masked variant
-                        if flavor == "ragged" and not (
-                                int(arch) in ragged.get("archs", [arch])
-                                and dtype in ragged.get("dtypes", [dtype])
-                                and int(head_dim) in ragged.get("head_dims", [head_dim])):
-                            continue  # [ragged]: compiled where it pays, the general elsewhere
+                        where = limits.get(flavor, {})
+                        if not (int(arch) in where.get("archs", [arch])
+                                and dtype in where.get("dtypes", [dtype])
+                                and int(head_dim) in where.get("head_dims", [head_dim])):
+                            continue  # [ragged], [padding_fast]: compiled where they pay
                         cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
                                            flavor)
                         blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)

@@ -97,8 +97,9 @@ std::vector<int> served_by(int arch) {
 }
 
 struct Choice {
-    const aot_variant_t* run;      // the variant to launch
-    const aot_variant_t* sibling;  // the other flavour of the same bucket (or null)
+    const aot_variant_t* run;       // the variant to launch
+    const aot_variant_t* sibling;   // the other flavour of the same bucket (or null)
+    const aot_variant_t* sibling2 = nullptr;  // with a mask, the third one (or null)
 };
 
 /* For each (op, dtype code, compiled arch): its variants, built once. Selection then scans a
@@ -123,8 +124,10 @@ const std::vector<const aot_variant_t*>& variants_of(int op, int dtype, int arch
     return none;
 }
 
-enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3, kRagged = 4 };  // aot_variant_t.flavor
-const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast", "ragged"};
+enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3, kRagged = 4,
+              kPaddingFast = 5 };  // aot_variant_t.flavor
+const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast", "ragged",
+                                    "padding_fast"};
 
 /* The smallest bucket >= head_dim of `flavor` among `cands` (null: none). */
 const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& cands, int flavor,
@@ -141,13 +144,16 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
  * bucket >= head_dim, and the hinted one of it when it exists (with an attention mask,
  * `masked`: the masked and masked_fast ones): fast when head_dim == bucket, else ragged.
  * The hinted one runs when the call qualifies (fast_ok: aligned, strides % 16; ragged_ok:
- * aligned, strides and head_dim % 8; both: unit stats strides, int32 row offsets). Both are
+ * aligned, strides and head_dim % 8; both: unit stats strides, int32 row offsets). A masked
+ * call whose mask is key padding (`padding`: one bias row for every query row) runs
+ * padding_fast where it is compiled and the call meets fast_ok (its dense-mask code compiled
+ * out), and loads the bucket's other two masked flavours as siblings. Both are
  * loaded on first use, so a later call with another alignment (e.g. inside CUDA-graph
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
-                     bool masked, int device) {
+                     bool masked, int device, bool padding) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -175,14 +181,55 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     // (masked_fast, like fast, needs the head dim to fill the bucket: with a mask and a
     // smaller head dim it is only the sibling)
     const bool run_hinted = exact ? fast_ok : (!masked && ragged_ok);
-    if (hinted != nullptr && run_hinted) return {hinted, general};
-    return {general, hinted};
+    const aot_variant_t* padded = nullptr;
+    if (masked)
+        for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
+            if (v->flavor == kPaddingFast && v->head_dim == general->head_dim) padded = v;
+    if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
+    if (hinted != nullptr && run_hinted) return {hinted, general, padded};
+    return {general, hinted, padded};
 }
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
-                      bool masked) {
+                      bool masked, bool padding) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device);
+                         device, padding);
+}
+
+std::vector<std::string> split_commas(const char* s) {
+    std::vector<std::string> out;
+    std::string cur;
+    for (const char* p = s; *p; ++p) {
+        if (*p == ',') {
+            out.push_back(cur);
+            cur.clear();
+        } else {
+            cur += *p;
+        }
+    }
+    if (!cur.empty() || !out.empty()) out.push_back(cur);
+    return out;
+}
+
+/* The index in an op's strides of its attention mask's row stride (stride_biasm: the third
+ * of the triple owned by Bias), or -1 when the op takes no mask. */
+int bias_row_stride_index(int op) {
+    static const std::vector<int> index = [] {  // built once, thread-safe (a magic static)
+        std::vector<int> all(aot_num_ops, -1);
+        for (int i = 0; i < aot_num_ops; ++i) {
+            const std::vector<std::string> owners = split_commas(aot_ops[i].stride_owners);
+            for (size_t j = 0; j < owners.size(); ++j)
+                if (owners[j] == "Bias") all[i] = 3 * static_cast<int>(j) + 2;
+        }
+        return all;
+    }();
+    return index[op];
+}
+
+/* A key-padding mask (or none): the mask's row stride is 0, one bias row for every query row. */
+bool bias_is_key_padding(int op, const int64_t* strides) {
+    const int i = bias_row_stride_index(op);
+    return i < 0 || strides[i] == 0;
 }
 
 /* The index of the HAS_BIAS flag among the ints (variants.toml [abi] i32_scalars). */
@@ -223,8 +270,10 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
-                                    o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0);
+                                    o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
+                                    bias_is_key_padding(op, strides));
     if (c.sibling != nullptr) load_or_throw(c.sibling, device);
+    if (c.sibling2 != nullptr) load_or_throw(c.sibling2, device);
     const aot_variant_t* v = c.run;
     const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
     const int64_t gx = (extent + block - 1) / block;
@@ -251,20 +300,6 @@ struct OpNames {
     std::vector<int> owner;
 };
 
-std::vector<std::string> split_commas(const char* s) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (const char* p = s; *p; ++p) {
-        if (*p == ',') {
-            out.push_back(cur);
-            cur.clear();
-        } else {
-            cur += *p;
-        }
-    }
-    if (!cur.empty() || !out.empty()) out.push_back(cur);
-    return out;
-}
 
 const OpNames& op_names(int op) {
     // built once under the GIL and never freed: Python objects must not be released after
@@ -405,9 +440,10 @@ py::list inventory() {
 
 /* (run, sibling or None) variant names of a choice, for the test hooks. */
 py::tuple choice_names(const Choice& c) {
-    py::object sibling = py::none();
+    py::object sibling = py::none(), sibling2 = py::none();
     if (c.sibling != nullptr) sibling = py::str(c.sibling->kernel->variant_name);
-    return py::make_tuple(c.run->kernel->variant_name, sibling);
+    if (c.sibling2 != nullptr) sibling2 = py::str(c.sibling2->kernel->variant_name);
+    return py::make_tuple(c.run->kernel->variant_name, sibling, sibling2);
 }
 
 py::list images() {
@@ -488,6 +524,13 @@ PYBIND11_MODULE(_C, m) {
           "Test hook: whether these tensors meet the op's fast-flavour conditions (alignment, "
           "strides % 16, unit strides, int32 row offsets) or, ragged, the ragged flavour's "
           "(strides and head dim % 8); no driver needed.");
+    m.def("_bias_is_key_padding", [](int op, py::dict tensors) {
+        aot::Packed a;
+        aot::pack_named(op, tensors, &a);
+        return aot::bias_is_key_padding(op, a.strides);
+    }, py::arg("op"), py::arg("tensors"),
+          "Test hook: whether the call's mask is key padding or absent (its row stride 0), the "
+          "dispatcher's condition for padding_fast; no driver needed.");
     m.def("inventory", &aot::inventory, "One dict per compiled variant.");
     m.def("ops", &aot::ops, "The ops' names, grid axis and pointer order.");
     m.def("images", &aot::images,
@@ -524,20 +567,20 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
-                        bool ragged_ok) {
+                        bool ragged_ok, bool padding) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
-                                                     ragged_ok, masked));
+                                                     ragged_ok, masked, padding));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
-          py::arg("masked"), py::arg("ragged_ok") = false,
+          py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           "Test hook: the variant the dispatcher runs for these facts, and its loaded sibling.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
-                               bool ragged_ok) {
+                               bool ragged_ok, bool padding) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
-                                                    masked, -1));
+                                                    masked, -1, padding));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
-          py::arg("masked"), py::arg("ragged_ok") = false,
+          py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");

@@ -339,6 +339,47 @@ def test_bias_from_mask_values_and_layout(case):
         assert bias.data_ptr() == mask.data_ptr()
 
 
+def test_padding_fast_runs_for_key_padding_masks_only():
+    """padding_fast compiles the mask's row stride ([abi] zero_strides) as the constant 0, with
+    the dense mask's code compiled out: the dispatcher runs it only for a key-padding mask (row
+    stride 0: one bias row for every query row) on a call that meets the fast condition with
+    the head dim filling its bucket; a mask with a row per query row runs masked_fast (read as
+    key padding it would be a wrong number), other calls masked. No driver needed."""
+    B, H, T, D = 2, 3, 32, 64
+    x = {n: torch.zeros(B, H, T, D, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DK", "DV")}
+    stats = dict(Mstat=torch.zeros(B, H, T), Lstat=torch.zeros(B, H, T), Zbuf=torch.zeros(B * H, T))
+    op = OPS["bwd_dkdv"].index
+    key_padding = torch.zeros(B, T).as_strided((B, H, T), (T, 0, 0))
+    per_row = torch.zeros(B, T, T).as_strided((B, H, T), (T * T, 0, T))
+    per_head_row = torch.zeros(B, H, T, T).as_strided((B, H, T), (H * T * T, T * T, T))
+    padding = aot_sdpa._C._bias_is_key_padding
+    assert padding(op, dict(x, Bias=None, **stats))
+    assert padding(op, dict(x, Bias=key_padding, **stats))
+    assert not padding(op, dict(x, Bias=per_row, **stats))
+    assert not padding(op, dict(x, Bias=per_head_row, **stats))
+    # the dense mask still meets the fast condition: it runs masked_fast
+    ints = (B, H, T, T, D, 0, T, T - 1, 1)
+    assert aot_sdpa._C._fast_ok(op, dict(x, Bias=per_row, **stats), ints)
+    # which variant each case runs (sm_90 fp16 and fp32: padding_fast is 16-bit only)
+    sel = aot_sdpa._C._select_for_cc
+    for code, dt in ((0, "fp16"), (1, "bf16")):
+        for d in (64, 128):
+            run, sib, sib2 = sel(op, code, d, 90, True, True, padding=True)
+            assert run == f"bwd_dkdv_{dt}_d{d}_padding_fast_sm90", run
+            assert {sib, sib2} == {f"bwd_dkdv_{dt}_d{d}_masked_sm90",
+                                   f"bwd_dkdv_{dt}_d{d}_masked_fast_sm90"}
+            assert sel(op, code, d, 90, True, True)[0] == f"bwd_dkdv_{dt}_d{d}_masked_fast_sm90"
+            assert sel(op, code, d, 90, False, True, padding=True)[0] == (
+                f"bwd_dkdv_{dt}_d{d}_masked_sm90")  # unaligned: masked
+        # a head dim below its bucket: masked (the hinted ones need an exact bucket)
+        assert sel(op, code, 40, 90, True, True, padding=True)[0] == f"bwd_dkdv_{dt}_d64_masked_sm90"
+        assert sel(op, code, 32, 90, True, True, padding=True)[0] == (
+            f"bwd_dkdv_{dt}_d32_masked_fast_sm90")  # bucket 32: no padding_fast compiled
+        assert "masked" not in sel(op, code, 64, 90, True, False, padding=True)[0]  # no mask
+    assert sel(op, 2, 64, 90, True, True, padding=True)[0] == "bwd_dkdv_fp32_d64_masked_fast_sm90"
+    assert sel(op, 0, 64, 80, True, True, padding=True)[0] == "bwd_dkdv_fp16_d64_masked_fast_sm80"
+
+
 def test_fast_flavour_needs_unit_stride_stats():
     """The fast flavours compile the stats' row stride ([abi] unit_strides) as the constant 1,
     so the dispatcher's fast condition must refuse stats whose row stride is not 1 (they would

@@ -207,6 +207,33 @@ def test_every_op_masked_matches_fp64(dtype, factor, atol, kind, causal, T, M, D
     _check_every_op(B, H, H, T, M, D, dtype, factor, atol, causal, seed=T + 3 * M, mask=mask)
 
 
+def _padding_patterns(kind, M, dtype, seed):
+    """(5, 1, 1, M) key padding of five batches: every key kept; right padding that ends
+    inside a key block (keeps 0.6 M keys: a plain sweep, one biased block, the rest dropped);
+    left padding (the first 0.4 M masked); holes anywhere (about a third masked); every key
+    masked. bool, or float with N(0, 1) where kept (no plain sweep) and -inf elsewhere."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    j = torch.arange(M, device="cuda")
+    keep = torch.stack([j >= 0, j < round(0.6 * M) + 1, j >= round(0.4 * M),
+                        torch.rand(M, device="cuda", generator=g) > 0.35, j < 0])
+    if kind == "bool":
+        return keep[:, None, None, :]
+    b = torch.randn(5, M, device="cuda", generator=g).masked_fill(~keep, float("-inf"))
+    return b.to(dtype)[:, None, None, :]
+
+
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("T,M,D", [(197, 197, 64), (300, 1100, 64), (129, 515, 128)])
+def test_every_op_key_padding_patterns_match_fp64(dtype, factor, atol, kind, causal, T, M, D):
+    """Key padding as batches of real inputs have it, in every op: the sweeps split a padded
+    row into blocks run without the mask, biased blocks and dropped ones (padding_sweeps), and
+    dK/dV zero a block's masked keys after an unmasked sweep (0 / -inf biases only)."""
+    mask = _padding_patterns(kind, M, dtype, seed=M)
+    _check_every_op(5, 2, 2, T, M, D, dtype, factor, atol, causal, seed=T + M, mask=mask)
+
+
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("Hkv", [1, 2])
 @pytest.mark.parametrize("shape", ["rows", "dense"])
@@ -281,8 +308,9 @@ def test_masked_float32_in_tf32_mode_runs_the_fp32_accurate_masked_kernels():
 
 def test_masked_calls_run_the_fast_masked_kernels_when_they_qualify():
     """With a mask the dispatcher runs masked_fast for aligned calls whose head dim fills its
-    bucket, the masked (general) one otherwise, and loads the other as its sibling; the ops
-    without a masked_fast flavour run masked. Every dtype: TF32 mode runs fp32's."""
+    bucket (padding_fast for a key-padding mask where it is compiled), the masked (general)
+    one otherwise, and loads the others as siblings; the ops without a masked_fast flavour
+    run masked. Every dtype: TF32 mode runs fp32's."""
     from aot_sdpa import _C
 
     ops = [o["name"] for o in _C.ops()]
@@ -299,10 +327,14 @@ def test_masked_calls_run_the_fast_masked_kernels_when_they_qualify():
                 with pytest.raises(aot_sdpa.NoKernelError, match="with a mask"):
                     _C._select(i, code, 64, dev, True, True)
                 continue
-            run, sib = _C._select(i, code, 64, dev, True, True)
+            run, sib, _ = _C._select(i, code, 64, dev, True, True)
             if op in with_fast:
                 assert run.startswith(f"{op}_{dt}_d64_masked_fast_sm"), (op, run)
                 assert sib.startswith(f"{op}_{dt}_d64_masked_sm"), (op, sib)
+                # a key-padding mask: padding_fast where compiled (sm_90 16-bit), else as above
+                run_p = _C._select(i, code, 64, dev, True, True, padding=True)[0]
+                want = "padding_fast" if code < 2 and "_sm90" in run else "masked_fast"
+                assert run_p.startswith(f"{op}_{dt}_d64_{want}_sm"), (op, run_p)
                 assert _C._select(i, code, 40, dev, True, True)[0].startswith(
                     f"{op}_{dt}_d64_masked_sm")
                 assert _C._select(i, code, 64, dev, False, True)[0].startswith(

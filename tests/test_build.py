@@ -177,12 +177,14 @@ def test_hinted_16bit_cubins_move_data_in_vectors():
     assert {n: c for n, c in counts.items() if c} == {}
 
 
-def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False):
+def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
     without a mask the ragged one when it qualifies and D is below the bucket; else that
-    hinted one is the sibling. None when nothing matches."""
+    hinted one is the sibling. With a key-padding mask (padding) the bucket's padding_fast
+    runs before masked_fast, on the same conditions; the masked flavour not run is the
+    second sibling. (run, sibling, sibling2); None when nothing matches."""
     names = {0: "fp16", 1: "bf16", 2: "fp32", 3: "tf32"}
     base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
 
@@ -200,9 +202,13 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False):
     gen = f"{op}_{dt}_d{b}_{base}_sm{arch}"
     if not masked and D < b:
         rv = f"{op}_{dt}_d{b}_ragged_sm{arch}" if b in of(dt, "ragged") else None
-        return (rv, gen) if ragged_ok and rv else (gen, rv)
+        return (rv, gen, None) if ragged_ok and rv else (gen, rv, None)
     fv = f"{op}_{dt}_d{b}_{fast}_sm{arch}" if b in of(dt, fast) else None
-    return (fv, gen) if fast_ok and fv and D == b else (gen, fv)
+    pv = (f"{op}_{dt}_d{b}_padding_fast_sm{arch}" if masked and b in of(dt, "padding_fast")
+          else None)
+    if padding and pv and fast_ok and D == b:
+        return (pv, gen, fv)
+    return (fv, gen, pv) if fast_ok and fv and D == b else (gen, fv, pv)
 
 
 def _short(r):
@@ -225,31 +231,35 @@ def test_dispatcher_choices_without_a_driver():
         for i, op in enumerate(ops):
             for code in range(4):
                 for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
-                    for fast_ok, ragged_ok, masked in itertools.product((False, True),
-                                                                       repeat=3):
+                    for fast_ok, ragged_ok, masked, padding in itertools.product(
+                            (False, True), repeat=4):
                         want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
-                                                ragged_ok)
-                        args = (i, code, D, cc, fast_ok, masked, ragged_ok)
+                                                ragged_ok, padding)
+                        args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
                         if want is None:
                             with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
                                 _C._select_for_cc(*args)
                         else:
                             assert _C._select_for_cc(*args) == want
                         n += 1
-    assert n == 4 * len(ops) * 4 * 12 * 8
+    assert n == 4 * len(ops) * 4 * 12 * 16
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
     assert _C._select_for_cc(fwd, 0, 72, 90, False, False, True) == (
-        "fwd_fp16_d128_ragged_sm90", "fwd_fp16_d128_general_sm90")
+        "fwd_fp16_d128_ragged_sm90", "fwd_fp16_d128_general_sm90", None)
     assert _C._select_for_cc(fwd, 3, 72, 90, False, False, True) == (
-        "fwd_tf32_d128_general_sm90", None)  # TF32 mode: its general one (no TF32 ragged)
+        "fwd_tf32_d128_general_sm90", None, None)  # TF32 mode: its general one (no TF32 ragged)
     assert _C._select_for_cc(fwd, 0, 72, 80, False, False, True) == (
-        "fwd_fp16_d128_general_sm80", None)  # no ragged flavour for sm_80
+        "fwd_fp16_d128_general_sm80", None, None)  # no ragged flavour for sm_80
     assert _C._select_for_cc(fwd, 0, 72, 90, False, True, True)[0] == (
         "fwd_fp16_d128_masked_sm90")  # with a mask: never ragged
-    assert _C._select_for_cc(fwd, 0, 64, 90, True, True) == ("fwd_fp16_d64_masked_fast_sm90",
-                                                             "fwd_fp16_d64_masked_sm90")
+    assert _C._select_for_cc(fwd, 0, 64, 90, True, True) == (
+        "fwd_fp16_d64_masked_fast_sm90", "fwd_fp16_d64_masked_sm90",
+        "fwd_fp16_d64_padding_fast_sm90")
+    assert _C._select_for_cc(fwd, 0, 64, 90, True, True, padding=True) == (
+        "fwd_fp16_d64_padding_fast_sm90", "fwd_fp16_d64_masked_sm90",
+        "fwd_fp16_d64_masked_fast_sm90")
     with pytest.raises(aot_sdpa.NoKernelError, match="for float32 with head dim 200"):
         _C._select_for_cc(fwd, 2, 200, 90, True, False)
     with pytest.raises(aot_sdpa.NoKernelError, match="'bwd_dk' kernel with a mask"):

@@ -14,7 +14,7 @@ triton = pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from build_tools import variants as variants_mod  # noqa: E402
-from build_tools.compile_variant import cache_key, classify_params  # noqa: E402
+from build_tools.compile_variant import cache_key, classify_params, constant  # noqa: E402
 
 
 def _spec():
@@ -74,6 +74,19 @@ def test_param_classification_hints_only_data_tensors():
     assert ragged["D"]["hint"] and ragged["D"]["div"] == 8 and not fast_d["D"]["hint"]
     assert not ragged["T"]["hint"] and ragged["stride_mm"]["unit"]
     assert ragged["stride_qm"]["narrow"] and ragged["stride_qm"]["ty"] == "i32"
+    # [abi] zero_strides (the mask's row stride): a constant 0 in padding_fast only (key
+    # padding; its dense-mask code compiled out), a parameter everywhere else
+    assert "stride_biasm" in abi["zero_strides"]
+    names_b = names + ["Bias", "stride_biasz", "stride_biash", "stride_biasm"]
+    by_flavor = {f: {p["name"]: p for p in classify_params(names_b, abi, "fp16", f)}
+                 for f in ("general", "fast", "masked", "masked_fast", "ragged", "padding_fast")}
+    for f, params in by_flavor.items():
+        assert params["stride_biasm"]["zero"] == (f == "padding_fast"), f
+        assert not params["stride_biash"]["zero"] and not params["stride_biasm"]["hint"]
+    assert constant(by_flavor["padding_fast"]["stride_biasm"]) == 0
+    assert constant(by_flavor["masked_fast"]["stride_biasm"]) is None
+    assert constant(by_flavor["fast"]["stride_mm"]) == 1
+    assert constant(by_flavor["fast"]["stride_biasm"]) is None
 
 
 def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
