@@ -64,7 +64,15 @@ def is_constant(p: dict) -> bool:
     return constant(p) is not None
 
 
-def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) -> list[dict]:
+def wide_rows(abi: dict, op: str, dtype: str, head_dim: int) -> bool:
+    """Whether [abi] wide_row_strides keeps this variant's row strides int64 (no narrowing)."""
+    return any(op in w.get("ops", [op]) and dtype in w.get("dtypes", [dtype])
+               and head_dim in w.get("head_dims", [head_dim])
+               for w in abi.get("wide_row_strides", ()))
+
+
+def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str,
+                    narrow: bool = True) -> list[dict]:
     """Return, for each non-constexpr kernel parameter, its Triton type and C role.
 
     Strides come in (z, h, row) triples and carry the name of the pointer that owns them.
@@ -108,13 +116,13 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str) 
         # (the dispatcher's fast condition requires every row offset to fit), as Triton's JIT
         # types an int below 2**31; the batch and head strides stay int64
         row = triple[2]
-        if fast and abi.get("narrow_row_strides") and row["hint"]:
+        if fast and narrow and abi.get("narrow_row_strides") and row["hint"]:
             row.update(ty="i32", narrow=True)
     return out
 
 
-FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides", "zero_strides")  # [abi] keys of the fast
-# flavours
+# [abi] keys of the fast flavours
+FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides", "zero_strides", "wide_row_strides")
 
 
 def source_digest(kernels_dir: Path, source: str) -> str:
@@ -137,6 +145,8 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
         h.update(json.dumps(sorted(abi["unit_strides"])).encode())
     if v.flavor in FAST_FLAVORS and abi.get("narrow_row_strides"):
         h.update(b"narrow_row_strides")
+        if wide_rows(abi, v.op, v.dtype, v.head_dim):
+            h.update(b"wide_row_strides")
     if v.flavor == "padding_fast" and abi.get("zero_strides"):
         h.update(json.dumps({"zero": sorted(abi["zero_strides"])}).encode())
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
@@ -186,7 +196,8 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     if missing:
         raise ValueError(f"{v.name}: constexpr parameters without a value: {missing}")
     runtime = [p.name for p in fn.params if not p.is_constexpr]
-    params = classify_params(runtime, abi, v.dtype, v.flavor)
+    params = classify_params(runtime, abi, v.dtype, v.flavor,
+                             narrow=not wide_rows(abi, v.op, v.dtype, v.head_dim))
     signature = {n: "constexpr" for n in names}
     signature.update({p["name"]: p["ty"] for p in params if not is_constant(p)})
     constexprs.update({p["name"]: constant(p) for p in params if is_constant(p)})  # no parameter

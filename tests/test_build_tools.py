@@ -14,7 +14,12 @@ triton = pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from build_tools import variants as variants_mod  # noqa: E402
-from build_tools.compile_variant import cache_key, classify_params, constant  # noqa: E402
+from build_tools.compile_variant import (  # noqa: E402
+    cache_key,
+    classify_params,
+    constant,
+    wide_rows,
+)
 
 
 def _spec():
@@ -87,6 +92,28 @@ def test_param_classification_hints_only_data_tensors():
     assert constant(by_flavor["masked_fast"]["stride_biasm"]) is None
     assert constant(by_flavor["fast"]["stride_mm"]) == 1
     assert constant(by_flavor["fast"]["stride_biasm"]) is None
+
+
+def test_wide_row_strides_keep_int64_where_the_table_says():
+    """[abi] wide_row_strides: the listed (ops, dtypes, head dims) keep int64 row strides in
+    their fast flavours (fp32 backward at D = 128: fewer spills); everything else narrows."""
+    abi = _spec().abi
+    assert wide_rows(abi, "bwd_dq", "fp32", 128) and wide_rows(abi, "bwd_dkdv", "fp32", 128)
+    assert not wide_rows(abi, "bwd_dq", "fp16", 128) and not wide_rows(abi, "bwd_dq", "fp32", 64)
+    assert not wide_rows(abi, "fwd", "fp32", 128) and not wide_rows(abi, "jvp", "fp32", 128)
+    names = ["Q", "stride_qz", "stride_qh", "stride_qm"]
+    wide = {p["name"]: p for p in classify_params(names, abi, "fp32", "fast", narrow=False)}
+    assert wide["stride_qm"]["ty"] == "i64" and not wide["stride_qm"].get("narrow")
+    assert wide["stride_qm"]["hint"]  # still hinted: only the int32 copy goes
+    spec = _spec()
+    v = next(v for v in spec.variants if (v.op, v.dtype, v.head_dim, v.flavor) ==
+             ("bwd_dq", "fp32", 128, "fast"))
+    plain = {**abi, "wide_row_strides": []}
+    kdir = ROOT / "kernels"
+    assert cache_key(kdir, v, abi, "3.6.0") != cache_key(kdir, v, plain, "3.6.0")
+    u = next(u for u in spec.variants if (u.op, u.dtype, u.head_dim, u.flavor) ==
+             ("bwd_dq", "fp16", 128, "fast"))
+    assert cache_key(kdir, u, abi, "3.6.0") == cache_key(kdir, u, plain, "3.6.0")
 
 
 def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
