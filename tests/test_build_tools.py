@@ -96,11 +96,13 @@ def test_param_classification_hints_only_data_tensors():
 
 def test_wide_row_strides_keep_int64_where_the_table_says():
     """[abi] wide_row_strides: the listed (ops, dtypes, head dims) keep int64 row strides in
-    their fast flavours (fp32 backward at D = 128: fewer spills); everything else narrows."""
+    their fast flavours (fp32 forward and backward at D = 128: fewer spills); everything else
+    narrows."""
     abi = _spec().abi
     assert wide_rows(abi, "bwd_dq", "fp32", 128) and wide_rows(abi, "bwd_dkdv", "fp32", 128)
     assert not wide_rows(abi, "bwd_dq", "fp16", 128) and not wide_rows(abi, "bwd_dq", "fp32", 64)
-    assert not wide_rows(abi, "fwd", "fp32", 128) and not wide_rows(abi, "jvp", "fp32", 128)
+    assert wide_rows(abi, "fwd", "fp32", 128) and not wide_rows(abi, "jvp", "fp32", 128)
+    assert not wide_rows(abi, "fwd", "tf32", 128)
     names = ["Q", "stride_qz", "stride_qh", "stride_qm"]
     wide = {p["name"]: p for p in classify_params(names, abi, "fp32", "fast", narrow=False)}
     assert wide["stride_qm"]["ty"] == "i64" and not wide["stride_qm"].get("narrow")
