@@ -363,7 +363,10 @@ def test_padding_fast_runs_for_key_padding_masks_only():
     # which variant each case runs (sm_90 fp16 and fp32: padding_fast is 16-bit only)
     sel = aot_sdpa._C._select_for_cc
     for code, dt in ((0, "fp16"), (1, "bf16")):
-        for d in (64, 128):
+        # bucket 128: no padding_fast compiled, key padding runs masked_fast
+        assert sel(op, code, 128, 90, True, True, padding=True)[0] == (
+            f"bwd_dkdv_{dt}_d128_masked_fast_sm90")
+        for d in (64,):
             run, sib, sib2 = sel(op, code, d, 90, True, True, padding=True)
             assert run == f"bwd_dkdv_{dt}_d{d}_padding_fast_sm90", run
             assert {sib, sib2} == {f"bwd_dkdv_{dt}_d{d}_masked_sm90",

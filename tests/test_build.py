@@ -56,6 +56,10 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         op in RAGGED_OPS and dt != "tf32" and arch == "sm_90"
                         and d in RAGGED_BUCKETS)
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
+    # padding_fast (key-padding masks only): where [padding_fast] says, the masked_fast ops
+    assert {r for r in have if r[4] == "padding_fast"} == {
+        (op, dt, 64, "sm_90", "padding_fast") for op in MASKED_FAST_OPS
+        for dt in ("float16", "bfloat16")}
     assert len(inv) == len(have), "duplicate variants"
     from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
 
