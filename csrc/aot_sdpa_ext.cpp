@@ -147,8 +147,8 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
  * aligned, strides and head_dim % 8; both: unit stats strides, int32 row offsets). A masked
  * call whose mask is key padding (`padding`: one bias row for every query row) runs
  * padding_fast where it is compiled and the call meets fast_ok (its dense-mask code compiled
- * out), and loads the bucket's other two masked flavours as siblings. Both are
- * loaded on first use, so a later call with another alignment (e.g. inside CUDA-graph
+ * out), and loads the bucket's other two masked flavours as siblings. All are loaded on
+ * first use, so a later call with another alignment or mask layout (e.g. inside CUDA-graph
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. */
@@ -300,7 +300,6 @@ struct OpNames {
     std::vector<int> owner;
 };
 
-
 const OpNames& op_names(int op) {
     // built once under the GIL and never freed: Python objects must not be released after
     // the interpreter finalises
@@ -438,7 +437,8 @@ py::list inventory() {
     return out;
 }
 
-/* (run, sibling or None) variant names of a choice, for the test hooks. */
+/* (run, sibling or None, second sibling or None) variant names of a choice, for the test
+ * hooks. */
 py::tuple choice_names(const Choice& c) {
     py::object sibling = py::none(), sibling2 = py::none();
     if (c.sibling != nullptr) sibling = py::str(c.sibling->kernel->variant_name);
@@ -573,7 +573,7 @@ PYBIND11_MODULE(_C, m) {
                                                      ragged_ok, masked, padding));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
-          "Test hook: the variant the dispatcher runs for these facts, and its loaded sibling.");
+          "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
                                bool ragged_ok, bool padding) {
         aot::check_op_dtype(op, dtype);

@@ -86,8 +86,8 @@ def _z_stats_keys(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_fu
                   BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                   INPUT_PRECISION: tl.constexpr):
     """_z_stats_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
-    padding_sweeps."""
+    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), not split (the z
+    kernel keeps one biased sweep)."""
     acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, 0, n_full, M,
                          0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
                          INPUT_PRECISION)
