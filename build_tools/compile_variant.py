@@ -149,6 +149,7 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
             h.update(b"wide_row_strides")
     if v.flavor == "padding_fast" and abi.get("zero_strides"):
         h.update(json.dumps({"zero": sorted(abi["zero_strides"])}).encode())
+    h.update(f"MASKED={v.masked}".encode())  # the variant's mask code
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
     return h.hexdigest()[:24]
 
@@ -182,7 +183,7 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     constexprs.update(dict(v.constexprs))
     constexprs["HEAD_DIM"] = v.head_dim
     constexprs["EVEN_D"] = v.flavor in EVEN_D_FLAVORS
-    constexprs["MASKED"] = v.flavor in MASKED_FLAVORS
+    constexprs["MASKED"] = v.masked
     constexprs["INPUT_PRECISION"] = v.input_precision
     names = [p.name for p in fn.params]
     if v.flavor in MASKED_FLAVORS and "MASKED" not in names:

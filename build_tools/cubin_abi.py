@@ -61,6 +61,12 @@ def scalar_16bit_global_accesses(sass: str) -> int:
     return len(re.findall(r"\b(?:LDG|STG)\.E\.[US]16\b", sass))
 
 
+def mma_instructions(sass: str) -> int:
+    """Tensor-core instructions (HMMA, sm_90's HGMMA) in the SASS: each sweep over key (or
+    query) blocks compiles its products once, so this counts a kernel's sweeps."""
+    return len(re.findall(r"\b(?:HMMA|HGMMA)\.", sass))
+
+
 def launcher_param_sizes(source: str) -> dict[int, tuple[str, list[int]]]:
     """{variant index: (variant name, the sizes of the parameters its launcher passes)} from
     the generated aot_kernels.cpp."""

@@ -32,14 +32,17 @@ def kernel(spec: Spec, op: str):
 
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
          has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
-         blocks: dict | None = None,
+         blocks: dict | None = None, masked_level: int = 2,
          num_warps: int | None = None, num_stages: int | None = None,
          input_precision: str | None = None, maxnreg: int | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages and register cap (or the given blocks/warps/stages);
     returns nothing, like the AOT launcher.
     `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no causal mask;
-    `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias)."""
+    `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias);
+    `masked_level`: the kernels' MASKED with a mask (Variant.masked: 2, the hinted flavours'
+    code, with the key-padding sweeps; 1, one masked sweep for any mask).
+    """
     import torch
     import triton
 
@@ -81,7 +84,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     gy = min(Z * H, 65535)
     grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))
     constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
-                  "MASKED": bias is not None,
+                  "MASKED": 0 if bias is None else masked_level,
                   "INPUT_PRECISION": input_precision or v.input_precision}
     constexprs = {k: val for k, val in constexprs.items() if k in every}
     if num_warps is None:  # the variant's own launch options, as its cubin was compiled

@@ -28,6 +28,13 @@ FLAVORS = ("general", "fast", "masked", "masked_fast", "ragged", "padding_fast")
 FAST_FLAVORS = {"fast", "masked_fast", "ragged", "padding_fast"}
 EVEN_D_FLAVORS = {"fast", "masked_fast", "padding_fast"}  # head dim == bucket (no tail mask)
 MASKED_FLAVORS = {"masked", "masked_fast", "padding_fast"}  # read the attention mask (MASKED)
+# the kernels' MASKED (Variant.masked): 0 no mask; 1 one masked sweep for any mask (a
+# key-padding mask is its row-stride-0 case); 2 as 1, and key-padding masks take their own
+# sweeps (_common.padding_sweeps, dK/dV's zero-bias path, the second-order kernels' bias
+# vector). 2 in the hinted masked flavours; the masked flavour (the fallback) takes 2 where
+# variants.toml [padding_sweeps] says, else 1 (the key-padding code cost its cubins 2-3.5x the
+# compile time)
+HINTED_MASKED_LEVEL = 2
 # flavours compiled only where a table of that name says (archs, dtypes, head_dims)
 LIMITED_FLAVORS = ("ragged", "padding_fast")
 # the divisibility (in elements) the hinted flavours promise of data strides (and, ragged, of
@@ -54,6 +61,7 @@ class Variant:
     num_warps: int
     num_stages: int
     maxnreg: int | None = None  # ptxas register cap per thread (None: ptxas decides)
+    masked: int = 0  # the kernels' MASKED (see HINTED_MASKED_LEVEL); cache_key hashes it
 
     @property
     def name(self) -> str:
@@ -65,6 +73,7 @@ class Variant:
 
     def as_json(self) -> dict:
         d = dataclasses.asdict(self)
+        del d["masked"]  # cache_key hashes it on its own (MASKED=<level>)
         d["blocks"] = dict(self.blocks)
         d["constexprs"] = dict(self.constexprs)
         d["serves"] = list(self.serves)
@@ -106,6 +115,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
+    sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2
     variants = []
     for op, table in data["ops"].items():
         bad = {d: p for d, p in table.get("input_precision", {}).items()
@@ -138,6 +148,11 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                             continue  # [ragged], [padding_fast]: compiled where they pay
                         cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
                                            flavor)
+                        masked = 0
+                        if flavor in MASKED_FLAVORS:
+                            masked = HINTED_MASKED_LEVEL if flavor != "masked" or (
+                                int(arch) in sweeps.get("archs", [])
+                                and dtype in sweeps.get("dtypes", [])) else 1
                         blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
                         if any(b > MAX_BLOCK for _, b in blocks):
                             raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
@@ -152,6 +167,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                             constexprs=tuple(sorted(table.get("constexprs", {}).items())),
                             num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
                             maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None,
+                            masked=masked,
                         ))
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

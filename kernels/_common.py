@@ -17,13 +17,15 @@ Conventions used by every kernel in this folder:
   Key blocks no row of a query block sees are skipped; blocks every row sees run unmasked.
 * An attention mask is an additive float32 bias B (Bias, strides stride_biasz/h/m, keys
   contiguous, stride 0 where it broadcasts; a boolean mask arrives as 0 / -inf), read by the
-  "masked" flavour of each kernel (MASKED, a compile-time flag: the unmasked flavours carry
-  the pointer but compile no code for it, so their registers, shared memory and speed are
-  those of a kernel without masks). S_ij becomes scale * q_i . k_j + B_ij and a key with
-  B_ij = -inf is not seen (as a causal one). A dense mask sends every key block a row may
-  see through the masked sweep, which loads B. A key-padding mask (one row B_j for every
-  query row) is cheaper: blocks whose B_j are all 0 run unmasked, blocks whose B_j are all
-  -inf are skipped, the rest add B_j per key (padding_sweeps, padding_bias).
+  masked flavours of each kernel (MASKED, compile-time: 0 in the unmasked flavours, which
+  carry the pointer but compile no code for it, so their registers, shared memory and speed
+  are those of a kernel without masks). S_ij becomes scale * q_i . k_j + B_ij and a key with
+  B_ij = -inf is not seen (as a causal one). MASKED = 1 sends every key block a row may see
+  through the masked sweep, which loads B, for any mask (a key-padding mask is the case of
+  row stride 0). MASKED = 2 (the hinted masked flavours) does so for dense masks only; a
+  key-padding mask (one row B_j for every query row, stride_biasm == 0) is cheaper there:
+  blocks whose B_j are all 0 run unmasked, blocks whose B_j are all -inf are skipped, the
+  rest add B_j per key (padding_sweeps, padding_bias).
 * A query row that sees no key at all (bottom-right with T > M, or every key masked) gets
   o = 0, m = -inf, l = 0 and zero derivatives: its P is 0 everywhere.
 """

@@ -83,19 +83,18 @@ def _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_l
 @triton.jit
 def _z_stats_keys(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_full, n_hi, rows,
                   Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
-                  BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
-                  INPUT_PRECISION: tl.constexpr):
+                  BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """_z_stats_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), not split (the z
-    kernel keeps one biased sweep)."""
+    sdpa_fwd._fwd_keys), without an attention mask (the masked flavour sweeps every block
+    masked: this kernel has no masked_fast flavour)."""
     acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, 0, n_full, M,
-                         0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, BIAS,
+                         0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, False, 0,
                          INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
         acc = _z_stats_inner(acc, q, m2, inv_l, kT_base, v_base, stride_kn, stride_vn, n_full,
                              n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                             True, BIAS, INPUT_PRECISION)
+                             True, 0, INPUT_PRECISION)
     return acc
 
 
@@ -134,21 +133,16 @@ def _sdpa_bwd_z_from_stats_kernel(
         qk_scale = sm_scale * LOG2E
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
-        if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
-                acc = _z_stats_keys(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn,
-                                    n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n, offs_d,
-                                    d_ok, qk_scale, BLOCK_N, EVEN_D, 1, INPUT_PRECISION)
-            else:  # a bias row per query row: every key block a row may see, masked
-                lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-                b_rows = bias_rows(b_base, stride_biasm, offs_m)
-                acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi,
-                                     M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                                     True, 2, INPUT_PRECISION)
+        if MASKED:  # every key block a row may see, masked (key padding too: stride_biasm 0)
+            lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
+            b_rows = bias_rows(b_base, stride_biasm, offs_m)
+            acc = _z_stats_inner(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, 0, n_hi, M,
+                                 lim, b_rows, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                                 2, INPUT_PRECISION)
         else:
             acc = _z_stats_keys(acc, q, m2, inv_l, k_base, v_base, stride_kn, stride_vn, n_full,
                                 n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d, d_ok,
-                                qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+                                qk_scale, BLOCK_N, EVEN_D, INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
         tl.store(Zbuf + bh * T + offs_m, z, mask=m_ok)
 
@@ -271,7 +265,7 @@ def _sdpa_bwd_dkdv_kernel(
         # `first` up to `full` see part of them (masked, in blocks from `first`), the rest
         # see all of them (unmasked, then a masked ragged tail)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
-        if MASKED:
+        if MASKED == 2:
             # key padding (one bias row for every query row, stride_biasm == 0): the block's
             # biases B_j (-inf past M); `keep` is False on keys masked for every row (dense
             # masks: True everywhere). With B_j in {0, -inf} (a boolean mask), P_ij is the
@@ -287,7 +281,7 @@ def _sdpa_bwd_dkdv_kernel(
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
             if MASKED:
-                if stride_biasm == 0:  # one bias row for every query row (key padding)
+                if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                     # keys all masked (B_j = -inf: a padded batch's tail) have P_ij = 0 for
                     # every row, so dK_j = dV_j = 0: the block is skipped, not swept
                     if tl.max(b_keys, 0) > float("-inf"):
@@ -317,7 +311,7 @@ def _sdpa_bwd_dkdv_kernel(
                                     m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
                                     d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
                                     COMPUTE_DK, COMPUTE_DV)
-        if MASKED:  # keys masked for every row: dK_j = dV_j = 0
+        if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
             dv = tl.where(keep[:, None], dv, 0.0)
         if COMPUTE_DK:
@@ -410,7 +404,7 @@ def _sdpa_bwd_dq_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
+            if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                 dq = _dq_keys(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn,
                               n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n, offs_d, d_ok,
                               qk_scale, BLOCK_N, EVEN_D, 1, INPUT_PRECISION)

@@ -132,7 +132,7 @@ def _sdpa_fwd_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
+            if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                 acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                           n_full, n_hi, offs_m, Q_LEN, DIAG, M, b_base, offs_n,
                                           offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, 1,

@@ -96,7 +96,7 @@ def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base, b_b
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     if MASKED:
         lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-        if stride_biasm == 0:  # one bias row for every query row (key padding)
+        if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
             r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
                                      tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
                                      M, lim, b_base, offs_n, offs_d,
@@ -234,7 +234,7 @@ def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_b
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     if MASKED:
         lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-        if stride_biasm == 0:  # one bias row for every query row (key padding)
+        if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
             hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
                            tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
                            b_base, offs_n, offs_d, d_ok, sm_scale,
@@ -390,7 +390,7 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
     for g in range(0, T // Q_LEN):
         m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
         if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
+            if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                 hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                      m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                      stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,

@@ -153,7 +153,7 @@ def _sdpa_jvp_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
+            if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                 acc_a, acc_o, r = _jvp_keys(acc_a, acc_o, r, q, tq, m2, inv_l, k_base, tk_base,
                                             v_base, tv_base, stride_kn, stride_tkn, stride_vn,
                                             stride_tvn, n_full, n_hi, offs_m, Q_LEN, DIAG, M,
@@ -299,7 +299,7 @@ def _sdpa_fwd_jvp_kernel(
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
         if MASKED:
-            if stride_biasm == 0:  # one bias row for every query row (key padding)
+            if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                 acc_o, acc_a, r, m_i, l_i = _fwd_jvp_keys(
                     acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv_base, stride_kn,
                     stride_tkn, stride_vn, stride_tvn, n_full, n_hi, offs_m, Q_LEN, DIAG, M,

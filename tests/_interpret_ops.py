@@ -27,29 +27,35 @@ from build_tools import jit_call  # noqa: E402
 from build_tools.variants import load  # noqa: E402
 
 SPEC = load(ROOT / "kernels" / "variants.toml")
+# the kernels' MASKED for a call with a mask: 2, the code of masked_fast and padding_fast (with
+# the key-padding sweeps); _check_all(level=1) runs the masked flavour's single masked sweep
+MASKED_LEVEL = {"level": 2}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=None, bias=None,
                        **tensors):
     """What the generated launcher and the dispatcher do, in the interpreter (the general
-    flavour, fp32 products in IEEE: the interpreter computes dots in NumPy)."""
+    flavour's blocks, MASKED at MASKED_LEVEL, fp32 products in IEEE: the interpreter computes
+    dots in NumPy)."""
     Z, H, T, M, _ = sizes
     if Z * H == 0 or (T if SPEC.ops[op]["grid"] == "T" else M) == 0:
         return  # the dispatcher launches nothing for an empty problem
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
-                  has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee")
+                  has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee",
+                  masked_level=MASKED_LEVEL["level"])
 
 
 def _err(x, ref):
     return (x.double() - ref.double()).abs().max().item()
 
 
-def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None):
+def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None,
+               level=2):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
     (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal, mask: as the API's
-    (mask: a function of (B, H, T, M) returning it)."""
+    (mask: a function of (B, H, T, M) returning it); level: the kernels' MASKED with a mask."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -62,9 +68,11 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
          ((H, T), (Hkv, M), (Hkv, M), (H, T), (H, T), (Hkv, M), (Hkv, M), (H, T))]
     x64 = [t.double() for t in x]
     mk = None if mask is None else mask(B, H, T, M)
+    MASKED_LEVEL["level"] = level
     tag = (f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
            f"{' causal=' + str(causal) if causal else ''}"
-           f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}")
+           f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}"
+           f"{' MASKED=1' if level == 1 and mk is not None else ''}")
     c = causal
     _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
     same_stats = reference.forward(*x[:3], causal=c, mask=mk)[1:]
@@ -189,6 +197,12 @@ def main():
                    mask=lambda B, H, T, M: _additive(g, (B, 1, 1, M)))
         _check_all(out, dtype, atol, (2, 1, 150, 200, 16), g, causal=True,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, 1, M)))
+        # key padding through the masked flavour's single masked sweep (MASKED 1: the fallback
+        # and the second-order ops' only mask code), bool with holes and float, with causal
+        _check_all(out, dtype, atol, (2, 1, 100, 150, 16), g, causal=True, mask=_random_padding(g),
+                   level=1)
+        _check_all(out, dtype, atol, (2, 1, 70, 130, 16), g,
+                   mask=lambda B, H, T, M: _additive(g, (B, 1, 1, M)), level=1)
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))

@@ -78,6 +78,9 @@ def main():
         _case("mask key padding, whole key blocks", 3, 2, 2, 200, 300, 64, dt,
               mask=_key_padding)
         _case("mask key padding, aligned", 2, 2, 2, 256, 256, 64, dt, mask=_key_padding)
+        # a head dim below its bucket: key padding through the masked flavour (its MASKED)
+        _case("mask key padding D=72", 3, 2, 2, 200, 300, 72, dt, mask=_key_padding,
+              causal=True)
         _case("mask additive + causal", 1, 2, 2, 70, 45, 72, dt, mask=_additive,
               causal="bottom_right")
         _case("mask dense gqa", 2, 4, 2, 29, 53, 64, dt, mask=_dense)

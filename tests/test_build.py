@@ -181,6 +181,35 @@ def test_hinted_16bit_cubins_move_data_in_vectors():
     assert {n: c for n, c in counts.items() if c} == {}
 
 
+def test_mask_code_per_flavour():
+    """The masked flavour (the fallback: unaligned data, a head dim below its bucket) compiles
+    key padding's own sweeps where [padding_sweeps] says (sm_90 16-bit: MASKED 2, as
+    masked_fast) and one masked sweep for any mask elsewhere (MASKED 1). A sweep is counted by
+    its tensor-core instructions, in fp16 D = 64 cubins, against masked_fast's of the same
+    arch (same tiles, MASKED 2): equal on sm_90, fewer on sm_80 (where the key-padding
+    sweeps had cost the fallback 2-3.5x its compile time, kernels/variants.toml)."""
+    from aot_sdpa import _C
+    from build_tools.cubin_abi import cubin_sass, cuobjdump, mma_instructions
+
+    tool = cuobjdump()
+    if tool is None:
+        pytest.skip("needs Triton's cuobjdump")
+    inv = {(r["op"], r["flavor"], r["arch"]): r for r in _C.inventory()
+           if r["dtype"] == "float16" and r["head_dim"] == 64}
+    raw = {}
+
+    def mma(op, flavor, arch):
+        r = inv[(op, flavor, arch)]
+        if r["image"] not in raw:
+            raw[r["image"]] = _C._unpacked_image(r["image"])
+        cubin = raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
+        return mma_instructions(cubin_sass(cubin, tool))
+
+    for op in sorted(MASKED_FAST_OPS):
+        assert 0 < mma(op, "masked", "sm_90") == mma(op, "masked_fast", "sm_90"), op
+        assert 0 < mma(op, "masked", "sm_80") < mma(op, "masked_fast", "sm_80"), op
+
+
 def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;

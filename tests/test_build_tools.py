@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import aot_sdpa
 
@@ -43,6 +44,30 @@ def test_cache_key_tracks_source_variant_and_version(tmp_path):
     assert base != cache_key(kdir, spec.variants[1], spec.abi, "3.6.0")
     (kdir / v.source).write_text((kdir / v.source).read_text() + "\n# edit\n")
     assert base != cache_key(kdir, v, spec.abi, "3.6.0")
+
+
+def test_masked_levels_follow_the_flavour_and_padding_sweeps():
+    """The kernels' MASKED per variant: 0 unmasked; 2 (key padding's own sweeps) in the hinted
+    masked flavours and, where [padding_sweeps] says, in the masked one; 1 (one masked sweep)
+    in the masked flavour elsewhere. The cache key follows the level."""
+    import dataclasses
+
+    spec = _spec()
+    where = tomllib.loads((ROOT / "kernels" / "variants.toml").read_text())["padding_sweeps"]
+    levels = set()
+    for v in spec.variants:
+        if v.flavor in ("masked_fast", "padding_fast"):
+            assert v.masked == 2, v.name
+        elif v.flavor == "masked":
+            swept = v.arch in where["archs"] and v.dtype in where["dtypes"]
+            assert v.masked == (2 if swept else 1), v.name
+        else:
+            assert v.masked == 0, v.name
+        levels.add((v.flavor, v.masked))
+    assert {("masked", 1), ("masked", 2)} <= levels
+    v = next(v for v in spec.variants if v.masked == 2)
+    assert cache_key(ROOT / "kernels", v, spec.abi, "3.6.0") != \
+        cache_key(ROOT / "kernels", dataclasses.replace(v, masked=1), spec.abi, "3.6.0")
 
 
 def test_param_classification_hints_only_data_tensors():
