@@ -111,6 +111,30 @@ def write_csv(name: str, rows: list[dict]) -> Path:
     return path
 
 
+def kept_rows(name: str, keep) -> list[dict]:
+    """The rows of results/<name>.csv for which keep(row) holds (those a partial re-run does
+    not measure again), numbers parsed back, the environment columns dropped (write_csv
+    stamps them again)."""
+    path = RESULTS / f"{name}.csv"
+    if not path.exists():
+        return []
+
+    def parse(v: str):
+        if v == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    with path.open() as f:
+        rows = [{k: parse(v) for k, v in r.items() if k not in ENV_COLUMNS}
+                for r in csv.DictReader(f)]
+    return [r for r in rows if keep(r)]
+
+
 def plot(name: str, rows: list[dict], x: str, y: str, series: str, title: str) -> None:
     """One line per series value; skipped (with a note) when matplotlib is absent."""
     try:

@@ -13,6 +13,10 @@ end; what a training loop sees, host included: a bf16 step at T=197 launches ~10
 is host-bound). speedup = torch / ours for each. Attention share (device time): the same step
 with attention replaced by a nearly free stand-in (a copy of q), share = 1 - t(stand-in) / t.
 Writes results/e2e_vit.csv.
+
+    python bench_e2e_vit.py [T ...] [float32|bfloat16 ...] [jvp|train ...]
+Named sequence lengths, dtypes or works measure only those cells; their rows replace the same
+cells' rows of the existing results/e2e_vit.csv, the others are kept.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 
 import aot_sdpa
 
-from _harness import kernel_ms, table, torch_backend, wall_ms, write_csv
+from _harness import kept_rows, kernel_ms, table, torch_backend, wall_ms, write_csv
 
 WIDTH, HEADS, DEPTH, MLP = 768, 12, 12, 3072
 SIZES = ((32, 197), (8, 1024))
@@ -103,15 +107,29 @@ def _train_fn(model, x, y):
     return step
 
 
-def main():
-    rows = []
+def main(args: list[str]):
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    known = {str(T) for _, T in SIZES} | set(dtypes) | {"jvp", "train"}
+    if set(args) - known:
+        raise SystemExit(f"unknown {sorted(set(args) - known)}; known: {sorted(known)}")
+
+    def chosen(T, dtype, work):  # every cell, or those the arguments name (per kind)
+        return all(not (set(args) & group) or value in args for value, group in (
+            (str(T), {str(t) for _, t in SIZES}), (dtype, set(dtypes)), (work, {"jvp", "train"})))
+    rows = kept_rows("e2e_vit", lambda r: not chosen(r["T"], r["dtype"], r["work"])) if args \
+        else []
     for B, T in SIZES:
-        for dtype in (torch.float32, torch.bfloat16):
+        for dtype in dtypes.values():
+            name = str(dtype).split(".")[-1]
+            if not any(chosen(T, name, w) for w in ("jvp", "train")):
+                continue
             g = torch.Generator(device="cuda").manual_seed(1)
             x, tx, y = (torch.randn(B, T, WIDTH, device="cuda", dtype=dtype, generator=g)
                         for _ in range(3))
             for work, make, torch_path in (("jvp", lambda m: _jvp_fn(m, x, tx), "math"),
                                            ("train", lambda m: _train_fn(m, x, y), "default")):
+                if not chosen(T, name, work):
+                    continue
                 res, wall = {}, {}
                 for impl in ATTNS:
                     model = _model(ATTNS[impl], dtype)
@@ -138,6 +156,9 @@ def main():
                        "attn_share_torch": theirs and free and round(1 - free / theirs, 3)}
                 rows.append(row)
                 print(table([row], list(row)), flush=True)
+    order = {(T, d, w): i for i, (T, d, w) in enumerate(
+        (T, d, w) for _, T in SIZES for d in dtypes for w in ("jvp", "train"))}
+    rows.sort(key=lambda r: order[(r["T"], r["dtype"], r["work"])])
     write_csv("e2e_vit", rows)
     print(table(rows, list(rows[0])))
     for r in rows:
@@ -150,4 +171,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

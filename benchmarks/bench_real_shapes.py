@@ -27,7 +27,15 @@ import torch.nn.functional as F
 
 import aot_sdpa
 
-from _harness import backlogged_ms, fwd_flops, table, torch_backend, wall_ms, write_csv
+from _harness import (
+    backlogged_ms,
+    fwd_flops,
+    kept_rows,
+    table,
+    torch_backend,
+    wall_ms,
+    write_csv,
+)
 
 SHAPES = {  # name: (B, H, T, D)
     "ViT-S": (32, 6, 197, 64), "ViT-B": (32, 12, 197, 64), "ViT-L": (16, 16, 197, 64),
@@ -87,38 +95,12 @@ def _torch_all(kind, B, H, T, D, dtype) -> dict:
     return res
 
 
-def _kept_rows(measured: set[str]) -> list[dict]:
-    """The rows of results/real_shapes.csv for shapes not re-measured now (numbers parsed back,
-    the environment columns dropped: write_csv stamps them again)."""
-    import csv
-
-    from _harness import ENV_COLUMNS, RESULTS
-
-    path = RESULTS / "real_shapes.csv"
-    if not path.exists():
-        return []
-
-    def parse(v: str):
-        if v == "":
-            return None
-        for kind in (int, float):
-            try:
-                return kind(v)
-            except ValueError:
-                pass
-        return v
-
-    with path.open() as f:
-        return [{k: parse(v) for k, v in r.items() if k not in ENV_COLUMNS}
-                for r in csv.DictReader(f) if r["shape"] not in measured]
-
-
 def main(names: list[str]):
     unknown = [n for n in names if n not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shapes {unknown}; known: {list(SHAPES)}")
     shapes = {n: SHAPES[n] for n in names} or SHAPES
-    rows = _kept_rows(set(shapes)) if names else []
+    rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes) if names else []
     for name, (B, H, T, D) in shapes.items():
         for dtype in DTYPES:
             flops = fwd_flops(B, H, T, T, D)

@@ -35,6 +35,8 @@ MASKED_FLAVORS = {"masked", "masked_fast", "padding_fast"}  # read the attention
 # variants.toml [padding_sweeps] says, else 1 (the key-padding code cost its cubins 2-3.5x the
 # compile time)
 HINTED_MASKED_LEVEL = 2
+# the unmasked hinted flavours an op's `no_hints` entries leave out (those calls run general)
+UNHINTABLE = ("fast", "ragged")
 # flavours compiled only where a table of that name says (archs, dtypes, head_dims)
 LIMITED_FLAVORS = ("ragged", "padding_fast")
 # the divisibility (in elements) the hinted flavours promise of data strides (and, ragged, of
@@ -146,6 +148,11 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                 and dtype in where.get("dtypes", [dtype])
                                 and int(head_dim) in where.get("head_dims", [head_dim])):
                             continue  # [ragged], [padding_fast]: compiled where they pay
+                        if flavor in UNHINTABLE and any(
+                                int(arch) in u.get("archs", [arch]) and dtype in u.get(
+                                    "dtypes", [dtype]) and int(head_dim) in u.get(
+                                    "head_dims", [head_dim]) for u in table.get("no_hints", [])):
+                            continue  # the op's no_hints: the general flavour runs faster
                         cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
                                            flavor)
                         masked = 0
