@@ -133,7 +133,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
             continue
         for arch in data["archs"]:
             for dtype in [*data["dtypes"], *extra]:
-                for head_dim in data["head_dim_buckets"]:
+                for head_dim in table.get("head_dims", data["head_dim_buckets"]):
                     if DTYPE_TRITON[dtype] not in bucket_dtypes.get(int(head_dim), [
                             DTYPE_TRITON[dtype]]):
                         continue  # a bucket compiled for some dtypes only ([bucket_dtypes])
