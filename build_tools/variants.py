@@ -91,6 +91,13 @@ class Spec:
     serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
+def _covers(entry: dict, arch: int, dtype: str, head_dim: int) -> bool:
+    """Whether a where-table (archs, dtypes, head_dims; a key left out takes every value)
+    covers this arch, dtype and bucket."""
+    return (arch in entry.get("archs", [arch]) and dtype in entry.get("dtypes", [dtype])
+            and head_dim in entry.get("head_dims", [head_dim]))
+
+
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
                  flavor: str) -> dict:
     """The first config whose arch, dtypes, head_dims and flavors (each optional) all match.
@@ -117,7 +124,8 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
-    sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2
+    sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2 (none
+    # without the table)
     variants = []
     for op, table in data["ops"].items():
         bad = {d: p for d, p in table.get("input_precision", {}).items()
@@ -143,23 +151,18 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                              f"known: {FLAVORS}")
                         if flavor in MASKED_FLAVORS and dtype in EXTRA_DTYPES:
                             continue  # masked TF32 calls run the fp32-accurate masked variant
-                        where = limits.get(flavor, {})
-                        if not (int(arch) in where.get("archs", [arch])
-                                and dtype in where.get("dtypes", [dtype])
-                                and int(head_dim) in where.get("head_dims", [head_dim])):
+                        where = (int(arch), dtype, int(head_dim))
+                        if not _covers(limits.get(flavor, {}), *where):
                             continue  # [ragged], [padding_fast]: compiled where they pay
-                        if flavor in UNHINTABLE and any(
-                                int(arch) in u.get("archs", [arch]) and dtype in u.get(
-                                    "dtypes", [dtype]) and int(head_dim) in u.get(
-                                    "head_dims", [head_dim]) for u in table.get("no_hints", [])):
+                        if flavor in UNHINTABLE and any(_covers(u, *where)
+                                                        for u in table.get("no_hints", [])):
                             continue  # the op's no_hints: the general flavour runs faster
                         cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
                                            flavor)
                         masked = 0
                         if flavor in MASKED_FLAVORS:
                             masked = HINTED_MASKED_LEVEL if flavor != "masked" or (
-                                int(arch) in sweeps.get("archs", [])
-                                and dtype in sweeps.get("dtypes", [])) else 1
+                                sweeps and _covers(sweeps, *where)) else 1
                         blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
                         if any(b > MAX_BLOCK for _, b in blocks):
                             raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
