@@ -149,7 +149,6 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
             h.update(b"wide_row_strides")
     if v.flavor == "padding_fast" and abi.get("zero_strides"):
         h.update(json.dumps({"zero": sorted(abi["zero_strides"])}).encode())
-    h.update(f"MASKED={v.masked}".encode())  # the variant's mask code
     h.update(f"triton={triton_version};arch={v.arch};lineinfo=off".encode())
     return h.hexdigest()[:24]
 

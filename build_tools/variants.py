@@ -63,7 +63,7 @@ class Variant:
     num_warps: int
     num_stages: int
     maxnreg: int | None = None  # ptxas register cap per thread (None: ptxas decides)
-    masked: int = 0  # the kernels' MASKED (see HINTED_MASKED_LEVEL); cache_key hashes it
+    masked: int = 0  # the kernels' MASKED (see HINTED_MASKED_LEVEL)
 
     @property
     def name(self) -> str:
@@ -75,7 +75,6 @@ class Variant:
 
     def as_json(self) -> dict:
         d = dataclasses.asdict(self)
-        del d["masked"]  # cache_key hashes it on its own (MASKED=<level>)
         d["blocks"] = dict(self.blocks)
         d["constexprs"] = dict(self.constexprs)
         d["serves"] = list(self.serves)
