@@ -92,13 +92,14 @@ def store_rows(base, x, off_z, off_h, stride_z, stride_h, stride_row, rows, offs
 
 @triton.jit
 def load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                   stride_lz, stride_lh, stride_lm, rows, row_ok):
-    """Frozen row stats in the form the kernels use: (m * log2(e), 1 / l); padded rows (0, 1)."""
+                   stride_lz, stride_lh, stride_lm, rows, row_ok, dtype: tl.constexpr):
+    """Frozen row stats in the form frozen_probs takes them (log2_stats for data of `dtype`);
+    padded rows read m = 0, l = 1."""
     m = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + rows * stride_mm, mask=row_ok,
                 other=0.0)
     l = tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + rows * stride_lm, mask=row_ok,
                 other=1.0)
-    return m * LOG2E, 1.0 / l
+    return log2_stats(m * LOG2E, l, dtype)
 
 
 @triton.jit
@@ -236,6 +237,46 @@ def padding_bias(s2, b_row, cols):
     load per key and one add per score. A masked key (B_j = -inf) gets -inf: no compare or
     select per score, which is what the masked sweep's per-score limits cost."""
     return s2 + tl.load(b_row + cols)[None, :] * LOG2E
+
+
+@triton.jit
+def online_probs(s, m_i, b_rows, cols, lim, qk_scale, MASK_N: tl.constexpr, BIAS: tl.constexpr):
+    """One key block of the online softmax, in base 2: from the raw scores s = q k^T (fp32)
+    and the running max m_i (base-2 units, s2 = s * qk_scale with qk_scale = scale log2(e)),
+    returns (p, m_new, alpha): p = exp2(s2 - m_new) unnormalised, m_new = max(m_i, max_j s2)
+    and alpha = exp2(m_i - m_new), the old sums' rescale factor. MASK_N / BIAS as
+    scores_seen / padding_bias: masked scores get p = 0, and a row that has seen no key yet
+    (m_new = -inf) rescales by exp2(-inf - 0) = 0, never by exp2(-inf + inf). Unmasked,
+    max_j(s_ij) * qk_scale == max_j(s_ij * qk_scale) (qk_scale > 0, rounding is monotone),
+    so a score costs one FMA, s * qk_scale - m_new, not a multiply and a subtraction."""
+    if MASK_N:
+        s2, seen = scores_seen(s * qk_scale, b_rows, cols, lim, BIAS)
+        s2 = tl.where(seen, s2, float("-inf"))
+    elif BIAS == 1:  # key padding on a block every row sees whole: -inf where masked
+        s2 = padding_bias(s * qk_scale, b_rows, cols)
+    if MASK_N or BIAS == 1:
+        m_new = tl.maximum(m_i, tl.max(s2, 1))
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
+        p = tl.math.exp2(s2 - m_ref[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        m_ref = m_new
+        p = tl.math.exp2(s * qk_scale - m_ref[:, None])
+    return p, m_new, tl.math.exp2(m_i - m_ref)
+
+
+@triton.jit
+def log2_stats(m2, l, dtype: tl.constexpr):
+    """The frozen stats (m2 = m log2(e), l) as frozen_probs takes them, (m2', 1 / l') with
+    P = exp2(s2 - m2') / l'. 16-bit data: (m2 + log2(l), 1), a constant 1 the compiler
+    folds, so a score costs one FMA and one exp2 (s2 = scale log2(e) s), not also a multiply;
+    float32: (m2, 1 / l), whose rounding stays below what log2(l) would add to every
+    exponent. A padded row (m2 = +inf, l = 1) gets m2' = +inf (P = 0); a row that saw no key
+    (m2 = -inf, l = 0) keeps m2' = -inf (unseen_rows_to_zero)."""
+    if dtype == tl.float32:
+        return m2, 1.0 / l
+    else:
+        return m2 + tl.log2(l), tl.full(l.shape, 1.0, tl.float32)
 
 
 @triton.jit

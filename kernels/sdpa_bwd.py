@@ -126,7 +126,8 @@ def _sdpa_bwd_z_from_stats_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -395,7 +396,8 @@ def _sdpa_bwd_dq_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
         z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh

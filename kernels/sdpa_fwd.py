@@ -12,10 +12,9 @@ from _common import (
     load_kT_v,
     load_rows,
     mma,
-    padding_bias,
+    online_probs,
     padding_sweeps,
     row_limits,
-    scores_seen,
     store_rows,
 )
 
@@ -37,23 +36,9 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
         # -- load K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) for this key block
         kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
                           EVEN_D)
-        # -- scores in base-2 units: s2 = (q k^T) * scale * log2(e)
-        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
         # -- new running max, rescale factor for the old accumulators, unnormalised probs
-        if MASK_N:
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-            s2 = tl.where(seen, s2, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
-        elif BIAS == 1:  # key padding on a block every row sees whole: -inf where masked
-            s2 = padding_bias(s2, b_rows, cols)
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
-        else:
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = m_new
-        alpha = tl.math.exp2(m_i - m_ref)
-        p = tl.math.exp2(s2 - m_ref[:, None])
+        p, m_new, alpha = online_probs(mma(q, kT, None, INPUT_PRECISION), m_i, b_rows, cols, lim,
+                                       qk_scale, MASK_N, BIAS)
         # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]

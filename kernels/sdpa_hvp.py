@@ -160,7 +160,8 @@ def _sdpa_bwd_jvp_rows_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
@@ -291,7 +292,8 @@ def _sdpa_bwd_jvp_dq_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
         r = row_vector(Rbuf, bh, T, offs_m, m_ok, 0.0)
         z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
         zd = row_vector(ZDbuf, bh, T, offs_m, m_ok, 0.0)

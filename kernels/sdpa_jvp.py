@@ -28,10 +28,9 @@ from _common import (
     load_row_stats,
     load_rows,
     mma,
-    padding_bias,
+    online_probs,
     padding_sweeps,
     row_limits,
-    scores_seen,
     store_rows,
 )
 
@@ -141,7 +140,8 @@ def _sdpa_jvp_kernel(
         tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok)
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
         v_base = V + off_z * stride_vz + off_h * stride_vh
@@ -193,22 +193,9 @@ def _fwd_jvp_inner(acc_o, acc_a, r, m_i, l_i, q, tq, k_base, tk_base, v_base, tv
         kT, tkT, v, tv = _load_kv_block(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
                                         stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
                                         EVEN_D)
-        # -- base-2 scores, running max, rescale factor and unnormalised probs e
-        s2 = mma(q, kT, None, INPUT_PRECISION) * qk_scale
-        if MASK_N:  # keys past a row's limit (or masked); a row that saw no key yet rescales by 0
-            s2, seen = scores_seen(s2, b_rows, cols, lim, BIAS)
-            s2 = tl.where(seen, s2, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        elif BIAS == 1:  # key padding on a block every row sees whole: -inf where masked
-            s2 = padding_bias(s2, b_rows, cols)
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s2, 1))
-            m_ref = m_new
-        alpha = tl.math.exp2(m_i - m_ref)
-        e = tl.math.exp2(s2 - m_ref[:, None])
+        # -- running max, rescale factor and unnormalised probs e (base 2)
+        e, m_new, alpha = online_probs(mma(q, kT, None, INPUT_PRECISION), m_i, b_rows, cols, lim,
+                                       qk_scale, MASK_N, BIAS)
         # -- dS = scale * (tQ K^T + Q tK^T);  e*dS
         ds = mma(tq, kT, None, INPUT_PRECISION)
         ds = mma(q, tkT, ds, INPUT_PRECISION) * sm_scale
