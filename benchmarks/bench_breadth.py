@@ -6,22 +6,36 @@ bf16 and fp16, B*T = 16k tokens, H = 16, D in {64, 128}, causal in {no, top-left
 T <= 4k there: the math backend materialises B*H*T*T scores). FLOPs (non-causal; causal does
 half, counted as half): forward 4*B*H*T*M*D, backward 2.5x that, forward+JVP 3x.
 Goals printed at the end: >= 1.2x torch flash at D=128 forward and backward, causal >= 1.2x.
+
+    python bench_breadth.py          # every row
+    python bench_breadth.py 128      # re-measure the named head dims, keep the CSV's other rows
 """
+
+import sys
 
 import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, plot, table, torch_backend, torch_bwd, write_csv
+from _harness import (
+    compare,
+    fwd_flops,
+    kept_rows,
+    plot,
+    table,
+    torch_backend,
+    torch_bwd,
+    write_csv,
+)
 
 F = torch.nn.functional
 
 
-def main():
-    rows = []
+def main(head_dims: list[int]):
+    rows = kept_rows("breadth", lambda r: r["D"] not in head_dims) if head_dims else []
     H = 16
     for dtype in (torch.bfloat16, torch.float16):
-        for D in (64, 128):
+        for D in head_dims or (64, 128):
             for causal in (False, True):
                 for T in (1024, 4096, 8192):
                     B = 16384 // T
@@ -74,4 +88,4 @@ def _goals(rows):
 
 
 if __name__ == "__main__":
-    main()
+    main([int(a) for a in sys.argv[1:]])
