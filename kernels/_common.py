@@ -281,17 +281,18 @@ def log2_stats(m2, l, dtype: tl.constexpr):
 
 @triton.jit
 def unseen_rows_to_zero(m2, inv_l):
-    """Frozen stats of a row that saw no key (m = -inf, l = 0, so m2 = -inf, 1/l = inf) made
-    (+inf, 0), so exp2(s2 - m2) / l is 0 for every score s2 (finite or -inf) without a select
-    per score; other rows unchanged."""
+    """Frozen stats of a row that saw no key (m = -inf, l = 0, so m2 = -inf; inv_l = inf, or
+    1 from log2_stats) made (+inf, 0), so exp2(s2 - m2) * inv_l is 0 for every score s2
+    (finite or -inf) without a select per score; other rows unchanged."""
     unseen = m2 == float("-inf")
     return tl.where(unseen, float("inf"), m2), tl.where(unseen, 0.0, inv_l)
 
 
 @triton.jit
 def frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N: tl.constexpr, BIAS: tl.constexpr):
-    """P = exp2(s2 - m2) / l of a query block from the frozen stats (s2: base-2 scores,
-    m2 = m log2(e), inv_l = 1 / l), zero where a row does not see the key (MASK_N: past its
+    """P = exp2(s2 - m2) * inv_l of a query block from the frozen stats as log2_stats gives
+    them (s2: base-2 scores; m2 = m log2(e) and inv_l = 1 / l, or m2 = m log2(e) + log2(l)
+    and inv_l = 1), zero where a row does not see the key (MASK_N: past its
     limit, or masked: scores_seen). BIAS 1 without MASK_N: a key-padding mask (b_rows: its
     one row) on a block every row sees whole: padding_bias, and rows that saw no key zeroed
     through their stats (unseen_rows_to_zero), no per-score select."""

@@ -42,7 +42,19 @@ def test_cache_key_tracks_source_variant_and_version(tmp_path):
     assert base == cache_key(kdir, v, spec.abi, "3.6.0")
     assert base != cache_key(kdir, v, spec.abi, "3.5.0")
     assert base != cache_key(kdir, spec.variants[1], spec.abi, "3.6.0")
-    (kdir / v.source).write_text((kdir / v.source).read_text() + "\n# edit\n")
+    # comments, blank lines and docstrings do not reach the cubin: the key stays
+    src = (kdir / v.source).read_text()
+    first_doc = src.index('"""', src.index("@triton.jit"))
+    (kdir / v.source).write_text(src[:first_doc + 3] + "Reworded. " + src[first_doc + 3:]
+                                 + "\n\n# a comment\n")
+    assert base == cache_key(kdir, v, spec.abi, "3.6.0")
+    (kdir / "_common.py").write_text("# a comment\n" + (kdir / "_common.py").read_text())
+    assert base == cache_key(kdir, v, spec.abi, "3.6.0")
+    # code does
+    (kdir / v.source).write_text(src + "\nX = 1\n")
+    assert base != cache_key(kdir, v, spec.abi, "3.6.0")
+    (kdir / v.source).write_text(src)
+    (kdir / "_common.py").write_text((kdir / "_common.py").read_text() + "\nX = 1\n")
     assert base != cache_key(kdir, v, spec.abi, "3.6.0")
 
 
