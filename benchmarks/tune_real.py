@@ -17,6 +17,9 @@ Usage: python tune_real.py [op, shape or precision names ...]   (default: every 
        python tune_real.py masked [op, shape or mask kind names ...]   the masked flavour,
        fp16, MASKED_SHAPES, a key-padding (one bias row) and a dense (a bias row per query row)
        float32 mask; a candidate may cap registers (5th entry: maxnreg)
+       AOT_SDPA_KERNELS=<dir> python tune_real.py ...   the same sweep on the kernel sources
+       in <dir> (e.g. `git archive <rev> kernels | tar -x -C old`, then old/kernels): an A/B
+       of two kernel versions, each in its own process (build_tools/jit_call.py)
 """
 
 from __future__ import annotations

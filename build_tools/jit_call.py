@@ -1,19 +1,24 @@
 """Call a kernel of kernels/ through Triton itself (JIT on a GPU, or the interpreter on the CPU)
 with its arguments assembled by parameter name, exactly as the generated launchers and the
 dispatcher do. For the interpreter tests and the block-config sweeps; never used at run time.
+AOT_SDPA_KERNELS=<dir> reads the kernel sources from another directory (say an older tree's
+kernels/, to A/B two versions of a kernel in one device session, one process each; the
+variants and their configs still come from kernels/variants.toml).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 
 from build_tools.compile_variant import classify_params
 from build_tools.variants import Spec
 
-KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+KERNELS = Path(os.environ.get("AOT_SDPA_KERNELS")
+               or Path(__file__).resolve().parent.parent / "kernels").resolve()
 _modules: dict = {}
 
 

@@ -2,6 +2,8 @@
 parameter classification and stride owners, shared-memory limits per served arch, scratch
 rejection, rendered launchers."""
 
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -365,3 +367,16 @@ def test_release_reads_auditwheel_tag():
              'with the following platform tag: "manylinux_2_34_x86_64".\n')
     assert TAG.search(shown).group(1) == "manylinux_2_34_x86_64"
     assert TAG.search("is consistent with the following platform tag: \"linux_x86_64\"")
+
+
+def test_jit_call_reads_another_kernel_tree_when_asked(tmp_path):
+    """The sweeps' A/B switch: AOT_SDPA_KERNELS points jit_call at other kernel sources."""
+    code = "from build_tools import jit_call; print(jit_call.KERNELS)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AOT_SDPA_KERNELS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == str(tmp_path.resolve())
+    env.pop("AOT_SDPA_KERNELS")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == str((ROOT / "kernels").resolve())
