@@ -271,8 +271,8 @@ def log2_stats(m2, l, dtype: tl.constexpr):
     P = exp2(s2 - m2') / l'. 16-bit data: (m2 + log2(l), 1), a constant 1 the compiler
     folds, so a score costs one FMA and one exp2 (s2 = scale log2(e) s), not also a multiply;
     float32: (m2, 1 / l), whose rounding stays below what log2(l) would add to every
-    exponent. A padded row (m2 = +inf, l = 1) gets m2' = +inf (P = 0); a row that saw no key
-    (m2 = -inf, l = 0) keeps m2' = -inf (unseen_rows_to_zero)."""
+    exponent. A padded row (load_row_stats reads m = 0, l = 1) gets (0, 1), never stored; a
+    row that saw no key (m2 = -inf, l = 0) keeps m2' = -inf (unseen_rows_to_zero)."""
     if dtype == tl.float32:
         return m2, 1.0 / l
     else:
