@@ -129,7 +129,10 @@ FAST_ONLY_ABI = ("unit_strides", "narrow_row_strides", "zero_strides", "wide_row
 def code_only(text: str) -> str:
     """A kernel source as far as its cubins depend on it: the syntax tree, without docstrings
     (comments and layout never reach the tree; line info is off, so line numbers do not reach
-    the cubin either). An edit of comments or docstrings alone keeps every cache key."""
+    the cubin either). An edit of comments or docstrings alone keeps every cache key. Written
+    back as source (ast.unparse), not as ast.dump, whose text changes with the Python version
+    (3.12 added FunctionDef.type_params): a cache filled under one Python hits under another
+    (the device's 3.12 build re-compiled all 834 variants of a carried 3.11 cache)."""
     tree = ast.parse(text)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body:
@@ -137,7 +140,7 @@ def code_only(text: str) -> str:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+    return ast.unparse(tree)
 
 
 def source_digest(kernels_dir: Path, source: str) -> str:

@@ -20,6 +20,7 @@ from build_tools import variants as variants_mod  # noqa: E402
 from build_tools.compile_variant import (  # noqa: E402
     cache_key,
     classify_params,
+    code_only,
     constant,
     wide_rows,
 )
@@ -58,6 +59,25 @@ def test_cache_key_tracks_source_variant_and_version(tmp_path):
     (kdir / v.source).write_text(src)
     (kdir / "_common.py").write_text((kdir / "_common.py").read_text() + "\nX = 1\n")
     assert base != cache_key(kdir, v, spec.abi, "3.6.0")
+
+
+def test_cache_key_text_is_python_source_not_a_tree_dump():
+    """The hashed text is the docstring-free source (ast.unparse), a fixed point of itself,
+    with no node field names: ast.dump's text gains fields with new Python versions (3.12:
+    FunctionDef.type_params), which changed every key between this machine's 3.11 and the
+    device's 3.12, and a carried cache re-compiled everything there."""
+    import ast
+
+    for f in sorted((ROOT / "kernels").glob("*.py")):
+        text = code_only(f.read_text())
+        compile(text, f.name, "exec")  # plain source
+        assert code_only(text) == text, f.name
+        assert "type_params" not in text and "FunctionDef(" not in text, f.name
+        for node in ast.walk(ast.parse(text)):  # no docstrings left
+            if isinstance(node, (ast.Module, ast.FunctionDef)) and node.body:
+                first = node.body[0]
+                assert not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                            and isinstance(first.value.value, str)), (f.name, ast.unparse(first))
 
 
 def test_masked_levels_follow_the_flavour_and_padding_sweeps():
