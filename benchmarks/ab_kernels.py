@@ -50,7 +50,8 @@ def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
         x.update({n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")})
         x["Mstat"] = torch.randn(B, H, T, device="cuda", generator=g)
         x["Lstat"] = torch.rand(B, H, T, device="cuda", generator=g) + 1
-        x["Zbuf"] = torch.randn(B * H, T, device="cuda", generator=g)
+        x["Zbuf"] = torch.stack([torch.randn(B * H, T, device="cuda", generator=g),  # z, lse2
+                                 (x["Mstat"] * math.log2(math.e) + x["Lstat"].log2()).view(B * H, T)])
         for kind in ("none", "right", "left", "heavy"):
             kp = torch.zeros(B, T, device="cuda").masked_fill(~_keep(kind, B, T), float("-inf"))
             bias = kp.as_strided((B, H, T), (T, 0, 0))

@@ -32,7 +32,7 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 SHAPES = {"t128": (64, 8, 128, 64), "vit_s": (32, 6, 197, 64), "vit_b": (32, 12, 197, 64),
           "t512": (16, 12, 512, 64), "long": (2, 16, 4096, 64)}
 POINTERS = {"fwd": ("Q", "K", "V", "O", "Mstat", "Lstat"),
-            "bwd_z_from_o": ("O", "DO", "Zbuf"),
+            "bwd_z_from_o": ("O", "DO", "Mstat", "Lstat", "Zbuf"),
             "bwd_dkdv": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DK", "DV"),
             "bwd_dq": ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DQ")}
 
@@ -45,7 +45,7 @@ def _tensors(B, H, T, D, dtype):
     x = {n: torch.randn(B, H, T, D, device="cuda", dtype=TORCH_DTYPE[dtype], generator=g)
          for n in ("Q", "K", "V", "DO")}
     o, m, l = aot_sdpa.triton_sdpa_fused(x["Q"], x["K"], x["V"])
-    x.update(O=o, Mstat=m, Lstat=l, Zbuf=torch.randn(B, H, T, device="cuda", generator=g))
+    x.update(O=o, Mstat=m, Lstat=l, Zbuf=torch.empty(2, B, H, T, device="cuda"))  # z, lse2
     x.update({n: torch.empty_like(x["Q"]) for n in ("DQ", "DK", "DV")})
     return x
 

@@ -131,7 +131,9 @@ def _tensors(shape, dtype):
     m = s.amax(-1)
     stats = torch.stack([m, (s - m[..., None]).exp().sum(-1)])
     out = {n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")}
-    z = torch.randn(B * H, T, device=DEVICE, generator=g)
+    # the z pre-pass's two planes: z, then lse2 = m log2(e) + log2(l) (the dK/dV kernel's stats)
+    z = torch.stack([torch.randn(B * H, T, device=DEVICE, generator=g),
+                     (stats[0] * math.log2(math.e) + stats[1].log2()).reshape(B * H, T)])
     return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
 
 

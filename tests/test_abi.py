@@ -18,11 +18,13 @@ class _Recorder:
 
     def __init__(self):
         self.calls = []
+        self.tensors = []  # the tensors each call passed, by name
 
     def launch_named(self, index, dtype, device, stream, tensors, ints, scale):
         name = next(n for n, a in OPS.items() if a.index == index)
         ptrs, strides = aot_sdpa._C._pack_named(index, tensors)
         self.calls.append((name, list(ptrs), list(strides), tuple(ints), scale))
+        self.tensors.append((name, dict(tensors)))
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_every_op_gets_its_tensors_by_name(recorder):
     # per op, its last launch above is checked
     expected = {
         "fwd": dict(qkv, O=o, Mstat=mo, Lstat=lo),
-        "bwd_z_from_o": dict(O=o, DO=do),
+        "bwd_z_from_o": dict(O=o, DO=do, Mstat=m, Lstat=l),
         "bwd_z_from_stats": dict(qkv, DO=do, Mstat=m, Lstat=l),
         "bwd_dkdv": dict(qkv, DO=do, Mstat=m, Lstat=l, DK=dk, DV=dv),
         "bwd_dq": dict(qkv, DO=do, Mstat=m, Lstat=l, DQ=dq1),
@@ -104,6 +106,27 @@ def test_every_op_gets_its_tensors_by_name(recorder):
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for name, ptrs, _, ints, _ in recorder.calls:
         assert ints[5] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
+
+
+@pytest.mark.parametrize("with_o", [True, False])
+@pytest.mark.parametrize("Hkv", [3, 1])
+def test_z_buffer_has_the_lse2_plane(recorder, with_o, Hkv):
+    """The z pre-pass (from o, or from the stats) gets m, l and a contiguous float32 buffer of
+    two (Z, H, T) planes on the kernels' (folded) grid: z, then lse2, which the dK/dV
+    kernel of the same call reads (the same buffer); dQ reads z from it too."""
+    B, H, T, M, D = 2, 3, 5, 7, 16
+    q, do = _t(B, H, T, D), _t(B, H, T, D)
+    k, v = _t(B, Hkv, M, D), _t(B, Hkv, M, D)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    recorder.tensors.clear()
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o if with_o else None)
+    named = dict(recorder.tensors)
+    z = named["bwd_z_from_o" if with_o else "bwd_z_from_stats"]
+    assert z["Mstat"].data_ptr() == m.data_ptr() and z["Lstat"].data_ptr() == l.data_ptr()
+    zbuf = z["Zbuf"]
+    assert zbuf.dtype == torch.float32 and zbuf.is_contiguous()
+    assert zbuf.numel() == 2 * B * H * T  # Z * H_kernel * T_kernel: folding keeps the count
+    assert named["bwd_dkdv"]["Zbuf"] is zbuf and named["bwd_dq"]["Zbuf"] is zbuf
 
 
 @pytest.mark.parametrize("causal,diag", [(True, 0), ("top_left", 0), ("bottom_right", 7 - 5)])

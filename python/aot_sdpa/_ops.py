@@ -222,10 +222,13 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=(), bias=None):
 
 
 def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
-    """z_i = sum_j dP_ij P_ij: from dO . O when the forward's o is given, else from the stats."""
-    z = _row_stat(q, *sizes[:3])
+    """The z pre-pass's (2, Z, H, T) buffer: z_i = sum_j dP_ij P_ij (from dO . O when the
+    forward's o is given, else from the stats), then the rows' base-2 log-sum-exp
+    lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats."""
+    Z, H, T = sizes[:3]
+    z = torch.empty_strided((2, Z, H, T), (Z * H * T, H * T, T, 1), dtype=_F32, device=q.device)
     if o is not None:
-        _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Zbuf=z)
+        _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     else:
         _launch("bwd_z_from_stats", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v,
                 DO=do, Mstat=m, Lstat=l, Zbuf=z)
