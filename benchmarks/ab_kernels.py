@@ -1,6 +1,11 @@
-"""A/B two kernel trees on key-padding calls (JIT, GPU only): run once per tree, compare.
+"""A/B two kernel trees on key-padding or causal calls (JIT, GPU only): run once per tree,
+compare.
 
     python ab_kernels.py KERNELS_DIR LABEL [OP ...]
+    python ab_kernels.py KERNELS_DIR LABEL causal [OP ...]
+
+causal: the same ops, fp16, torch's (top-left) causal mask and none, at bench_breadth's
+shapes (B*T = 16k tokens, H = 16, D = 64 and 128, T = 1k, 4k, 8k).
 
 Times the masked forward, dQ, JVP and fused forward+JVP kernels (or the ops named; the
 configs of this tree's
@@ -63,5 +68,32 @@ def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
         torch.cuda.empty_cache()
 
 
+def causal_main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
+    jit_call.KERNELS = Path(kernels_dir).resolve()
+    spec = load(ROOT / "kernels" / "variants.toml")
+    for D in (64, 128):
+        for T in (1024, 4096, 8192):
+            B, H = 16384 // T, 16
+            g = torch.Generator(device="cuda").manual_seed(0)
+            x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
+                 for n in ("Q", "K", "V", "TQ", "TK", "TV", "DO")}
+            x.update({n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")})
+            s = (x["Q"][:1, :1].float() @ x["K"][:1, :1].float().transpose(-1, -2)) / math.sqrt(D)
+            x["Mstat"] = torch.empty(B, H, T, device="cuda").copy_(s.amax(-1).expand(B, H, T))
+            x["Lstat"] = torch.rand(B, H, T, device="cuda", generator=g) + 1
+            x["Zbuf"] = torch.randn(2, B * H, T, device="cuda", generator=g)
+            for causal in ((T, 0), None):
+                for op in ops:
+                    ms = do_bench_cudagraph(lambda op=op, c=causal, x=x: jit_call.call(
+                        spec, op, "fp16", x, (B, H, T, T, D), 1 / math.sqrt(D), causal=c), rep=30)
+                    print(f"AB {label} D{D} T{T} {'causal' if causal else 'full'} {op} {ms:.4f} ms",
+                          flush=True)
+            del x
+            torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]) or OPS)
+    if sys.argv[3:4] == ["causal"]:
+        causal_main(sys.argv[1], sys.argv[2], tuple(sys.argv[4:]) or OPS)
+    else:
+        main(sys.argv[1], sys.argv[2], tuple(sys.argv[3:]) or OPS)
