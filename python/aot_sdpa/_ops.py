@@ -226,7 +226,7 @@ def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
     forward's o is given, else from the stats), then the rows' base-2 log-sum-exp
     lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats."""
     Z, H, T = sizes[:3]
-    z = torch.empty_strided((2, Z, H, T), (Z * H * T, H * T, T, 1), dtype=_F32, device=q.device)
+    z = _row_stat(q, 2 * Z, H, T)  # (2Z, H, T) contiguous: the z plane, then the lse2 plane
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     else:
