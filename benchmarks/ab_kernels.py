@@ -45,18 +45,31 @@ def _keep(kind: str, B: int, M: int) -> torch.Tensor:
     return j >= M - n if kind == "left" else j < n
 
 
-def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
+def _spec(kernels_dir: str):
+    """Point jit_call at `kernels_dir` (the tree under test); the variants and configs come
+    from this tree's kernels/variants.toml."""
     jit_call.KERNELS = Path(kernels_dir).resolve()
-    spec = load(ROOT / "kernels" / "variants.toml")
+    return load(ROOT / "kernels" / "variants.toml")
+
+
+def _tensors(B: int, H: int, T: int, D: int) -> dict:
+    """fp16 operands and outputs of every timed op, random stats m, l, and the z pre-pass's
+    two planes (z, then lse2 = m log2(e) + log2(l), consistent with m, l)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
+         for n in ("Q", "K", "V", "TQ", "TK", "TV", "DO")}
+    x.update({n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")})
+    x["Mstat"] = torch.randn(B, H, T, device="cuda", generator=g)
+    x["Lstat"] = torch.rand(B, H, T, device="cuda", generator=g) + 1
+    x["Zbuf"] = torch.stack([torch.randn(B * H, T, device="cuda", generator=g),
+                             (x["Mstat"] * math.log2(math.e) + x["Lstat"].log2()).view(B * H, T)])
+    return x
+
+
+def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
+    spec = _spec(kernels_dir)
     for name, (B, H, T, D) in SHAPES.items():
-        g = torch.Generator(device="cuda").manual_seed(0)
-        x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
-             for n in ("Q", "K", "V", "TQ", "TK", "TV", "DO")}
-        x.update({n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")})
-        x["Mstat"] = torch.randn(B, H, T, device="cuda", generator=g)
-        x["Lstat"] = torch.rand(B, H, T, device="cuda", generator=g) + 1
-        x["Zbuf"] = torch.stack([torch.randn(B * H, T, device="cuda", generator=g),  # z, lse2
-                                 (x["Mstat"] * math.log2(math.e) + x["Lstat"].log2()).view(B * H, T)])
+        x = _tensors(B, H, T, D)
         for kind in ("none", "right", "left", "heavy"):
             kp = torch.zeros(B, T, device="cuda").masked_fill(~_keep(kind, B, T), float("-inf"))
             bias = kp.as_strided((B, H, T), (T, 0, 0))
@@ -69,19 +82,11 @@ def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
 
 
 def causal_main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
-    jit_call.KERNELS = Path(kernels_dir).resolve()
-    spec = load(ROOT / "kernels" / "variants.toml")
+    spec = _spec(kernels_dir)
     for D in (64, 128):
         for T in (1024, 4096, 8192):
             B, H = 16384 // T, 16
-            g = torch.Generator(device="cuda").manual_seed(0)
-            x = {n: torch.randn(B, H, T, D, device="cuda", dtype=torch.float16, generator=g)
-                 for n in ("Q", "K", "V", "TQ", "TK", "TV", "DO")}
-            x.update({n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")})
-            s = (x["Q"][:1, :1].float() @ x["K"][:1, :1].float().transpose(-1, -2)) / math.sqrt(D)
-            x["Mstat"] = torch.empty(B, H, T, device="cuda").copy_(s.amax(-1).expand(B, H, T))
-            x["Lstat"] = torch.rand(B, H, T, device="cuda", generator=g) + 1
-            x["Zbuf"] = torch.randn(2, B * H, T, device="cuda", generator=g)
+            x = _tensors(B, H, T, D)
             for causal in ((T, 0), None):
                 for op in ops:
                     ms = do_bench_cudagraph(lambda op=op, c=causal, x=x: jit_call.call(
