@@ -5,7 +5,8 @@ compare.
     python ab_kernels.py KERNELS_DIR LABEL causal [OP ...]
 
 causal: the same ops, fp16, torch's (top-left) causal mask and none, at bench_breadth's
-shapes (B*T = 16k tokens, H = 16, D = 64 and 128, T = 1k, 4k, 8k).
+shapes (B*T = 16k tokens, H = 16, D = 64 and 128, T = 1k, 4k, 8k) and at B = 1, T = 8k
+(test_breadth_gpu's causal-speed shape: few blocks per SM, where their order shows).
 
 Times the masked forward, dQ, JVP and fused forward+JVP kernels (or the ops named; the
 configs of this tree's
@@ -84,15 +85,15 @@ def main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
 def causal_main(kernels_dir: str, label: str, ops: tuple = OPS) -> None:
     spec = _spec(kernels_dir)
     for D in (64, 128):
-        for T in (1024, 4096, 8192):
-            B, H = 16384 // T, 16
+        for B, T in ((16, 1024), (4, 4096), (2, 8192), (1, 8192)):
+            H = 16
             x = _tensors(B, H, T, D)
             for causal in ((T, 0), None):
                 for op in ops:
                     ms = do_bench_cudagraph(lambda op=op, c=causal, x=x: jit_call.call(
                         spec, op, "fp16", x, (B, H, T, T, D), 1 / math.sqrt(D), causal=c), rep=30)
-                    print(f"AB {label} D{D} T{T} {'causal' if causal else 'full'} {op} {ms:.4f} ms",
-                          flush=True)
+                    print(f"AB {label} D{D} B{B} T{T} {'causal' if causal else 'full'} {op} "
+                          f"{ms:.4f} ms", flush=True)
             del x
             torch.cuda.empty_cache()
 

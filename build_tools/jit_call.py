@@ -32,7 +32,13 @@ def kernel(spec: Spec, op: str):
         mod = importlib.util.module_from_spec(m)
         m.loader.exec_module(mod)
         _modules[source] = mod
-    return getattr(_modules[source], name)
+    fn = getattr(_modules[source], name)
+    # as compiled ahead of time: the sizes are plain i32, never the JIT's constant 1 (Z = 1
+    # would reach `Z.to(...)` as a Python int and fail to compile)
+    for p in getattr(fn, "params", ()):
+        if p.name in spec.abi["i32_scalars"]:
+            p.do_not_specialize = True
+    return fn
 
 
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
