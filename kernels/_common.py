@@ -103,6 +103,19 @@ def load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
 
 
 @triton.jit
+def query_block():
+    """This query-block program's block index, the last block first.
+
+    The grid's axis 0 runs fastest, so blocks start in program_id(0) order within each
+    batch*head. Under a causal mask block i sweeps ~i + 1 key blocks: in index order every
+    head's heaviest block starts last and the launch ends on a tail of long programs (at
+    (1, 16, 8192, 64) bf16, 1024 blocks over 264 resident slots, causal ran 1.49x faster
+    than full where 2x is the work ratio). Reversed, the long programs start first and the
+    short ones fill the gaps. Without causal every block does the same work: no change."""
+    return tl.num_programs(0) - 1 - tl.program_id(0)
+
+
+@triton.jit
 def block_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
                   HEAD_DIM: tl.constexpr, n_rows, D):
     """This program's rows, the inner-loop offsets, head-dim offsets and their masks."""

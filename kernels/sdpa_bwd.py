@@ -38,6 +38,7 @@ from _common import (
     load_tile,
     mma,
     padding_sweeps,
+    query_block,
     query_limits,
     row_limits,
     row_vector,
@@ -144,7 +145,7 @@ def _sdpa_bwd_z_from_stats_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
@@ -428,7 +429,7 @@ def _sdpa_bwd_dq_kernel(
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)

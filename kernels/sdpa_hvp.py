@@ -41,6 +41,7 @@ from _common import (
     load_rows,
     load_tile,
     load_tiles_T,
+    query_block,
     query_limits,
     row_limits,
     row_vector,
@@ -151,7 +152,7 @@ def _sdpa_bwd_jvp_rows_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
@@ -283,7 +284,7 @@ def _sdpa_bwd_jvp_dq_kernel(
     """hQ_i = scale * sum_j (dS._ij K_j + dS_ij tK_j) for one (query block, batch*head)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)

@@ -30,6 +30,7 @@ from _common import (
     mma,
     online_probs,
     padding_sweeps,
+    query_block,
     row_limits,
     store_rows,
 )
@@ -133,7 +134,7 @@ def _sdpa_jvp_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
@@ -267,7 +268,7 @@ def _sdpa_fwd_jvp_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_N,
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
                                                            HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
