@@ -10,11 +10,11 @@ With S = scale * Q K^T and P = exp(S - m) / l (m, l given, not recomputed):
 (with an attention mask, S gets its bias B added). j ranges over the keys row i sees (all,
 or causal, or with B_ij > -inf: see _common); P is 0 elsewhere, and on rows that see no key
 (m = -inf, l = 0), whose derivatives are therefore 0.
-The z pre-pass writes two (Z*H, T) float32 planes into Zbuf: z, and each row's base-2
-log-sum-exp lse2_i = m_i log2(e) + log2(l_i) (+inf on rows that see no key), so that the
-dK/dV loop of 16-bit data gets P_ij = exp2(s2_ij - lse2_i) from one load per row (no
-m log2(e), reciprocal or multiply by 1/l per row and query block: 389 -> 271 SASS
-instructions per iteration, sm_90 fp16 D = 128). float32 keeps (m, 1/l) there: rounding
+The z pre-pass writes z into Zbuf, a (Z*H, T) float32 plane, and for 16-bit data a second
+plane: each row's base-2 log-sum-exp lse2_i = m_i log2(e) + log2(l_i) (+inf on rows that see
+no key), so that the dK/dV loop of 16-bit data gets P_ij = exp2(s2_ij - lse2_i) from one
+load per row (no m log2(e), reciprocal or multiply by 1/l per row and query block:
+389 -> 271 SASS instructions per iteration, sm_90 fp16 D = 128). float32 keeps (m, 1/l) there: rounding
 m log2(e) + log2(l) to float32 adds its error to every exponent (log2_stats).
 No atomics: every output row is owned by one program that reduces in a fixed order, so
 results are bitwise reproducible.
@@ -43,22 +43,20 @@ from _common import (
     row_limits,
     row_vector,
     store_rows,
+    unseen_rows_to_zero,
 )
 
 
 @triton.jit
-def _store_z_lse2(Zbuf, z, Mstat, Lstat, off_z, off_h, bh, stride_mz, stride_mh, stride_mm,
-                  stride_lz, stride_lh, stride_lm, Z, H, T, rows, row_ok):
-    """Rows `rows` of the two contiguous (Z*H, T) planes of Zbuf: z, then
-    lse2 = m log2(e) + log2(l) (log2_stats' 16-bit stats), +inf where m = -inf (a row that
-    sees no key: l = 0), so exp2(s2 - lse2) is 0 there for any score without a select."""
-    m = tl.load(Mstat + off_z * stride_mz + off_h * stride_mh + rows * stride_mm, mask=row_ok,
-                other=0.0)
-    l = tl.load(Lstat + off_z * stride_lz + off_h * stride_lh + rows * stride_lm, mask=row_ok,
-                other=1.0)
-    lse2 = tl.where(m == float("-inf"), float("inf"), m * LOG2E + tl.log2(l))
+def _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, rows, row_ok, dtype: tl.constexpr):
+    """Rows `rows` of Zbuf's contiguous (Z*H, T) planes: z, then, for 16-bit data only (whose
+    dK/dV kernel reads it), lse2 = m log2(e) + log2(l): load_row_stats' 16-bit m2, made +inf
+    where m = -inf (unseen_rows_to_zero: a row that sees no key, l = 0), so exp2(s2 - lse2)
+    is 0 there for any score without a select. A float32 Zbuf has the z plane only."""
     tl.store(Zbuf + bh * T + rows, z, mask=row_ok)
-    tl.store(Zbuf + Z.to(tl.int64) * H * T + bh * T + rows, lse2, mask=row_ok)
+    if dtype != tl.float32:
+        lse2, _ = unseen_rows_to_zero(m2, inv_l)
+        tl.store(Zbuf + Z.to(tl.int64) * H * T + bh * T + rows, lse2, mask=row_ok)
 
 
 @triton.jit
@@ -81,8 +79,11 @@ def _sdpa_bwd_z_from_o_kernel(
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
         z = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        _store_z_lse2(Zbuf, z, Mstat, Lstat, off_z, off_h, bh, stride_mz, stride_mh, stride_mm,
-                      stride_lz, stride_lh, stride_lm, Z, H, T, offs_m, m_ok)
+        # the stats only feed lse2: float32 stores none, and its loads compile away
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   O.dtype.element_ty)
+        _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, O.dtype.element_ty)
 
 
 @triton.jit
@@ -171,8 +172,7 @@ def _sdpa_bwd_z_from_stats_kernel(
                                 n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d, d_ok,
                                 qk_scale, BLOCK_N, EVEN_D, INPUT_PRECISION)
         z = tl.sum(acc * do.to(tl.float32), 1)
-        _store_z_lse2(Zbuf, z, Mstat, Lstat, off_z, off_h, bh, stride_mz, stride_mh, stride_mm,
-                      stride_lz, stride_lh, stride_lm, Z, H, T, offs_m, m_ok)
+        _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, Q.dtype.element_ty)
 
 
 @triton.jit

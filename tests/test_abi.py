@@ -108,15 +108,17 @@ def test_every_op_gets_its_tensors_by_name(recorder):
         assert ints[5] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
 
 
+@pytest.mark.parametrize("dtype,planes", [(torch.float16, 2), (torch.bfloat16, 2), (torch.float32, 1)])
 @pytest.mark.parametrize("with_o", [True, False])
 @pytest.mark.parametrize("Hkv", [3, 1])
-def test_z_buffer_has_the_lse2_plane(recorder, with_o, Hkv):
+def test_z_buffer_has_the_lse2_plane(recorder, with_o, Hkv, dtype, planes):
     """The z pre-pass (from o, or from the stats) gets m, l and a contiguous float32 buffer of
-    two (Z, H, T) planes on the kernels' (folded) grid: z, then lse2, which the dK/dV
-    kernel of the same call reads (the same buffer); dQ reads z from it too."""
+    (Z, H, T) planes on the kernels' (folded) grid: z, then for 16-bit data lse2, which the
+    dK/dV kernel of the same call reads (the same buffer; float32's reads m and l, so it has
+    no lse2 plane); dQ reads z from it too."""
     B, H, T, M, D = 2, 3, 5, 7, 16
-    q, do = _t(B, H, T, D), _t(B, H, T, D)
-    k, v = _t(B, Hkv, M, D), _t(B, Hkv, M, D)
+    q, do = _t(B, H, T, D, dtype=dtype), _t(B, H, T, D, dtype=dtype)
+    k, v = _t(B, Hkv, M, D, dtype=dtype), _t(B, Hkv, M, D, dtype=dtype)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
     recorder.tensors.clear()
     aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o if with_o else None)
@@ -125,7 +127,7 @@ def test_z_buffer_has_the_lse2_plane(recorder, with_o, Hkv):
     assert z["Mstat"].data_ptr() == m.data_ptr() and z["Lstat"].data_ptr() == l.data_ptr()
     zbuf = z["Zbuf"]
     assert zbuf.dtype == torch.float32 and zbuf.is_contiguous()
-    assert zbuf.numel() == 2 * B * H * T  # Z * H_kernel * T_kernel: folding keeps the count
+    assert zbuf.numel() == planes * B * H * T  # Z * H_kernel * T_kernel: folding keeps the count
     assert named["bwd_dkdv"]["Zbuf"] is zbuf and named["bwd_dq"]["Zbuf"] is zbuf
 
 

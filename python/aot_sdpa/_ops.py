@@ -222,11 +222,13 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=(), bias=None):
 
 
 def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
-    """The z pre-pass's (2, Z, H, T) buffer: z_i = sum_j dP_ij P_ij (from dO . O when the
-    forward's o is given, else from the stats), then the rows' base-2 log-sum-exp
-    lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats."""
+    """The z pre-pass's buffer: z_i = sum_j dP_ij P_ij (from dO . O when the forward's o is
+    given, else from the stats), then, for 16-bit data, the rows' base-2 log-sum-exp
+    lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats
+    (float32's read m and l: no second plane)."""
     Z, H, T = sizes[:3]
-    z = _row_stat(q, 2 * Z, H, T)  # (2Z, H, T) contiguous: the z plane, then the lse2 plane
+    planes = 1 if dt in (_FP32_CODE, TF32_CODE) else 2
+    z = _row_stat(q, planes * Z, H, T)  # (planes*Z, H, T) contiguous: z, then lse2
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     else:
