@@ -103,16 +103,25 @@ def load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
 
 
 @triton.jit
-def query_block():
-    """This query-block program's block index, the last block first.
+def query_block(dtype: tl.constexpr):
+    """This query-block program's block index: for 16-bit data the last block first.
 
     The grid's axis 0 runs fastest, so blocks start in program_id(0) order within each
     batch*head. Under a causal mask block i sweeps ~i + 1 key blocks: in index order every
     head's heaviest block starts last and the launch ends on a tail of long programs (at
     (1, 16, 8192, 64) bf16, 1024 blocks over 264 resident slots, causal ran 1.49x faster
     than full where 2x is the work ratio). Reversed, the long programs start first and the
-    short ones fill the gaps. Without causal every block does the same work: no change."""
-    return tl.num_programs(0) - 1 - tl.program_id(0)
+    short ones fill the gaps. Without causal every block does the same work: no change.
+    float32 kernels keep index order: they sit at 255 registers, and ptxas spilled more
+    with the reversed index (sm_90 D = 128 forward 216 -> 488 bytes of stack, TF32 16 ->
+    272; the DiT-XL/2 float32 forward 23% slower), which costs more than the tail. The
+    16-bit general flavours (unaligned data: the fallback) spill more too (forward D = 128
+    32 -> 72 bytes, JVP D = 64 88 -> 216); their hinted flavours, which regular calls run,
+    do not (forward+JVP D = 128 16 -> 32 bytes aside)."""
+    if dtype == tl.float32:
+        return tl.program_id(0)
+    else:
+        return tl.num_programs(0) - 1 - tl.program_id(0)
 
 
 @triton.jit

@@ -104,8 +104,8 @@ def _sdpa_fwd_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
-                                                           HEAD_DIM, T, D)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
+                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
         # 64-bit per-head base pointers of K and V (strides are int64)

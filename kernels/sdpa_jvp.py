@@ -134,8 +134,8 @@ def _sdpa_jvp_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
-                                                           HEAD_DIM, T, D)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
+                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
         tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
@@ -268,8 +268,8 @@ def _sdpa_fwd_jvp_kernel(
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(), BLOCK_M, BLOCK_N,
-                                                           HEAD_DIM, T, D)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
+                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
         tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
