@@ -101,7 +101,7 @@ def write_csv(name: str, rows: list[dict]) -> Path:
     stamp = env()
     keys = list(rows[0].keys()) + list(stamp.keys())
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+        w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")  # LF, as the repository
         w.writeheader()
         for r in rows:
             w.writerow({**r, **stamp})
