@@ -227,7 +227,7 @@ def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
     lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats
     (float32's read m and l: no second plane)."""
     Z, H, T = sizes[:3]
-    planes = 1 if dt in (_FP32_CODE, TF32_CODE) else 2
+    planes = 1 if q.dtype == _F32 else 2  # the kernels' own test: Q's element type
     z = _row_stat(q, planes * Z, H, T)  # (planes*Z, H, T) contiguous: z, then lse2
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
