@@ -14,6 +14,8 @@ Phase 1 compiles every candidate in parallel worker processes (filling Triton's 
 phase 2 times them one after another in this process, so timings never overlap.
 Usage: python tune_real.py [op, shape or precision names ...]   (default: every op, shape and
        precision below; a 5th config entry caps registers, maxnreg, as variants.toml may)
+       python tune_real.py causal [op, shape or precision names ...]   the same sweep with
+       torch's (top-left) causal mask; the TFLOP/s column counts half the scores
        python tune_real.py masked [op, shape or mask kind names ...]   the masked flavour,
        fp16, MASKED_SHAPES, a key-padding (one bias row) and a dense (a bias row per query row)
        float32 mask; a candidate may cap registers (5th entry: maxnreg)
@@ -65,7 +67,7 @@ HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config
 }
 HALF_128 = {  # D = 128: the first is the current config (kernels/variants.toml, sm_90)
     "fwd": [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 2),
-            (128, 32, 8, 3), (64, 128, 4, 2)],
+            (128, 32, 8, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3), (64, 32, 4, 3)],
     "bwd_dkdv": [(32, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 3), (32, 64, 4, 2), (128, 64, 8, 2),
                  (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (16, 64, 4, 2)],
     "bwd_dq": [(128, 64, 8, 3), (128, 64, 8, 4), (128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3),
@@ -147,11 +149,12 @@ def _jobs(ops, d128=False, precs=tuple(PRECISIONS)):
                 yield op, prec, dtype, ip, cfg
 
 
-def _launch(op, dtype, ip, cfg, tensors, shape, bias=None):
+def _launch(op, dtype, ip, cfg, tensors, shape, bias=None, causal=False):
     B, H, T, D = shape
     bm, bn, w, st, *cap = cfg
     jit_call.call(SPEC, op, dtype, tensors, (B, H, T, T, D), 1 / math.sqrt(D),
-                  blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
+                  causal=(T, 0) if causal else None, blocks={"BLOCK_M": bm, "BLOCK_N": bn},
+                  num_warps=w, num_stages=st,
                   input_precision=ip, bias=bias, maxnreg=cap[0] if cap else None)
 
 
@@ -177,15 +180,16 @@ def _precompile(jobs, worker) -> set:
     return failed
 
 
-def _bench(label, op, cfg, shape, fn):
-    """Time fn inside a CUDA graph; print and return its ms (None when it fails)."""
+def _bench(label, op, cfg, shape, fn, causal=False):
+    """Time fn inside a CUDA graph; print and return its ms (None when it fails). TFLOP/s
+    counts every score, or (causal) half of them."""
     B, H, T, D = shape
     try:
         ms = do_bench_cudagraph(fn, rep=30)
     except Exception as exc:
         print(f"{label} {op} {cfg}: {type(exc).__name__}"[:200])
         return None
-    tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9
+    tf = MATMULS[op] * 2 * B * H * T * T * D / ms / 1e9 / (2 if causal else 1)
     print(f"{label} {op} {cfg}: {ms:.4f} ms {tf:.0f} TFLOP/s", flush=True)
     return ms
 
@@ -238,6 +242,7 @@ def main(names):
     d128 = bool(shapes)
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
     precs = [n for n in names if n in PRECISIONS] or list(PRECISIONS)
+    causal = "causal" in names
     jobs = list(_jobs(ops, d128, precs))
     failed = _precompile(jobs, partial(_compile, D=128 if d128 else 64))
     best = {}
@@ -249,8 +254,9 @@ def main(names):
             for op, p, _, _, cfg in (j for j in jobs if j[1] == prec):
                 if (op, p, cfg) in failed:
                     continue
-                ms = _bench(f"{name} {prec}", op, cfg, shape,
-                            lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape))
+                ms = _bench(f"{name} {prec}{' causal' if causal else ''}", op, cfg, shape,
+                            lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, causal=causal),
+                            causal)
                 if ms is not None:
                     best.setdefault((name, prec, op), []).append((round(ms, 4), cfg))
             del tensors
