@@ -71,7 +71,8 @@ def build(out_dir: Path = ROOT / "build" / "gen", cache_dir: Path = ROOT / "buil
                 v = meta["variant"]
                 log(f"  [{n}/{len(todo)}] {v['op']} {v['dtype']} d{v['head_dim']} {v['flavor']} "
                     f"sm{v['arch']}: {dt:.1f}s, {meta['cubin_bytes']} B cubin, "
-                    f"{meta['shared']} B smem")
+                    f"{meta['shared']} B smem, {meta.get('registers')} registers, "
+                    f"{meta.get('stack_bytes')} B stack")
     metas = [json.loads((d / "meta.json").read_text()) for d in dirs]
     cubins = [d / "kernel.cubin" for d in dirs]
     t_pack = time.perf_counter()
@@ -81,6 +82,7 @@ def build(out_dir: Path = ROOT / "build" / "gen", cache_dir: Path = ROOT / "buil
     source = render(spec, metas, images, placement)
     changed = _write_if_changed(out_dir / "aot_kernels.cpp", source)
     inventory = [dict(m["variant"], shared=m["shared"], cubin_bytes=m["cubin_bytes"],
+                      registers=m.get("registers"), stack_bytes=m.get("stack_bytes"),
                       image=images[g]["name"], image_offset=off, cubin_sha256=sha)
                  for m, (g, off, _, sha) in zip(metas, placement)]
     _write_if_changed(out_dir / "inventory.json", json.dumps(inventory, indent=1))

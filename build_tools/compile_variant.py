@@ -10,9 +10,12 @@ Triton version and arch.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -171,6 +174,21 @@ def cache_key(kernels_dir: Path, v: Variant, abi: dict, triton_version: str) -> 
     return h.hexdigest()[:24]
 
 
+def ptxas_usage(log: str) -> dict:
+    """Registers per thread and stack bytes per thread from ptxas -v's report ({} without one)."""
+    regs = re.search(r"Used (\d+) registers", log)
+    stack = re.search(r"(\d+) bytes stack frame", log)
+    return {"registers": int(regs[1]), "stack_bytes": int(stack[1]) if stack else 0} if regs else {}
+
+
+def occupancy_fallback(usage: dict) -> bool:
+    """Whether ptxas planned the kernel for full occupancy and spilled it: <= 32 registers with
+    >= 1 KB of stack (ptxas 12.8 does this to some kernels it cannot fit in 255 registers; 3-13
+    KB of local-memory traffic per thread, the fp32 D=128 HVP ~30x slower on the H200). The
+    variant's [ops.*] min_blocks_per_sm entry (ptxas --minnctapersm 1) avoids it."""
+    return bool(usage) and usage["registers"] <= 32 and usage["stack_bytes"] >= 1024
+
+
 def _load_kernel(kernels_dir: Path, source: str, kernel: str):
     if str(kernels_dir) not in sys.path:
         sys.path.insert(0, str(kernels_dir))
@@ -227,8 +245,22 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     opts = {"num_warps": v.num_warps, "num_stages": v.num_stages}
     if v.maxnreg is not None:  # a register cap, e.g. to keep two 8-warp blocks per SM
         opts["maxnreg"] = v.maxnreg
+    if v.min_blocks_per_sm is not None:  # kernels/variants.toml: min_blocks_per_sm
+        opts["ptx_options"] = f"--minnctapersm {v.min_blocks_per_sm}"
     options = backend.parse_options(opts)
-    cc = triton.compile(src, target=target, options=options.__dict__)
+    # ptxas runs every time (our cache is the build's cache) and prints its -v report, read
+    # here for the registers and stack each cubin uses
+    triton.knobs.compilation.always_compile = True
+    triton.knobs.nvidia.dump_ptxas_log = True
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        cc = triton.compile(src, target=target, options=options.__dict__)
+    usage = ptxas_usage(report.getvalue())
+    if occupancy_fallback(usage):
+        raise RuntimeError(f"{v.name}: ptxas gave it {usage['registers']} registers and "
+                           f"{usage['stack_bytes']} bytes of stack per thread (its full-occupancy "
+                           f"fallback); add it to [ops.{v.op}] min_blocks_per_sm in "
+                           "kernels/variants.toml")
     md = cc.metadata
     # Our launcher passes null scratch pointers: a kernel that needs scratch cannot ship.
     if getattr(md, "global_scratch_size", 0) > 0 or getattr(md, "profile_scratch_size", 0) > 0:
@@ -246,6 +278,7 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
         "variant": v.as_json(), "kernel_name": md.name, "shared": int(md.shared),
         "num_warps": int(md.num_warps), "num_stages": int(md.num_stages),
         "cubin_bytes": len(cubin), "params": params, "triton_version": triton.__version__,
+        **usage,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return meta

@@ -45,9 +45,11 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
          has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
          blocks: dict | None = None, masked_level: int = 2,
          num_warps: int | None = None, num_stages: int | None = None,
-         input_precision: str | None = None, maxnreg: int | None = None):
+         input_precision: str | None = None, maxnreg: int | None = None,
+         min_blocks_per_sm: int | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
-    constexprs, blocks, warps, stages and register cap (or the given blocks/warps/stages);
+    constexprs, blocks, warps, stages, register cap and ptxas --minnctapersm (or the given
+    blocks/warps/stages/cap/min_blocks_per_sm);
     returns nothing, like the AOT launcher.
     `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no causal mask;
     `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias);
@@ -102,8 +104,11 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
         launch = {"num_warps": v.num_warps, "num_stages": v.num_stages}
         if v.maxnreg is not None:
             launch["maxnreg"] = v.maxnreg
+        min_blocks_per_sm = v.min_blocks_per_sm
     else:
         launch = {"num_warps": num_warps, "num_stages": num_stages}
         if maxnreg is not None:
             launch["maxnreg"] = maxnreg
+    if min_blocks_per_sm is not None:  # as compile_variant passes it
+        launch["ptx_options"] = f"--minnctapersm {min_blocks_per_sm}"
     fn[grid](*args, **constexprs, **launch)

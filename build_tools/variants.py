@@ -64,6 +64,9 @@ class Variant:
     num_stages: int
     maxnreg: int | None = None  # ptxas register cap per thread (None: ptxas decides)
     masked: int = 0  # the kernels' MASKED (see HINTED_MASKED_LEVEL)
+    # ptxas --minnctapersm: the blocks per SM its register allocation may plan for (None:
+    # ptxas decides; see the op tables' min_blocks_per_sm in kernels/variants.toml)
+    min_blocks_per_sm: int | None = None
 
     @property
     def name(self) -> str:
@@ -78,6 +81,8 @@ class Variant:
         d["blocks"] = dict(self.blocks)
         d["constexprs"] = dict(self.constexprs)
         d["serves"] = list(self.serves)
+        if self.min_blocks_per_sm is None:  # unset: left out, so every other key stayed
+            del d["min_blocks_per_sm"]
         return d
 
 
@@ -90,11 +95,12 @@ class Spec:
     serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
-def _covers(entry: dict, arch: int, dtype: str, head_dim: int) -> bool:
-    """Whether a where-table (archs, dtypes, head_dims; a key left out takes every value)
-    covers this arch, dtype and bucket."""
+def _covers(entry: dict, arch: int, dtype: str, head_dim: int, flavor: str | None = None) -> bool:
+    """Whether a where-table (archs, dtypes, head_dims and, where a flavour is given, flavors;
+    a key left out takes every value) covers this arch, dtype, bucket (and flavour)."""
     return (arch in entry.get("archs", [arch]) and dtype in entry.get("dtypes", [dtype])
-            and head_dim in entry.get("head_dims", [head_dim]))
+            and head_dim in entry.get("head_dims", [head_dim])
+            and (flavor is None or flavor in entry.get("flavors", [flavor])))
 
 
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
@@ -177,6 +183,8 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                             num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
                             maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None,
                             masked=masked,
+                            min_blocks_per_sm=1 if any(_covers(e, *where, flavor) for e in table.get(
+                                "min_blocks_per_sm", [])) else None,
                         ))
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

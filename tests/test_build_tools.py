@@ -22,6 +22,8 @@ from build_tools.compile_variant import (  # noqa: E402
     classify_params,
     code_only,
     constant,
+    occupancy_fallback,
+    ptxas_usage,
     wide_rows,
 )
 
@@ -189,6 +191,61 @@ def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
                     == (v.op, v.dtype, v.head_dim, v.arch, "fast"))
         assert (v.blocks, v.num_warps, v.num_stages, v.maxnreg) == (
             fast.blocks, fast.num_warps, fast.num_stages, fast.maxnreg)
+
+
+def test_min_blocks_per_sm_where_the_op_tables_say_and_only_there():
+    """An op's min_blocks_per_sm where-tables (flavors included) give those variants ptxas
+    --minnctapersm 1; every other variant leaves it unset and out of its cache key's JSON."""
+    spec = _spec()
+    by_name = {v.name: v for v in spec.variants}
+    marked = {v.name for v in spec.variants if v.min_blocks_per_sm is not None}
+    assert {by_name[n].min_blocks_per_sm for n in marked} == {1}
+    # the fp32 D=128 HVP's dK/dV on sm_90, every flavour; on sm_80 the table names two
+    assert {f"bwd_jvp_dkdv_fp32_d128_{f}_sm90" for f in ("general", "fast", "masked")} <= marked
+    assert "bwd_jvp_dkdv_fp32_d128_fast_sm80" not in marked
+    assert {"fwd_fp16_d256_general_sm80", "fwd_fp16_d256_masked_sm80"} <= marked
+    assert not {"fwd_fp16_d256_fast_sm80", "fwd_fp16_d256_general_sm90"} & marked
+    assert len(marked) == 34
+    v = by_name["fwd_fp16_d64_fast_sm90"]
+    assert "min_blocks_per_sm" not in v.as_json()
+    assert by_name["bwd_jvp_dkdv_fp32_d128_fast_sm90"].as_json()["min_blocks_per_sm"] == 1
+
+
+# ptxas -v reports (ptxas 12.8, sm_80, the fp32 D=64 dK/dV kernel without and with
+# --minnctapersm 1, and a small kernel)
+FALLBACK = """ptxas info    : Compiling entry function '_sdpa_bwd_dkdv_kernel' for 'sm_80'
+ptxas info    : Function properties for _sdpa_bwd_dkdv_kernel
+    6336 bytes stack frame, 26592 bytes spill stores, 35944 bytes spill loads
+ptxas info    : Used 32 registers, used 1 barriers, 6336 bytes cumulative stack size, 688 bytes cmem[0]
+"""
+ONE_BLOCK = FALLBACK.replace("6336", "1680").replace("Used 32", "Used 255")
+SMALL = FALLBACK.replace("6336", "0").replace("26592", "0").replace("35944", "0")
+
+
+def test_ptxas_report_is_read_and_its_occupancy_fallback_recognised():
+    assert ptxas_usage(FALLBACK) == {"registers": 32, "stack_bytes": 6336}
+    assert ptxas_usage(ONE_BLOCK) == {"registers": 255, "stack_bytes": 1680}
+    assert ptxas_usage("") == {}
+    assert occupancy_fallback(ptxas_usage(FALLBACK))
+    assert not occupancy_fallback(ptxas_usage(ONE_BLOCK))
+    assert not occupancy_fallback(ptxas_usage(SMALL))  # few registers, no stack: fine
+    assert not occupancy_fallback({})  # no report (nothing to judge)
+
+
+def test_in_tree_build_has_no_cubin_in_the_occupancy_fallback():
+    """Every cubin whose ptxas report the build recorded (build/gen/inventory.json) is out of
+    the fallback (the build refuses one; this reads what it recorded)."""
+    import json
+
+    built = ROOT / "build" / "gen" / "inventory.json"
+    if not built.exists():
+        pytest.skip("not an in-tree build (no build/gen/inventory.json)")
+    rows = [r for r in json.loads(built.read_text()) if r.get("registers") is not None]
+    if not rows:
+        pytest.skip("no ptxas report recorded (every cubin came from an older cache)")
+    bad = [(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"]) for r in rows
+           if occupancy_fallback(r)]
+    assert not bad
 
 
 @pytest.mark.parametrize("change", [{"unit_strides": ["stride_mm"]},
