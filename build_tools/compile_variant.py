@@ -26,6 +26,7 @@ from build_tools.variants import (
     MASKED_FLAVORS,
     STRIDE_DIVISIBILITY,
     Variant,
+    ptxas_options,
 )
 
 # Shared memory a block may opt into, per compute capability (CUDA programming guide, "Compute
@@ -245,8 +246,7 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
     opts = {"num_warps": v.num_warps, "num_stages": v.num_stages}
     if v.maxnreg is not None:  # a register cap, e.g. to keep two 8-warp blocks per SM
         opts["maxnreg"] = v.maxnreg
-    if v.min_blocks_per_sm is not None:  # kernels/variants.toml: min_blocks_per_sm
-        opts["ptx_options"] = f"--minnctapersm {v.min_blocks_per_sm}"
+    opts.update(ptxas_options(v.min_blocks_per_sm))  # kernels/variants.toml: min_blocks_per_sm
     options = backend.parse_options(opts)
     # ptxas runs every time (our cache is the build's cache) and prints its -v report, read
     # here for the registers and stack each cubin uses

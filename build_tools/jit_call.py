@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from build_tools.compile_variant import classify_params
-from build_tools.variants import Spec
+from build_tools.variants import Spec, ptxas_options
 
 KERNELS = Path(os.environ.get("AOT_SDPA_KERNELS")
                or Path(__file__).resolve().parent.parent / "kernels").resolve()
@@ -109,6 +109,5 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
         launch = {"num_warps": num_warps, "num_stages": num_stages}
         if maxnreg is not None:
             launch["maxnreg"] = maxnreg
-    if min_blocks_per_sm is not None:  # as compile_variant passes it
-        launch["ptx_options"] = f"--minnctapersm {min_blocks_per_sm}"
+    launch.update(ptxas_options(min_blocks_per_sm))  # as compile_variant passes it
     fn[grid](*args, **constexprs, **launch)

@@ -95,6 +95,14 @@ class Spec:
     serves: dict[int, list[int]]  # compiled arch -> compute capabilities it runs on
 
 
+def ptxas_options(min_blocks_per_sm: int | None) -> dict:
+    """The Triton compile option that hands a variant's min_blocks_per_sm to ptxas
+    (--minnctapersm), {} when unset: the AOT build and the JIT sweeps (jit_call) pass the same."""
+    if min_blocks_per_sm is None:
+        return {}
+    return {"ptx_options": f"--minnctapersm {min_blocks_per_sm}"}
+
+
 def _covers(entry: dict, arch: int, dtype: str, head_dim: int, flavor: str | None = None) -> bool:
     """Whether a where-table (archs, dtypes, head_dims and, where a flavour is given, flavors;
     a key left out takes every value) covers this arch, dtype, bucket (and flavour)."""

@@ -457,3 +457,39 @@ def test_jit_call_reads_another_kernel_tree_when_asked(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == str((ROOT / "kernels").resolve())
+
+
+def test_jit_call_launches_with_the_variants_ptxas_option(monkeypatch):
+    """jit_call launches a variant with the compile options its AOT cubin got: a
+    min_blocks_per_sm variant (sm_90 float32 D = 128 backward-JVP dK/dV) with ptxas
+    --minnctapersm 1, another without, and an explicit override with it (the sweeps)."""
+    import torch
+
+    from build_tools import jit_call
+    from build_tools.variants import ptxas_options
+
+    launched = []
+
+    class Recorder:  # the JIT function's signature, a launch that records its options
+        def __init__(self, fn):
+            self.fn = fn.fn
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launched.append(kw)
+
+    real = jit_call.kernel
+    monkeypatch.setattr(jit_call, "kernel", lambda spec, op: Recorder(real(spec, op)))
+    spec = _spec()
+    names = aot_sdpa._native.OPS["bwd_jvp_dkdv"].pointers
+    x = {n: torch.zeros(1, 1, 16, 128) for n in names}
+    x.update(Bias=None, TDO=None, Rbuf=torch.zeros(1, 16), Zbuf=torch.zeros(1, 16),
+             ZDbuf=torch.zeros(1, 16))
+    jit_call.call(spec, "bwd_jvp_dkdv", "fp32", x, (1, 1, 16, 16, 128), 1.0)
+    jit_call.call(spec, "bwd_jvp_dkdv", "fp32", x, (1, 1, 16, 16, 64), 1.0)
+    jit_call.call(spec, "bwd_jvp_dkdv", "fp32", x, (1, 1, 16, 16, 64), 1.0,
+                  blocks={"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1,
+                  min_blocks_per_sm=1)
+    assert ptxas_options(None) == {}
+    assert launched[0]["ptx_options"] == ptxas_options(1)["ptx_options"] == "--minnctapersm 1"
+    assert "ptx_options" not in launched[1]
+    assert launched[2]["ptx_options"] == "--minnctapersm 1"
