@@ -19,6 +19,10 @@ Usage: python tune_real.py [op, shape or precision names ...]   (default: every 
        python tune_real.py masked [op, shape or mask kind names ...]   the masked flavour,
        fp16, MASKED_SHAPES, a key-padding (one bias row) and a dense (a bias row per query row)
        float32 mask; a candidate may cap registers (5th entry: maxnreg)
+       python tune_real.py min1 [...]   every candidate also compiled with ptxas
+       --minnctapersm 1 (variants.toml min_blocks_per_sm; labelled "+min1"), the first (current)
+       one also as shipped: before it, ptxas left some fp32 candidates at 32 registers with KBs of
+       stack (full-occupancy fallback) and they timed 10-100x slow
        AOT_SDPA_KERNELS=<dir> python tune_real.py ...   the same sweep on the kernel sources
        in <dir> (e.g. `git archive <rev> kernels | tar -x -C old`, then old/kernels): an A/B
        of two kernel versions, each in its own process (build_tools/jit_call.py)
@@ -46,7 +50,8 @@ SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 5
           "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64)}
 # head dim 128 (name them to sweep them: "d128_1k d128_4k"), with their own candidates
 # (HALF_128, FULL_128) compiled at D = 128
-SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128)}
+SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
+              "dit_xl": (32, 16, 256, 72)}  # DiT-XL/2 at 256^2: D = 72 runs in bucket 128
 TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
 HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config
@@ -81,29 +86,36 @@ HALF_128 = {  # D = 128: the first is the current config (kernels/variants.toml,
     "bwd_dv": [(64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3),
                (32, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2)],
 }
-FULL = {  # fp32 tiles take twice the shared memory and registers
+FULL = {  # fp32 tiles take twice the shared memory and registers; dK/dV, dQ: the first is the
+    # shipped sm_90 D = 64 config
     "fwd": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 3),
             (128, 64, 8, 3), (32, 64, 4, 2)],
-    "bwd_dkdv": [(32, 64, 4, 2), (32, 32, 4, 2), (64, 64, 4, 2), (32, 128, 8, 2),
-                 (64, 64, 8, 2), (16, 64, 4, 2)],
-    "bwd_dq": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (32, 32, 4, 2),
-               (128, 64, 8, 2), (32, 64, 4, 2)],
+    "bwd_dkdv": [(32, 128, 8, 2), (32, 128, 8, 1), (64, 128, 8, 2), (64, 128, 8, 1), (64, 64, 4, 2),
+                 (64, 64, 4, 1), (32, 64, 4, 2), (64, 64, 8, 2), (128, 128, 8, 1), (32, 128, 4, 2)],
+    "bwd_dq": [(128, 64, 8, 2), (128, 64, 8, 1), (128, 128, 8, 1), (64, 64, 4, 2), (64, 64, 4, 1),
+               (128, 32, 8, 2), (64, 128, 8, 2), (64, 32, 4, 2)],
     "fwd_jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2),
                 (64, 32, 4, 3), (128, 64, 8, 2)],
     "jvp": [(64, 32, 4, 2), (64, 64, 4, 2), (32, 32, 4, 2), (128, 32, 8, 2), (64, 32, 4, 3)],
 }
-FULL_128 = {  # fp32 / TF32 at D = 128: the first is the spill-chosen config the sweep
-    # started from (variants.toml now ships the sweep's winners: tune_d128_fp32_h200.log)
-    "fwd": [(128, 32, 8, 1), (64, 32, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 8, 2),
-            (64, 32, 4, 3), (64, 64, 8, 2), (128, 64, 8, 1)],
-    "bwd_dkdv": [(16, 32, 4, 1), (32, 32, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 64, 8, 2),
-                 (64, 64, 8, 2), (32, 32, 4, 1), (64, 32, 8, 2), (32, 128, 8, 2), (16, 32, 4, 2)],
-    "bwd_dq": [(32, 32, 4, 1), (64, 32, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (128, 32, 8, 2),
-               (64, 32, 8, 2), (32, 32, 4, 2), (128, 64, 8, 2)],
-    "fwd_jvp": [(64, 32, 8, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 64, 4, 2),
-                (64, 64, 8, 2), (64, 32, 4, 1)],
-    "jvp": [(32, 32, 8, 1), (32, 32, 4, 2), (64, 32, 4, 2), (64, 32, 8, 2), (32, 64, 4, 2),
-            (64, 64, 8, 2), (64, 32, 4, 1)],
+FULL_128 = {  # fp32 / TF32 at D = 128: the first is the shipped sm_90 config (the fp32 one; the
+    # earlier sweeps: tune_d128_fp32_h200.log)
+    "fwd": [(128, 64, 8, 1), (128, 64, 8, 2), (128, 32, 8, 1), (128, 32, 8, 2), (64, 64, 4, 1),
+            (64, 64, 4, 2), (64, 32, 4, 2), (128, 128, 8, 1)],
+    "bwd_dkdv": [(32, 32, 4, 1), (32, 32, 4, 2), (16, 32, 4, 1), (32, 64, 4, 1), (32, 64, 4, 2),
+                 (64, 32, 4, 1), (64, 32, 8, 1), (64, 64, 4, 1), (64, 64, 8, 1), (64, 64, 8, 2),
+                 (32, 128, 8, 1), (64, 128, 8, 1), (16, 64, 4, 1)],
+    "bwd_dq": [(32, 32, 4, 2), (32, 32, 4, 1), (64, 32, 4, 1), (64, 32, 4, 2), (32, 64, 4, 2),
+               (64, 64, 4, 1), (64, 64, 8, 1), (64, 64, 8, 2), (128, 32, 8, 1), (128, 64, 8, 1),
+               (128, 64, 8, 2), (64, 128, 8, 1)],
+    "fwd_jvp": [(64, 32, 8, 1), (64, 32, 4, 1), (64, 32, 4, 2), (64, 64, 8, 1), (64, 64, 4, 1),
+                (32, 32, 4, 1), (128, 32, 8, 1), (32, 64, 4, 1)],
+    # dK alone and dV alone: fewer live registers than the fused dK/dV (one accumulator each)
+    "bwd_dk": [(32, 32, 4, 1), (64, 32, 8, 1), (32, 64, 4, 1), (64, 64, 8, 1), (64, 64, 4, 1)],
+    "bwd_dv": [(32, 32, 4, 1), (64, 32, 8, 1), (32, 64, 4, 1), (64, 64, 8, 1), (64, 64, 4, 1),
+               (64, 128, 8, 1)],
+    "jvp": [(32, 32, 4, 2), (32, 32, 4, 1), (64, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 1),
+            (64, 64, 8, 1), (64, 32, 8, 1), (128, 32, 8, 1), (32, 64, 4, 1)],
 }
 # the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
 # the masked sweep's results: benchmarks/results/tune_masked_h200.log. JIT timings can rank
@@ -139,23 +151,29 @@ def _tensors(shape, dtype):
     return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
 
 
-def _jobs(ops, d128=False, precs=tuple(PRECISIONS)):
+def _jobs(ops, d128=False, precs=tuple(PRECISIONS), min1=False):
+    """(op, precision, dtype, input precision, config, ptxas --minnctapersm or None) per
+    candidate; with min1, each with the option and the first (current) also without it."""
     for op in ops:
         for prec, (dtype, ip) in PRECISIONS.items():
             if prec not in precs:
                 continue
             half, full = (HALF_128, FULL_128) if d128 else (HALF, FULL)
-            for cfg in (half if prec == "fp16" else full)[op]:
-                yield op, prec, dtype, ip, cfg
+            cfgs = (half if prec == "fp16" else full)[op]
+            for i, cfg in enumerate(cfgs):
+                if not min1 or i == 0:
+                    yield op, prec, dtype, ip, cfg, None
+                if min1:
+                    yield op, prec, dtype, ip, cfg, 1
 
 
-def _launch(op, dtype, ip, cfg, tensors, shape, bias=None, causal=False):
+def _launch(op, dtype, ip, cfg, tensors, shape, bias=None, causal=False, mb=None):
     B, H, T, D = shape
     bm, bn, w, st, *cap = cfg
     jit_call.call(SPEC, op, dtype, tensors, (B, H, T, T, D), 1 / math.sqrt(D),
                   causal=(T, 0) if causal else None, blocks={"BLOCK_M": bm, "BLOCK_N": bn},
-                  num_warps=w, num_stages=st,
-                  input_precision=ip, bias=bias, maxnreg=cap[0] if cap else None)
+                  num_warps=w, num_stages=st, input_precision=ip, bias=bias,
+                  maxnreg=cap[0] if cap else None, min_blocks_per_sm=mb)
 
 
 def _biases(shape):
@@ -169,12 +187,18 @@ def _biases(shape):
             "dense": dense.as_strided((B, H, T), (T * T, 0, T))}
 
 
+def _key(job):
+    """(op, precision, config label) of a job; the label marks --minnctapersm 1 with "+min1"."""
+    op, prec, _, _, cfg, *mb = job
+    return op, prec, f"{cfg}{'+min1' if mb and mb[0] else ''}"
+
+
 def _precompile(jobs, worker) -> set:
     """Compile every candidate in parallel worker processes (filling Triton's cache); returns
     the (op, precision, config) of those that failed."""
     ctx = torch.multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        failed = {j[:2] + (j[4],) for j, err in zip(jobs, pool.map(worker, jobs)) if err}
+        failed = {_key(j) for j, err in zip(jobs, pool.map(worker, jobs)) if err}
     for f in sorted(failed):
         print("compile failed:", f)
     return failed
@@ -200,7 +224,7 @@ def masked_main(names):
     ops = [n for n in names if n in MASKED] or list(MASKED)
     kinds = [n for n in names if n in ("key_padding", "dense")] or ["key_padding", "dense"]
     shapes = {n: s for n, s in MASKED_SHAPES.items() if n in names} or MASKED_SHAPES
-    jobs = [(op, "fp16", "fp16", None, cfg) for op in ops for cfg in MASKED[op]]
+    jobs = [(op, "fp16", "fp16", None, cfg, None) for op in ops for cfg in MASKED[op]]
     failed = _precompile(jobs, partial(_compile, masked=True))
     best = {}
     for name, shape in shapes.items():
@@ -208,8 +232,9 @@ def masked_main(names):
         for kind, bias in _biases(shape).items():
             if kind not in kinds:
                 continue
-            for op, prec, dtype, ip, cfg in jobs:
-                if (op, prec, cfg) in failed:
+            for job in jobs:
+                op, prec, dtype, ip, cfg, _ = job
+                if _key(job) in failed:
                     continue
                 ms = _bench(f"MASKED {name} {kind}", op, cfg, shape, lambda x=tensors: _launch(
                     op, dtype, ip, cfg, x, shape, bias))
@@ -222,14 +247,15 @@ def masked_main(names):
         print(f"BEST {name} {kind} {op} {res[:3]} current {cur} -> x{cur[0] / res[0][0]:.2f}")
 
 
-def _compile(job, D=64, masked=False):
-    """Worker: compile (and run once) one candidate at tiny shapes (with masked, under both
-    mask kinds); the cache is shared."""
-    op, prec, dtype, ip, cfg = job
+def _compile(job, Ds=(64,), masked=False):
+    """Worker: compile (and run once) one candidate at tiny shapes with each head dim in Ds
+    (with masked, under both mask kinds); the cache is shared."""
+    op, prec, dtype, ip, cfg, mb = job
     try:  # Triton specialises ints on divisibility by 16 (and == 1): one size of each kind
-        for shape in ((2, 2, 197, D), (2, 2, 256, D)):
+        for shape in ((2, 2, T, D) for D in Ds for T in (197, 256)):
             for bias in _biases(shape).values() if masked else (None,):
-                _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape, bias)
+                _launch(op, dtype, ip, cfg, _tensors(shape, TORCH_DTYPE[dtype]), shape, bias,
+                        mb=mb)
         torch.cuda.synchronize()
         return None
     except Exception as exc:  # out of resources etc.
@@ -243,22 +269,24 @@ def main(names):
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
     precs = [n for n in names if n in PRECISIONS] or list(PRECISIONS)
     causal = "causal" in names
-    jobs = list(_jobs(ops, d128, precs))
-    failed = _precompile(jobs, partial(_compile, D=128 if d128 else 64))
+    jobs = list(_jobs(ops, d128, precs, min1="min1" in names))
+    failed = _precompile(jobs, partial(_compile, Ds=tuple({s[3] for s in shapes.values()})))
     best = {}
     for name, shape in shapes.items():
         for prec, (dtype, ip) in PRECISIONS.items():
             if prec not in precs:
                 continue
             tensors = _tensors(shape, TORCH_DTYPE[dtype])
-            for op, p, _, _, cfg in (j for j in jobs if j[1] == prec):
-                if (op, p, cfg) in failed:
+            for job in (j for j in jobs if j[1] == prec):
+                op, _, _, _, cfg, mb = job
+                label = _key(job)[2]
+                if _key(job) in failed:
                     continue
-                ms = _bench(f"{name} {prec}{' causal' if causal else ''}", op, cfg, shape,
-                            lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, causal=causal),
-                            causal)
+                ms = _bench(f"{name} {prec}{' causal' if causal else ''}", op, label, shape,
+                            lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, causal=causal,
+                                                      mb=mb), causal)
                 if ms is not None:
-                    best.setdefault((name, prec, op), []).append((round(ms, 4), cfg))
+                    best.setdefault((name, prec, op), []).append((round(ms, 4), label))
             del tensors
             torch.cuda.empty_cache()
     print("\nBEST (ms, (BLOCK_M, BLOCK_N, num_warps, num_stages)); the first is the current config")
