@@ -38,7 +38,7 @@ HINTED_MASKED_LEVEL = 2
 # the unmasked hinted flavours an op's `no_hints` entries leave out (those calls run general)
 UNHINTABLE = ("fast", "ragged")
 # flavours compiled only where a table of that name says (archs, dtypes, head_dims)
-LIMITED_FLAVORS = ("ragged", "padding_fast")
+LIMITED_FLAVORS = ("ragged", "padding_fast", "masked_fast")
 # the divisibility (in elements) the hinted flavours promise of data strides (and, ragged, of
 # D): 16 as Triton's JIT; 8 for ragged, the least that keeps 16-byte vector loads of 16-bit
 # rows whose head dim is a multiple of 8 (D = 40, 72, 80, 96, ...)

@@ -205,7 +205,9 @@ def test_min_blocks_per_sm_where_the_op_tables_say_and_only_there():
     assert "bwd_jvp_dkdv_fp32_d128_fast_sm80" not in marked
     assert {"fwd_fp16_d256_general_sm80", "fwd_fp16_d256_masked_sm80"} <= marked
     assert not {"fwd_fp16_d256_fast_sm80", "fwd_fp16_d256_general_sm90"} & marked
-    assert len(marked) == 34
+    # 34 when found; 29 since sm_80 compiles no masked_fast and no second-order fast flavour
+    # (four sm_80 float32 masked_fast variants and the float32 D=128 backward-JVP dQ fast one)
+    assert len(marked) == 29
     v = by_name["fwd_fp16_d64_fast_sm90"]
     assert "min_blocks_per_sm" not in v.as_json()
     assert by_name["bwd_jvp_dkdv_fp32_d128_fast_sm90"].as_json()["min_blocks_per_sm"] == 1
