@@ -193,6 +193,24 @@ def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
             fast.blocks, fast.num_warps, fast.num_stages, fast.maxnreg)
 
 
+def test_masked_fast_where_the_table_says_and_second_order_fast_on_sm90_only():
+    """[masked_fast] limits masked_fast to sm_90 (the first-order ops there, every tensor dtype
+    and bucket); the second-order ops' no_hints leave their fast flavour out on sm_80. On sm_80
+    a masked call then runs masked and an HVP call general (test_abi checks the dispatch)."""
+    spec = _spec()
+    masked_fast = [v for v in spec.variants if v.flavor == "masked_fast"]
+    assert masked_fast and {v.arch for v in masked_fast} == {90}
+    assert {v.op for v in masked_fast} == {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
+    masked = {(v.op, v.dtype, v.head_dim) for v in spec.variants
+              if v.flavor == "masked" and v.arch == 80}
+    assert {(v.op, v.dtype, v.head_dim) for v in masked_fast} <= masked  # the sm_80 fallback
+    second = {"bwd_jvp_dq", "bwd_jvp_dkdv"}
+    fast = {(v.op, v.arch) for v in spec.variants if v.op in second and v.flavor == "fast"}
+    assert fast == {(op, 90) for op in second}
+    assert {(v.op, v.arch) for v in spec.variants if v.op in second and v.flavor == "general"} \
+        == {(op, a) for op in second for a in (80, 90)}
+
+
 def test_min_blocks_per_sm_where_the_op_tables_say_and_only_there():
     """An op's min_blocks_per_sm where-tables (flavors included) give those variants ptxas
     --minnctapersm 1; every other variant leaves it unset and out of its cache key's JSON."""
