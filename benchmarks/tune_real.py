@@ -189,8 +189,8 @@ def _biases(shape):
 
 def _key(job):
     """(op, precision, config label) of a job; the label marks --minnctapersm 1 with "+min1"."""
-    op, prec, _, _, cfg, *mb = job
-    return op, prec, f"{cfg}{'+min1' if mb and mb[0] else ''}"
+    op, prec, _, _, cfg, mb = job
+    return op, prec, f"{cfg}{'+min1' if mb else ''}"
 
 
 def _precompile(jobs, worker) -> set:
@@ -279,9 +279,10 @@ def main(names):
             tensors = _tensors(shape, TORCH_DTYPE[dtype])
             for job in (j for j in jobs if j[1] == prec):
                 op, _, _, _, cfg, mb = job
-                label = _key(job)[2]
-                if _key(job) in failed:
+                key = _key(job)
+                if key in failed:
                     continue
+                label = key[2]
                 ms = _bench(f"{name} {prec}{' causal' if causal else ''}", op, label, shape,
                             lambda x=tensors: _launch(op, dtype, ip, cfg, x, shape, causal=causal,
                                                       mb=mb), causal)

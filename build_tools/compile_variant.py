@@ -211,8 +211,6 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
 
     kernels_dir = Path(kernels_dir)
     out = Path(out_dir)
-    # No line info in shipped cubins: it triples their size (145 KB -> 45 KB for fwd fp16 d64).
-    triton.knobs.compilation.disable_line_info = True
     target = activate(v.arch)
     fn = _load_kernel(kernels_dir, v.source, v.kernel)
     constexprs = dict(v.blocks)
@@ -248,12 +246,16 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
         opts["maxnreg"] = v.maxnreg
     opts.update(ptxas_options(v.min_blocks_per_sm))  # kernels/variants.toml: min_blocks_per_sm
     options = backend.parse_options(opts)
-    # ptxas runs every time (our cache is the build's cache) and prints its -v report, read
-    # here for the registers and stack each cubin uses
-    triton.knobs.compilation.always_compile = True
-    triton.knobs.nvidia.dump_ptxas_log = True
     report = io.StringIO()
-    with contextlib.redirect_stdout(report):
+    # Triton's knobs for this compile only (scoped: a caller's later JIT compiles keep theirs)
+    with triton.knobs.compilation.scope(), triton.knobs.nvidia.scope(), \
+            contextlib.redirect_stdout(report):
+        # No line info in shipped cubins: it triples their size (145 KB -> 45 KB, fwd fp16 d64).
+        triton.knobs.compilation.disable_line_info = True
+        # ptxas runs every time (our cache is the build's cache) and prints its -v report,
+        # read here for the registers and stack each cubin uses
+        triton.knobs.compilation.always_compile = True
+        triton.knobs.nvidia.dump_ptxas_log = True
         cc = triton.compile(src, target=target, options=options.__dict__)
     usage = ptxas_usage(report.getvalue())
     if occupancy_fallback(usage):
