@@ -23,6 +23,10 @@ Usage: python tune_real.py [op, shape or precision names ...]   (default: every 
        --minnctapersm 1 (variants.toml min_blocks_per_sm; labelled "+min1"), the first (current)
        one also as shipped: before it, ptxas left some fp32 candidates at 32 registers with KBs of
        stack (full-occupancy fallback) and they timed 10-100x slow
+       python tune_real.py tiers [op names ...]   each sequence-length tier in variants.toml
+       (configs with max_len; sm_90) against its untiered twin's config, at a ladder of T
+       (TIER_LADDER, B * T = 8192, H = 16, the bucket's D and, in 128, D = 72): where the tier stops
+       leading is its max_len
        AOT_SDPA_KERNELS=<dir> python tune_real.py ...   the same sweep on the kernel sources
        in <dir> (e.g. `git archive <rev> kernels | tar -x -C old`, then old/kernels): an A/B
        of two kernel versions, each in its own process (build_tools/jit_call.py)
@@ -298,8 +302,63 @@ def main(names):
               f"-> x{cur[0] / res[0][0]:.2f}")
 
 
+TIER_LADDER = (128, 197, 256, 384, 512, 768, 1024)
+
+
+def _tier_pairs(ops):
+    """(op, dtype, input precision, head dim, untiered job cfg + mb, tier cfg + mb, max_len)
+    for each sm_90 fast-flavour tier in variants.toml."""
+    by_name = {v.name: v for v in SPEC.variants}
+    for v in SPEC.variants:
+        if not v.max_len or v.arch != 90 or v.flavor != "fast" or (ops and v.op not in ops):
+            continue
+        if v.dtype not in TORCH_DTYPE:  # bf16 runs fp16's tiles
+            continue
+        base = by_name[v.name.rsplit("_t", 1)[0]]
+        cfgs = [(w.block["BLOCK_M"], w.block["BLOCK_N"], w.num_warps, w.num_stages,
+                 *([w.maxnreg] if w.maxnreg else [])) for w in (base, v)]
+        yield (v.op, v.dtype, v.input_precision, v.head_dim, (cfgs[0], base.min_blocks_per_sm),
+               (cfgs[1], v.min_blocks_per_sm), v.max_len)
+
+
+def _tier_dims(bucket):
+    """The head dims a tier is timed at: its bucket, and 72 (DiT-XL/2) in bucket 128."""
+    return (72, bucket) if bucket == 128 else (bucket,)
+
+
+def tiers_main(names):
+    ops = [n for n in names if n in MATMULS]
+    pairs = list(_tier_pairs(ops))
+    jobs = [(op, dtype, dtype, ip, cfg, mb) for op, dtype, ip, _, *two, _ in pairs
+            for cfg, mb in two]
+    Ds = tuple(sorted({d for p in pairs for d in _tier_dims(p[3])}))
+    failed = _precompile(jobs, partial(_compile, Ds=Ds))
+    for op, dtype, ip, bucket, (c0, m0), (c1, m1), max_len in pairs:
+        print(f"\n## {op} {dtype} bucket {bucket}: untiered {c0} mb {m0} against tier "
+              f"max_len={max_len} {c1} mb {m1}")
+        for D in _tier_dims(bucket):
+            for T in TIER_LADDER:
+                shape = (max(1, 8192 // T), 16, T, D)
+                x = _tensors(shape, TORCH_DTYPE[dtype])
+                ms = []
+                for cfg, mb in ((c0, m0), (c1, m1)):
+                    if _key((op, dtype, dtype, ip, cfg, mb)) in failed:
+                        ms.append(None)
+                        continue
+                    ms.append(_bench(f"{shape}", op, f"{cfg}{'+min1' if mb else ''}", shape,
+                                     lambda x=x, cfg=cfg, mb=mb: _launch(op, dtype, ip, cfg, x,
+                                                                         shape, mb=mb)))
+                if None not in ms:
+                    print(f"TIER {op} D={D} T={T}: untiered/tier = {ms[0] / ms[1]:.3f}"
+                          f"{'  (inside max_len)' if T <= max_len else ''}", flush=True)
+                del x
+                torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["masked"]:
         masked_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["tiers"]:
+        tiers_main(sys.argv[2:])
     else:
         main(sys.argv[1:])

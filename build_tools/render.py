@@ -6,6 +6,7 @@ from pathlib import Path
 from string import Template
 
 from build_tools.compile_variant import classify_params, is_constant
+from build_tools.variants import variant_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
@@ -100,7 +101,7 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
         variant_code.append(tpl.substitute(
-            i=i, op=v["op"], name=f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}",
+            i=i, op=v["op"], name=variant_name(v),
             image=image, image_name=images[image]["name"], offset=offset, size=size,
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
@@ -113,7 +114,7 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
         blocks = v["blocks"]
         table.append(
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
-            f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, '
+            f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, {v.get("max_len") or 0}, '
             f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
             f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
             f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')

@@ -44,6 +44,16 @@ LIMITED_FLAVORS = ("ragged", "padding_fast", "masked_fast")
 # rows whose head dim is a multiple of 8 (D = 40, 72, 80, 96, ...)
 STRIDE_DIVISIBILITY = {"fast": 16, "masked_fast": 16, "padding_fast": 16, "ragged": 8}
 MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin below 2**31
+# the longest sequence a tier may cover (configs' max_len): short sequences are what tiers are
+# for, and the dispatcher compares max(T, M) with it as int32
+MAX_TIER_LEN = 1 << 16
+
+
+def variant_name(v: dict) -> str:
+    """A variant's name from its fields (Variant.as_json or asdict): op, dtype, bucket,
+    flavour, arch and, for a sequence-length tier, "_t<max_len>"."""
+    tier = f"_t{v['max_len']}" if v.get("max_len") else ""
+    return f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}{tier}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +77,14 @@ class Variant:
     # ptxas --minnctapersm: the blocks per SM its register allocation may plan for (None:
     # ptxas decides; see the op tables' min_blocks_per_sm in kernels/variants.toml)
     min_blocks_per_sm: int | None = None
+    # a sequence-length tier: the dispatcher runs this variant for calls with max(T, M) <=
+    # max_len in place of its untiered twin (the same op, dtype, bucket, flavour and arch:
+    # None), see the configs' max_len in kernels/variants.toml
+    max_len: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.op}_{self.dtype}_d{self.head_dim}_{self.flavor}_sm{self.arch}"
+        return variant_name(dataclasses.asdict(self))
 
     @property
     def block(self) -> dict[str, int]:
@@ -81,8 +95,9 @@ class Variant:
         d["blocks"] = dict(self.blocks)
         d["constexprs"] = dict(self.constexprs)
         d["serves"] = list(self.serves)
-        if self.min_blocks_per_sm is None:  # unset: left out, so every other key stayed
-            del d["min_blocks_per_sm"]
+        for key in ("min_blocks_per_sm", "max_len"):  # unset: left out, so the cache keys
+            if d[key] is None:  # of every other variant stayed
+                del d[key]
         return d
 
 
@@ -112,21 +127,51 @@ def _covers(entry: dict, arch: int, dtype: str, head_dim: int, flavor: str | Non
 
 
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
-                 flavor: str) -> dict:
-    """The first config whose arch, dtypes, head_dims and flavors (each optional) all match.
+                 flavor: str, max_len: int | None = None) -> dict | None:
+    """The first config whose arch, dtypes, head_dims and flavors (each optional) all match,
+    among those without a max_len (the untiered variant; none: an error) or, given max_len,
+    those of that sequence-length tier (none: None, no variant of that tier).
     masked_fast takes the masked flavour's configs unless a config names it (they were tuned
     on kernels with its hints: benchmarks/tune_real.py masked); ragged and padding_fast take
     fast's (ragged: the same tiles and loads, with a tail mask; padding_fast: its sweeps of
-    zero-bias key blocks are fast's, measured faster there in every op but the forward)."""
+    zero-bias key blocks are fast's, measured faster there in every op but the forward); a
+    tier's configs take only the flavours they name."""
     like = {"masked_fast": "masked", "ragged": "fast", "padding_fast": "fast"}.get(flavor)
+    if max_len is not None:
+        like = None  # a tier's configs name each flavour they tier
     for cfg in configs:
         flavors = cfg.get("flavors", [flavor])
-        if (cfg.get("arch", arch) == arch and dtype in cfg.get("dtypes", [dtype])
-                and head_dim in cfg.get("head_dims", [head_dim])
+        if (cfg.get("max_len") == max_len and cfg.get("arch", arch) == arch
+                and dtype in cfg.get("dtypes", [dtype]) and head_dim in cfg.get("head_dims", [head_dim])
                 and (flavor in flavors or like in flavors)):
             return cfg
+    if max_len is not None:
+        return None
     raise ValueError(f"variants.toml: op {op!r} has no config for arch {arch} dtype {dtype} "
                      f"head dim {head_dim} flavor {flavor}")
+
+
+def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavor: str,
+             masked: int, serves: dict[int, list[int]], max_len: int | None) -> Variant:
+    """One variant of `op` at `where` (arch, dtype, bucket) compiled with `cfg`. A config's own
+    min_blocks_per_sm (a sequence-length tier's tile measured with it) overrides the op's
+    where-table."""
+    arch, dtype, head_dim = where
+    blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
+    if any(b > MAX_BLOCK for _, b in blocks):
+        raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds {MAX_BLOCK} (the "
+                         "runtime's sequence-length bound assumes it)")
+    mb = 1 if any(_covers(e, *where, flavor) for e in table.get("min_blocks_per_sm", [])) else None
+    if "min_blocks_per_sm" in cfg:
+        mb = int(cfg["min_blocks_per_sm"])
+    return Variant(
+        op=op, source=table["source"], kernel=table["kernel"], grid=table["grid"], dtype=dtype,
+        head_dim=head_dim, arch=arch, serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
+        input_precision=table.get("input_precision", {}).get(dtype, INPUT_PRECISION[dtype]),
+        constexprs=tuple(sorted(table.get("constexprs", {}).items())),
+        num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
+        maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
+        min_blocks_per_sm=mb, max_len=max_len)
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -152,6 +197,13 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                              f"{sorted(EXTRA_DTYPES)}")
         if only_ops is not None and op not in only_ops:
             continue
+        tiers = sorted({int(c["max_len"]) for c in table["configs"] if "max_len" in c})
+        if any(t <= 0 or t > MAX_TIER_LEN for t in tiers):
+            raise ValueError(f"variants.toml: op {op!r} max_len {tiers}: each must be in "
+                             f"1..{MAX_TIER_LEN}")
+        if any("max_len" in c and "flavors" not in c for c in table["configs"]):
+            raise ValueError(f"variants.toml: op {op!r} has a config with max_len but no "
+                             "flavors: a sequence-length tier names the flavours it tiers")
         for arch in data["archs"]:
             for dtype in [*data["dtypes"], *extra]:
                 for head_dim in table.get("head_dims", data["head_dim_buckets"]):
@@ -170,29 +222,18 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                         if flavor in UNHINTABLE and any(_covers(u, *where)
                                                         for u in table.get("no_hints", [])):
                             continue  # the op's no_hints: the general flavour runs faster
-                        cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
-                                           flavor)
                         masked = 0
                         if flavor in MASKED_FLAVORS:
                             masked = HINTED_MASKED_LEVEL if flavor != "masked" or (
                                 sweeps and _covers(sweeps, *where)) else 1
-                        blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
-                        if any(b > MAX_BLOCK for _, b in blocks):
-                            raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds "
-                                             f"{MAX_BLOCK} (the runtime's sequence-length bound "
-                                             "assumes it)")
-                        variants.append(Variant(
-                            op=op, source=table["source"], kernel=table["kernel"],
-                            grid=table["grid"], dtype=dtype, head_dim=int(head_dim), arch=int(arch),
-                            serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
-                            input_precision=table.get("input_precision", {}).get(
-                                dtype, INPUT_PRECISION[dtype]),
-                            constexprs=tuple(sorted(table.get("constexprs", {}).items())),
-                            num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
-                            maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None,
-                            masked=masked,
-                            min_blocks_per_sm=1 if any(_covers(e, *where, flavor) for e in table.get(
-                                "min_blocks_per_sm", [])) else None,
-                        ))
+                        # the untiered variant, then one per sequence-length tier whose
+                        # configs cover this one
+                        for max_len in [None, *tiers]:
+                            cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
+                                               flavor, max_len)
+                            if cfg is None:
+                                continue
+                            variants.append(_variant(op, table, cfg, where, flavor, masked,
+                                                     serves, max_len))
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

@@ -65,7 +65,9 @@ typedef struct aot_variant {
     int head_dim;   /* bucket */
     int arch;       /* 90 = sm_90a, 80 = sm_80 */
     int flavor;     /* 0 general, 1 fast (aligned, D == bucket), 2 masked (reads Bias), 3 both,
-                       4 ragged (aligned, D < bucket, strides and D % 8) */
+                       4 ragged (aligned, D < bucket, strides and D % 8), 5 padding_fast */
+    int max_len;    /* 0: any sequence length; else a tier that runs for max(T, M) <= max_len
+                       in place of its untiered twin (same op, dtype, bucket, arch, flavour) */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

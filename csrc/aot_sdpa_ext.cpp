@@ -96,6 +96,8 @@ std::vector<int> served_by(int arch) {
     return out;
 }
 
+constexpr int64_t kLongRows = INT32_MAX;  // test hooks' default max(T, M): no tier
+
 struct Choice {
     const aot_variant_t* run;       // the variant to launch
     const aot_variant_t* sibling;   // the other flavour of the same bucket (or null)
@@ -129,14 +131,47 @@ enum Flavor { kGeneral = 0, kFast = 1, kMasked = 2, kMaskedFast = 3, kRagged = 4
 const char* const kFlavorNames[] = {"general", "fast", "masked", "masked_fast", "ragged",
                                     "padding_fast"};
 
-/* The smallest bucket >= head_dim of `flavor` among `cands` (null: none). */
+/* The smallest bucket >= head_dim of `flavor` among `cands`' untiered variants (null: none). */
 const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& cands, int flavor,
                                      int head_dim) {
     const aot_variant_t* best = nullptr;
     for (const aot_variant_t* v : cands)
-        if (v->flavor == flavor && v->head_dim >= head_dim &&
+        if (v->flavor == flavor && v->max_len == 0 && v->head_dim >= head_dim &&
             (best == nullptr || v->head_dim < best->head_dim))
             best = v;
+    return best;
+}
+
+/* Whether a and b are tiers of one family: the same op, dtype, bucket, arch and flavour. */
+bool same_family(const aot_variant_t* a, const aot_variant_t* b) {
+    return a->op == b->op && a->dtype_code == b->dtype_code && a->head_dim == b->head_dim &&
+           a->arch == b->arch && a->flavor == b->flavor;
+}
+
+/* For each variant, the other tiers of its family (empty for a family of one), built once:
+ * a call loads them with the one it runs, so that a later call of another sequence length
+ * (e.g. inside CUDA-graph capture, where loading a module is not allowed) finds its tier. */
+const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
+    static std::vector<std::vector<const aot_variant_t*>> family;
+    static std::once_flag once;
+    std::call_once(once, [] {
+        family.resize(aot_num_variants);
+        for (int i = 0; i < aot_num_variants; ++i) {
+            const aot_variant_t* a = &aot_variants[i];
+            for (const aot_variant_t* b : variants_of(a->op, a->dtype_code, a->arch))
+                if (b != a && same_family(a, b)) family[i].push_back(b);
+        }
+    });
+    return family[v - aot_variants];
+}
+
+/* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)): the tier
+ * with the smallest max_len >= rows, else v (untiered: any length). Null stays null. */
+const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows) {
+    if (v == nullptr) return v;
+    const aot_variant_t* best = v;
+    for (const aot_variant_t* t : tier_siblings(v))
+        if (t->max_len >= rows && (best->max_len == 0 || t->max_len < best->max_len)) best = t;
     return best;
 }
 
@@ -151,9 +186,10 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
  * first use, so a later call with another alignment or mask layout (e.g. inside CUDA-graph
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
- * without a TF32 one. */
+ * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
+ * (max(T, M); tier_for), the untiered variant when none covers it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
-                     bool masked, int device, bool padding) {
+                     bool masked, int device, bool padding, int64_t rows) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -177,23 +213,30 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const int hinted_flavor = masked ? kMaskedFast : (exact ? kFast : kRagged);
     const aot_variant_t* hinted = nullptr;
     for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
-        if (v->flavor == hinted_flavor && v->head_dim == general->head_dim) hinted = v;
+        if (v->flavor == hinted_flavor && v->head_dim == general->head_dim && v->max_len == 0)
+            hinted = v;
     // (masked_fast, like fast, needs the head dim to fill the bucket: with a mask and a
     // smaller head dim it is only the sibling)
     const bool run_hinted = exact ? fast_ok : (!masked && ragged_ok);
     const aot_variant_t* padded = nullptr;
     if (masked)
         for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
-            if (v->flavor == kPaddingFast && v->head_dim == general->head_dim) padded = v;
+            if (v->flavor == kPaddingFast && v->head_dim == general->head_dim &&
+                v->max_len == 0)
+                padded = v;
+    // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
+    general = tier_for(general, rows);
+    hinted = tier_for(hinted, rows);
+    padded = tier_for(padded, rows);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
 }
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
-                      bool masked, bool padding) {
+                      bool masked, bool padding, int64_t rows) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding);
+                         device, padding, rows);
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -271,9 +314,13 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
-                                    bias_is_key_padding(op, strides));
-    if (c.sibling != nullptr) load_or_throw(c.sibling, device);
-    if (c.sibling2 != nullptr) load_or_throw(c.sibling2, device);
+                                    bias_is_key_padding(op, strides),
+                                    ints[2] > ints[3] ? ints[2] : ints[3]);
+    for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
+        if (v == nullptr) continue;
+        if (v != c.run) load_or_throw(v, device);
+        for (const aot_variant_t* t : tier_siblings(v)) load_or_throw(t, device);
+    }
     const aot_variant_t* v = c.run;
     const int64_t block = o.grid == 'T' ? v->block_m : v->block_n;
     const int64_t gx = (extent + block - 1) / block;
@@ -422,6 +469,7 @@ py::list inventory() {
         d["head_dim"] = v.head_dim;
         d["arch"] = "sm_" + std::to_string(v.arch);
         d["flavor"] = kFlavorNames[v.flavor];
+        d["max_len"] = v.max_len;  // 0: any sequence length
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
@@ -566,22 +614,33 @@ PYBIND11_MODULE(_C, m) {
         aot::throw_cuda(st, "test load (injected failure)");
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
+    // rows (max(T, M)) defaults to a long sequence: the untiered variants
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
-                        bool ragged_ok, bool padding) {
+                        bool ragged_ok, bool padding, int64_t rows) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
-                                                     ragged_ok, masked, padding));
+                                                     ragged_ok, masked, padding, rows));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
+          py::arg("rows") = aot::kLongRows,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
-                               bool ragged_ok, bool padding) {
+                               bool ragged_ok, bool padding, int64_t rows) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
-                                                    masked, -1, padding));
+                                                    masked, -1, padding, rows));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
+          py::arg("rows") = aot::kLongRows,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
+    m.def("_tier_siblings", [](const std::string& name) {
+        std::vector<std::string> out;
+        for (int i = 0; i < aot_num_variants; ++i)
+            if (name == aot_variants[i].kernel->variant_name)
+                for (const aot_variant_t* t : aot::tier_siblings(&aot_variants[i]))
+                    out.push_back(t->kernel->variant_name);
+        return out;
+    }, py::arg("name"), "Test hook: the other sequence-length tiers a call of this variant loads.");
     m.def("device_arch", &aot::device_arch, py::call_guard<py::gil_scoped_release>(),
           "Compute capability of a device as major*10+minor (needs the driver).");
     m.def("driver_error", []() {

@@ -120,6 +120,27 @@ def test_every_op_ragged_head_dims_general_flavour_matches_fp64(dtype, factor, a
     _check_every_op(1, 3, 3, 113, 203, D, dtype, factor, atol, False, seed=D, padded=True)
 
 
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
+@pytest.mark.parametrize("T,M,causal,padded", [
+    (256, 256, False, False), (256, 256, True, False), (256, 256, False, True),
+    (257, 256, False, False), (256, 257, True, False), (31, 256, True, False)])
+def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, atol, T, M,
+                                                                causal, padded):
+    """The 16-bit D = 64 forward's fast flavour runs its sequence-length tier (its own tile,
+    kernels/variants.toml max_len = 256) on sm_90 for max(T, M) <= 256 and the untiered
+    variant past it: both sides of the edge, causal too, and padded rows (general: no tier),
+    every op against the fp64 reference with the project's rule."""
+    from aot_sdpa import _C
+
+    fwd = [o["name"] for o in _C.ops()].index("fwd")
+    code = 0 if dtype == torch.float16 else 1
+    run = _C._select(fwd, code, 64, torch.cuda.current_device(), not padded, False,
+                     rows=max(T, M))[0]
+    assert run.endswith("_t256") == (max(T, M) <= 256 and not padded
+                                     and torch.cuda.get_device_capability() == (9, 0))
+    _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
+
+
 def test_causal_grouped_query_backward_is_bitwise_deterministic():
     q, k, v, do, *_ = operands(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import aot_sdpa
+from build_tools.variants import load
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"float16", "bfloat16", "float32"}
@@ -45,10 +46,18 @@ SECOND_ORDER_OPS = {"bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
 
+# sequence-length tiers (kernels/variants.toml configs' max_len): the 16-bit D = 64 forward's
+# fast flavour on sm_90 for max(T, M) <= 256 (ViT's 197, DiT-B/2's 256)
+TIERS = {("fwd", dt, 64, "sm_90", "fast", 256) for dt in ("float16", "bfloat16")}
+
+
 def test_inventory_has_every_op_dtype_bucket_arch():
     inv = aot_sdpa.kernel_inventory()
     have = {(r["op"], r["dtype"] if r["input_precision"] != "tf32" or r["dtype"] != "float32"
-             else "tf32", r["head_dim"], r["arch"], r["flavor"]) for r in inv}
+             else "tf32", r["head_dim"], r["arch"], r["flavor"]) for r in inv if not r["max_len"]}
+    tiers = [(r["op"], r["dtype"], r["head_dim"], r["arch"], r["flavor"], r["max_len"])
+             for r in inv if r["max_len"]]
+    assert set(tiers) == TIERS and len(tiers) == len(TIERS)
     for op in OPS:
         for dt in DTYPES | ({"tf32"} if op in TF32_OPS else set()):
             for d in (FP32_BUCKETS if dt in ("float32", "tf32") else BUCKETS):
@@ -73,7 +82,7 @@ def test_inventory_has_every_op_dtype_bucket_arch():
     assert {r for r in have if r[4] == "padding_fast"} == {
         (op, dt, 64, "sm_90", "padding_fast") for op in MASKED_FAST_OPS
         for dt in ("float16", "bfloat16")}
-    assert len(inv) == len(have), "duplicate variants"
+    assert len(inv) == len(have) + len(tiers), "duplicate variants"
     from aot_sdpa._checks import MAX_HEAD_DIM, MAX_HEAD_DIM_FP32
 
     assert max(r["head_dim"] for r in inv) == MAX_HEAD_DIM
@@ -103,7 +112,7 @@ def test_embedded_images_unpack_to_the_built_cubins():
     built = ROOT / "build" / "gen" / "inventory.json"
     if not built.exists():
         pytest.skip("not an in-tree build (no build/gen/inventory.json)")
-    recorded = {(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"]): r
+    recorded = {(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r.get("max_len") or 0): r
                 for r in json.loads(built.read_text())}
     short = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
     images = {im["name"]: im for im in _C.images()}
@@ -118,7 +127,7 @@ def test_embedded_images_unpack_to_the_built_cubins():
         dtype = short[r["dtype"]]
         if dtype == "fp32" and r["input_precision"] == "tf32":
             dtype = "tf32"
-        key = (r["op"], dtype, r["head_dim"], r["flavor"], int(r["arch"][3:]))
+        key = (r["op"], dtype, r["head_dim"], r["flavor"], int(r["arch"][3:]), r["max_len"])
         cubin = raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
         assert cubin[:4] == b"\x7fELF", r
         assert hashlib.sha256(cubin).hexdigest() == recorded[key]["cubin_sha256"], r
@@ -224,14 +233,36 @@ def test_mask_code_per_flavour():
         assert 0 < mma(op, "masked", "sm_90") == mma(op, "masked_fast", "sm_90"), op
 
 
-def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False):
+def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
+                     rows=None):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
     without a mask the ragged one when it qualifies and D is below the bucket; else that
     hinted one is the sibling. With a key-padding mask (padding) the bucket's padding_fast
     runs before masked_fast, on the same conditions; the masked flavour not run is the
-    second sibling. (run, sibling, sibling2); None when nothing matches."""
+    second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
+    None: a long sequence, untiered). (run, sibling, sibling2); None when nothing matches."""
+    choice = _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
+    return None if choice is None else tuple(_tier(inv, n, rows) for n in choice)
+
+
+def _tier(inv, name, rows):
+    """The variant `name`'s tier for a call of max(T, M) = rows: among the inventory entries of
+    its family (op, dtype, bucket, arch, flavour) with a max_len >= rows, the smallest, named
+    "<name>_t<max_len>"; else `name` itself (None stays None)."""
+    if name is None or rows is None:
+        return name
+    lens = [r["max_len"] for r in inv if r["max_len"] >= rows and _name(r) == name]
+    return f"{name}_t{min(lens)}" if lens else name
+
+
+def _name(r):
+    """An inventory entry's untiered name."""
+    return f"{r['op']}_{_short(r)}_d{r['head_dim']}_{r['flavor']}_{r['arch'].replace('_', '')}"
+
+
+def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding):
     names = {0: "fp16", 1: "bf16", 2: "fp32", 3: "tf32"}
     base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
 
@@ -258,6 +289,12 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     return (fv, gen, pv) if fast_ok and fv and D == b else (gen, fv, pv)
 
 
+# the max(T, M) at each sequence-length tier's edge and one past it (kernels/variants.toml
+# configs' max_len), and a short sequence
+TIER_EDGES = (1, *sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
+                          if v.max_len for n in (v.max_len, v.max_len + 1)}))
+
+
 def _short(r):
     dt = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[r["dtype"]]
     return "tf32" if dt == "fp32" and r["input_precision"] == "tf32" else dt
@@ -280,16 +317,20 @@ def test_dispatcher_choices_without_a_driver():
                 for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
                     for fast_ok, ragged_ok, masked, padding in itertools.product(
                             (False, True), repeat=4):
-                        want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
-                                                ragged_ok, padding)
-                        args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
-                        if want is None:
-                            with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
-                                _C._select_for_cc(*args)
-                        else:
-                            assert _C._select_for_cc(*args) == want
-                        n += 1
-    assert n == 4 * len(ops) * 4 * 12 * 16
+                        # the sequence lengths: a long one (the hook's default), the edge of
+                        # a tier and just past it
+                        for rows in (None, *TIER_EDGES):
+                            want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
+                                                    ragged_ok, padding, rows)
+                            args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
+                            kw = {} if rows is None else {"rows": rows}
+                            if want is None:
+                                with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
+                                    _C._select_for_cc(*args, **kw)
+                            else:
+                                assert _C._select_for_cc(*args, **kw) == want
+                            n += 1
+    assert n == 4 * len(ops) * 4 * 12 * 16 * (1 + len(TIER_EDGES))
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
@@ -307,6 +348,18 @@ def test_dispatcher_choices_without_a_driver():
     assert _C._select_for_cc(fwd, 0, 64, 90, True, True, padding=True) == (
         "fwd_fp16_d64_padding_fast_sm90", "fwd_fp16_d64_masked_sm90",
         "fwd_fp16_d64_masked_fast_sm90")
+    # the 16-bit D = 64 forward's fast flavour has a tier for max(T, M) <= 256 on sm_90
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=256) == (
+        "fwd_bf16_d64_fast_sm90_t256", "fwd_bf16_d64_general_sm90", None)
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=257)[0] == "fwd_bf16_d64_fast_sm90"
+    assert _C._select_for_cc(fwd, 1, 64, 90, False, False, rows=64)[0] == (
+        "fwd_bf16_d64_general_sm90")  # no general tier
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (
+        "fwd_bf16_d64_masked_fast_sm90")  # nor a masked one
+    assert _C._select_for_cc(fwd, 1, 40, 90, True, False, True, rows=64)[0] == (
+        "fwd_bf16_d64_ragged_sm90")  # nor a ragged one
+    assert _C._select_for_cc(fwd, 1, 64, 80, True, False, rows=64)[0] == (
+        "fwd_bf16_d64_fast_sm80")  # nor on sm_80
     with pytest.raises(aot_sdpa.NoKernelError, match="for float32 with head dim 200"):
         _C._select_for_cc(fwd, 2, 200, 90, True, False)
     with pytest.raises(aot_sdpa.NoKernelError, match="'bwd_dk' kernel with a mask"):

@@ -186,11 +186,13 @@ def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
     assert ragged and {v.arch for v in ragged} == {90}
     assert {v.dtype for v in ragged} == {"fp16", "bf16", "fp32"}
     assert {v.head_dim for v in ragged} == {64, 128, 256}
-    for v in ragged:
-        fast = next(f for f in spec.variants if (f.op, f.dtype, f.head_dim, f.arch, f.flavor)
-                    == (v.op, v.dtype, v.head_dim, v.arch, "fast"))
+    for v in ragged:  # (fast's untiered configs: a tier names each flavour it tiers)
+        fast = next(f for f in spec.variants if (f.op, f.dtype, f.head_dim, f.arch, f.flavor,
+                                                 f.max_len)
+                    == (v.op, v.dtype, v.head_dim, v.arch, "fast", None))
         assert (v.blocks, v.num_warps, v.num_stages, v.maxnreg) == (
             fast.blocks, fast.num_warps, fast.num_stages, fast.maxnreg)
+    assert not any(v.max_len for v in ragged)
 
 
 def test_masked_fast_where_the_table_says_and_second_order_fast_on_sm90_only():
@@ -229,6 +231,55 @@ def test_min_blocks_per_sm_where_the_op_tables_say_and_only_there():
     v = by_name["fwd_fp16_d64_fast_sm90"]
     assert "min_blocks_per_sm" not in v.as_json()
     assert by_name["bwd_jvp_dkdv_fp32_d128_fast_sm90"].as_json()["min_blocks_per_sm"] == 1
+
+
+def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
+    """A config with max_len adds, for each variant it covers, a tier "<name>_t<max_len>" with
+    that config (its own min_blocks_per_sm included), beside the untiered variant, which the
+    configs without max_len decide; untiered variants keep max_len out of their cache key's
+    JSON. Out-of-range lengths are refused."""
+    spec = _spec()
+    by_name = {v.name: v for v in spec.variants}
+    tiers = [v for v in spec.variants if v.max_len]
+    assert tiers and all(v.name.endswith(f"_t{v.max_len}") for v in tiers)
+    for v in tiers:
+        base = by_name[v.name.rsplit("_t", 1)[0]]
+        assert base.max_len is None and "max_len" not in base.as_json()
+        assert (base.op, base.dtype, base.head_dim, base.flavor, base.arch, base.masked) == (
+            v.op, v.dtype, v.head_dim, v.flavor, v.arch, v.masked)
+        assert v.as_json()["max_len"] == v.max_len
+        assert (v.blocks, v.num_warps, v.num_stages) != (base.blocks, base.num_warps,
+                                                        base.num_stages)
+    fwd = by_name["fwd_fp16_d64_fast_sm90_t256"]
+    assert (fwd.block, fwd.num_warps, fwd.num_stages, fwd.maxnreg) == (
+        {"BLOCK_M": 64, "BLOCK_N": 64}, 4, 2, None)
+    assert by_name["fwd_fp16_d64_fast_sm90"].block == {"BLOCK_M": 128, "BLOCK_N": 64}
+    # a tier of its own flavours only (ragged and padding_fast take fast's configs, but not
+    # its tiers), with its own min_blocks_per_sm
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    tier = ('[[ops.bwd_dq.configs]]\nmax_len = 128\narch = 90\ndtypes = ["fp16"]\n'
+            'head_dims = [64]\nflavors = ["fast", "masked"]\nBLOCK_M = 64\nBLOCK_N = 64\n'
+            'num_warps = 4\nnum_stages = 2\nmin_blocks_per_sm = 1\n')
+    path = tmp_path / "variants.toml"
+    path.write_text(text.replace("[[ops.bwd_dq.configs]]\n", tier + "[[ops.bwd_dq.configs]]\n", 1))
+    got = {v.name: v for v in variants_mod.load(path).variants}
+    assert set(got) - set(by_name) == {"bwd_dq_fp16_d64_fast_sm90_t128",
+                                       "bwd_dq_fp16_d64_masked_sm90_t128"}
+    t = got["bwd_dq_fp16_d64_fast_sm90_t128"]
+    assert (t.block, t.min_blocks_per_sm) == ({"BLOCK_M": 64, "BLOCK_N": 64}, 1)
+    assert got["bwd_dq_fp16_d64_masked_sm90_t128"].masked == by_name[
+        "bwd_dq_fp16_d64_masked_sm90"].masked
+    assert all(got[n] == v for n, v in by_name.items())
+    assert by_name["bwd_dq_fp16_d64_fast_sm90"].min_blocks_per_sm is None
+    for bad in (0, 1 << 20):
+        path.write_text(text.replace("[[ops.bwd_dq.configs]]\n", tier.replace("128", str(bad)) +
+                                     "[[ops.bwd_dq.configs]]\n", 1))
+        with pytest.raises(ValueError, match="max_len"):
+            variants_mod.load(path)
+    path.write_text(text.replace("[[ops.bwd_dq.configs]]\n", tier.replace(
+        'flavors = ["fast", "masked"]\n', "") + "[[ops.bwd_dq.configs]]\n", 1))
+    with pytest.raises(ValueError, match="max_len but no flavors"):
+        variants_mod.load(path)
 
 
 # ptxas -v reports (ptxas 12.8, sm_80, the fp32 D=64 dK/dV kernel without and with

@@ -19,15 +19,15 @@ def _inventory() -> None:
     print(f"aot_sdpa {aot_sdpa.__version__}: {len(inv)} kernel variants, {total / 1e6:.1f} MB of "
           f"cubins in {packed / 1e6:.1f} MB of compressed images (unpacked per op on first "
           f"use), archs {', '.join(aot_sdpa.built_archs())}")
-    print(f"{'op':<18}{'dtype':<10}{'products':<9}{'D':>4} {'arch':<7}{'flavor':<12}"
+    print(f"{'op':<18}{'dtype':<10}{'products':<9}{'D':>4} {'arch':<7}{'flavor':<13}{'T,M<=':>6}"
           f"{'BLOCK_M':>8}{'BLOCK_N':>8}{'warps':>6}{'stages':>7}{'smem':>8}{'cubin':>9}")
     for r in inv:
         # products: the tensor-core input precision (float32: tf32x3 = fp32-accurate, the
         # default; tf32 = under torch.set_float32_matmul_precision("high"/"medium"))
         prec = r["input_precision"] if r["dtype"] == "float32" else "native"
         print(f"{r['op']:<18}{r['dtype']:<10}{prec:<9}{r['head_dim']:>4} {r['arch']:<7}"
-              f"{r['flavor']:<12}{r['block_m']:>8}{r['block_n']:>8}{r['num_warps']:>6}"
-              f"{r['num_stages']:>7}{r['shared_bytes']:>8}{r['cubin_bytes']:>9}")
+              f"{r['flavor']:<13}{r['max_len'] or 'any':>6}{r['block_m']:>8}{r['block_n']:>8}"
+              f"{r['num_warps']:>6}{r['num_stages']:>7}{r['shared_bytes']:>8}{r['cubin_bytes']:>9}")
     print("per op:", dict(Counter(r["op"] for r in inv)))
 
 
