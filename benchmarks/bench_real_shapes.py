@@ -29,6 +29,7 @@ import aot_sdpa
 
 from _harness import (
     backlogged_ms,
+    env,
     fwd_flops,
     kept_rows,
     table,
@@ -144,7 +145,7 @@ def main(names: list[str]):
         if r["ratio"] is not None and r["ratio"] < 1.0:
             print(f"  {r['shape']} {r['dtype']} {r['work']}: {r['ratio']}x vs {r['torch_best']}")
     _goals(rows)
-    _heatmap(rows)
+    _heatmap(rows, env())
 
 
 def _ratio(r, backend):
@@ -177,8 +178,9 @@ def _goals(rows):
     report("fp32 JVP T = 4096 vs math", jvp, lambda r: _ratio(r, "math"), 10.0)
 
 
-def _heatmap(rows):
-    """ratio per (shape, dtype x work) as an annotated heat map (results/real_shapes.png)."""
+def _heatmap(rows, stamp: dict):
+    """ratio per (shape, dtype x work) as an annotated heat map (results/real_shapes.png),
+    titled with `stamp`'s gpu, torch and date (_harness.env() of the run that wrote the CSV)."""
     try:
         import matplotlib
 
@@ -190,7 +192,7 @@ def _heatmap(rows):
     import os
     from pathlib import Path
 
-    from _harness import RESULTS, env
+    from _harness import RESULTS
 
     shapes = list(dict.fromkeys(r["shape"] for r in rows))
     cols = list(dict.fromkeys(f"{r['dtype']}\n{r['work']}" for r in rows))
@@ -207,9 +209,8 @@ def _heatmap(rows):
     ax.set_xticks(range(len(cols)), cols, fontsize=6)
     ax.set_yticks(range(len(shapes)), shapes, fontsize=8)
     fig.colorbar(im, ax=ax, label="torch best / aot_sdpa (device time)")
-    e = env()
-    ax.set_title(f"aot_sdpa vs torch's best path, D=64 — {e['gpu']}, torch {e['torch']}, "
-                 f"{e['date']}", fontsize=9)
+    ax.set_title(f"aot_sdpa vs torch's best path — {stamp['gpu']}, torch {stamp['torch']}, "
+                 f"{stamp['date']}", fontsize=9)
     fig.tight_layout()
     RESULTS.mkdir(exist_ok=True)
     fig.savefig(RESULTS / "real_shapes.png", dpi=110)
