@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -97,6 +98,12 @@ std::vector<int> served_by(int arch) {
 }
 
 constexpr int64_t kLongRows = INT32_MAX;  // test hooks' default max(T, M): no tier
+
+/* Benchmark hook (_C._tier_rows): when nonzero, every launch picks its sequence-length tier
+ * for this max(T, M) instead of the call's own (kLongRows: the untiered variants), so one
+ * process can time a tier against its untiered twin on the same call (benchmarks/ab_tiers.py).
+ * 0, the default, is off. */
+std::atomic<int64_t> g_tier_rows{0};
 
 struct Choice {
     const aot_variant_t* run;       // the variant to launch
@@ -299,6 +306,13 @@ void load_or_throw(const aot_variant_t* v, int device) {
     if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
 }
 
+/* The max(T, M) a launch's sequence-length tier is chosen by (ints: Z, H, T, M, ...), or the
+ * benchmark hook's value when set. */
+int64_t launch_rows(const int32_t* ints) {
+    const int64_t forced = g_tier_rows.load(std::memory_order_relaxed);
+    return forced != 0 ? forced : (ints[2] > ints[3] ? ints[2] : ints[3]);
+}
+
 /* Launch `op` on raw arguments in its ABI order (checked against the op's table). */
 void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t* ptrs, int n_ptrs,
                 const int64_t* strides, int n_strides, const int32_t* ints, double scale) {
@@ -314,8 +328,7 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
-                                    bias_is_key_padding(op, strides),
-                                    ints[2] > ints[3] ? ints[2] : ints[3]);
+                                    bias_is_key_padding(op, strides), launch_rows(ints));
     for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
         if (v == nullptr) continue;
         if (v != c.run) load_or_throw(v, device);
@@ -633,6 +646,13 @@ PYBIND11_MODULE(_C, m) {
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
+    m.def("_tier_rows", [](int64_t rows) {
+        if (rows < 0) throw std::invalid_argument("aot_sdpa: _tier_rows takes rows >= 0");
+        return aot::g_tier_rows.exchange(rows);
+    }, py::arg("rows"),
+          "Benchmark hook: launches pick their sequence-length tier for max(T, M) = rows "
+          "(0: each call's own, the default; a large value: the untiered variants). Returns "
+          "the previous setting. Process-wide: for benchmarks, not for concurrent callers.");
     m.def("_tier_siblings", [](const std::string& name) {
         std::vector<std::string> out;
         for (int i = 0; i < aot_num_variants; ++i)

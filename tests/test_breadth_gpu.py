@@ -141,6 +141,33 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
 
 
+_TIERS = sorted({(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r["max_len"])
+                 for r in aot_sdpa.kernel_inventory() if r["max_len"]})
+_RULES = {str(dt).split(".")[-1]: (dt, f, a) for dt, f, a in RULE_DTYPES}
+
+
+@pytest.mark.parametrize("tier", _TIERS, ids=lambda t: "_".join(map(str, t)))
+def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
+    """Each tier the wheel carries, at T = M = min(197, max_len) (inside the tier): the
+    dispatcher picks it (aligned data; a head dim below the bucket for a ragged tier) and every
+    op of the call matches the fp64 reference with the project's rule."""
+    from aot_sdpa import _C
+
+    op, dtype_name, bucket, flavor, arch, max_len = tier
+    cc = torch.cuda.get_device_capability()
+    if arch != f"sm_{cc[0]}{cc[1]}":
+        pytest.skip(f"a tier of {arch}")
+    dtype, factor, atol = _RULES[dtype_name]
+    D = {64: 40, 128: 72}[bucket] if flavor == "ragged" else bucket
+    code = {"float16": 0, "bfloat16": 1, "float32": 2}[dtype_name]
+    i = [o["name"] for o in _C.ops()].index(op)
+    T = min(197, max_len)
+    run = _C._select(i, code, D, torch.cuda.current_device(), True, False, ragged_ok=True,
+                     rows=T)[0]
+    assert run.endswith(f"_{flavor}_sm{arch[3:]}_t{max_len}"), run
+    _check_every_op(2, 3, 3, T, T, D, dtype, factor, atol, False, seed=bucket)
+
+
 def test_causal_grouped_query_backward_is_bitwise_deterministic():
     q, k, v, do, *_ = operands(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=True)

@@ -46,9 +46,12 @@ SECOND_ORDER_OPS = {"bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 
 
-# sequence-length tiers (kernels/variants.toml configs' max_len): the 16-bit D = 64 forward's
-# fast flavour on sm_90 for max(T, M) <= 256 (ViT's 197, DiT-B/2's 256)
-TIERS = {("fwd", dt, 64, "sm_90", "fast", 256) for dt in ("float16", "bfloat16")}
+# sequence-length tiers (kernels/variants.toml configs' max_len), all on sm_90: the 16-bit
+# forward's fast flavour up to 256 (bucket 64: ViT, DiT-B/2) and 200 (bucket 128), its ragged
+# one in bucket 128 up to 128; the float32 D = 64 dQ's fast flavour up to 1024
+TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
+         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))} | {
+    ("bwd_dq", "float32", 64, "sm_90", "fast", 1024)}
 
 
 def test_inventory_has_every_op_dtype_bucket_arch():
@@ -356,8 +359,8 @@ def test_dispatcher_choices_without_a_driver():
         "fwd_bf16_d64_general_sm90")  # no general tier
     assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (
         "fwd_bf16_d64_masked_fast_sm90")  # nor a masked one
-    assert _C._select_for_cc(fwd, 1, 40, 90, True, False, True, rows=64)[0] == (
-        "fwd_bf16_d64_ragged_sm90")  # nor a ragged one
+    assert _C._select_for_cc(fwd, 3, 64, 90, True, False, rows=64)[0] == (
+        "fwd_tf32_d64_fast_sm90")  # nor a TF32 one
     assert _C._select_for_cc(fwd, 1, 64, 80, True, False, rows=64)[0] == (
         "fwd_bf16_d64_fast_sm80")  # nor on sm_80
     with pytest.raises(aot_sdpa.NoKernelError, match="for float32 with head dim 200"):
@@ -368,6 +371,20 @@ def test_dispatcher_choices_without_a_driver():
         _C._select_for_cc(fwd, 0, 64, 75, True, False)
     with pytest.raises(ValueError, match="unknown op index"):
         _C._select_for_cc(len(ops), 0, 64, 90, True, False)
+
+
+def test_tier_rows_hook_swaps_and_refuses_negatives():
+    """_C._tier_rows (benchmarks/ab_tiers.py's hook) returns the previous setting, 0 (each
+    call's own max(T, M)) by default, and refuses a negative length."""
+    from aot_sdpa import _C
+
+    assert _C._tier_rows(1) == 0
+    try:
+        assert _C._tier_rows(2**31 - 1) == 1
+        with pytest.raises(ValueError, match="rows >= 0"):
+            _C._tier_rows(-1)
+    finally:
+        assert _C._tier_rows(0) == 2**31 - 1
 
 
 def test_unpacking_without_lzma_is_a_named_error():

@@ -1,0 +1,98 @@
+"""Each sequence-length tier against its untiered twin on the same calls, in one process (AOT
+cubins, GPU only).
+
+For every tier the wheel carries for this GPU (kernel_inventory() entries with max_len > 0),
+the op's public call runs at a ladder of sequence lengths up to and past max_len (B * T = 8192
+tokens, H = 16; the bucket's head dim, or for a ragged tier a head dim below it: 40 in 64,
+72 in 128), once with the dispatcher held to the tier and once to the untiered variants
+(_C._tier_rows, a benchmark hook: max(T, M) taken as 1, or as a length no tier covers), past
+max_len too (what the tier would do there), alternating A/B in each of `ROUNDS` rounds. Times
+are the device time of the whole call (_harness.backlogged_ms: several calls back to back
+behind a GPU sleep, the host out of the way), median over rounds; ratio = untiered / tier
+(> 1: the tier is faster). A tier that runs a piece of a call (dQ of the backward) is timed
+through the whole call, so its ratio is diluted by the other kernels.
+
+    python ab_tiers.py [op ...]
+Writes results/ab_tiers.csv.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import aot_sdpa
+from aot_sdpa import _C
+
+from _harness import backlogged_ms, table, write_csv
+
+ROUNDS = 5
+TOKENS = 8192
+H = 16
+TIER, UNTIERED = 1, 2**31 - 1  # max(T, M) as the hook gives it: every tier covers 1, none 2**31 - 1
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+RAGGED_D = {64: 40, 128: 72}
+
+
+def _call(op: str, B: int, T: int, D: int, dtype: torch.dtype):
+    """A no-argument callable running the public call whose kernels include `op`."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do, tq, tk, tv = (torch.randn(B, H, T, D, device="cuda", dtype=dtype, generator=g)
+                               for _ in range(7))
+    _, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    if op == "fwd":
+        return lambda: aot_sdpa.triton_sdpa_fused(q, k, v)
+    if op in ("bwd_dq", "bwd_dkdv", "bwd_z_from_stats"):
+        return lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
+    if op == "jvp":
+        return lambda: aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+    if op == "fwd_jvp":
+        return lambda: aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    raise SystemExit(f"ab_tiers: no call for op {op!r}")
+
+
+def _ladder(max_len: int) -> list[int]:
+    """Lengths up to and past a tier's max_len: ViT's 197 among them."""
+    return sorted({64, 128, 197, max_len // 2, max_len, max_len + 1, 2 * max_len} - {0})
+
+
+def main(ops: list[str]) -> None:
+    cc = torch.cuda.get_device_capability()
+    arch = f"sm_{cc[0]}{cc[1]}"
+    tiers = [r for r in aot_sdpa.kernel_inventory() if r["max_len"] and r["arch"] == arch
+             and (not ops or r["op"] in ops)]
+    if not tiers:
+        raise SystemExit(f"ab_tiers: no sequence-length tier for {arch}")
+    rows = []
+    for r in tiers:
+        D = RAGGED_D[r["head_dim"]] if r["flavor"] == "ragged" else r["head_dim"]
+        dtype = DTYPES[r["dtype"]]
+        for T in _ladder(r["max_len"]):
+            fn = _call(r["op"], max(1, TOKENS // T), T, D, dtype)
+            times = {"tier": [], "untiered": []}
+            try:
+                for _ in range(ROUNDS):
+                    for name, rows_hook in (("tier", TIER), ("untiered", UNTIERED)):
+                        _C._tier_rows(rows_hook)
+                        times[name].append(backlogged_ms(fn, reps=3)["ms"])
+            finally:
+                _C._tier_rows(0)
+            med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+            rows.append({"op": r["op"], "dtype": r["dtype"], "flavor": r["flavor"],
+                         "bucket": r["head_dim"], "max_len": r["max_len"],
+                         "tile": f"{r['block_m']}x{r['block_n']}/{r['num_warps']}/"
+                                 f"{r['num_stages']}",
+                         "B": max(1, TOKENS // T), "H": H, "T": T, "D": D,
+                         "tier_ms": round(med["tier"], 4), "untiered_ms": round(med["untiered"], 4),
+                         "ratio": round(med["untiered"] / med["tier"], 3),
+                         "inside": T <= r["max_len"]})
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+            del fn
+            torch.cuda.empty_cache()
+    write_csv("ab_tiers", rows)
+    print(table(rows, list(rows[0])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
