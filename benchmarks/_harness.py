@@ -96,15 +96,17 @@ def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa") ->
 
 
 def write_csv(name: str, rows: list[dict]) -> Path:
+    """Write rows to results/<name>.csv, each stamped with this run's environment (env())
+    unless it carries its own: a row kept from an earlier run (kept_rows) keeps its stamp."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     stamp = env()
-    keys = list(rows[0].keys()) + list(stamp.keys())
+    keys = [k for k in rows[0] if k not in ENV_COLUMNS] + list(stamp.keys())
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")  # LF, as the repository
         w.writeheader()
         for r in rows:
-            w.writerow({**r, **stamp})
+            w.writerow({**stamp, **r})
     out = os.environ.get("OUT")
     if out:  # the device tool brings files back from $OUT
         (Path(out) / path.name).write_text(path.read_text())
@@ -113,8 +115,8 @@ def write_csv(name: str, rows: list[dict]) -> Path:
 
 def kept_rows(name: str, keep) -> list[dict]:
     """The rows of results/<name>.csv for which keep(row) holds (those a partial re-run does
-    not measure again), numbers parsed back, the environment columns dropped (write_csv
-    stamps them again)."""
+    not measure again), numbers parsed back, each with its own environment stamp (the run
+    that measured it; write_csv keeps it)."""
     path = RESULTS / f"{name}.csv"
     if not path.exists():
         return []
@@ -130,7 +132,7 @@ def kept_rows(name: str, keep) -> list[dict]:
         return v
 
     with path.open() as f:
-        rows = [{k: parse(v) for k, v in r.items() if k not in ENV_COLUMNS}
+        rows = [{k: v if k in ENV_COLUMNS else parse(v) for k, v in r.items()}
                 for r in csv.DictReader(f)]
     return [r for r in rows if keep(r)]
 

@@ -27,7 +27,7 @@ from torch import nn
 
 import aot_sdpa
 
-from _harness import kept_rows, kernel_ms, table, torch_backend, wall_ms, write_csv
+from _harness import ENV_COLUMNS, kept_rows, kernel_ms, table, torch_backend, wall_ms, write_csv
 
 WIDTH, HEADS, DEPTH, MLP = 768, 12, 12, 3072
 SIZES = ((32, 197), (8, 1024))
@@ -160,7 +160,7 @@ def main(args: list[str]):
         (T, d, w) for _, T in SIZES for d in dtypes for w in ("jvp", "train"))}
     rows.sort(key=lambda r: order[(r["T"], r["dtype"], r["work"])])
     write_csv("e2e_vit", rows)
-    print(table(rows, list(rows[0])))
+    print(table(rows, [k for k in rows[0] if k not in ENV_COLUMNS]))
     for r in rows:
         goal = ({"float32": 1.5, "bfloat16": 2.0}[r["dtype"]] if r["work"] == "jvp"
                 and r["T"] == 1024 else 1.0)
