@@ -306,13 +306,16 @@ def _short(r):
 def test_dispatcher_choices_without_a_driver():
     """The dispatcher's variant choice for every op x dtype (incl. TF32 mode) x head dim
     (1..256, bucket edges and between) x alignment x mask, for each compute capability the
-    wheel serves, equals the rule stated on the inventory; where nothing matches (float32
-    above 128, dK-only with a mask) or the device is not served it raises NoKernelError naming
-    what is missing. Decided by compute capability: no driver needed."""
+    wheel serves, at a long and a short sequence (and, for an op with sequence-length tiers,
+    at each tier's edge and one past it), equals the rule stated on the inventory; where
+    nothing matches (float32 above 128, dK-only with a mask) or the device is not served it
+    raises NoKernelError naming what is missing. Decided by compute capability: no driver
+    needed."""
     from aot_sdpa import _C
 
     inv = aot_sdpa.kernel_inventory()
     ops = [o["name"] for o in _C.ops()]
+    tiered = {r["op"] for r in inv if r["max_len"]}
     n = 0
     for cc, arch in ((90, 90), (80, 80), (86, 80), (89, 80)):
         for i, op in enumerate(ops):
@@ -320,9 +323,9 @@ def test_dispatcher_choices_without_a_driver():
                 for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
                     for fast_ok, ragged_ok, masked, padding in itertools.product(
                             (False, True), repeat=4):
-                        # the sequence lengths: a long one (the hook's default), the edge of
-                        # a tier and just past it
-                        for rows in (None, *TIER_EDGES):
+                        # the sequence lengths: a long one (the hook's default) and a short
+                        # one; for an op with tiers, also each tier's edge and just past it
+                        for rows in (None, *(TIER_EDGES if op in tiered else (1,))):
                             want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
                                                     ragged_ok, padding, rows)
                             args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
@@ -333,7 +336,9 @@ def test_dispatcher_choices_without_a_driver():
                             else:
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
-    assert n == 4 * len(ops) * 4 * 12 * 16 * (1 + len(TIER_EDGES))
+    per_op = 4 * 4 * 12 * 16  # CCs x dtype codes x head dims x the four flags
+    assert n == per_op * (2 * (len(ops) - len(tiered)) + (1 + len(TIER_EDGES)) * len(tiered))
+    assert tiered == {"fwd", "bwd_dq"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
