@@ -314,7 +314,7 @@ def _tier_pairs(ops):
             continue
         if v.dtype not in TORCH_DTYPE:  # bf16 runs fp16's tiles
             continue
-        base = by_name[v.name.rsplit("_t", 1)[0]]
+        base = by_name[v.untiered_name]
         cfgs = [(w.block["BLOCK_M"], w.block["BLOCK_N"], w.num_warps, w.num_stages,
                  *([w.maxnreg] if w.maxnreg else [])) for w in (base, v)]
         yield (v.op, v.dtype, v.input_precision, v.head_dim, (cfgs[0], base.min_blocks_per_sm),

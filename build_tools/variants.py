@@ -84,7 +84,12 @@ class Variant:
 
     @property
     def name(self) -> str:
-        return variant_name(dataclasses.asdict(self))
+        return variant_name(vars(self))
+
+    @property
+    def untiered_name(self) -> str:
+        """The name of the untiered variant of this one's family (its own name when untiered)."""
+        return variant_name({**vars(self), "max_len": None})
 
     @property
     def block(self) -> dict[str, int]:

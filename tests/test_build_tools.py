@@ -243,7 +243,7 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
     tiers = [v for v in spec.variants if v.max_len]
     assert tiers and all(v.name.endswith(f"_t{v.max_len}") for v in tiers)
     for v in tiers:
-        base = by_name[v.name.rsplit("_t", 1)[0]]
+        base = by_name[v.untiered_name]
         assert base.max_len is None and "max_len" not in base.as_json()
         assert (base.op, base.dtype, base.head_dim, base.flavor, base.arch, base.masked) == (
             v.op, v.dtype, v.head_dim, v.flavor, v.arch, v.masked)
