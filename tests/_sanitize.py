@@ -1,12 +1,13 @@
 """Every op once per memory-safety case, small shapes: the workload compute-sanitizer runs.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast]
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast|tiers]
 
 Cases (issue 11, item 6): causal (top-left T < M, bottom-right T > M: rows that see no key),
 masks (key padding with a fully masked batch, additive with -inf, dense with grouped heads),
-grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, and a
-strided (B, T, H, D) view. Every dtype; "fast" runs one dtype (racecheck is slower). Prints
-one line per case and "sanitize workload done" at the end.
+grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, a
+strided (B, T, H, D) view, and every sequence-length tier's cubin. Every dtype; "fast" runs
+one dtype (racecheck is slower). Prints one line per case and "sanitize workload done" at the
+end.
 """
 
 from __future__ import annotations
@@ -63,9 +64,23 @@ def _dense(B, H, T, M, g):
     return torch.rand(B, 1, T, M, device="cuda", generator=g) > 0.5
 
 
+def _tiers(dt):
+    """The sequence-length tiers (kernels/variants.toml max_len): each tier cubin at a length
+    inside its range (16-bit forward, fast D = 64 / 128 and ragged D = 72; float32 D = 64 dQ),
+    with odd lengths so the tail block is partial."""
+    _case("tier fast D=64 T<=256", 2, 3, 3, 197, 197, 64, dt)
+    _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
+    _case("tier ragged D=72 T<=128", 2, 2, 2, 113, 128, 72, dt)
+
+
 def main():
     dtypes = [torch.float16] if "fast" in sys.argv[1:] else [torch.float16, torch.bfloat16,
                                                              torch.float32]
+    if "tiers" in sys.argv[1:]:  # the tier cases alone, every dtype
+        for dt in (torch.float16, torch.bfloat16, torch.float32):
+            _tiers(dt)
+        print("sanitize workload done", flush=True)
+        return
     for dt in dtypes:
         _case("plain ragged", 2, 3, 3, 37, 53, 64, dt)
         _case("T=1 M=3", 1, 2, 2, 1, 3, 8, dt)
@@ -90,6 +105,7 @@ def main():
             _case("D=256", 1, 2, 2, 40, 50, 256, dt)
             _case("D=256 masked causal", 1, 2, 2, 40, 50, 256, dt, mask=_key_padding,
                   causal=True)
+        _tiers(dt)
     print("sanitize workload done", flush=True)
 
 
