@@ -28,13 +28,13 @@ class AotBuildExt(build_ext):
 
 ext = Extension(
     "aot_sdpa._C",
-    sources=["csrc/aot_sdpa_ext.cpp", "csrc/aot_runtime.cpp", "csrc/aot_cuda.cpp",
-             "csrc/aot_images.cpp",
+    sources=["csrc/aot_sdpa_ext.cpp", "csrc/aot_fastpath.cpp", "csrc/aot_runtime.cpp",
+             "csrc/aot_cuda.cpp", "csrc/aot_images.cpp",
              "build/gen/aot_kernels.cpp"],
     include_dirs=["csrc"],
     extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
     libraries=["dl"],
-    depends=["csrc/aot_runtime.h", "csrc/aot_cuda.h", "csrc/aot_errors.h"],
+    depends=["csrc/aot_runtime.h", "csrc/aot_cuda.h", "csrc/aot_errors.h", "csrc/aot_fastpath.h"],
     language="c++",
 )
 

@@ -1,4 +1,6 @@
 """Host time per call at a tiny, host-bound shape (1, 8, 128, 64) fp16, same process.
+The forward with out= buffers (no allocation) and with the C fast path off (the Python
+checks and packing it replaces) are timed beside it, in the same rounds.
 
 Wall time of N back-to-back calls / N (the GPU work is shorter than the host work here, so
 this is the Python + dispatch + launch cost a latency-sensitive caller pays); every case is
@@ -12,6 +14,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import aot_sdpa
+from aot_sdpa import _ops
 
 from _harness import table, torch_backend, wall_ms, write_csv
 
@@ -56,6 +59,16 @@ def main():
             return fwAD.unpack_dual(fwAD.make_dual(q, tq) + fwAD.make_dual(k, tk))
 
     drop_in = aot_sdpa.scaled_dot_product_attention
+    bufs = (torch.empty_like(q), torch.empty_like(m), torch.empty_like(l))
+
+    def python_path(fn):  # the same call with the C fast path off (its Python checks/packing)
+        def run():
+            fast, _ops._fwd_fast = _ops._fwd_fast, lambda *a: None
+            try:
+                return fn()
+            finally:
+                _ops._fwd_fast = fast
+        return run
 
     # a model's attention calls under one transform (its setup paid once, as in a real
     # forward pass): per attention call, the transform's own cost amortised over IN_MODEL
@@ -77,6 +90,12 @@ def main():
         ("aot_sdpa.triton_sdpa_fused", None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),
         ("aot_sdpa.scaled_dot_product_attention", None,
          lambda: aot_sdpa.scaled_dot_product_attention(q, k, v)),
+        ("aot_sdpa.triton_sdpa_fused(out=)", None,
+         lambda: aot_sdpa.triton_sdpa_fused(q, k, v, out=bufs)),
+        ("triton_sdpa_fused, Python path", None,
+         python_path(lambda: aot_sdpa.triton_sdpa_fused(q, k, v))),
+        ("drop-in, Python path", None,
+         python_path(lambda: aot_sdpa.scaled_dot_product_attention(q, k, v))),
         ("aot_sdpa.sdpa_bwd(o=o)", None, lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)),
         ("F.sdpa default", None, lambda: F.scaled_dot_product_attention(q, k, v)),
         ("F.sdpa flash", "flash", lambda: F.scaled_dot_product_attention(q, k, v)),
@@ -109,12 +128,15 @@ def main():
     print(table(rows, ["call", "us_per_call", "min_us", "max_us", "vs_torch_default"]))
     fused = t["aot_sdpa.sdpa_fwd_jvp"]
     print(f"GOAL triton_sdpa_fused <= 0.6x torch default: "
-          f"{t['aot_sdpa.triton_sdpa_fused'] / base:.3f}x")
+          f"{t['aot_sdpa.triton_sdpa_fused'] / base:.3f}x; with out= buffers "
+          f"{t['aot_sdpa.triton_sdpa_fused(out=)'] / base:.3f}x (the Python path, C fast path "
+          f"off: {t['triton_sdpa_fused, Python path'] / base:.3f}x)")
     print(f"key padding: drop-in {t['aot_sdpa drop-in(attn_mask)']:.1f} us, torch default "
           f"{t['F.sdpa default(attn_mask)']:.1f} us: "
           f"{t['aot_sdpa drop-in(attn_mask)'] / t['F.sdpa default(attn_mask)']:.3f}x")
     print(f"GOAL drop-in (inference) <= 0.7x torch default: "
-          f"{t['aot_sdpa.scaled_dot_product_attention'] / base:.3f}x")
+          f"{t['aot_sdpa.scaled_dot_product_attention'] / base:.3f}x (Python path: "
+          f"{t['drop-in, Python path'] / base:.3f}x)")
     jvp_call = t[f"torch.func.jvp, {IN_MODEL} drop-in calls (per call)"]
     ad_call = t[f"forward_ad, {IN_MODEL} drop-in calls (per call)"]
     print(f"GOAL torch.func.jvp overhead above the fused op <= 50 us: per attention call in a "

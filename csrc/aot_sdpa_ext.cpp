@@ -15,6 +15,7 @@
 
 #include "aot_cuda.h"
 #include "aot_errors.h"
+#include "aot_fastpath.h"
 #include "aot_runtime.h"
 
 namespace py = pybind11;
@@ -558,8 +559,10 @@ py::list ops() {
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "aot_sdpa native extension: AOT-compiled Triton kernels and their dispatcher";
-    py::register_exception<aot::CudaError>(m, "CudaError", PyExc_RuntimeError);
-    py::register_exception<aot::NoKernelError>(m, "NoKernelError", PyExc_RuntimeError);
+    auto& cuda_error = py::register_exception<aot::CudaError>(m, "CudaError", PyExc_RuntimeError);
+    auto& no_kernel =
+        py::register_exception<aot::NoKernelError>(m, "NoKernelError", PyExc_RuntimeError);
+    aot::add_fast_path(m, cuda_error.ptr(), no_kernel.ptr());
     m.def("launch", &aot::launch, py::arg("op"), py::arg("dtype"), py::arg("device"),
           py::arg("stream"), py::arg("ptrs"), py::arg("strides"), py::arg("ints"),
           py::arg("scale"), py::call_guard<py::gil_scoped_release>(),

@@ -46,6 +46,7 @@ from ._torch_compat import (
     functorch_active,
     innermost_jvp_level,
     make_dual,
+    plain_call,
     unpack_dual,
     unwrap_jvp_dual,
 )
@@ -282,8 +283,9 @@ def _differentiated(*ts) -> bool:
 
 
 def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = None,
-                      causal: bool | str = False,
-                      mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                      causal: bool | str = False, mask: Tensor | None = None,
+                      out: tuple[Tensor, Tensor, Tensor] | None = None
+                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused attention forward.
 
     Args:
@@ -302,8 +304,26 @@ def triton_sdpa_fused(q: Tensor, k: Tensor, v: Tensor, *, scale: float | None = 
         l: (B, H, T) float32, l_i = sum_j exp(S_ij - m_i).
 
     Differentiable in o (reverse and forward mode, any order up to two); m, l are not.
+
+    ``out=(o, m, l)`` writes the results into the caller's tensors and returns them (no
+    allocation: the lowest host time per call). o: shaped and typed like q, unit last stride;
+    m, l: float32 (B, H, T) with equal strides; none overlapping the inputs or each other.
+    As torch's out= functions, it is not differentiable (an error when a derivative would be
+    needed) and, here, eager only (an error under torch.compile).
     """
+    if mask is None and out is None and plain_call(q, k, v):  # inference, no mask
+        return _ops.fwd(q, k, v, scale, check_causal(causal))
     causal, bias = check_causal(causal), _mask_bias(mask, q, k)
+    if out is not None:
+        if compiling():
+            raise NotImplementedError("triton_sdpa_fused(out=...) is eager only: under "
+                                      "torch.compile / torch.export call it without out=")
+        if _differentiated(q, k, v):
+            raise RuntimeError("triton_sdpa_fused(out=...) does not support automatic "
+                               "differentiation (as torch's out= functions), but q, k or v "
+                               "requires grad, carries a forward-AD tangent or is under a "
+                               "torch.func transform; call it without out=")
+        return _ops.fwd(q, k, v, scale, causal, bias, out)
     if compiling():
         return _library.fwd(q, k, v, scale, causal, bias)
     if _differentiated(q, k, v):
@@ -482,6 +502,11 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
     requiring grad -> the fused primal+tangent kernel (one pass); otherwise the autograd
     primitives, whose rules are the backward, JVP and backward-JVP kernels.
     """
+    if (attn_mask is None and dropout_p == 0.0 and (is_causal is False or is_causal is True)
+            and plain_call(query, key, value)):  # inference, no mask: the kernel's fast path
+        o = _ops.fwd_fast_out(query, key, value, scale, int(is_causal))
+        if o is not None:
+            return o
     for name, x in (("query", query), ("key", key), ("value", value)):
         _tensor(name, x)
     if attn_mask is not None and is_causal:

@@ -213,6 +213,61 @@ def check_stats(name: str, x, q: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _span(x: torch.Tensor) -> tuple[int, int]:
+    """The bytes [first, last) a strided tensor can touch ((0, 0) when it has none)."""
+    if x.numel() == 0:
+        return 0, 0
+    extent = sum((n - 1) * abs(st) for n, st in zip(x.shape, x.stride()))
+    return x.data_ptr(), x.data_ptr() + (extent + 1) * x.element_size()
+
+
+def check_out(out, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward's `out` = (o, m, l): o shaped and typed like q with a unit last stride, m
+    and l float32 (B, H, T) with equal strides (the kernel writes both with one stride triple),
+    not requiring grad, none of them overlapping q, k, v, the mask or each other (their spans
+    of memory, so interleaved views are refused too), and with grouped-query heads each
+    viewable as the kernels' folded rows (B, Hkv, (H/Hkv) T, ...). Device: check_devices."""
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"out must be a tuple (o, m, l) of three tensors, got "
+                        f"{type(out).__name__}" + (f" of length {len(out)}"
+                                                   if isinstance(out, (tuple, list)) else ""))
+    o, m, l = (_tensor(f"out[{i}]", x) for i, x in enumerate(out))
+    check_like("out[0] (o)", o, q, "q")
+    for name, x in (("out[1] (m)", m), ("out[2] (l)", l)):
+        check_stats(name, x, q)
+    if m.stride() != l.stride():
+        raise ValueError(f"out[1] (m) has strides {m.stride()} but out[2] (l) has {l.stride()}: "
+                         "they must match (the kernel writes both with one stride triple)")
+    for i, x in enumerate((o, m, l)):
+        if x.requires_grad and torch.is_grad_enabled():
+            raise ValueError(f"out[{i}] requires grad: out= tensors take no part in autograd "
+                             "(as torch's out= functions); pass a tensor that does not")
+    written = [("out[0]", o), ("out[1]", m), ("out[2]", l)]
+    read = [("q", q), ("k", k), ("v", v)] + ([("mask", bias)] if bias is not None else [])
+    spans = {name: _span(x) for name, x in written + read}
+    for i, (name, _) in enumerate(written):
+        for other, _ in written[i + 1:] + read:
+            (a0, a1), (b0, b1) = spans[name], spans[other]
+            if a0 < b1 and b0 < a1:
+                why = ("the forward writes both" if other.startswith("out") else
+                       "the forward writes out while it reads its inputs")
+                raise ValueError(f"{name} overlaps {other} in memory: {why}, so they must not "
+                                 "share memory")
+    Hkv = k.shape[1]
+    if Hkv != q.shape[1]:
+        B, H, T = q.shape[:3]
+        try:
+            o.view(B, Hkv, (H // Hkv) * T, q.shape[3])
+            m.view(B, Hkv, (H // Hkv) * T)
+            l.view(B, Hkv, (H // Hkv) * T)
+        except RuntimeError:
+            raise ValueError("with grouped-query heads, out's tensors must be viewable as the "
+                             "kernels' rows (B, Hkv, (H/Hkv)*T, ...) without a copy (e.g. "
+                             "contiguous)") from None
+    return o, m, l
+
+
 _MASK_DTYPES = frozenset((torch.bool, *DTYPE_CODE))
 
 

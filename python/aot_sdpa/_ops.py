@@ -21,6 +21,7 @@ from ._checks import (
     check_devices,
     check_like,
     check_mask,
+    check_out,
     check_stats,
 )
 from ._native import OPS
@@ -31,6 +32,11 @@ _OP_INDEX = {name: abi.index for name, abi in OPS.items()}
 _BIAS_OPS = frozenset(name for name, abi in OPS.items() if "Bias" in abi.pointers)
 _F32 = torch.float32
 _FP32_CODE = DTYPE_CODE[_F32]  # fp32-accurate float32 (TF32_CODE: TF32 products)
+# The forward's host fast path (csrc/aot_fastpath.cpp): (o, m, l) or o for the common call
+# (one dtype and CUDA device, as many key/value heads as query heads, no mask, unit last
+# strides), checked by the same rules as check_attention / check_devices; None for anything
+# else, which then takes the checks below (they raise the errors that name the rule).
+_fwd_fast = _C._fwd_fast
 
 
 def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has_tdo: int = 0,
@@ -160,23 +166,49 @@ def _devices(names: tuple, tensors: tuple, bias: Tensor | None) -> int:
 
 
 def fwd(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, causal: int = 0,
-        bias: Tensor | None = None):
+        bias: Tensor | None = None, out: tuple[Tensor, Tensor, Tensor] | None = None):
+    """(o, m, l); `out`: the caller's (o, m, l) to write instead of new tensors
+    (_checks.check_out's rules)."""
+    if bias is None:  # the common call, checked, allocated and launched in one C call
+        res = _fwd_fast(q, k, v, scale, causal, True, out)
+        if res is not None:
+            return res
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
-    dev = _devices(("q", "k", "v"), (q, k, v), bias)
+    if out is not None:
+        out = check_out(out, q, k, v, bias)
+        dev = _devices(("q", "k", "v", "out[0]", "out[1]", "out[2]"), (q, k, v, *out), bias)
+    else:
+        dev = _devices(("q", "k", "v"), (q, k, v), bias)
     ci, bv = _causal(causal, T, M), _bias_view(bias, q, k)
     if k.shape[1] != H:  # grouped-query attention
+        Hkv = k.shape[1]
         sizes, (qf,) = _grouping((B, H, T, M, D), k, q)
+        if out is not None:  # the caller's tensors folded as q is (views: check_out)
+            o, m, l = out
+            _fwd(qf, k, v, sizes, dt, scale, dev, ci, bv, (
+                o.view(qf.shape), m.view(B, Hkv, sizes[2]), l.view(B, Hkv, sizes[2])))
+            return o, m, l
         o, m, l = _fwd(qf, k, v, sizes, dt, scale, dev, ci, bv)
         return o.view(q.shape), m.view(B, H, T), l.view(B, H, T)
-    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev, ci, bv)
+    return _fwd(q, k, v, (B, H, T, M, D), dt, scale, dev, ci, bv, out)
 
 
-def _fwd(q, k, v, sizes, dt, scale, dev, ci, bv):
-    o = torch.empty_like(q)
-    m, l = _stats_pair(q, *sizes[:3])
+def _fwd(q, k, v, sizes, dt, scale, dev, ci, bv, out=None):
+    if out is None:
+        o = torch.empty_like(q)
+        m, l = _stats_pair(q, *sizes[:3])
+    else:
+        o, m, l = out
     _launch("fwd", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, O=o, Mstat=m,
             Lstat=l)
     return o, m, l
+
+
+def fwd_fast_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None,
+                 causal: int) -> Tensor | None:
+    """fwd_out through the C fast path alone: o, or None when it does not take the call (the
+    caller then goes its checked way, which names what is wrong)."""
+    return _fwd_fast(q, k, v, scale, causal, False, None)
 
 
 def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
@@ -184,6 +216,10 @@ def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
     """The forward's output alone (inference through the drop-in). Nobody reads its stats, so
     the kernel writes m and then l into one scratch (B, H, T) tensor (the forward only stores
     them, at its end): one allocation per call fewer than fwd()."""
+    if bias is None:
+        o = _fwd_fast(q, k, v, scale, causal, False, None)
+        if o is not None:
+            return o
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = _devices(("q", "k", "v"), (q, k, v), bias)
     ci, bv = _causal(causal, T, M), _bias_view(bias, q, k)
