@@ -264,3 +264,78 @@ def test_out_overlapping_inputs_raises_on_the_gpu():
         aot_sdpa.triton_sdpa_fused(q, k, v, out=(k, m, l))
     with pytest.raises(ValueError, match=r"out\[1\] overlaps out\[2\]"):
         aot_sdpa.triton_sdpa_fused(q, k, v, out=(torch.empty_like(q), m, m))
+
+
+# ---- GPU: the drop-in's unread stats go to one scratch per device ----
+
+SCRATCH_CAPTURE_SCRIPT = '''
+import torch
+import aot_sdpa
+from aot_sdpa import _C, _ops
+
+def make(B):
+    return [torch.randn(B, 8, 197, 64, device="cuda", dtype=torch.float16) for _ in range(3)]
+
+drop_in = aot_sdpa.scaled_dot_product_attention
+drop_in(*make(1))  # the first call: the scratch's first size (65536 rows)
+torch.cuda.synchronize()
+assert _C._stats_scratch(0) == (65536, 0), _C._stats_scratch(0)
+static = make(100)  # 157600 rows: the scratch grows during capture
+graph = torch.cuda.CUDAGraph()
+with torch.cuda.graph(graph):
+    out = drop_in(*static)
+assert _C._stats_scratch(0) == (262144, 1), _C._stats_scratch(0)
+for x in static:
+    x.copy_(torch.randn_like(x))
+graph.replay()
+torch.cuda.synchronize()
+_ops._fwd_fast = lambda *a: None  # the reference: the Python path, its own stats tensor
+assert torch.equal(out, drop_in(*static))
+del graph
+torch.cuda.empty_cache()
+for x in static:
+    x.copy_(torch.randn_like(x))
+_ops._fwd_fast = _C._fwd_fast
+again = drop_in(*static)  # the scratch allocated under capture, used after the graph is gone
+_ops._fwd_fast = lambda *a: None
+assert torch.equal(again, drop_in(*static))
+print("SCRATCH_CAPTURE_OK")
+'''
+
+
+@pytest.mark.gpu
+def test_scratch_grows_under_cuda_graph_capture_in_a_fresh_process(tmp_path):
+    """The drop-in's first call sizes the scratch; a captured call that needs more grows it
+    during capture (from the graph's pool); replays with new values, and eager calls after the
+    graph is deleted, equal the Python path's (its own stats tensor) bit for bit."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "scratch_capture.py"
+    script.write_text(SCRATCH_CAPTURE_SCRIPT)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "SCRATCH_CAPTURE_OK" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.gpu
+def test_scratch_is_shared_by_calls_on_two_streams_and_capped(monkeypatch):
+    drop_in = aot_sdpa.scaled_dot_product_attention
+    xs = [qkv(4, 8, 300, 300, 64, F16, seed=s) for s in (1, 2)]
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    torch.cuda.synchronize()
+    outs = []
+    for i in range(8):  # interleaved on two streams: both write the one scratch
+        with torch.cuda.stream(streams[i % 2]):
+            outs.append(drop_in(*xs[i % 2]))
+    torch.cuda.synchronize()
+    rows, _ = _C._stats_scratch(0)
+    assert rows >= 4 * 8 * 300
+    # past the cap (2**22 rows) a call allocates its own stats and the scratch stays capped
+    big = [torch.randn(1, 1, 2**22 + 5, 8, device="cuda", dtype=F16) for _ in range(2)]
+    kv = torch.randn(1, 1, 1, 8, device="cuda", dtype=F16)
+    o_big = drop_in(big[0], kv, big[1][:, :, :1])
+    assert _C._stats_scratch(0)[0] <= 2**22
+    assert torch.equal(o_big, big[1][:, :, :1].expand_as(o_big))  # one key: o = v
+    _python_path(monkeypatch)
+    for i, o in enumerate(outs):
+        assert torch.equal(o, drop_in(*xs[i % 2]))
