@@ -49,7 +49,8 @@ struct Torch {
     PyObject* raw_stream = nullptr;       // torch._C._cuda_getCurrentRawStream (or none)
     PyObject* matmul_precision = nullptr; // torch.get_float32_matmul_precision
     PyObject* kw_dtype_device = nullptr;  // ("dtype", "device"): empty_strided's keywords
-    PyObject *s_shape, *s_stride, *s_dtype, *s_is_cuda, *s_get_device, *s_data_ptr, *s_device;
+    PyObject *s_shape, *s_stride, *s_dtype, *s_is_cuda, *s_get_device, *s_data_ptr, *s_device,
+        *s_requires_grad;
     int op = -1;                          // the forward's op index
     int slot[8] = {};                     // per pointer of the op: which tensor (kSlot*)
 };
@@ -129,12 +130,13 @@ bool init_torch(Torch* t) {
     t->s_get_device = PyUnicode_InternFromString("get_device");
     t->s_data_ptr = PyUnicode_InternFromString("data_ptr");
     t->s_device = PyUnicode_InternFromString("device");
+    t->s_requires_grad = PyUnicode_InternFromString("requires_grad");
     if (PyErr_Occurred()) PyErr_Clear();
     // (raw_stream may be absent: a CPU build of torch; the fast path then answers None)
     for (PyObject* x : {t->tensor_type, t->dtypes[0], t->dtypes[1], t->dtypes[2], t->empty_like,
                         t->empty_strided, t->matmul_precision, t->kw_dtype_device,
                         t->s_shape, t->s_stride, t->s_dtype, t->s_is_cuda, t->s_get_device,
-                        t->s_data_ptr, t->s_device})
+                        t->s_data_ptr, t->s_device, t->s_requires_grad})
         if (x == nullptr) return false;
     if (!map_fwd_abi(t)) return false;
     t->ready = 1;
@@ -365,8 +367,8 @@ bool overlap(const Span& a, const Span& b) {
     return a.first < a.last && b.first < b.last && a.first < b.last && b.first < a.last;
 }
 
-/* out = (o, m, l) as the fast path takes it: exact tensors on `dev`, o shaped and typed like
- * q with a unit last stride, m and l float32 (B, H, T) with one stride triple (the kernel's
+/* out = (o, m, l) as the fast path takes it: exact tensors on `dev` not requiring grad, o
+ * shaped and typed like q with a unit last stride, m and l float32 (B, H, T) with one stride triple (the kernel's
  * Mstat strides serve both), none of them overlapping q, k, v or each other
  * (_checks.check_out's rules, which raise for what this refuses). */
 bool accept_out(const Torch& t, PyObject* out, const Call& c, int64_t dev, PyObject** objs,
@@ -376,6 +378,8 @@ bool accept_out(const Torch& t, PyObject* out, const Call& c, int64_t dev, PyObj
     for (int i = 0; i < 3; ++i) {
         PyObject* x = PyTuple_GET_ITEM(out, i);
         if (Py_TYPE(x) != reinterpret_cast<PyTypeObject*>(t.tensor_type)) return false;
+        Ref requires_grad(PyObject_GetAttr(x, t.s_requires_grad));  // (Python decides)
+        if (requires_grad.p != Py_False) return false;
         Ref dtype(PyObject_GetAttr(x, t.s_dtype));
         if (dtype.p != (i == 0 ? c.q.dtype : t.dtypes[2])) return false;
         Ref shape(PyObject_GetAttr(x, t.s_shape));

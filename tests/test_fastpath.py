@@ -257,13 +257,21 @@ def test_out_strided_stats_and_grouped_heads(monkeypatch, fast_path):
 
 
 @pytest.mark.gpu
-def test_out_overlapping_inputs_raises_on_the_gpu():
+def test_out_refusals_on_the_gpu():
+    """What the C fast path refuses for out= reaches the Python rules, which raise: overlaps,
+    and an out tensor requiring grad with grad mode on (with it off, the call runs)."""
     q, k, v = qkv(1, 2, 64, 64, 64, F16, seed=1)
     m, l = (torch.empty(1, 2, 64, device="cuda") for _ in range(2))
     with pytest.raises(ValueError, match=r"out\[0\] overlaps k in memory"):
         aot_sdpa.triton_sdpa_fused(q, k, v, out=(k, m, l))
     with pytest.raises(ValueError, match=r"out\[1\] overlaps out\[2\]"):
         aot_sdpa.triton_sdpa_fused(q, k, v, out=(torch.empty_like(q), m, m))
+    o = torch.empty_like(q).requires_grad_()
+    with pytest.raises(ValueError, match=r"out\[0\] requires grad"):
+        aot_sdpa.triton_sdpa_fused(q, k, v, out=(o, m, l))
+    with torch.no_grad():
+        res = aot_sdpa.triton_sdpa_fused(q, k, v, out=(o, m, l))
+    assert res[0] is o and torch.equal(o.detach(), aot_sdpa.triton_sdpa_fused(q, k, v)[0])
 
 
 # ---- GPU: the drop-in's unread stats go to one scratch per device ----

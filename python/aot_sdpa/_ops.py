@@ -214,12 +214,12 @@ def fwd_fast_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None,
 def fwd_out(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
             causal: int = 0, bias: Tensor | None = None) -> Tensor:
     """The forward's output alone (inference through the drop-in). Nobody reads its stats, so
-    the kernel writes m and then l into one scratch (B, H, T) tensor (the forward only stores
-    them, at its end): one allocation per call fewer than fwd()."""
-    if bias is None:
-        o = _fwd_fast(q, k, v, scale, causal, False, None)
-        if o is not None:
-            return o
+    the kernel writes m and then l into one scratch (the forward only stores them, at its end):
+    the device's scratch on the C fast path (csrc/aot_fastpath.cpp), else one (B, H, T) tensor,
+    one allocation per call fewer than fwd()."""
+    o = fwd_fast_out(q, k, v, scale, causal) if bias is None else None
+    if o is not None:
+        return o
     B, H, T, M, D, dt, scale = check_attention(q, k, v, scale)
     dev = _devices(("q", "k", "v"), (q, k, v), bias)
     ci, bv = _causal(causal, T, M), _bias_view(bias, q, k)
