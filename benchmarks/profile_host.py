@@ -1,5 +1,7 @@
 """Break the host cost of one triton_sdpa_fused call at (1, 8, 128, 64) fp16 into its parts,
-unmasked and with a key-padding mask (bool, (1, 1, 1, 128)): the checks, the allocations, the
+unmasked and with a key-padding mask (bool, (1, 1, 1, 128)): the C fast path an unmasked call
+takes (csrc/aot_fastpath.cpp: its checks alone, and the routing before it), and the pieces of
+the Python path that masked and grouped-query calls take: the checks, the allocations, the
 packing of the arguments, the launch, and for the mask its conversion to the kernels' bias
 (candidates included: one that is not what the library runs is named "candidate")."""
 
@@ -9,6 +11,7 @@ import aot_sdpa
 from aot_sdpa import _C, _ops
 from aot_sdpa._checks import check_attention, check_devices, check_mask
 from aot_sdpa._native import OPS
+from aot_sdpa._torch_compat import plain_call
 
 from _harness import wall_ms
 
@@ -56,6 +59,10 @@ def main():
         "drop-in (inference)": lambda: aot_sdpa.scaled_dot_product_attention(q, k, v),
         "drop-in, key padding": lambda: aot_sdpa.scaled_dot_product_attention(
             q, k, v, attn_mask=mask),
+        "full call, out= buffers": lambda: aot_sdpa.triton_sdpa_fused(q, k, v, out=(o, m, l)),
+        "C fast path (_C._fwd_fast)": lambda: _C._fwd_fast(q, k, v, None, 0, True, None),
+        "its checks alone": lambda: _C._fwd_fast_accepts(q, k, v, None, 0),
+        "plain_call (routing)": lambda: plain_call(q, k, v),
         "checks": checks,
         "checks+alloc": checks_alloc,
         "checks+alloc+args": checks_alloc_args,
