@@ -79,3 +79,31 @@ def test_jvp_level_lowers_as_torchs_interpreter():
     # vmap innermost: not a jvp level
     assert torch.func.vmap(lambda a: torch.tensor(
         _torch_compat.innermost_jvp_level() is None))(torch.zeros(2, 1)).all()
+
+
+def test_plain_call_only_where_no_derivative_can_pass(monkeypatch):
+    """plain_call sends a forward straight to the kernels' fast path, past autograd: it must be
+    False wherever a derivative may pass through (a wrong True would drop a gradient)."""
+    plain = _torch_compat.plain_call
+    q = torch.zeros(1, 1, 2, 4)
+    assert plain(q, q, q)
+    g = q.clone().requires_grad_()
+    assert not plain(q, g, q)
+    with torch.no_grad():
+        assert plain(q, g, q)
+    with torch.inference_mode():
+        assert plain(q, q, q)
+    seen = []
+    torch.func.vmap(lambda x: seen.append(plain(x, x, x)) or x)(q)
+    torch.func.grad(lambda x: seen.append(plain(x, x, x)) or x.sum())(q)
+    torch.func.jvp(lambda x: seen.append(plain(x, x, x)) or x, (q,), (q,))
+    with torch.autograd.forward_ad.dual_level():  # a dual level, even with plain tensors
+        seen.append(plain(q, q, q))
+    assert seen == [False] * 4
+    assert not plain(torch.nn.Parameter(q, requires_grad=False), q, q)  # a subclass
+    assert not plain([q], q, q)
+    monkeypatch.setattr(_torch_compat, "compiling", lambda: True)
+    assert not plain(q, q, q)
+    monkeypatch.undo()
+    monkeypatch.setattr(_torch_compat, "_peek", None)  # no probe: never plain
+    assert not plain(q, q, q)
