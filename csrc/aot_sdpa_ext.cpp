@@ -150,6 +150,14 @@ const aot_variant_t* smallest_bucket(const std::vector<const aot_variant_t*>& ca
     return best;
 }
 
+/* The untiered variant of `flavor` in bucket `bucket` among `cands` (null: none). */
+const aot_variant_t* untiered_of(const std::vector<const aot_variant_t*>& cands, int flavor,
+                                 int bucket) {
+    for (const aot_variant_t* v : cands)
+        if (v->flavor == flavor && v->head_dim == bucket && v->max_len == 0) return v;
+    return nullptr;
+}
+
 /* Whether a and b are tiers of one family: the same op, dtype, bucket, arch and flavour. */
 bool same_family(const aot_variant_t* a, const aot_variant_t* b) {
     return a->op == b->op && a->dtype_code == b->dtype_code && a->head_dim == b->head_dim &&
@@ -219,19 +227,13 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     // (unmasked only) takes one below it
     const bool exact = general->head_dim == head_dim;
     const int hinted_flavor = masked ? kMaskedFast : (exact ? kFast : kRagged);
-    const aot_variant_t* hinted = nullptr;
-    for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
-        if (v->flavor == hinted_flavor && v->head_dim == general->head_dim && v->max_len == 0)
-            hinted = v;
+    const std::vector<const aot_variant_t*>& cands = variants_of(op, general->dtype_code, arch);
+    const aot_variant_t* hinted = untiered_of(cands, hinted_flavor, general->head_dim);
     // (masked_fast, like fast, needs the head dim to fill the bucket: with a mask and a
     // smaller head dim it is only the sibling)
     const bool run_hinted = exact ? fast_ok : (!masked && ragged_ok);
-    const aot_variant_t* padded = nullptr;
-    if (masked)
-        for (const aot_variant_t* v : variants_of(op, general->dtype_code, arch))
-            if (v->flavor == kPaddingFast && v->head_dim == general->head_dim &&
-                v->max_len == 0)
-                padded = v;
+    const aot_variant_t* padded =
+        masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
     general = tier_for(general, rows);
     hinted = tier_for(hinted, rows);
