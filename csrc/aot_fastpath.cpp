@@ -22,6 +22,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "aot_errors.h"
 #include "aot_fastpath.h"
@@ -88,21 +89,17 @@ bool map_fwd_abi(Torch* t) {
     if (std::strcmp(o.stride_owners, "Q,K,V,O,Mstat,Bias") != 0 || o.n_strides != 18 ||
         o.n_ptrs > 8)
         return false;
-    std::string names(o.ptr_names);
+    const std::vector<std::string> names = split_commas(o.ptr_names);
+    if (static_cast<int>(names.size()) != o.n_ptrs) return false;
     int n = 0;
-    size_t start = 0;
-    while (start <= names.size()) {
-        size_t end = names.find(',', start);
-        if (end == std::string::npos) end = names.size();
-        const std::string name = names.substr(start, end - start);
+    for (const std::string& name : names) {
         int slot = -1;
         for (int s = 0; s < kNumSlots; ++s)
             if (name == kSlotNames[s]) slot = s;
-        if (slot < 0 || n >= 8) return false;
+        if (slot < 0) return false;
         t->slot[n++] = slot;
-        start = end + 1;
     }
-    return n == o.n_ptrs;
+    return true;
 }
 
 bool init_torch(Torch* t) {
