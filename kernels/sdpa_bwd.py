@@ -178,15 +178,18 @@ def _sdpa_bwd_z_from_stats_kernel(
 @triton.jit
 def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                 stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end,
-                cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                jump_at, jump, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
                 BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
-                COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr):
-    """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi);
-    MASK_M masks rows >= row_end and keys past a row's diagonal, BIAS adds the mask's bias
-    (b_base: its (z, h) plane) and masks its -inf entries. LSE2: m_base is this head's row
-    of Zbuf's lse2 plane (contiguous), l_base unused; else the stats m, l."""
+                COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, JUMP: tl.constexpr):
+    """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi)
+    (JUMP: the blocks from jump_at on moved forward by jump rows); MASK_M masks rows >=
+    row_end and keys past a row's diagonal, BIAS adds the mask's bias (b_base: its (z, h)
+    plane) and masks its -inf entries. LSE2: m_base is this head's row of Zbuf's lse2 plane
+    (contiguous), l_base unused; else the stats m, l."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
+        if JUMP:
+            start_m += tl.where(start_m >= jump_at, jump, 0)
         rows = start_m + offs_m
         r_ok = rows < row_end
         # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats;
@@ -232,25 +235,47 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
-               COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr):
+               COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, ONE_MASKED: tl.constexpr):
     """One query head's rows for a key block (group_rows): [m_lo, m_mid) see part of the
-    block (masked), then whole query blocks that see all of it (unmasked), then a masked
-    ragged tail up to row_end. BIAS 1: with a key-padding mask (b_base its row), else none."""
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
-                         row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
-                         EVEN_D, True, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
-    m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid, m_full,
-                         row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M,
-                         EVEN_D, False, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
-    if m_full < row_end:
+    block (masked), whole query blocks from m_mid on see all of it (unmasked), then a masked
+    ragged tail [m_full, row_end). ONE_MASKED: the unmasked blocks first, then the partial
+    blocks and the tail in one masked loop (one copy of the masked loop body: less code to
+    compile); else the three sweeps in row order. BIAS 1: with a key-padding mask (b_base
+    its row), else none."""
+    if ONE_MASKED:
+        m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_full,
-                             row_end, row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION, COMPUTE_DK,
-                             COMPUTE_DV, LSE2)
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid,
+                             m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             qk_scale, BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION,
+                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
+        # [m_lo, m_mid) in whole blocks from m_lo (or clipped at row_end, then m_full ==
+        # row_end), then the tail: its one block (< BLOCK_M rows) is the loop's block at m_mid,
+        # moved forward to m_full
+        tail = tl.where(m_full < row_end, BLOCK_M, 0)
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
+                             m_mid + tail, row_end, m_mid, m_full - m_mid, cols, Q_LEN, DIAG, M,
+                             offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
+                             INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, True)
+    else:
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
+                             m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
+                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
+        m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid,
+                             m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             qk_scale, BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION,
+                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
+        if m_full < row_end:
+            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
+                                 b_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                 stride_biasm, m_full, row_end, row_end, 0, 0, cols, Q_LEN, DIAG,
+                                 M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
+                                 INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False)
     return dk, dv
 
 
@@ -298,6 +323,12 @@ def _sdpa_bwd_dkdv_kernel(
         else:
             m_base = Mstat + off_z * stride_mz + off_h * stride_mh
         l_base = Lstat + off_z * stride_lz + off_h * stride_lh
+        # One masked loop for a head's partial blocks and ragged tail (_dkdv_rows) where the
+        # H200 ran it faster or within 0.3% (buckets <= 64, 16-bit and float32); at bucket
+        # 128 (16-bit) and in plain TF32 it was slower, and the three sweeps stay
+        # (docs/design.md, "One masked loop")
+        ONE_MASKED: tl.constexpr = HEAD_DIM <= 64 and (Q.dtype.element_ty != tl.float32
+                                                      or INPUT_PRECISION != "tf32")
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
@@ -332,26 +363,29 @@ def _sdpa_bwd_dkdv_kernel(
                                                 stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
                                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
                                                 d_ok, qk_scale, BLOCK_M, EVEN_D, 0,
-                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
+                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                                                ONE_MASKED)
                         else:
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
                                                 z_base, b_base, stride_qm, stride_dom,
                                                 stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
                                                 g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
                                                 d_ok, qk_scale, BLOCK_M, EVEN_D, 1,
-                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
+                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                                                ONE_MASKED)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                          b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                         stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
-                                         offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, 2,
-                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
+                                         stride_biasm, m_lo, g_end, g_end, 0, 0, offs_n, Q_LEN,
+                                         DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D,
+                                         True, 2, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                                         False)
             else:
                 dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                                     stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
                                     m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
                                     d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
-                                    COMPUTE_DK, COMPUTE_DV, LSE2)
+                                    COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED)
         if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
             dv = tl.where(keep[:, None], dv, 0.0)

@@ -325,14 +325,17 @@ def _sdpa_bwd_jvp_dq_kernel(
 @triton.jit
 def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base,
                 r_base, z_base, zd_base, b_base, stride_qm, stride_tqm, stride_dom, stride_tdom,
-                stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end, cols, Q_LEN, DIAG, M,
-                offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end, jump_at, jump, cols,
+                Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
                 BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi);
+    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi), the
+    blocks from jump_at on moved forward by jump rows (masked sweeps; jump = 0: none);
     MASK_M masks rows >= row_end and keys past a row's diagonal, BIAS adds the mask's bias
     and masks its -inf entries."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
+        if MASK_M:
+            start_m += tl.where(start_m >= jump_at, jump, 0)
         rows = start_m + offs_m
         r_ok = rows < row_end
         # -- Q^T, tQ^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the row vectors;
@@ -384,9 +387,11 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
                 EVEN_D: tl.constexpr, MASKED: tl.constexpr, USE_TDO: tl.constexpr,
                 INPUT_PRECISION: tl.constexpr):
     """Per query head of the group (T // Q_LEN of them when grouped and causal, else one with
-    Q_LEN = T): rows before `first` skipped, rows up to `full` masked (diagonal), the rest
-    unmasked, then a masked ragged tail (as the backward's dK/dV kernel); with an attention
-    mask every row from `first` on through the masked sweep."""
+    Q_LEN = T): rows before `first` skipped; the whole query blocks that see all of the key
+    block unmasked, then in one masked loop the blocks from `first` that see part of it
+    (diagonal) and the ragged tail: one copy of the masked loop body, where the three sweeps
+    in row order had two (compile time and speed: docs/design.md, "One masked loop"); with an
+    attention mask every row from `first` on through the masked sweep."""
     hk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     hv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
@@ -397,37 +402,34 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
                 hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                      m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                      stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     stride_biasm, m_lo, g_end, g_end, g_end, 0, offs_n, Q_LEN, DIAG, M,
                                      offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
                                      1, USE_TDO, INPUT_PRECISION)
             else:
                 hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                      m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                      stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                     stride_biasm, m_lo, g_end, g_end, offs_n, Q_LEN, DIAG, M,
+                                     stride_biasm, m_lo, g_end, g_end, g_end, 0, offs_n, Q_LEN, DIAG, M,
                                      offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
                                      2, USE_TDO, INPUT_PRECISION)
         else:
-            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
-                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
-                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                 stride_biasm, m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
-                                 offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
-                                 False, USE_TDO, INPUT_PRECISION)
             m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
             hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                  m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                  stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                 stride_biasm, m_mid, m_full, g_end, offs_n, Q_LEN, DIAG, M,
+                                 stride_biasm, m_mid, m_full, g_end, 0, 0, offs_n, Q_LEN, DIAG, M,
                                  offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, False,
                                  False, USE_TDO, INPUT_PRECISION)
-            if m_full < g_end:
-                hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
-                                     m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
-                                     stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                     stride_biasm, m_full, g_end, g_end, offs_n, Q_LEN, DIAG, M,
-                                     offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D,
-                                     True, False, USE_TDO, INPUT_PRECISION)
+            # [m_lo, m_mid) in whole blocks from m_lo (or clipped at g_end, then m_full ==
+            # g_end), then the tail: its one block (< BLOCK_M rows) is the loop's block at
+            # m_mid, moved forward to m_full
+            tail = tl.where(m_full < g_end, BLOCK_M, 0)
+            hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
+                                 m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
+                                 stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
+                                 stride_biasm, m_lo, m_mid + tail, g_end, m_mid, m_full - m_mid,
+                                 offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale,
+                                 BLOCK_M, EVEN_D, True, False, USE_TDO, INPUT_PRECISION)
     return hk, hv
 
 
