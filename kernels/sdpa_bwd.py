@@ -242,13 +242,19 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
     blocks and the tail in one masked loop (one copy of the masked loop body: less code to
     compile); else the three sweeps in row order. BIAS 1: with a key-padding mask (b_base
     its row), else none."""
-    if ONE_MASKED:
-        m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
+    if not ONE_MASKED:  # the partial blocks first, in their own masked loop
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid,
-                             m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                             qk_scale, BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
+                             m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
                              COMPUTE_DK, COMPUTE_DV, LSE2, False)
+    m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid, m_full,
+                         row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                         BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV,
+                         LSE2, False)
+    if ONE_MASKED:
         # [m_lo, m_mid) in whole blocks from m_lo (or clipped at row_end, then m_full ==
         # row_end), then the tail: its one block (< BLOCK_M rows) is the loop's block at m_mid,
         # moved forward to m_full
@@ -258,24 +264,12 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                              m_mid + tail, row_end, m_mid, m_full - m_mid, cols, Q_LEN, DIAG, M,
                              offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
                              INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, True)
-    else:
+    elif m_full < row_end:
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
-                             m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_full,
+                             row_end, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
                              qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
                              COMPUTE_DK, COMPUTE_DV, LSE2, False)
-        m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid,
-                             m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                             qk_scale, BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION,
-                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
-        if m_full < row_end:
-            dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                 b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                 stride_biasm, m_full, row_end, row_end, 0, 0, cols, Q_LEN, DIAG,
-                                 M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
-                                 INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False)
     return dk, dv
 
 
