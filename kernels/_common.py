@@ -172,6 +172,24 @@ def group_rows(g, Q_LEN, first, full, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def one_masked_loop(mid, end, BLOCK_M: tl.constexpr):
+    """The sweeps of group_rows' [lo, end) in two loops: the whole blocks [mid, full) unmasked,
+    then one masked loop over [lo, hi) that covers the partial blocks [lo, mid) and the ragged
+    tail [full, end): the tail's one block (< BLOCK_M rows) is the loop's block at mid, moved
+    forward by jump = full - mid (jumped). hi = mid without a tail. Where mid was clipped at
+    end, full == end: no tail, and the partial blocks' rows past end are masked."""
+    full = mid + ((end - mid) // BLOCK_M) * BLOCK_M
+    return full, mid + tl.where(full < end, BLOCK_M, 0), full - mid
+
+
+@triton.jit
+def jumped(start, jump_at, jump):
+    """A masked loop's block start: blocks from jump_at on move forward by jump rows
+    (one_masked_loop)."""
+    return start + tl.where(start >= jump_at, jump, 0)
+
+
+@triton.jit
 def row_limits(rows, Q_LEN, DIAG, M):
     """The last key each query row sees, min(r mod Q_LEN + DIAG, M - 1), as int32 (summed in
     int64: DIAG may be near +-2**31); row r sees key j iff j <= its limit."""

@@ -30,6 +30,7 @@ from _common import (
     frozen_probs,
     frozen_probs_T,
     group_rows,
+    jumped,
     key_range,
     load_cols_T,
     load_kT_v,
@@ -37,6 +38,7 @@ from _common import (
     load_rows,
     load_tile,
     mma,
+    one_masked_loop,
     padding_sweeps,
     query_block,
     query_limits,
@@ -188,8 +190,8 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
     plane) and masks its -inf entries. LSE2: m_base is this head's row of Zbuf's lse2 plane
     (contiguous), l_base unused; else the stats m, l."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
-        if JUMP:
-            start_m += tl.where(start_m >= jump_at, jump, 0)
+        if JUMP:  # the tail's block, moved forward (one_masked_loop)
+            start_m = jumped(start_m, jump_at, jump)
         rows = start_m + offs_m
         r_ok = rows < row_end
         # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats;
@@ -248,20 +250,17 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                              m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
                              qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
                              COMPUTE_DK, COMPUTE_DV, LSE2, False)
-    m_full = m_mid + ((row_end - m_mid) // BLOCK_M) * BLOCK_M
+    m_full, _, _ = one_masked_loop(m_mid, row_end, BLOCK_M)
     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                          stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid, m_full,
                          row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
                          BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV,
                          LSE2, False)
-    if ONE_MASKED:
-        # [m_lo, m_mid) in whole blocks from m_lo (or clipped at row_end, then m_full ==
-        # row_end), then the tail: its one block (< BLOCK_M rows) is the loop's block at m_mid,
-        # moved forward to m_full
-        tail = tl.where(m_full < row_end, BLOCK_M, 0)
+    if ONE_MASKED:  # the partial blocks, then the tail's block moved forward to m_full
+        _, m_hi, jump = one_masked_loop(m_mid, row_end, BLOCK_M)  # after: fewer live registers
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                              stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
-                             m_mid + tail, row_end, m_mid, m_full - m_mid, cols, Q_LEN, DIAG, M,
+                             m_hi, row_end, m_mid, jump, cols, Q_LEN, DIAG, M,
                              offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
                              INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, True)
     elif m_full < row_end:

@@ -36,11 +36,13 @@ from _common import (
     frozen_probs,
     frozen_probs_T,
     group_rows,
+    jumped,
     key_range,
     load_row_stats,
     load_rows,
     load_tile,
     load_tiles_T,
+    one_masked_loop,
     query_block,
     query_limits,
     row_limits,
@@ -328,14 +330,15 @@ def _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base
                 stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end, jump_at, jump, cols,
                 Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale,
                 BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
-                BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi), the
-    blocks from jump_at on moved forward by jump rows (masked sweeps; jump = 0: none);
-    MASK_M masks rows >= row_end and keys past a row's diagonal, BIAS adds the mask's bias
-    and masks its -inf entries."""
+                BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                JUMP: tl.constexpr):
+    """Accumulate hK / scale and hV of one key block over query blocks [m_lo, m_hi)
+    (JUMP: the blocks from jump_at on moved forward by jump rows); MASK_M masks rows >=
+    row_end and keys past a row's diagonal, BIAS adds the mask's bias and masks its -inf
+    entries."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
-        if MASK_M:
-            start_m += tl.where(start_m >= jump_at, jump, 0)
+        if JUMP:  # the tail's block, moved forward (one_masked_loop)
+            start_m = jumped(start_m, jump_at, jump)
         rows = start_m + offs_m
         r_ok = rows < row_end
         # -- Q^T, tQ^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the row vectors;
@@ -404,32 +407,30 @@ def _hkhv_sweep(k, tk, v, tv, q_base, tq_base, do_base, tdo_base, m_base, l_base
                                      stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
                                      stride_biasm, m_lo, g_end, g_end, g_end, 0, offs_n, Q_LEN, DIAG, M,
                                      offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
-                                     1, USE_TDO, INPUT_PRECISION)
+                                     1, USE_TDO, INPUT_PRECISION, False)
             else:
                 hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                      m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                      stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
                                      stride_biasm, m_lo, g_end, g_end, g_end, 0, offs_n, Q_LEN, DIAG, M,
                                      offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
-                                     2, USE_TDO, INPUT_PRECISION)
+                                     2, USE_TDO, INPUT_PRECISION, False)
         else:
-            m_full = m_mid + ((g_end - m_mid) // BLOCK_M) * BLOCK_M
+            m_full, _, _ = one_masked_loop(m_mid, g_end, BLOCK_M)
             hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                  m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                  stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
                                  stride_biasm, m_mid, m_full, g_end, 0, 0, offs_n, Q_LEN, DIAG, M,
                                  offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, False,
-                                 False, USE_TDO, INPUT_PRECISION)
-            # [m_lo, m_mid) in whole blocks from m_lo (or clipped at g_end, then m_full ==
-            # g_end), then the tail: its one block (< BLOCK_M rows) is the loop's block at
-            # m_mid, moved forward to m_full
-            tail = tl.where(m_full < g_end, BLOCK_M, 0)
+                                 False, USE_TDO, INPUT_PRECISION, False)
+            # the partial blocks, then the tail's block moved forward to m_full
+            _, m_hi, jump = one_masked_loop(m_mid, g_end, BLOCK_M)  # after: fewer live registers
             hk, hv = _hkhv_inner(hk, hv, k, tk, v, tv, q_base, tq_base, do_base, tdo_base,
                                  m_base, l_base, r_base, z_base, zd_base, b_base, stride_qm,
                                  stride_tqm, stride_dom, stride_tdom, stride_mm, stride_lm,
-                                 stride_biasm, m_lo, m_mid + tail, g_end, m_mid, m_full - m_mid,
-                                 offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, sm_scale, qk_scale,
-                                 BLOCK_M, EVEN_D, True, False, USE_TDO, INPUT_PRECISION)
+                                 stride_biasm, m_lo, m_hi, g_end, m_mid, jump, offs_n, Q_LEN, DIAG,
+                                 M, offs_m, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, EVEN_D, True,
+                                 False, USE_TDO, INPUT_PRECISION, True)
     return hk, hv
 
 
