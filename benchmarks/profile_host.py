@@ -78,6 +78,11 @@ def main():
         "mask: pack with Bias": lambda: _C._pack_named(fwd, dict(named, Bias=bv)),
         "candidate: torch.where": lambda: torch.where(mask, 0.0, float("-inf")),
         "candidate: to + log_": lambda: mask.to(torch.float32).log_(),
+        # m and l from one allocation (the suggestion) against two: views cost calls too
+        "stats: one empty_strided": lambda: torch.empty_strided((B, H, T), (H * T, T, 1),
+                                                                dtype=torch.float32, device=q.device),
+        "candidate: (2,B,H,T)+unbind": lambda: torch.empty(
+            (2, B, H, T), dtype=torch.float32, device=q.device).unbind(0),
     }
     # three rounds over every part, interleaved, so that no line is measured only at the start
     # (the single-pass version's first line, the full call, once read 25.8 us against 15.8 for
