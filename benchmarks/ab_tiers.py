@@ -14,6 +14,13 @@ through the whole call, so its ratio is diluted by the other kernels.
 
     python ab_tiers.py [op ...]
 Writes results/ab_tiers.csv.
+
+    python ab_tiers.py --lengths 200,256,257,... [op ...]
+The same A/B at the given sequence lengths instead of each tier's ladder (where a tier should
+stop, or whether the tile should follow the tail block, T mod BLOCK_M); writes
+results/ab_tiers_lengths.csv. With --own the first arm is each call's own choice (the
+dispatcher's max_len and tail_len rules) instead of the tier held: ratio 1 where it runs the
+untiered variant; writes results/ab_tiers_own.csv.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ def _ladder(max_len: int) -> list[int]:
     return sorted({64, 128, 197, max_len // 2, max_len, max_len + 1, 2 * max_len} - {0})
 
 
-def main(ops: list[str]) -> None:
+def main(ops: list[str], lengths: list[int] | None = None, own: bool = False) -> None:
     cc = torch.cuda.get_device_capability()
     arch = f"sm_{cc[0]}{cc[1]}"
     tiers = [r for r in aot_sdpa.kernel_inventory() if r["max_len"] and r["arch"] == arch
@@ -68,12 +75,12 @@ def main(ops: list[str]) -> None:
     for r in tiers:
         D = RAGGED_D[r["head_dim"]] if r["flavor"] == "ragged" else r["head_dim"]
         dtype = DTYPES[r["dtype"]]
-        for T in _ladder(r["max_len"]):
+        for T in lengths or _ladder(r["max_len"]):
             fn = _call(r["op"], max(1, TOKENS // T), T, D, dtype)
             times = {"tier": [], "untiered": []}
             try:
                 for _ in range(ROUNDS):
-                    for name, rows_hook in (("tier", TIER), ("untiered", UNTIERED)):
+                    for name, rows_hook in (("tier", 0 if own else TIER), ("untiered", UNTIERED)):
                         _C._tier_rows(rows_hook)
                         times[name].append(backlogged_ms(fn, reps=3)["ms"])
             finally:
@@ -90,9 +97,16 @@ def main(ops: list[str]) -> None:
             print(table(rows[-1:], list(rows[-1])), flush=True)
             del fn
             torch.cuda.empty_cache()
-    write_csv("ab_tiers", rows)
+    write_csv("ab_tiers_own" if own else "ab_tiers_lengths" if lengths else "ab_tiers", rows)
     print(table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    lengths = None
+    if "--lengths" in args:
+        i = args.index("--lengths")
+        lengths = sorted({int(t) for t in args[i + 1].split(",")})
+        del args[i:i + 2]
+    own = "--own" in args
+    main([a for a in args if a != "--own"], lengths, own)

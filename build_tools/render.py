@@ -98,6 +98,7 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
+    tail_len = {v.name: v.tail_len or 0 for v in spec.variants}  # dispatch only: not in the metas
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
         variant_code.append(tpl.substitute(
@@ -115,6 +116,7 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
         table.append(
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
             f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, {v.get("max_len") or 0}, '
+            f'{tail_len.get(variant_name(v), 0)}, '
             f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
             f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
             f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')

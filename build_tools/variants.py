@@ -81,6 +81,11 @@ class Variant:
     # max_len in place of its untiered twin (the same op, dtype, bucket, flavour and arch:
     # None), see the configs' max_len in kernels/variants.toml
     max_len: int | None = None
+    # a tier's reach past max_len, up to max(T, M) <= tail_len: there the dispatcher runs it
+    # only when the untiered tile's last block of the grid's rows would be at most half full
+    # (0 < rows mod BLOCK_M <= BLOCK_M / 2); see the configs' tail_len. Dispatch only: not a
+    # compile input, so not in as_json (the cache key)
+    tail_len: int | None = None
 
     @property
     def name(self) -> str:
@@ -103,6 +108,7 @@ class Variant:
         for key in ("min_blocks_per_sm", "max_len"):  # unset: left out, so the cache keys
             if d[key] is None:  # of every other variant stayed
                 del d[key]
+        del d["tail_len"]  # how the dispatcher picks the variant, not how it is compiled
         return d
 
 
@@ -176,7 +182,8 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         constexprs=tuple(sorted(table.get("constexprs", {}).items())),
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
         maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
-        min_blocks_per_sm=mb, max_len=max_len)
+        min_blocks_per_sm=mb, max_len=max_len,
+        tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None)
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -206,6 +213,11 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         if any(t <= 0 or t > MAX_TIER_LEN for t in tiers):
             raise ValueError(f"variants.toml: op {op!r} max_len {tiers}: each must be in "
                              f"1..{MAX_TIER_LEN}")
+        for c in table["configs"]:
+            if "tail_len" in c and ("max_len" not in c
+                                    or not int(c["max_len"]) < int(c["tail_len"]) <= MAX_TIER_LEN):
+                raise ValueError(f"variants.toml: op {op!r} tail_len {c['tail_len']}: only on a "
+                                 f"tier (max_len), above its max_len, at most {MAX_TIER_LEN}")
         if any("max_len" in c and "flavors" not in c for c in table["configs"]):
             raise ValueError(f"variants.toml: op {op!r} has a config with max_len but no "
                              "flavors: a sequence-length tier names the flavours it tiers")

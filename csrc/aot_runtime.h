@@ -68,6 +68,8 @@ typedef struct aot_variant {
                        4 ragged (aligned, D < bucket, strides and D % 8), 5 padding_fast */
     int max_len;    /* 0: any sequence length; else a tier that runs for max(T, M) <= max_len
                        in place of its untiered twin (same op, dtype, bucket, arch, flavour) */
+    int tail_len;   /* a tier's reach past max_len: for max(T, M) <= tail_len it also runs
+                       where the twin's last block of grid rows would be at most half full */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

@@ -181,13 +181,21 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
     return family[v - aot_variants];
 }
 
-/* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)): the tier
- * with the smallest max_len >= rows, else v (untiered: any length). Null stays null. */
-const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows) {
+/* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)) and whose
+ * grid tiles `extent` rows (T, or M for a key-side op): the tier with the smallest
+ * max_len >= rows; else, where v's (the untiered twin's) last block of those rows would be at
+ * most half full (0 < extent mod BLOCK_M <= BLOCK_M / 2), the tier with the smallest
+ * tail_len >= rows (kernels/variants.toml tail_len: the smaller tile wastes fewer rows);
+ * else v (untiered: any length). Null stays null. */
+const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent) {
     if (v == nullptr) return v;
     const aot_variant_t* best = v;
     for (const aot_variant_t* t : tier_siblings(v))
         if (t->max_len >= rows && (best->max_len == 0 || t->max_len < best->max_len)) best = t;
+    const int64_t tail = v->block_m > 0 ? extent % v->block_m : 0;
+    if (best == v && tail > 0 && 2 * tail <= v->block_m)
+        for (const aot_variant_t* t : tier_siblings(v))
+            if (t->tail_len >= rows && (best == v || t->tail_len < best->tail_len)) best = t;
     return best;
 }
 
@@ -203,9 +211,10 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows) {
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
- * (max(T, M); tier_for), the untiered variant when none covers it. */
+ * (max(T, M)) and the grid's `extent` rows (tier_for), the untiered variant when none covers
+ * it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
-                     bool masked, int device, bool padding, int64_t rows) {
+                     bool masked, int device, bool padding, int64_t rows, int64_t extent) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -235,18 +244,18 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const aot_variant_t* padded =
         masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
-    general = tier_for(general, rows);
-    hinted = tier_for(hinted, rows);
-    padded = tier_for(padded, rows);
+    general = tier_for(general, rows, extent);
+    hinted = tier_for(hinted, rows, extent);
+    padded = tier_for(padded, rows, extent);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
 }
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
-                      bool masked, bool padding, int64_t rows) {
+                      bool masked, bool padding, int64_t rows, int64_t extent) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows);
+                         device, padding, rows, extent);
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -331,7 +340,7 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
-                                    bias_is_key_padding(op, strides), launch_rows(ints));
+                                    bias_is_key_padding(op, strides), launch_rows(ints), extent);
     for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
         if (v == nullptr) continue;
         if (v != c.run) load_or_throw(v, device);
@@ -486,6 +495,7 @@ py::list inventory() {
         d["arch"] = "sm_" + std::to_string(v.arch);
         d["flavor"] = kFlavorNames[v.flavor];
         d["max_len"] = v.max_len;  // 0: any sequence length
+        d["tail_len"] = v.tail_len;  // 0: none; else also up to it where the twin's tail is short
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
@@ -633,23 +643,26 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     // rows (max(T, M)) defaults to a long sequence: the untiered variants
+    // extent (the grid's rows) defaults to rows: a call with T = M
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
-                        bool ragged_ok, bool padding, int64_t rows) {
+                        bool ragged_ok, bool padding, int64_t rows, int64_t extent) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
-                                                     ragged_ok, masked, padding, rows));
+                                                     ragged_ok, masked, padding, rows,
+                                                     extent < 0 ? rows : extent));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
-          py::arg("rows") = aot::kLongRows,
+          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
-                               bool ragged_ok, bool padding, int64_t rows) {
+                               bool ragged_ok, bool padding, int64_t rows, int64_t extent) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
-                                                    masked, -1, padding, rows));
+                                                    masked, -1, padding, rows,
+                                                    extent < 0 ? rows : extent));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
-          py::arg("rows") = aot::kLongRows,
+          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
     m.def("_tier_rows", [](int64_t rows) {
         if (rows < 0) throw std::invalid_argument("aot_sdpa: _tier_rows takes rows >= 0");

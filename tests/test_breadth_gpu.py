@@ -123,20 +123,24 @@ def test_every_op_ragged_head_dims_general_flavour_matches_fp64(dtype, factor, a
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
 @pytest.mark.parametrize("T,M,causal,padded", [
     (256, 256, False, False), (256, 256, True, False), (256, 256, False, True),
-    (257, 256, False, False), (256, 257, True, False), (31, 256, True, False)])
+    (257, 256, False, False), (256, 257, True, False), (31, 256, True, False),
+    (320, 320, True, False), (384, 384, False, False), (577, 576, False, False)])
 def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, atol, T, M,
                                                                 causal, padded):
     """The 16-bit D = 64 forward's fast flavour runs its sequence-length tier (its own tile,
-    kernels/variants.toml max_len = 256) on sm_90 for max(T, M) <= 256 and the untiered
-    variant past it: both sides of the edge, causal too, and padded rows (general: no tier),
-    every op against the fp64 reference with the project's rule."""
+    kernels/variants.toml max_len = 256) on sm_90 for max(T, M) <= 256, and up to
+    tail_len = 576 where the untiered tile's last block of query rows would be at most half
+    full (0 < T mod 128 <= 64), else the untiered variant: both sides of each edge, causal
+    too, and padded rows (general: no tier), every op against the fp64 reference with the
+    project's rule."""
     from aot_sdpa import _C
 
     fwd = [o["name"] for o in _C.ops()].index("fwd")
     code = 0 if dtype == torch.float16 else 1
     run = _C._select(fwd, code, 64, torch.cuda.current_device(), not padded, False,
-                     rows=max(T, M))[0]
-    assert run.endswith("_t256") == (max(T, M) <= 256 and not padded
+                     rows=max(T, M), extent=T)[0]
+    reach = max(T, M) <= 256 or (max(T, M) <= 576 and 0 < T % 128 <= 64)
+    assert run.endswith("_t256") == (reach and not padded
                                      and torch.cuda.get_device_capability() == (9, 0))
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
 

@@ -237,7 +237,7 @@ def test_mask_code_per_flavour():
 
 
 def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
-                     rows=None):
+                     rows=None, extent=None):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
@@ -245,19 +245,30 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     hinted one is the sibling. With a key-padding mask (padding) the bucket's padding_fast
     runs before masked_fast, on the same conditions; the masked flavour not run is the
     second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
-    None: a long sequence, untiered). (run, sibling, sibling2); None when nothing matches."""
+    None: a long sequence, untiered) and `extent` grid rows (None: rows). (run, sibling,
+    sibling2); None when nothing matches."""
     choice = _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
-    return None if choice is None else tuple(_tier(inv, n, rows) for n in choice)
+    return None if choice is None else tuple(_tier(inv, n, rows, extent) for n in choice)
 
 
-def _tier(inv, name, rows):
-    """The variant `name`'s tier for a call of max(T, M) = rows: among the inventory entries of
-    its family (op, dtype, bucket, arch, flavour) with a max_len >= rows, the smallest, named
-    "<name>_t<max_len>"; else `name` itself (None stays None)."""
+def _tier(inv, name, rows, extent=None):
+    """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
+    (None: rows): among the inventory entries of its family (op, dtype, bucket, arch, flavour)
+    with a max_len >= rows, the smallest, named "<name>_t<max_len>"; else, where the untiered
+    one's last block of those rows would be at most half full, the tier with the smallest
+    tail_len >= rows; else `name` itself (None stays None)."""
     if name is None or rows is None:
         return name
-    lens = [r["max_len"] for r in inv if r["max_len"] >= rows and _name(r) == name]
-    return f"{name}_t{min(lens)}" if lens else name
+    family = [r for r in inv if _name(r) == name]
+    lens = [r["max_len"] for r in family if r["max_len"] >= rows]
+    if lens:
+        return f"{name}_t{min(lens)}"
+    block_m = next(r["block_m"] for r in family if not r["max_len"])
+    tail = (rows if extent is None else extent) % block_m
+    reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
+    if reach and 0 < tail <= block_m // 2:
+        return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
+    return name
 
 
 def _name(r):
@@ -296,6 +307,10 @@ def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding
 # configs' max_len), and a short sequence
 TIER_EDGES = (1, *sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
                           if v.max_len for n in (v.max_len, v.max_len + 1)}))
+# past max_len, where a tier's tail_len rule decides: its edge and one past it, and lengths
+# that leave the untiered tile's last block half full, fuller, and whole
+TAIL_LENS = tuple(sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
+                          if v.tail_len for n in (v.tail_len, v.tail_len + 1)} | {320, 352, 384}))
 
 
 def _short(r):
@@ -325,7 +340,7 @@ def test_dispatcher_choices_without_a_driver():
                             (False, True), repeat=4):
                         # the sequence lengths: a long one (the hook's default) and a short
                         # one; for an op with tiers, also each tier's edge and just past it
-                        for rows in (None, *(TIER_EDGES if op in tiered else (1,))):
+                        for rows in (None, *(TIER_EDGES + TAIL_LENS if op in tiered else (1,))):
                             want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
                                                     ragged_ok, padding, rows)
                             args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
@@ -337,7 +352,8 @@ def test_dispatcher_choices_without_a_driver():
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
     per_op = 4 * 4 * 12 * 16  # CCs x dtype codes x head dims x the four flags
-    assert n == per_op * (2 * (len(ops) - len(tiered)) + (1 + len(TIER_EDGES)) * len(tiered))
+    assert n == per_op * (2 * (len(ops) - len(tiered))
+                          + (1 + len(TIER_EDGES) + len(TAIL_LENS)) * len(tiered))
     assert tiered == {"fwd", "bwd_dq"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
@@ -359,7 +375,17 @@ def test_dispatcher_choices_without_a_driver():
     # the 16-bit D = 64 forward's fast flavour has a tier for max(T, M) <= 256 on sm_90
     assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=256) == (
         "fwd_bf16_d64_fast_sm90_t256", "fwd_bf16_d64_general_sm90", None)
-    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=257)[0] == "fwd_bf16_d64_fast_sm90"
+    # ... and past it, up to tail_len = 576, where the 128-row tile's last block would be at
+    # most half full (the grid's rows: T; `extent`, else rows)
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=257)[0] == (
+        "fwd_bf16_d64_fast_sm90_t256")  # 257 = 2 * 128 + 1
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=448)[0] == (
+        "fwd_bf16_d64_fast_sm90_t256")  # 3 * 128 + 64: half full
+    for rows, extent in ((352, -1), (384, -1), (641, -1), (300, 256)):  # fuller, whole, past
+        assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=rows, extent=extent)[0] == (
+            "fwd_bf16_d64_fast_sm90"), (rows, extent)  # tail_len; T = 256 with M = 300
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=300, extent=257)[0] == (
+        "fwd_bf16_d64_fast_sm90_t256")  # T = 257 with M = 300
     assert _C._select_for_cc(fwd, 1, 64, 90, False, False, rows=64)[0] == (
         "fwd_bf16_d64_general_sm90")  # no general tier
     assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (

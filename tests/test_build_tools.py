@@ -282,6 +282,27 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
         variants_mod.load(path)
 
 
+def test_a_tiers_tail_len_is_dispatch_only_and_checked(tmp_path):
+    """tail_len (how far past max_len a tier may run where the untiered tile's last block would
+    be at most half full) reaches the tier's Variant but not its cache key's JSON, so adding or
+    moving it recompiles nothing; it must sit on a tier, above its max_len."""
+    spec = _spec()
+    by_name = {v.name: v for v in spec.variants}
+    t = by_name["fwd_fp16_d64_fast_sm90_t256"]
+    assert (t.max_len, t.tail_len) == (256, 576)
+    assert "tail_len" not in t.as_json()
+    assert by_name["fwd_fp16_d64_fast_sm90"].tail_len is None
+    assert by_name["bwd_dq_fp32_d64_fast_sm90_t1024"].tail_len is None
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    path = tmp_path / "variants.toml"
+    for old, new in (("tail_len = 576", "tail_len = 256"), ("max_len = 256\ntail_len = 576",
+                                                             "tail_len = 576")):
+        assert text.count(old) == 1
+        path.write_text(text.replace(old, new))
+        with pytest.raises(ValueError, match="tail_len"):
+            variants_mod.load(path)
+
+
 # ptxas -v reports (ptxas 12.8, sm_80, the fp32 D=64 dK/dV kernel without and with
 # --minnctapersm 1, and a small kernel)
 FALLBACK = """ptxas info    : Compiling entry function '_sdpa_bwd_dkdv_kernel' for 'sm_80'
