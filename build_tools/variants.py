@@ -83,8 +83,9 @@ class Variant:
     max_len: int | None = None
     # a tier's reach past max_len, up to max(T, M) <= tail_len: there the dispatcher runs it
     # only when the untiered tile's last block of the grid's rows would be at most half full
-    # (0 < rows mod BLOCK_M <= BLOCK_M / 2); see the configs' tail_len. Dispatch only: not a
-    # compile input, so not in as_json (the cache key)
+    # (0 < rows mod block <= block / 2; block: BLOCK_M, or BLOCK_N where the grid tiles the
+    # keys); see the configs' tail_len. Dispatch only: not a compile input, so not in as_json
+    # (the cache key)
     tail_len: int | None = None
 
     @property

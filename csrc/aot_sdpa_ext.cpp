@@ -184,16 +184,17 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
 /* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)) and whose
  * grid tiles `extent` rows (T, or M for a key-side op): the tier with the smallest
  * max_len >= rows; else, where v's (the untiered twin's) last block of those rows would be at
- * most half full (0 < extent mod BLOCK_M <= BLOCK_M / 2), the tier with the smallest
- * tail_len >= rows (kernels/variants.toml tail_len: the smaller tile wastes fewer rows);
- * else v (untiered: any length). Null stays null. */
+ * most half full (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a
+ * key-side op), the tier with the smallest tail_len >= rows (kernels/variants.toml tail_len:
+ * the smaller tile wastes fewer rows); else v (untiered: any length). Null stays null. */
 const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent) {
     if (v == nullptr) return v;
     const aot_variant_t* best = v;
     for (const aot_variant_t* t : tier_siblings(v))
         if (t->max_len >= rows && (best->max_len == 0 || t->max_len < best->max_len)) best = t;
-    const int64_t tail = v->block_m > 0 ? extent % v->block_m : 0;
-    if (best == v && tail > 0 && 2 * tail <= v->block_m)
+    const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
+    const int64_t tail = block > 0 ? extent % block : 0;
+    if (best == v && tail > 0 && 2 * tail <= block)
         for (const aot_variant_t* t : tier_siblings(v))
             if (t->tail_len >= rows && (best == v || t->tail_len < best->tail_len)) best = t;
     return best;

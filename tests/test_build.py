@@ -255,18 +255,23 @@ def _tier(inv, name, rows, extent=None):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
     (None: rows): among the inventory entries of its family (op, dtype, bucket, arch, flavour)
     with a max_len >= rows, the smallest, named "<name>_t<max_len>"; else, where the untiered
-    one's last block of those rows would be at most half full, the tier with the smallest
-    tail_len >= rows; else `name` itself (None stays None)."""
+    one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid tiles the keys) would
+    be at most half full, the tier with the smallest tail_len >= rows; else `name` itself (None
+    stays None)."""
+    from aot_sdpa import _C
+
     if name is None or rows is None:
         return name
     family = [r for r in inv if _name(r) == name]
     lens = [r["max_len"] for r in family if r["max_len"] >= rows]
     if lens:
         return f"{name}_t{min(lens)}"
-    block_m = next(r["block_m"] for r in family if not r["max_len"])
-    tail = (rows if extent is None else extent) % block_m
+    base = next(r for r in family if not r["max_len"])
+    grid = {o["name"]: o["grid"] for o in _C.ops()}[base["op"]]
+    block = base["block_m"] if grid == "T" else base["block_n"]
+    tail = (rows if extent is None else extent) % block
     reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
-    if reach and 0 < tail <= block_m // 2:
+    if reach and 0 < tail <= block // 2:
         return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
     return name
 
