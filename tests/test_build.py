@@ -266,12 +266,14 @@ def _tier(inv, name, rows, extent=None):
     lens = [r["max_len"] for r in family if r["max_len"] >= rows]
     if lens:
         return f"{name}_t{min(lens)}"
+    reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
+    if not reach:  # most families: no tier reaches this far (the op table is not read)
+        return name
     base = next(r for r in family if not r["max_len"])
     grid = {o["name"]: o["grid"] for o in _C.ops()}[base["op"]]
     block = base["block_m"] if grid == "T" else base["block_n"]
     tail = (rows if extent is None else extent) % block
-    reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
-    if reach and 0 < tail <= block // 2:
+    if 0 < tail <= block // 2:
         return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
     return name
 
