@@ -15,9 +15,10 @@ Times: device time per call with a GPU backlog (host out of the way; `ms`), and 
 call of an eager loop (`wall_ms`, host included). ratio = torch best / ours (> 1: we are faster).
 Writes results/real_shapes.csv and .png; prints the goals of issue 10 and which cells miss them.
 
-    python bench_real_shapes.py [shape names ...]
-Named shapes only re-measure those: their rows replace the same shapes' rows of the existing
-results/real_shapes.csv, the others are kept, and the goals, table and plot cover the union.
+    python bench_real_shapes.py [shape names ...] [float16 bfloat16 float32]
+Named shapes or dtypes only re-measure those (every shape, or every dtype, when none is
+named): their rows replace the same cells' rows of the existing results/real_shapes.csv, the
+others are kept, and the goals, table and plot cover the union.
 """
 
 from __future__ import annotations
@@ -97,13 +98,18 @@ def _torch_all(kind, B, H, T, D, dtype) -> dict:
 
 
 def main(names: list[str]):
-    unknown = [n for n in names if n not in SHAPES]
+    dtype_names = {str(d).split(".")[-1]: d for d in DTYPES}
+    unknown = [n for n in names if n not in SHAPES and n not in dtype_names]
     if unknown:
-        raise SystemExit(f"unknown shapes {unknown}; known: {list(SHAPES)}")
-    shapes = {n: SHAPES[n] for n in names} or SHAPES
-    rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes) if names else []
+        raise SystemExit(f"unknown shapes or dtypes {unknown}; known: {list(SHAPES)}, "
+                         f"{list(dtype_names)}")
+    shapes = {n: SHAPES[n] for n in names if n in SHAPES} or SHAPES
+    dtypes = [d for n, d in dtype_names.items() if n in names] or list(DTYPES)
+    picked = {str(d).split(".")[-1] for d in dtypes}
+    rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes
+                     or r["dtype"] not in picked) if names else []
     for name, (B, H, T, D) in shapes.items():
-        for dtype in DTYPES:
+        for dtype in dtypes:
             flops = fwd_flops(B, H, T, T, D)
             for kind in ("forward", "backward", "jvp_func", "jvp_fused"):
                 key = {"shape": name, "B": B, "H": H, "T": T, "D": D,
@@ -134,8 +140,9 @@ def main(names: list[str]):
                 rows.append(row)
                 print(table([row], list(row)), flush=True)
                 torch.cuda.empty_cache()
-    order = list(SHAPES)
-    rows.sort(key=lambda r: order.index(r["shape"]))  # stable: each shape's own order kept
+    order, works = list(SHAPES), list(FLOP_FACTOR)
+    rows.sort(key=lambda r: (order.index(r["shape"]), list(dtype_names).index(r["dtype"]),
+                             works.index(r["work"])))
     write_csv("real_shapes", rows)
     cols = ["shape", "dtype", "work", "aot_ms", "torch_best", "torch_ms", "ratio", "aot_wall_ms",
             "torch_wall_ms", "wall_ratio", "aot_tflops"]

@@ -8,7 +8,9 @@ inside a CUDA graph (triton.testing.do_bench_cudagraph): the JIT's host time per
 (~50 us) exceeds a short-sequence kernel, and would otherwise be timed instead of the kernel.
 Precisions: fp16 (bf16 runs the same code on the same tile shapes), fp32 with split-precision
 tensor-core products ("tf32x3", the fp32-accurate default) and fp32 with plain TF32 ("tf32",
-taken under torch.set_float32_matmul_precision("high")). Configs found here go into kernels/variants.toml.
+taken under torch.set_float32_matmul_precision("high")); named only, fp32 in six bfloat16
+products ("bf16x6", fp32-accurate, the sm_90 default) over its own candidates (SPLIT_BF16).
+Configs found here go into kernels/variants.toml.
 
 Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
 phase 2 times them one after another in this process, so timings never overlap.
@@ -57,7 +59,10 @@ SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 5
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
               "dit_xl": (32, 16, 256, 72)}  # DiT-XL/2 at 256^2: D = 72 runs in bucket 128
 TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
-PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32")}
+PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32"),
+              # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
+              "bf16x6": ("fp32", "bf16x6")}
+DEFAULT_PRECISIONS = ("fp16", "fp32", "tf32")
 HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config
     "fwd": [(128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3),
             (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
@@ -121,6 +126,31 @@ FULL_128 = {  # fp32 / TF32 at D = 128: the first is the shipped sm_90 config (t
     "jvp": [(32, 32, 4, 2), (32, 32, 4, 1), (64, 32, 4, 1), (64, 32, 4, 2), (64, 64, 4, 1),
             (64, 64, 8, 1), (64, 32, 8, 1), (128, 32, 8, 1), (32, 64, 4, 1)],
 }
+SPLIT_BF16 = {  # fp32 in "bf16x6" products (bfloat16 operand tiles, three per operand) at
+    # D = 64: the first is the shipped sm_90 fp32 config when this list was written
+    "fwd": [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3),
+            (64, 128, 4, 2)],
+    "bwd_dkdv": [(32, 128, 8, 2), (32, 128, 8, 1), (64, 128, 8, 2), (32, 64, 4, 2), (64, 64, 4, 2),
+                 (64, 128, 8, 1)],
+    "bwd_dq": [(128, 64, 8, 2), (128, 64, 8, 1), (128, 128, 8, 2), (64, 64, 4, 1), (128, 32, 8, 2),
+               (64, 128, 8, 2)],
+    "fwd_jvp": [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 8, 2),
+                (128, 64, 8, 1)],
+    "jvp": [(32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (128, 64, 8, 2),
+            (64, 64, 8, 2)],
+}
+SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
+    "fwd": [(128, 64, 8, 1), (128, 64, 8, 2), (128, 128, 8, 1), (128, 32, 8, 2), (64, 64, 4, 2),
+            (64, 128, 8, 2)],
+    "bwd_dkdv": [(64, 32, 8, 1), (32, 128, 8, 1), (32, 128, 8, 2), (64, 64, 8, 1), (64, 128, 8, 1),
+                 (16, 64, 4, 1), (32, 64, 4, 1)],
+    "bwd_dq": [(32, 32, 4, 2), (128, 32, 8, 1), (128, 64, 8, 1), (128, 32, 8, 2), (64, 64, 4, 1),
+               (64, 32, 4, 1), (128, 64, 8, 2)],
+    "fwd_jvp": [(64, 32, 8, 1), (64, 64, 8, 1), (128, 32, 8, 1), (64, 32, 4, 1), (128, 64, 8, 1),
+                (32, 64, 4, 1)],
+    "jvp": [(32, 32, 4, 2), (64, 32, 4, 1), (64, 32, 8, 1), (128, 32, 8, 1), (64, 64, 8, 1),
+            (32, 64, 4, 1)],
+}
 # the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
 # the masked sweep's results: benchmarks/results/tune_masked_h200.log. JIT timings can rank
 # configs differently from the AOT cubins (the dK/dV config in variants.toml): check the
@@ -155,15 +185,16 @@ def _tensors(shape, dtype):
     return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
 
 
-def _jobs(ops, d128=False, precs=tuple(PRECISIONS), min1=False):
+def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
     """(op, precision, dtype, input precision, config, ptxas --minnctapersm or None) per
     candidate; with min1, each with the option and the first (current) also without it."""
     for op in ops:
         for prec, (dtype, ip) in PRECISIONS.items():
             if prec not in precs:
                 continue
-            half, full = (HALF_128, FULL_128) if d128 else (HALF, FULL)
-            cfgs = (half if prec == "fp16" else full)[op]
+            half, full, split = ((HALF_128, FULL_128, SPLIT_BF16_128) if d128
+                                 else (HALF, FULL, SPLIT_BF16))
+            cfgs = {"fp16": half, "bf16x6": split}.get(prec, full).get(op, full[op])
             for i, cfg in enumerate(cfgs):
                 if not min1 or i == 0:
                     yield op, prec, dtype, ip, cfg, None
@@ -271,7 +302,7 @@ def main(names):
     shapes = {n: s for n, s in SHAPES_128.items() if n in names}
     d128 = bool(shapes)
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
-    precs = [n for n in names if n in PRECISIONS] or list(PRECISIONS)
+    precs = [n for n in names if n in PRECISIONS] or list(DEFAULT_PRECISIONS)
     causal = "causal" in names
     jobs = list(_jobs(ops, d128, precs, min1="min1" in names))
     failed = _precompile(jobs, partial(_compile, Ds=tuple({s[3] for s in shapes.values()})))
