@@ -1,6 +1,7 @@
 """Forward+JVP as one fused kernel or as the forward kernel then the JVP kernel (same process,
 same inputs), float32 (fp32-accurate, "highest") and TF32 ("high"): the measurement behind
-python/aot_sdpa/_ops.py split_fwd_jvp, which splits float32 calls in the 128 head-dim bucket.
+python/aot_sdpa/_ops.py split_fwd_jvp, which splits float32 calls in the 128 head-dim bucket where
+their products are "tf32x3" (sm_80), and TF32 calls at D = 128.
 Shapes: ViT-B (D = 64, the fused kernel's control), DiT-XL/2 (D = 72, bucket 128), D = 128 at
 T = 1024 and 4096. Device time per sdpa_fwd_jvp call with a GPU backlog (_harness). FLOPs:
 forward+JVP 3 x forward = 12*B*H*T*M*D. Writes results/fwd_jvp_split.csv.
@@ -30,12 +31,13 @@ def main():
                 torch.set_float32_matmul_precision(mode)
                 row = {"shape": name, "B": B, "H": H, "T": T, "D": D, "precision": prec}
                 for label, split in (("fused", False), ("split", True)):
-                    _ops.split_fwd_jvp = lambda dt, d, s=split: s
+                    _ops.split_fwd_jvp = lambda dt, d, p, s=split: s
                     r = backlogged_ms(lambda: aot_sdpa.sdpa_fwd_jvp(*x))
                     row[f"{label}_ms"] = round(r["ms"], 4)
                 _ops.split_fwd_jvp = rule
                 row["split_speedup"] = round(row["fused_ms"] / row["split_ms"], 3)
-                row["rule_splits"] = rule(3 if prec == "tf32" else 2, D)
+                row["rule_splits"] = rule(3 if prec == "tf32" else 2, D, _ops.fp32_precision(
+                    torch.cuda.current_device()))
                 row["tflops_best"] = round(3 * fwd_flops(B, H, T, T, D) / min(
                     row["fused_ms"], row["split_ms"]) / 1e9, 1)
                 rows.append(row)

@@ -11,11 +11,12 @@ import tomllib
 # variant taken when torch.get_float32_matmul_precision() is "high" or "medium" (ops that list
 # it in `extra_dtypes`; the others run their fp32-accurate variant in that mode).
 DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "tf32": "fp32"}
-# fp32 must be fp32-accurate: tensor-core products in split precision ("tf32x3": three TF32
-# products whose sum carries fp32 accuracy) by default, or IEEE products where an op asks with
-# `input_precision = { fp32 = "ieee" }`; never plain TF32. 16-bit inputs ignore the setting.
+# fp32 must be fp32-accurate: tensor-core products in split precision, whose sum carries fp32
+# accuracy: "tf32x3" (three TF32 products) or "bf16x6" (six bfloat16 products), per arch as
+# variants.toml's `fp32_precision` says (default "tf32x3"), or IEEE products where an op asks
+# with `input_precision = { fp32 = "ieee" }`; never plain TF32. 16-bit inputs ignore the setting.
 INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "tf32x3", "tf32": "tf32"}
-FP32_ACCURATE = {"ieee", "tf32x3"}
+FP32_ACCURATE = {"ieee", "tf32x3", "bf16x6"}
 EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
 # general: any head dim <= bucket, any strides; fast: head dim == bucket, aligned (hints);
@@ -66,7 +67,7 @@ class Variant:
     head_dim: int
     arch: int
     serves: tuple[int, ...]  # compute capabilities whose devices run this cubin
-    input_precision: str     # tl.dot input_precision (fp32: "tf32x3" or "ieee"; tf32: "tf32")
+    input_precision: str     # tl.dot input_precision (fp32: FP32_ACCURATE; tf32: "tf32")
     flavor: str
     blocks: tuple[tuple[str, int], ...]
     constexprs: tuple[tuple[str, int], ...]
@@ -164,10 +165,11 @@ def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: 
 
 
 def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavor: str,
-             masked: int, serves: dict[int, list[int]], max_len: int | None) -> Variant:
+             masked: int, serves: dict[int, list[int]], max_len: int | None,
+             fp32_precision: dict[int, str]) -> Variant:
     """One variant of `op` at `where` (arch, dtype, bucket) compiled with `cfg`. A config's own
     min_blocks_per_sm (a sequence-length tier's tile measured with it) overrides the op's
-    where-table."""
+    where-table; the op's input_precision overrides the arch's fp32_precision."""
     arch, dtype, head_dim = where
     blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
     if any(b > MAX_BLOCK for _, b in blocks):
@@ -179,7 +181,8 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
     return Variant(
         op=op, source=table["source"], kernel=table["kernel"], grid=table["grid"], dtype=dtype,
         head_dim=head_dim, arch=arch, serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
-        input_precision=table.get("input_precision", {}).get(dtype, INPUT_PRECISION[dtype]),
+        input_precision=table.get("input_precision", {}).get(dtype, fp32_precision.get(
+            arch, INPUT_PRECISION[dtype]) if dtype == "fp32" else INPUT_PRECISION[dtype]),
         constexprs=tuple(sorted(table.get("constexprs", {}).items())),
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
         maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
@@ -193,6 +196,10 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     missing = [a for a in data["archs"] if a not in serves]
     if missing:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
+    fp32_precision = {int(a): p for a, p in data.get("fp32_precision", {}).items()}
+    if not set(fp32_precision.values()) <= FP32_ACCURATE:
+        raise ValueError(f"variants.toml: fp32_precision {fp32_precision}; fp32 must stay "
+                         f"fp32-accurate ({sorted(FP32_ACCURATE)})")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
     sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2 (none
@@ -252,6 +259,6 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                             if cfg is None:
                                 continue
                             variants.append(_variant(op, table, cfg, where, flavor, masked,
-                                                     serves, max_len))
+                                                     serves, max_len, fp32_precision))
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

@@ -48,10 +48,9 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 
 # sequence-length tiers (kernels/variants.toml configs' max_len), all on sm_90: the 16-bit
 # forward's fast flavour up to 256 (bucket 64: ViT, DiT-B/2) and 200 (bucket 128), its ragged
-# one in bucket 128 up to 128; the float32 D = 64 dQ's fast flavour up to 1024
+# one in bucket 128 up to 128
 TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
-         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))} | {
-    ("bwd_dq", "float32", 64, "sm_90", "fast", 1024)}
+         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))}
 
 
 def test_inventory_has_every_op_dtype_bucket_arch():
@@ -97,10 +96,11 @@ def test_inventory_has_every_op_dtype_bucket_arch():
         # every device a cubin serves allows its shared memory (sm_80 code runs on 8.6/8.9)
         assert r["serves"] == ([90] if r["arch"] == "sm_90" else [80, 86, 87, 89])
         assert all(r["shared_bytes"] <= SMEM[cc] for cc in r["serves"]), r
-        # fp32 variants are fp32-accurate (split-precision 3xTF32 or IEEE products) except the
-        # TF32 ones, of which each op has at most one per bucket/arch/flavour (counted above)
+        # fp32 variants are fp32-accurate (split-precision 3xTF32 or 6xBF16, or IEEE products)
+        # except the TF32 ones, of which each op has at most one per bucket/arch/flavour
+        # (counted above)
         if r["dtype"] == "float32":
-            assert r["input_precision"] in ("ieee", "tf32x3", "tf32"), r
+            assert r["input_precision"] in ("ieee", "tf32x3", "bf16x6", "tf32"), r
     assert sorted(aot_sdpa.built_archs()) == sorted(ARCHS)
 
 
@@ -361,7 +361,7 @@ def test_dispatcher_choices_without_a_driver():
     per_op = 4 * 4 * 12 * 16  # CCs x dtype codes x head dims x the four flags
     assert n == per_op * (2 * (len(ops) - len(tiered))
                           + (1 + len(TIER_EDGES) + len(TAIL_LENS)) * len(tiered))
-    assert tiered == {"fwd", "bwd_dq"}
+    assert tiered == {"fwd"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"

@@ -292,7 +292,7 @@ def test_a_tiers_tail_len_is_dispatch_only_and_checked(tmp_path):
     assert (t.max_len, t.tail_len) == (256, 576)
     assert "tail_len" not in t.as_json()
     assert by_name["fwd_fp16_d64_fast_sm90"].tail_len is None
-    assert by_name["bwd_dq_fp32_d64_fast_sm90_t1024"].tail_len is None
+    assert all(v.tail_len is None for v in spec.variants if v.max_len is None)
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
     for old, new in (("tail_len = 576", "tail_len = 256"), ("max_len = 256\ntail_len = 576",
@@ -389,13 +389,33 @@ def test_fp32_may_not_ask_for_plain_tf32(tmp_path):
         variants_mod.load(path)
 
 
-def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in():
+def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
+    """float32 variants are fp32-accurate in their arch's split precision (variants.toml
+    fp32_precision: "bf16x6" on sm_90, "tf32x3" on sm_80) unless the op names its own; plain
+    TF32 only in the opt-in "tf32" variants, and a table asking for it is refused."""
     spec = variants_mod.load(ROOT / "kernels" / "variants.toml")
-    prec = {(v.op, v.dtype): v.input_precision for v in spec.variants}
-    assert all(p == "tf32x3" for (op, dt), p in prec.items() if dt == "fp32")
-    assert all(p == "tf32" for (op, dt), p in prec.items() if dt == "tf32")
-    tf32_ops = {op for op, dt in prec if dt == "tf32"}
+    prec = {}
+    for v in spec.variants:
+        prec.setdefault((v.op, v.dtype, v.arch), set()).add(v.input_precision)
+    own = {op for op, t in spec.ops.items() if "fp32" in t.get("input_precision", {})}
+    for (op, dt, arch), ps in prec.items():
+        if dt == "fp32":
+            want = spec.ops[op]["input_precision"]["fp32"] if op in own else (
+                "bf16x6" if arch == 90 else "tf32x3")
+            assert ps == {want}, (op, arch, ps)
+        elif dt == "tf32":
+            assert ps == {"tf32"}, (op, arch, ps)
+    assert {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}.isdisjoint(own)
+    assert "bwd_jvp_rows" in own  # the second-order ops were not timed in bf16x6
+    tf32_ops = {op for op, dt, _ in prec if dt == "tf32"}
     assert "fwd" in tf32_ops and "bwd_jvp_rows" not in tf32_ops
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    path = tmp_path / "variants.toml"
+    old = 'fp32_precision = { 90 = "bf16x6", 80 = "tf32x3" }'
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, 'fp32_precision = { 90 = "tf32", 80 = "tf32x3" }'))
+    with pytest.raises(ValueError, match="fp32-accurate"):
+        variants_mod.load(path)
 
 
 def test_kernel_needing_scratch_is_rejected(tmp_path):

@@ -370,15 +370,34 @@ def fwd_jvp_out(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
     return o, to
 
 
-def split_fwd_jvp(dt: int, D: int) -> bool:
+_FP32_PRECISION: dict[int, str] = {}  # device index -> its float32 variants' product precision
+
+
+def fp32_precision(device: int) -> str:
+    """The product precision of the fp32-accurate forward+JVP variants that run on `device`
+    (variants.toml's fp32_precision of the arch serving it: "bf16x6" on sm_90, "tf32x3" on
+    sm_80), read from the kernel inventory once per device ("" when none serves it)."""
+    p = _FP32_PRECISION.get(device)
+    if p is None:
+        major, minor = torch.cuda.get_device_capability(device)
+        p = next((r["input_precision"] for r in _C.inventory() if r["op"] == "fwd_jvp"
+                  and r["dtype"] == "float32" and r["input_precision"] != "tf32"
+                  and 10 * major + minor in r["serves"]), "")
+        _FP32_PRECISION[device] = p
+    return p
+
+
+def split_fwd_jvp(dt: int, D: int, precision: str) -> bool:
     """Whether the forward+JVP runs as the forward kernel, then the JVP kernel on its stats,
     instead of the fused kernel: where that was measured faster (H200,
-    benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in the 128 head-dim bucket
-    (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused kernel's two BLOCK_M x 128 fp32
-    accumulators and split operands spill) and TF32 at D = 128 (1.48-1.50x). TF32 at D = 72,
-    whose calls run the general (scalar-load) kernels, is 2x faster fused; D <= 64 is
-    fused-faster for both (0.67-0.98x split)."""
-    return (dt == _FP32_CODE and D > 64) or (dt == TF32_CODE and D == 128)
+    benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in "tf32x3" products (sm_80's
+    `precision`) in the 128 head-dim bucket (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused
+    kernel's two BLOCK_M x 128 fp32 accumulators and split operands spill) and TF32 at
+    D = 128 (1.48-1.50x). In "bf16x6" products (sm_90) the fused kernel is 1.6x faster there;
+    TF32 at D = 72, whose calls run the general (scalar-load) kernels, is 2x faster fused;
+    D <= 64 is fused-faster for all (0.67-0.98x split)."""
+    return (dt == _FP32_CODE and D > 64 and precision == "tf32x3") or (dt == TF32_CODE
+                                                                        and D == 128)
 
 
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
@@ -388,7 +407,7 @@ def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
     shape, bv, ci = q.shape, _bias_view(bias, q, k), _causal(causal, T, M)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    split = split_fwd_jvp(dt, D)
+    split = split_fwd_jvp(dt, D, fp32_precision(dev) if dt == _FP32_CODE else "")
     if scratch_stats and not split:  # the JVP kernel of a split call reads m and l
         m = l = _row_stat(q, *sizes[:3])
     else:
