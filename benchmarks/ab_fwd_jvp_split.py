@@ -31,13 +31,13 @@ def main():
                 torch.set_float32_matmul_precision(mode)
                 row = {"shape": name, "B": B, "H": H, "T": T, "D": D, "precision": prec}
                 for label, split in (("fused", False), ("split", True)):
-                    _ops.split_fwd_jvp = lambda dt, d, p, s=split: s
+                    _ops.split_fwd_jvp = lambda dt, d, dev, s=split: s
                     r = backlogged_ms(lambda: aot_sdpa.sdpa_fwd_jvp(*x))
                     row[f"{label}_ms"] = round(r["ms"], 4)
                 _ops.split_fwd_jvp = rule
                 row["split_speedup"] = round(row["fused_ms"] / row["split_ms"], 3)
-                row["rule_splits"] = rule(3 if prec == "tf32" else 2, D, _ops.fp32_precision(
-                    torch.cuda.current_device()))
+                row["rule_splits"] = rule(3 if prec == "tf32" else 2, D,
+                                          torch.cuda.current_device())
                 row["tflops_best"] = round(3 * fwd_flops(B, H, T, T, D) / min(
                     row["fused_ms"], row["split_ms"]) / 1e9, 1)
                 rows.append(row)

@@ -104,12 +104,11 @@ def main(names: list[str]):
         raise SystemExit(f"unknown shapes or dtypes {unknown}; known: {list(SHAPES)}, "
                          f"{list(dtype_names)}")
     shapes = {n: SHAPES[n] for n in names if n in SHAPES} or SHAPES
-    dtypes = [d for n, d in dtype_names.items() if n in names] or list(DTYPES)
-    picked = {str(d).split(".")[-1] for d in dtypes}
+    dtypes = {n: d for n, d in dtype_names.items() if n in names} or dtype_names
     rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes
-                     or r["dtype"] not in picked) if names else []
+                     or r["dtype"] not in dtypes) if names else []
     for name, (B, H, T, D) in shapes.items():
-        for dtype in dtypes:
+        for dtype in dtypes.values():
             flops = fwd_flops(B, H, T, T, D)
             for kind in ("forward", "backward", "jvp_func", "jvp_fused"):
                 key = {"shape": name, "B": B, "H": H, "T": T, "D": D,

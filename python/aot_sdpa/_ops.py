@@ -387,17 +387,18 @@ def fp32_precision(device: int) -> str:
     return p
 
 
-def split_fwd_jvp(dt: int, D: int, precision: str) -> bool:
+def split_fwd_jvp(dt: int, D: int, device: int) -> bool:
     """Whether the forward+JVP runs as the forward kernel, then the JVP kernel on its stats,
     instead of the fused kernel: where that was measured faster (H200,
-    benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in "tf32x3" products (sm_80's
-    `precision`) in the 128 head-dim bucket (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused
-    kernel's two BLOCK_M x 128 fp32 accumulators and split operands spill) and TF32 at
-    D = 128 (1.48-1.50x). In "bf16x6" products (sm_90) the fused kernel is 1.49-1.52x faster there;
-    TF32 at D = 72, whose calls run the general (scalar-load) kernels, is 2x faster fused;
-    D <= 64 is fused-faster for all (0.67-0.98x split)."""
-    return (dt == _FP32_CODE and D > 64 and precision == "tf32x3") or (dt == TF32_CODE
-                                                                        and D == 128)
+    benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in the 128 head-dim bucket
+    where `device` runs "tf32x3" products (fp32_precision: sm_80; asked only for such calls)
+    (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused kernel's two BLOCK_M x 128 fp32
+    accumulators and split operands spill) and TF32 at D = 128 (1.48-1.50x). In "bf16x6"
+    products (sm_90) the fused kernel is 1.49-1.52x faster there; TF32 at D = 72, whose calls
+    run the general (scalar-load) kernels, is 2x faster fused; D <= 64 is fused-faster for all
+    (0.67-0.98x split)."""
+    return (dt == _FP32_CODE and D > 64 and fp32_precision(device) == "tf32x3") or (
+        dt == TF32_CODE and D == 128)
 
 
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
@@ -407,7 +408,7 @@ def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
     shape, bv, ci = q.shape, _bias_view(bias, q, k), _causal(causal, T, M)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    split = split_fwd_jvp(dt, D, fp32_precision(dev) if dt == _FP32_CODE and D > 64 else "")
+    split = split_fwd_jvp(dt, D, dev)
     if scratch_stats and not split:  # the JVP kernel of a split call reads m and l
         m = l = _row_stat(q, *sizes[:3])
     else:
