@@ -138,6 +138,11 @@ SPLIT_BF16 = {  # fp32 in "bf16x6" products (bfloat16 operand tiles, three per o
                 (128, 64, 8, 1)],
     "jvp": [(32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (128, 64, 8, 2),
             (64, 64, 8, 2)],
+    # dK alone and dV alone: the first is the fused dK/dV's bf16x6 tile
+    "bwd_dk": [(32, 128, 8, 1), (32, 128, 8, 2), (64, 128, 8, 1), (64, 128, 8, 2), (64, 64, 4, 2),
+               (32, 64, 4, 2)],
+    "bwd_dv": [(32, 128, 8, 1), (32, 128, 8, 2), (64, 128, 8, 1), (64, 128, 8, 2), (64, 64, 4, 2),
+               (32, 64, 4, 2)],
 }
 SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
     "fwd": [(128, 64, 8, 1), (128, 64, 8, 2), (128, 128, 8, 1), (128, 32, 8, 2), (64, 64, 4, 2),
@@ -150,6 +155,10 @@ SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
                 (32, 64, 4, 1)],
     "jvp": [(32, 32, 4, 2), (64, 32, 4, 1), (64, 32, 8, 1), (128, 32, 8, 1), (64, 64, 8, 1),
             (32, 64, 4, 1)],
+    "bwd_dk": [(32, 128, 8, 1), (64, 32, 8, 1), (64, 128, 8, 1), (64, 64, 8, 1), (32, 64, 4, 1),
+               (128, 64, 8, 1)],
+    "bwd_dv": [(32, 128, 8, 1), (64, 128, 8, 1), (64, 64, 8, 1), (64, 32, 8, 1), (32, 64, 4, 1),
+               (128, 128, 8, 1)],
 }
 # the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
 # the masked sweep's results: benchmarks/results/tune_masked_h200.log. JIT timings can rank
@@ -194,7 +203,7 @@ def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
                 continue
             half, full, split = ((HALF_128, FULL_128, SPLIT_BF16_128) if d128
                                  else (HALF, FULL, SPLIT_BF16))
-            cfgs = {"fp16": half, "bf16x6": split}.get(prec, full).get(op, full[op])
+            cfgs = {"fp16": half, "bf16x6": split}.get(prec, full).get(op) or full[op]
             for i, cfg in enumerate(cfgs):
                 if not min1 or i == 0:
                     yield op, prec, dtype, ip, cfg, None
@@ -233,10 +242,10 @@ def _precompile(jobs, worker) -> set:
     the (op, precision, config) of those that failed."""
     ctx = torch.multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(8, mp_context=ctx) as pool:
-        failed = {_key(j) for j, err in zip(jobs, pool.map(worker, jobs)) if err}
-    for f in sorted(failed):
-        print("compile failed:", f)
-    return failed
+        errors = {_key(j): err for j, err in zip(jobs, pool.map(worker, jobs)) if err}
+    for key in sorted(errors):
+        print("compile failed:", key, errors[key])
+    return set(errors)
 
 
 def _bench(label, op, cfg, shape, fn, causal=False):

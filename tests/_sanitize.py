@@ -1,13 +1,13 @@
 """Every op once per memory-safety case, small shapes: the workload compute-sanitizer runs.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast|tiers]
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast|float32|tiers]
 
 Cases (issue 11, item 6): causal (top-left T < M, bottom-right T > M: rows that see no key),
 masks (key padding with a fully masked batch, additive with -inf, dense with grouped heads),
 grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, a
 strided (B, T, H, D) view, and every sequence-length tier's cubin. Every dtype; "fast" runs
-one dtype (racecheck is slower). Prints one line per case and "sanitize workload done" at the
-end.
+float16 alone (racecheck is slower), "float32" float32 alone. Prints one line per case and
+"sanitize workload done" at the end.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def _tiers(dt):
 
 
 def main():
-    dtypes = [torch.float16] if "fast" in sys.argv[1:] else [torch.float16, torch.bfloat16,
-                                                             torch.float32]
+    dtypes = ([torch.float16] if "fast" in sys.argv[1:] else [torch.float32]
+              if "float32" in sys.argv[1:] else [torch.float16, torch.bfloat16, torch.float32])
     if "tiers" in sys.argv[1:]:  # the tier cases alone, every dtype
         for dt in (torch.float16, torch.bfloat16, torch.float32):
             _tiers(dt)
