@@ -139,8 +139,8 @@ def main(names: list[str]):
                 rows.append(row)
                 print(table([row], list(row)), flush=True)
                 torch.cuda.empty_cache()
-    order, works = list(SHAPES), list(FLOP_FACTOR)
-    rows.sort(key=lambda r: (order.index(r["shape"]), list(dtype_names).index(r["dtype"]),
+    order, dnames, works = list(SHAPES), list(dtype_names), list(FLOP_FACTOR)
+    rows.sort(key=lambda r: (order.index(r["shape"]), dnames.index(r["dtype"]),
                              works.index(r["work"])))
     write_csv("real_shapes", rows)
     cols = ["shape", "dtype", "work", "aot_ms", "torch_best", "torch_ms", "ratio", "aot_wall_ms",

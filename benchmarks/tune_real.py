@@ -58,7 +58,7 @@ SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 5
 # (HALF_128, FULL_128) compiled at D = 128
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
               "dit_xl": (32, 16, 256, 72)}  # DiT-XL/2 at 256^2: D = 72 runs in bucket 128
-TORCH_DTYPE = {"fp16": torch.float16, "fp32": torch.float32}
+TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32"),
               # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
               "bf16x6": ("fp32", "bf16x6")}
@@ -180,6 +180,8 @@ MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5, "bwd_dk
 
 
 def _tensors(shape, dtype):
+    """Every kernel's tensors by pointer name: inputs, the forward's stats, the z pre-pass's
+    planes, outputs, and the backward-JVP's row vectors and outputs (tdO absent: the HVP)."""
     B, H, T, D = shape
     g = torch.Generator(device=DEVICE).manual_seed(0)
     x = {n: torch.randn(B, H, T, D, device=DEVICE, dtype=dtype, generator=g)
@@ -187,11 +189,14 @@ def _tensors(shape, dtype):
     s = (x["Q"].float() @ x["K"].float().transpose(-1, -2)) / math.sqrt(D)
     m = s.amax(-1)
     stats = torch.stack([m, (s - m[..., None]).exp().sum(-1)])
-    out = {n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV")}
+    out = {n: torch.empty_like(x["Q"]) for n in ("O", "TO", "DQ", "DK", "DV", "HQ", "HK", "HV")}
     # the z pre-pass's two planes: z, then lse2 = m log2(e) + log2(l) (the dK/dV kernel's stats)
     z = torch.stack([torch.randn(B * H, T, device=DEVICE, generator=g),
                      (stats[0] * math.log2(math.e) + stats[1].log2()).reshape(B * H, T)])
-    return {**x, **out, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z}
+    # the backward-JVP's row vectors r and z' (its rows kernel writes z into Zbuf's first plane)
+    rows = torch.zeros(2, B * H, T, device=DEVICE)
+    return {**x, **out, "TDO": None, "Mstat": stats[0], "Lstat": stats[1], "Zbuf": z,
+            "Rbuf": rows[0], "ZDbuf": rows[1]}
 
 
 def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
@@ -352,7 +357,7 @@ def _tier_pairs(ops):
     for v in SPEC.variants:
         if not v.max_len or v.arch != 90 or v.flavor != "fast" or (ops and v.op not in ops):
             continue
-        if v.dtype not in TORCH_DTYPE:  # bf16 runs fp16's tiles
+        if v.dtype not in ("fp16", "fp32"):  # bf16 runs fp16's tiles
             continue
         base = by_name[v.untiered_name]
         cfgs = [(w.block["BLOCK_M"], w.block["BLOCK_N"], w.num_warps, w.num_stages,
