@@ -50,7 +50,7 @@ def _call(op: str, B: int, T: int, D: int, dtype: torch.dtype):
     _, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
     if op == "fwd":
         return lambda: aot_sdpa.triton_sdpa_fused(q, k, v)
-    if op in ("bwd_dq", "bwd_dkdv", "bwd_z_from_stats"):
+    if op in ("bwd_dq", "bwd_dkdv", "bwd_z_from_stats", "bwd_fused"):
         return lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
     if op == "jvp":
         return lambda: aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)

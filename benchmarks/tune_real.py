@@ -9,7 +9,9 @@ inside a CUDA graph (triton.testing.do_bench_cudagraph): the JIT's host time per
 Precisions: fp16 (bf16 runs the same code on the same tile shapes), fp32 with split-precision
 tensor-core products ("tf32x3", the fp32-accurate default) and fp32 with plain TF32 ("tf32",
 taken under torch.set_float32_matmul_precision("high")); named only, fp32 in six bfloat16
-products ("bf16x6", fp32-accurate, the sm_90 default) over its own candidates (SPLIT_BF16).
+products ("bf16x6", fp32-accurate, the sm_90 default) over its own candidates (SPLIT_BF16),
+the only precision of the one-kernel backward (bwd_fused, dQ by atomic adds: time it next to
+bwd_dkdv and bwd_dq, whose sum it replaces).
 Configs found here go into kernels/variants.toml.
 
 Phase 1 compiles every candidate in parallel worker processes (filling Triton's cache);
@@ -143,6 +145,9 @@ SPLIT_BF16 = {  # fp32 in "bf16x6" products (bfloat16 operand tiles, three per o
                (32, 64, 4, 2)],
     "bwd_dv": [(32, 128, 8, 1), (32, 128, 8, 2), (64, 128, 8, 1), (64, 128, 8, 2), (64, 64, 4, 2),
                (32, 64, 4, 2)],
+    # dK, dV and dQ in one kernel (atomic dQ): the first is the dK/dV kernel's tile
+    "bwd_fused": [(32, 128, 8, 1), (32, 128, 8, 2), (64, 128, 8, 1), (64, 64, 4, 1), (32, 64, 4, 1),
+                  (64, 64, 8, 1), (16, 128, 8, 1)],
 }
 SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
     "fwd": [(128, 64, 8, 1), (128, 64, 8, 2), (128, 128, 8, 1), (128, 32, 8, 2), (64, 64, 4, 2),
@@ -159,6 +164,8 @@ SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
                (128, 64, 8, 1)],
     "bwd_dv": [(32, 128, 8, 1), (64, 128, 8, 1), (64, 64, 8, 1), (64, 32, 8, 1), (32, 64, 4, 1),
                (128, 128, 8, 1)],
+    "bwd_fused": [(32, 128, 8, 1), (64, 32, 8, 1), (32, 64, 4, 1), (64, 64, 8, 1), (16, 64, 4, 1),
+                  (32, 64, 8, 1), (16, 128, 8, 1)],
 }
 # the masked flavour (fp16): the first is the masked flavour's config (what masked runs now);
 # the masked sweep's results: benchmarks/results/tune_masked_h200.log. JIT timings can rank
@@ -176,7 +183,8 @@ MASKED = {
     "jvp": [(64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (128, 64, 8, 2), (128, 64, 8, 3)],
 }
 # matmuls of 2*T*M*D flops each, per op (for the TFLOP/s column)
-MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5, "bwd_dk": 3, "bwd_dv": 2}
+MATMULS = {"fwd": 2, "bwd_dkdv": 4, "bwd_dq": 3, "fwd_jvp": 5, "jvp": 5, "bwd_dk": 3, "bwd_dv": 2,
+           "bwd_fused": 5}
 
 
 def _tensors(shape, dtype):
@@ -219,6 +227,8 @@ def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
 def _launch(op, dtype, ip, cfg, tensors, shape, bias=None, causal=False, mb=None):
     B, H, T, D = shape
     bm, bn, w, st, *cap = cfg
+    if op == "bwd_fused":  # its dQ is a sum of atomic adds: zeroed first, as _ops.bwd does
+        tensors["DQ"].zero_()
     jit_call.call(SPEC, op, dtype, tensors, (B, H, T, T, D), 1 / math.sqrt(D),
                   causal=(T, 0) if causal else None, blocks={"BLOCK_M": bm, "BLOCK_N": bn},
                   num_warps=w, num_stages=st, input_precision=ip, bias=bias,

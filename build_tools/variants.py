@@ -229,8 +229,9 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         if any("max_len" in c and "flavors" not in c for c in table["configs"]):
             raise ValueError(f"variants.toml: op {op!r} has a config with max_len but no "
                              "flavors: a sequence-length tier names the flavours it tiers")
-        for arch in data["archs"]:
-            for dtype in [*data["dtypes"], *extra]:
+        # an op's own `archs` / `dtypes` narrow the tables' (ops compiled where they pay only)
+        for arch in table.get("archs", data["archs"]):
+            for dtype in table.get("dtypes", [*data["dtypes"], *extra]):
                 for head_dim in table.get("head_dims", data["head_dim_buckets"]):
                     if DTYPE_TRITON[dtype] not in bucket_dtypes.get(int(head_dim), [
                             DTYPE_TRITON[dtype]]):

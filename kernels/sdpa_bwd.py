@@ -16,8 +16,12 @@ no key), so that the dK/dV loop of 16-bit data gets P_ij = exp2(s2_ij - lse2_i) 
 load per row (no m log2(e), reciprocal or multiply by 1/l per row and query block:
 389 -> 271 SASS instructions per iteration, sm_90 fp16 D = 128). float32 keeps (m, 1/l) there: rounding
 m log2(e) + log2(l) to float32 adds its error to every exponent (log2_stats).
-No atomics: every output row is owned by one program that reduces in a fixed order, so
-results are bitwise reproducible.
+The z, dK/dV and dQ kernels use no atomics: every output row is owned by one program that
+reduces in a fixed order, so their results are bitwise reproducible. _sdpa_bwd_fused_kernel
+(the dK/dV sweep that also adds each key block's share of dQ to a float32 dQ atomically:
+five block products per block pair instead of seven) gives up that for dQ; the dispatcher
+runs it for float32 on sm_90 only while torch.are_deterministic_algorithms_enabled() is False
+(python/aot_sdpa/_ops.py fused_bwd).
 """
 
 import triton
@@ -178,17 +182,20 @@ def _sdpa_bwd_z_from_stats_kernel(
 
 
 @triton.jit
-def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_hi, row_end,
-                jump_at, jump, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
+def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq_base,
+                stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, stride_dqm, m_lo, m_hi,
+                row_end, jump_at, jump, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+                sm_scale, BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
                 BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
-                COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, JUMP: tl.constexpr):
+                COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, JUMP: tl.constexpr,
+                ATOMIC_DQ: tl.constexpr):
     """Accumulate dK (unscaled) and dV of one key block over query blocks [m_lo, m_hi)
     (JUMP: the blocks from jump_at on moved forward by jump rows); MASK_M masks rows >=
     row_end and keys past a row's diagonal, BIAS adds the mask's bias (b_base: its (z, h)
     plane) and masks its -inf entries. LSE2: m_base is this head's row of Zbuf's lse2 plane
-    (contiguous), l_base unused; else the stats m, l."""
+    (contiguous), l_base unused; else the stats m, l. ATOMIC_DQ: also add this key block's
+    share of dQ, scale * dS K, to the float32 rows of dq_base (atomically: every key block's
+    program adds to the same rows)."""
     for start_m in range(m_lo, m_hi, BLOCK_M):
         if JUMP:  # the tail's block, moved forward (one_masked_loop)
             start_m = jumped(start_m, jump_at, jump)
@@ -228,16 +235,23 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
             dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
             dsT = pT * (dpT - z[None, :])
             dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
+            if ATOMIC_DQ:
+                # -- dQ_i += scale * dS K for this block's keys (BLOCK_M x HEAD_DIM); padded
+                #    rows and tail columns are not written
+                dq = mma(tl.trans(dsT).to(k.dtype), k, None, INPUT_PRECISION) * sm_scale
+                tl.atomic_add(dq_base + rows[:, None] * stride_dqm + offs_d[None, :], dq,
+                              mask=r_ok[:, None] & d_ok[None, :], sem="relaxed")
     return dk, dv
 
 
 @triton.jit
-def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-               stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo, m_mid, row_end,
-               cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
+def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq_base,
+               stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, stride_dqm, m_lo,
+               m_mid, row_end, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale,
                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
-               COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, ONE_MASKED: tl.constexpr):
+               COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, ONE_MASKED: tl.constexpr,
+               ATOMIC_DQ: tl.constexpr):
     """One query head's rows for a key block (group_rows): [m_lo, m_mid) see part of the
     block (masked), whole query blocks from m_mid on see all of it (unmasked), then a masked
     ragged tail [m_full, row_end). ONE_MASKED: the unmasked blocks first, then the partial
@@ -246,56 +260,48 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
     its row), else none."""
     if not ONE_MASKED:  # the partial blocks first, in their own masked loop
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
-                             m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
-                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
+                             dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                             stride_dqm, m_lo, m_mid, row_end, 0, 0, cols, Q_LEN, DIAG, M,
+                             offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, True,
+                             BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False,
+                             ATOMIC_DQ)
     m_full, _, _ = one_masked_loop(m_mid, row_end, BLOCK_M)
     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                         stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_mid, m_full,
-                         row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
-                         BLOCK_M, EVEN_D, False, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV,
-                         LSE2, False)
+                         dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                         stride_dqm, m_mid, m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m,
+                         offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, False, BIAS,
+                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False, ATOMIC_DQ)
     if ONE_MASKED:  # the partial blocks, then the tail's block moved forward to m_full
         _, m_hi, jump = one_masked_loop(m_mid, row_end, BLOCK_M)  # after: fewer live registers
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_lo,
-                             m_hi, row_end, m_mid, jump, cols, Q_LEN, DIAG, M,
-                             offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D, True, BIAS,
-                             INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, True)
+                             dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                             stride_dqm, m_lo, m_hi, row_end, m_mid, jump, cols, Q_LEN, DIAG, M,
+                             offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, True,
+                             BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, True,
+                             ATOMIC_DQ)
     elif m_full < row_end:
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                             stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, m_full,
-                             row_end, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
-                             qk_scale, BLOCK_M, EVEN_D, True, BIAS, INPUT_PRECISION,
-                             COMPUTE_DK, COMPUTE_DV, LSE2, False)
+                             dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                             stride_dqm, m_full, row_end, row_end, 0, 0, cols, Q_LEN, DIAG, M,
+                             offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, True,
+                             BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False,
+                             ATOMIC_DQ)
     return dk, dv
 
 
 @triton.jit
-def _sdpa_bwd_dkdv_kernel(
-    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV,
-    sm_scale,
-    stride_qz, stride_qh, stride_qm,
-    stride_kz, stride_kh, stride_kn,
-    stride_vz, stride_vh, stride_vn,
-    stride_doz, stride_doh, stride_dom,
-    stride_dkz, stride_dkh, stride_dkn,
-    stride_dvz, stride_dvh, stride_dvn,
-    stride_mz, stride_mh, stride_mm,
-    stride_lz, stride_lh, stride_lm,
-    stride_biasz, stride_biash, stride_biasm,
-    Z, H, T, M, D, Q_LEN, DIAG,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
-):
-    """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
-
-    dV_j = sum_i P_ij dO_i
-    dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
-    (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.)
-    """
+def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
+                  stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                  stride_vz, stride_vh, stride_vn, stride_doz, stride_doh, stride_dom,
+                  stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh, stride_dvn,
+                  stride_dqz, stride_dqh, stride_dqm, stride_mz, stride_mh, stride_mm,
+                  stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm,
+                  Z, H, T, M, D, Q_LEN, DIAG,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                  COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+    """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
+    written, float32 and zeroed by the caller; else DQ is never read)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
@@ -322,6 +328,7 @@ def _sdpa_bwd_dkdv_kernel(
         # (docs/design.md, "One masked loop")
         ONE_MASKED: tl.constexpr = HEAD_DIM <= 64 and (Q.dtype.element_ty != tl.float32
                                                       or INPUT_PRECISION != "tf32")
+        dq_base = DQ + off_z * stride_dqz + off_h * stride_dqh
         dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
         qk_scale = sm_scale * LOG2E
@@ -352,33 +359,37 @@ def _sdpa_bwd_dkdv_kernel(
                     if tl.max(b_keys, 0) > float("-inf"):
                         if zero_or_inf:  # no bias to add (masked keys zeroed below)
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
-                                                z_base, b_base, stride_qm, stride_dom,
-                                                stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
-                                                g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
-                                                d_ok, qk_scale, BLOCK_M, EVEN_D, 0,
-                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
-                                                ONE_MASKED)
+                                                z_base, b_base, dq_base, stride_qm, stride_dom,
+                                                stride_mm, stride_lm, stride_biasm, stride_dqm,
+                                                m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
+                                                offs_m, offs_d, d_ok, qk_scale, sm_scale,
+                                                BLOCK_M, EVEN_D, 0, INPUT_PRECISION,
+                                                COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
+                                                ATOMIC_DQ)
                         else:
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
-                                                z_base, b_base, stride_qm, stride_dom,
-                                                stride_mm, stride_lm, stride_biasm, m_lo, m_mid,
-                                                g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
-                                                d_ok, qk_scale, BLOCK_M, EVEN_D, 1,
-                                                INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
-                                                ONE_MASKED)
+                                                z_base, b_base, dq_base, stride_qm, stride_dom,
+                                                stride_mm, stride_lm, stride_biasm, stride_dqm,
+                                                m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
+                                                offs_m, offs_d, d_ok, qk_scale, sm_scale,
+                                                BLOCK_M, EVEN_D, 1, INPUT_PRECISION,
+                                                COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
+                                                ATOMIC_DQ)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                         b_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                         stride_biasm, m_lo, g_end, g_end, 0, 0, offs_n, Q_LEN,
-                                         DIAG, M, offs_m, offs_d, d_ok, qk_scale, BLOCK_M, EVEN_D,
-                                         True, 2, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
-                                         False)
+                                         b_base, dq_base, stride_qm, stride_dom, stride_mm,
+                                         stride_lm, stride_biasm, stride_dqm, m_lo, g_end, g_end,
+                                         0, 0, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
+                                         qk_scale, sm_scale, BLOCK_M, EVEN_D, True, 2,
+                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False,
+                                         ATOMIC_DQ)
             else:
                 dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                                    stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
-                                    m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
-                                    d_ok, qk_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
-                                    COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED)
+                                    dq_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                    stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
+                                    DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
+                                    EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                                    ONE_MASKED, ATOMIC_DQ)
         if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
             dv = tl.where(keep[:, None], dv, 0.0)
@@ -388,6 +399,78 @@ def _sdpa_bwd_dkdv_kernel(
         if COMPUTE_DV:
             store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d,
                        n_ok, d_ok, EVEN_D)
+
+
+@triton.jit
+def _sdpa_bwd_dkdv_kernel(
+    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dkz, stride_dkh, stride_dkn,
+    stride_dvz, stride_dvh, stride_dvn,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    stride_biasz, stride_biash, stride_biasm,
+    Z, H, T, M, D, Q_LEN, DIAG,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
+):
+    """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
+
+    dV_j = sum_i P_ij dO_i
+    dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
+    (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.)
+    """
+    # DK stands in for DQ (ATOMIC_DQ off: never read)
+    _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, sm_scale, stride_qz, stride_qh,
+                  stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                  stride_doz, stride_doh, stride_dom, stride_dkz, stride_dkh, stride_dkn,
+                  stride_dvz, stride_dvh, stride_dvn, 0, 0, 0, stride_mz, stride_mh, stride_mm,
+                  stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm, Z, H,
+                  T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED,
+                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False)
+
+
+@triton.jit
+def _sdpa_bwd_fused_kernel(
+    Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV, DQ,
+    sm_scale,
+    stride_qz, stride_qh, stride_qm,
+    stride_kz, stride_kh, stride_kn,
+    stride_vz, stride_vh, stride_vn,
+    stride_doz, stride_doh, stride_dom,
+    stride_dkz, stride_dkh, stride_dkn,
+    stride_dvz, stride_dvh, stride_dvn,
+    stride_dqz, stride_dqh, stride_dqm,
+    stride_mz, stride_mh, stride_mm,
+    stride_lz, stride_lh, stride_lm,
+    Z, H, T, M, D, Q_LEN, DIAG,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+):
+    """dK, dV and dQ in one sweep, for one (key block, batch*head) program (no attention
+    mask; causal and grouped heads as the dK/dV kernel):
+
+    dV_j  = sum_i P_ij dO_i
+    dK_j  = scale * sum_i dS_ij Q_i,      dS_ij = P_ij (dO_i . V_j - z_i)
+    dQ_i += scale * sum_{j in block} dS_ij K_j   (float32 atomic adds into DQ, zeroed first)
+
+    Five block products per (query block, key block) pair against the two-kernel backward's
+    seven (the dQ kernel recomputes S and dP); the price is that dQ's float32 sums run in the
+    order the programs reach them, so dQ is not bitwise repeatable (dK and dV are).
+    """
+    # no mask (MASKED 0: Bias never read, Q stands in); both outputs of dK/dV, and dQ
+    _dkdv_program(Q, K, V, DO, Q, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale, stride_qz, stride_qh,
+                  stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                  stride_doz, stride_doh, stride_dom, stride_dkz, stride_dkh, stride_dkn,
+                  stride_dvz, stride_dvh, stride_dvn, stride_dqz, stride_dqh, stride_dqm,
+                  stride_mz, stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, 0, 0, 0, Z, H,
+                  T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, 0, INPUT_PRECISION,
+                  True, True, True)
 
 
 @triton.jit

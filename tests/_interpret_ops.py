@@ -30,6 +30,9 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 # the kernels' MASKED for a call with a mask: 2, the code of masked_fast and padding_fast (with
 # the key-padding sweeps); _check_all(level=1) runs the masked flavour's single masked sweep
 MASKED_LEVEL = {"level": 2}
+# whether float32 backwards run the one-kernel dK/dV/dQ (bwd_fused; on the GPU _ops.fused_bwd
+# asks the inventory): _check_all runs them both ways
+FUSED = {"on": False}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
@@ -104,6 +107,11 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
           lambda a, m_, l_: (reference.forward(*a[:3], causal=c, mask=mk)[0], finite(m_), l_ / l_.max()))
     check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c, mask=mk), bwd)
     check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c, mask=mk), bwd)
+    if dtype == torch.float32 and mk is None:  # the one-kernel backward (atomic dQ) as well
+        FUSED["on"] = True
+        check("bwd_fused(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c), bwd)
+        check("bwd_fused(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c), bwd)
+        FUSED["on"] = False
     for i, fn in enumerate((aot_sdpa.sdpa_bwd_dq, aot_sdpa.sdpa_bwd_dk, aot_sdpa.sdpa_bwd_dv)):
         check(fn.__name__, (fn(q, k, v, do, m, l, causal=c, mask=mk),),
               lambda a, m_, l_, i=i: (bwd(a, m_, l_)[i],))
@@ -157,6 +165,7 @@ def main():
     _ops._launch = interpreted_launch
     _ops.check_devices = lambda names, tensors: 0
     _ops.fp32_precision = lambda device: "ieee"  # no GPU to ask; the products interpreted_launch runs
+    _ops.fused_bwd = lambda dt, D, device: FUSED["on"]
     out = {}
     g = torch.Generator().manual_seed(0)
     for dtype, atol in ((torch.float32, 2e-7), (torch.float16, 2e-4)):

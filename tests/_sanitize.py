@@ -72,7 +72,8 @@ def _dense(B, H, T, M, g):
 
 def _tiers(dt):
     """The sequence-length tiers (kernels/variants.toml max_len): each tier cubin at a length
-    inside its range (16-bit forward, fast D = 64 / 128 and ragged D = 72; float32 D = 64 dQ),
+    inside its range (16-bit forward, fast D = 64 / 128 and ragged D = 72; the float32 D = 64
+    one-kernel backward, T <= 200),
     with odd lengths so the tail block is partial, and past max_len where tail_len runs it
     (the untiered tile's last block at most half full)."""
     _case("tier fast D=64 T<=256", 2, 3, 3, 197, 197, 64, dt)

@@ -19,6 +19,7 @@ class _Recorder:
     def __init__(self):
         self.calls = []
         self.tensors = []  # the tensors each call passed, by name
+        self.fused = False  # what _ops.fused_bwd answers (on the GPU: the inventory decides)
 
     def launch_named(self, index, dtype, device, stream, tensors, ints, scale):
         name = next(n for n, a in OPS.items() if a.index == index)
@@ -33,6 +34,7 @@ def recorder(monkeypatch):
     monkeypatch.setattr(_ops, "_C", rec)
     monkeypatch.setattr(_ops, "check_devices", lambda names, tensors: 0)
     monkeypatch.setattr(_ops, "current_raw_stream", lambda device: 0)
+    monkeypatch.setattr(_ops, "fused_bwd", lambda dt, D, device: rec.fused)
     return rec
 
 
@@ -93,7 +95,8 @@ def test_every_op_gets_its_tensors_by_name(recorder):
         "bwd_jvp_dkdv": dict(qkv, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l,
                              HK=hk, HV=hv),
     }
-    assert set(expected) == set(OPS), "a new op needs its expectations here"
+    # bwd_fused (float32 only): test_fused_backward_gets_its_tensors_by_name
+    assert set(expected) | {"bwd_fused"} == set(OPS), "a new op needs its expectations here"
     for name, want in expected.items():  # no attention mask: a null Bias
         if "Bias" in OPS[name].pointers:
             want["Bias"] = None
@@ -106,6 +109,34 @@ def test_every_op_gets_its_tensors_by_name(recorder):
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for name, ptrs, _, ints, _ in recorder.calls:
         assert ints[5] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
+
+
+@pytest.mark.parametrize("Hkv", [3, 1])
+def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv):
+    """Where _ops.fused_bwd says so (float32 on sm_90, not in deterministic mode), the
+    backward is the z pre-pass, then one bwd_fused launch with dK, dV and a zeroed dQ (its
+    programs add their shares of dQ to it), on the folded grid with grouped heads; with a
+    mask it stays the two kernels (bwd_fused has no masked variant)."""
+    B, H, T, M, D = 2, 3, 5, 7, 16
+    # a (B, T, H, D) view for q where no heads fold (a folded one would be a copy)
+    q = _t(B, H, T, D, dtype=torch.float32, transpose=Hkv == H)
+    do = _t(B, H, T, D, dtype=torch.float32)
+    k, v = _t(B, Hkv, M, D, dtype=torch.float32), _t(B, Hkv, M, D, dtype=torch.float32)
+    m, l = torch.randn(B, H, T), torch.rand(B, H, T) + 1
+    recorder.fused = True
+    dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
+    assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_fused"]
+    assert (dq == 0).all()  # the recorder launches nothing: what the kernel gets is zeros
+    fold = _ops._fold if Hkv != H else (lambda x, _: x)
+    named = dict(recorder.tensors)["bwd_fused"]
+    assert named["DQ"].data_ptr() == dq.data_ptr() and named["Zbuf"] is dict(
+        recorder.tensors)["bwd_z_from_stats"]["Zbuf"]
+    _check(recorder, {"bwd_fused": dict(Q=fold(q, Hkv), K=k, V=v, DO=fold(do, Hkv),
+                                        Mstat=fold(m, Hkv), Lstat=fold(l, Hkv), DK=dk, DV=dv,
+                                        DQ=fold(dq, Hkv))})
+    recorder.calls.clear()
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=torch.ones(B, 1, 1, M, dtype=torch.bool))
+    assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_dkdv", "bwd_dq"]
 
 
 @pytest.mark.parametrize("dtype,planes", [(torch.float16, 2), (torch.bfloat16, 2), (torch.float32, 1)])
@@ -150,6 +181,8 @@ def test_causal_passes_query_length_and_diagonal(recorder, causal, diag, Hkv):
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv, causal=causal)
     if causal is True:  # the drop-in's is_causal is torch's, top-left
         aot_sdpa.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
+    recorder.fused = True  # the one-kernel float32 backward
+    aot_sdpa.sdpa_bwd(*(x.float() for x in (q, k, v, do)), m, l, causal=causal)
     seen = set()
     for name, _, _, ints, _ in recorder.calls:
         seen.add(name)

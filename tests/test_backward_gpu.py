@@ -78,6 +78,48 @@ def test_backward_is_bitwise_deterministic():
         assert torch.equal(x, y)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="the one-kernel float32 backward is compiled for sm_90")
+@pytest.mark.parametrize("Hkv,causal", [(4, False), (2, True)])
+def test_float32_backward_is_one_kernel_unless_deterministic(Hkv, causal):
+    """float32 on sm_90 runs bwd_fused (dQ by atomic adds: not bitwise repeatable) in the head
+    dims of buckets 64 and 128, the two kernels elsewhere and under
+    torch.use_deterministic_algorithms(True), which are bitwise repeatable; both within the
+    tolerance rule at a length of many key blocks (each dQ row gets 8 atomic adds)."""
+    from aot_sdpa import _ops
+    from aot_sdpa._checks import dtype_code
+
+    f32, dev = dtype_code(torch.float32), torch.cuda.current_device()
+    assert all(_ops.fused_bwd(f32, D, dev) for D in (33, 40, 64, 72, 128))
+    assert not any(_ops.fused_bwd(f32, D, dev) for D in (8, 32, 129, 256))
+    assert not _ops.fused_bwd(dtype_code(torch.float16), 64, dev)
+    B, H, T, D = 2, 4, 1000, 64
+    q = randn((B, H, T, D), torch.float32, seed=13)
+    k, v = randn((B, Hkv, T, D), torch.float32, seed=14), randn((B, Hkv, T, D), torch.float32, seed=15)
+    do = randn((B, H, T, D), torch.float32, seed=16)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
+
+    def autograd(*xs):
+        xs = [x.detach().requires_grad_() for x in xs]
+        out = reference.attention(*xs[:3], causal=causal)
+        return torch.autograd.grad(out, xs[:3], xs[3])
+
+    ref = autograd(*(x.double() for x in (q, k, v, do)))
+    same = autograd(q, k, v, do)
+    fused = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=causal)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not _ops.fused_bwd(f32, D, dev)
+        first = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=causal)
+        again = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=causal)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    for how, grads in (("bwd_fused", fused), ("deterministic", first)):
+        for name, g, r, s_ in zip(("dq", "dk", "dv"), grads, ref, same):
+            assert_within(f"{how} {name}", g, r, s_, 2.0, 1e-5)
+
+
 def test_row_strided_stats_take_the_general_flavour():
     """The fast flavours read the stats with a row stride of 1 compiled in ([abi] unit_strides);
     m and l with row stride 2 (views into wider buffers) must run the general flavour and give

@@ -373,6 +373,15 @@ def test_masked_calls_run_the_fast_masked_kernels_when_they_qualify():
     for i, op in enumerate(ops):
         if op == "bwd_z_from_o":  # reads no scores: never given a mask
             continue
+        if op == "bwd_fused":  # float32 only (TF32 mode falls back to it), unmasked only
+            for code in (0, 1):
+                with pytest.raises(aot_sdpa.NoKernelError, match="no 'bwd_fused'"):
+                    _C._select(i, code, 64, dev, True, False)
+            for code in (2, 3):
+                assert _C._select(i, code, 64, dev, True, False)[0] == "bwd_fused_fp32_d64_fast_sm90"
+                with pytest.raises(aot_sdpa.NoKernelError, match="with a mask"):
+                    _C._select(i, code, 64, dev, True, True)
+            continue
         for code, dt in enumerate(("fp16", "bf16", "fp32", "fp32")):
             # without a mask: never a masked kernel
             assert "masked" not in _C._select(i, code, 64, dev, True, False)[0]

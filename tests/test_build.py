@@ -50,7 +50,12 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 # forward's fast flavour up to 256 (bucket 64: ViT, DiT-B/2) and 200 (bucket 128), its ragged
 # one in bucket 128 up to 128
 TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
-         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))}
+         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))} | {
+    ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
+# the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
+# buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it)
+FUSED = {("bwd_fused", "float32", b, "sm_90", f) for b in (64, 128)
+         for f in ("general", "fast", "ragged")}
 
 
 def test_inventory_has_every_op_dtype_bucket_arch():
@@ -80,6 +85,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         op in RAGGED_OPS and dt != "tf32" and arch == "sm_90"
                         and d in RAGGED_BUCKETS and hintable)
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
+    assert {r for r in have if r[0] == "bwd_fused"} == FUSED
+    assert {r[0] for r in have} == OPS | {"bwd_fused"}
     # padding_fast (key-padding masks only): where [padding_fast] says, the masked_fast ops
     assert {r for r in have if r[4] == "padding_fast"} == {
         (op, dt, 64, "sm_90", "padding_fast") for op in MASKED_FAST_OPS
@@ -361,7 +368,7 @@ def test_dispatcher_choices_without_a_driver():
     per_op = 4 * 4 * 12 * 16  # CCs x dtype codes x head dims x the four flags
     assert n == per_op * (2 * (len(ops) - len(tiered))
                           + (1 + len(TIER_EDGES) + len(TAIL_LENS)) * len(tiered))
-    assert tiered == {"fwd"}
+    assert tiered == {"fwd", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
@@ -443,14 +450,17 @@ def test_op_abi_is_generated_with_stride_owners():
     from aot_sdpa._native import INT_NAMES
     from aot_sdpa._native import OPS as abi
 
-    assert set(abi) == OPS
+    assert set(abi) == OPS | {"bwd_fused"}
     assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG", "HAS_BIAS")
     assert abi["fwd"].pointers == ("Q", "K", "V", "Bias", "O", "Mstat", "Lstat")
     assert abi["fwd"].stride_owners == ("Q", "K", "V", "O", "Mstat", "Bias")
     assert abi["bwd_dkdv"].stride_owners == ("Q", "K", "V", "DO", "DK", "DV", "Mstat", "Lstat",
                                              "Bias")
-    # every op that computes scores takes the attention mask; z from dO . O does not
-    assert {n for n, a in abi.items() if "Bias" not in a.pointers} == {"bwd_z_from_o"}
+    # every op that computes scores takes the attention mask but the one-kernel backward
+    # (masked calls run the two kernels); z from dO . O does not
+    assert {n for n, a in abi.items() if "Bias" not in a.pointers} == {"bwd_z_from_o", "bwd_fused"}
+    assert abi["bwd_fused"].pointers == ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DK", "DV",
+                                         "DQ")
     for a in abi.values():
         assert set(a.stride_owners) <= set(a.pointers)
 

@@ -280,8 +280,12 @@ def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv)
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
-    _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
-    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, **common)
+    if bv is None and fused_bwd(dt, sizes[4], dev):  # dQ added up by the dK/dV programs
+        _launch("bwd_fused", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, DQ=dq.zero_(),
+                **common)
+    else:
+        _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
+        _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, **common)
     return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
 
 
@@ -368,6 +372,38 @@ def fwd_jvp_out(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
     kernel only stores them, at its end): one allocation per call fewer than fwd_jvp()."""
     o, _, _, to = _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, True)
     return o, to
+
+
+_FUSED_BUCKETS: dict[int, tuple] = {}  # device index -> (float32 buckets, bwd_fused's)
+
+
+def _fused_buckets(device: int) -> tuple:
+    """The float32 backward's head-dim buckets on `device` (bwd_dkdv's, ascending: a call runs in
+    the smallest that holds its D) and those of them with a bwd_fused variant there, from the
+    kernel inventory, read once per device (none: sm_80, or a build without it)."""
+    b = _FUSED_BUCKETS.get(device)
+    if b is None:
+        major, minor = torch.cuda.get_device_capability(device)
+        rows = [r for r in _C.inventory() if r["dtype"] == "float32"
+                and 10 * major + minor in r["serves"]]
+        b = (sorted({r["head_dim"] for r in rows if r["op"] == "bwd_dkdv"}),
+             frozenset(r["head_dim"] for r in rows if r["op"] == "bwd_fused"))
+        _FUSED_BUCKETS[device] = b
+    return b
+
+
+def fused_bwd(dt: int, D: int, device: int) -> bool:
+    """Whether an unmasked backward runs the one-kernel dK/dV/dQ (bwd_fused: dQ by float32
+    atomic adds, five block products per block pair against the two kernels' seven) instead
+    of the dK/dV and dQ kernels: fp32-accurate float32 whose head-dim bucket has it on
+    `device` (sm_90, where that backward is bound by its "bf16x6" products), and only while
+    torch.are_deterministic_algorithms_enabled() is False: its dQ sums run in the order the
+    programs reach them, so dQ is not bitwise repeatable (dK, dV are), as torch's own float32
+    backward (the efficient backend's) is not."""
+    if dt != _FP32_CODE or torch.are_deterministic_algorithms_enabled():
+        return False
+    buckets, fused = _fused_buckets(device)
+    return next((b for b in buckets if b >= D), None) in fused
 
 
 _FP32_PRECISION: dict[int, str] = {}  # device index -> its float32 variants' product precision
