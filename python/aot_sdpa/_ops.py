@@ -374,18 +374,31 @@ def fwd_jvp_out(q, k, v, tq, tk, tv, scale=None, causal=0, bias=None):
     return o, to
 
 
+_SERVED: dict[int, list[dict]] = {}  # device index -> the inventory rows whose cubins run on it
+
+
+def _served(device: int) -> list[dict]:
+    """The kernel inventory's float32 rows (fp32-accurate and TF32) whose cubins run on
+    `device` (its compute capability in their `serves`), read once per device."""
+    rows = _SERVED.get(device)
+    if rows is None:
+        major, minor = torch.cuda.get_device_capability(device)
+        rows = [r for r in _C.inventory() if r["dtype"] == "float32"
+                and 10 * major + minor in r["serves"]]
+        _SERVED[device] = rows
+    return rows
+
+
 _FUSED_BUCKETS: dict[int, tuple] = {}  # device index -> (float32 buckets, bwd_fused's)
 
 
 def _fused_buckets(device: int) -> tuple:
     """The float32 backward's head-dim buckets on `device` (bwd_dkdv's, ascending: a call runs in
-    the smallest that holds its D) and those of them with a bwd_fused variant there, from the
-    kernel inventory, read once per device (none: sm_80, or a build without it)."""
+    the smallest that holds its D) and those of them with a bwd_fused variant there (none:
+    sm_80, or a build without it)."""
     b = _FUSED_BUCKETS.get(device)
     if b is None:
-        major, minor = torch.cuda.get_device_capability(device)
-        rows = [r for r in _C.inventory() if r["dtype"] == "float32"
-                and 10 * major + minor in r["serves"]]
+        rows = _served(device)
         b = (sorted({r["head_dim"] for r in rows if r["op"] == "bwd_dkdv"}),
              frozenset(r["head_dim"] for r in rows if r["op"] == "bwd_fused"))
         _FUSED_BUCKETS[device] = b
@@ -415,10 +428,8 @@ def fp32_precision(device: int) -> str:
     sm_80), read from the kernel inventory once per device ("" when none serves it)."""
     p = _FP32_PRECISION.get(device)
     if p is None:
-        major, minor = torch.cuda.get_device_capability(device)
-        p = next((r["input_precision"] for r in _C.inventory() if r["op"] == "fwd_jvp"
-                  and r["dtype"] == "float32" and r["input_precision"] != "tf32"
-                  and 10 * major + minor in r["serves"]), "")
+        p = next((r["input_precision"] for r in _served(device) if r["op"] == "fwd_jvp"
+                  and r["input_precision"] != "tf32"), "")
         _FP32_PRECISION[device] = p
     return p
 
