@@ -139,6 +139,28 @@ def _covers(entry: dict, arch: int, dtype: str, head_dim: int, flavor: str | Non
             and (flavor is None or flavor in entry.get("flavors", [flavor])))
 
 
+def check_split_bucket(bucket: int) -> None:
+    """A [split_buckets] bucket must be a power of two plus a power-of-two tail >= 16 (the
+    kernels' split_lead), and not a power of two itself."""
+    lead = 1 << (bucket.bit_length() - 1)
+    tail = bucket - lead
+    if tail < 16 or tail & (tail - 1):
+        raise ValueError(f"variants.toml: [split_buckets] bucket {bucket} is not a power of two "
+                         "plus a power-of-two tail >= 16")
+
+
+def split_buckets(split: dict, op: str, arch: int, dtype: str) -> list[int]:
+    """The [split_buckets] buckets compiled for this op, arch and dtype (none where the table
+    leaves them out); their flavours are the table's `flavors`, never a masked one."""
+    if op not in split.get("ops", []) or not _covers(split, arch, dtype, 0):
+        return []
+    bad = [f for f in split.get("flavors", []) if f in MASKED_FLAVORS or f not in FLAVORS]
+    if bad:
+        raise ValueError(f"variants.toml: [split_buckets] flavors {bad}: the split kernels "
+                         "have no mask; known unmasked flavours: general, fast, ragged")
+    return [int(b) for b in split.get("buckets", [])]
+
+
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
                  flavor: str, max_len: int | None = None) -> dict | None:
     """The first config whose arch, dtypes, head_dims and flavors (each optional) all match,
@@ -202,6 +224,9 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                          f"fp32-accurate ({sorted(FP32_ACCURATE)})")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
+    split = data.get("split_buckets", {})  # head-dim buckets that are not powers of two
+    for b in split.get("buckets", []):
+        check_split_bucket(int(b))
     sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2 (none
     # without the table)
     variants = []
@@ -232,10 +257,12 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         # an op's own `archs` / `dtypes` narrow the tables' (ops compiled where they pay only)
         for arch in table.get("archs", data["archs"]):
             for dtype in table.get("dtypes", [*data["dtypes"], *extra]):
-                for head_dim in table.get("head_dims", data["head_dim_buckets"]):
+                for head_dim in [*table.get("head_dims", data["head_dim_buckets"]),
+                                 *split_buckets(split, op, int(arch), dtype)]:
                     if DTYPE_TRITON[dtype] not in bucket_dtypes.get(int(head_dim), [
                             DTYPE_TRITON[dtype]]):
                         continue  # a bucket compiled for some dtypes only ([bucket_dtypes])
+                    is_split = int(head_dim) in split.get("buckets", [])
                     for flavor in table["flavors"]:
                         if flavor not in FLAVORS:
                             raise ValueError(f"variants.toml: op {op!r} flavor {flavor!r}; "
@@ -243,7 +270,10 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                         if flavor in MASKED_FLAVORS and dtype in EXTRA_DTYPES:
                             continue  # masked TF32 calls run the fp32-accurate masked variant
                         where = (int(arch), dtype, int(head_dim))
-                        if not _covers(limits.get(flavor, {}), *where):
+                        if is_split:
+                            if flavor not in split["flavors"]:
+                                continue  # [split_buckets] flavors (never a masked one)
+                        elif not _covers(limits.get(flavor, {}), *where):
                             continue  # [ragged], [padding_fast]: compiled where they pay
                         if flavor in UNHINTABLE and any(_covers(u, *where)
                                                         for u in table.get("no_hints", [])):

@@ -20,6 +20,94 @@ from _common import (
 )
 
 
+@triton.constexpr_function
+def split_lead(head_dim):
+    """The lead part of a split head-dim bucket (one that is not a power of two, e.g. 80 or
+    96): its largest power of two, whose tail head_dim - lead must be a power of two >= 16
+    (a tensor-core product's least K for 16-bit data), so that Triton can tile both."""
+    lead = 1 << (int(head_dim).bit_length() - 1)
+    tail = int(head_dim) - lead
+    if tail < 16 or tail & (tail - 1):
+        raise ValueError(f"head-dim bucket {head_dim}: not a power of two, nor one plus a "
+                         "power-of-two tail >= 16")
+    return lead
+
+
+@triton.jit
+def _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base, stride_kn, stride_vn, n_lo,
+                     n_hi, M, lim, offs_n, offs_d, d_ok, offs_t, t_ok, qk_scale,
+                     BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                     INPUT_PRECISION: tl.constexpr):
+    """_fwd_inner (no mask) for a split bucket: the head dim as a lead part (columns offs_d)
+    and a tail (offs_t), each a power of two; S sums their two products and O has one
+    accumulator per part (acc, acc_t)."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- K^T and V of this key block, lead columns and tail columns
+        kT, v = load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
+                          EVEN_D)
+        kT_t, v_t = load_kT_v(k_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_t, t_ok,
+                              MASK_N, EVEN_D)
+        # -- S = q_lead k_lead^T + q_tail k_tail^T (one fp32 accumulator)
+        s = mma(q_t, kT_t, mma(q, kT, None, INPUT_PRECISION), INPUT_PRECISION)
+        # -- new running max, rescale factor for the old accumulators, unnormalised probs
+        p, m_new, alpha = online_probs(s, m_i, 0, cols, lim, qk_scale, MASK_N, 0)
+        # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V, per part
+        l_i = l_i * alpha + tl.sum(p, 1)
+        p = p.to(v.dtype)
+        acc = mma(p, v, acc * alpha[:, None], INPUT_PRECISION)
+        acc_t = mma(p, v_t, acc_t * alpha[:, None], INPUT_PRECISION)
+        m_i = m_new
+    return acc, acc_t, m_i, l_i
+
+
+@triton.jit
+def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_qm, stride_kz,
+               stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_oz, stride_oh,
+               stride_om, stride_sz, stride_sh, stride_sm, off_z, off_h, T, M, D, Q_LEN, DIAG,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
+               TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """_sdpa_fwd_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (no mask):
+    the same equations, with every product over the head dim the sum of a lead and a tail
+    product, so a head dim of 72 costs products of 80 columns, not 128."""
+    offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty), BLOCK_M,
+                                                       BLOCK_N, LEAD_DIM, T, D)
+    offs_t = LEAD_DIM + tl.arange(0, TAIL_DIM)
+    t_ok = offs_t < D
+    q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok, d_ok,
+                  EVEN_D)
+    q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
+                    EVEN_D)
+    k_base = K + off_z * stride_kz + off_h * stride_kh
+    v_base = V + off_z * stride_vz + off_h * stride_vh
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, LEAD_DIM], tl.float32)
+    acc_t = tl.zeros([BLOCK_M, TAIL_DIM], tl.float32)
+    # the key blocks every row sees whole, then the diagonal / ragged tail with a limit
+    n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+    acc, acc_t, m_i, l_i = _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base,
+                                            stride_kn, stride_vn, 0, n_full, M, 0, offs_n, offs_d,
+                                            d_ok, offs_t, t_ok, qk_scale, BLOCK_N, EVEN_D, False,
+                                            INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(offs_m, Q_LEN, DIAG, M)
+        acc, acc_t, m_i, l_i = _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base,
+                                                stride_kn, stride_vn, n_full, n_hi, M, lim,
+                                                offs_n, offs_d, d_ok, offs_t, t_ok, qk_scale,
+                                                BLOCK_N, EVEN_D, True, INPUT_PRECISION)
+    inv_l = 1.0 / tl.where(l_i > 0.0, l_i, 1.0)  # l = 0: a row that saw no key
+    store_rows(O, acc * inv_l[:, None], off_z, off_h, stride_oz, stride_oh, stride_om, offs_m,
+               offs_d, m_ok, d_ok, EVEN_D)
+    store_rows(O, acc_t * inv_l[:, None], off_z, off_h, stride_oz, stride_oh, stride_om, offs_m,
+               offs_t, m_ok, t_ok, EVEN_D)
+    s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
+    tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
+    tl.store(Lstat + s_off, l_i, mask=m_ok)
+
+
 @triton.jit
 def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, lim,
                b_rows, offs_n, offs_d, d_ok, qk_scale,
@@ -101,9 +189,23 @@ def _sdpa_fwd_kernel(
     Computed with the online softmax in base 2 (exp2, scale folded into log2(e)), one pass
     over the keys, never materialising S. Stats are written to Mstat/Lstat with strides
     (stride_sz, stride_sh, stride_sm).
+
+    A HEAD_DIM that is not a power of two is a split bucket (kernels/variants.toml
+    [split_buckets]): a lead power of two (split_lead) plus a power-of-two tail, each
+    product over the head dim the sum of two (_fwd_split); no mask there (MASKED = 0).
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
-    if valid:
+    SPLIT: tl.constexpr = (HEAD_DIM & (HEAD_DIM - 1)) != 0
+    if SPLIT:
+        tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
+        LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
+        if valid:
+            _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_qm,
+                       stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                       stride_oz, stride_oh, stride_om, stride_sz, stride_sh, stride_sm, off_z,
+                       off_h, T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, LEAD_DIM,
+                       HEAD_DIM - LEAD_DIM, EVEN_D, INPUT_PRECISION)
+    elif valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
                                                            BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,

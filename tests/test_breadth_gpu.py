@@ -122,6 +122,54 @@ def test_every_op_ragged_head_dims_general_flavour_matches_fp64(dtype, factor, a
 
 
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
+@pytest.mark.parametrize("D", [65, 72, 80, 88, 96])
+@pytest.mark.parametrize("T,M,Hkv,causal,padded", [
+    (197, 197, 3, False, False), (113, 203, 1, True, False), (1023, 1024, 3, "bottom_right", False),
+    (203, 113, 3, "bottom_right", False), (256, 256, 3, False, True)])
+def test_split_head_dim_buckets_forward_matches_fp64(dtype, factor, atol, D, T, M, Hkv, causal,
+                                                     padded):
+    """The 16-bit forward with 64 < D <= 96 runs in the split buckets 80 and 96 on sm_90
+    (kernels/variants.toml [split_buckets]: a 64-column lead plus a 16/32-column tail):
+    fast when D fills the bucket, ragged when D % 8 == 0, general otherwise (D = 65, or rows
+    D + 4 apart); the dispatcher's choice for these very tensors, then o, m and l against the
+    fp64 reference with the project's rule, with causal both ways (rows that see no key) and
+    multi-query heads, and every other op of the call (bucket 128) as well."""
+    from aot_sdpa import _C
+
+    x = operands(2, 3, Hkv, T, M, D, dtype, seed=D + T)
+    if padded:
+        x = [_padded(t) for t in x]
+    q, k, v = x[:3]
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
+    # what the dispatcher runs for these tensors (the grouped heads folded into the rows, as
+    # _ops does: k, v's head stride 0 for the folded call is not what decides the flavour)
+    ops = [o_["name"] for o_ in _C.ops()]
+    fwd = ops.index("fwd")
+    code = 0 if dtype == torch.float16 else 1
+    ints = [2, 3, T, M, D, 0, T, M - 1, 0]
+    named = {"Q": q, "K": k, "V": v, "Bias": None, "O": o, "Mstat": m, "Lstat": l}
+    fast_ok, ragged_ok = (_C._fast_ok(fwd, named, ints, ragged=r) for r in (False, True))
+    assert (fast_ok, ragged_ok) == (not padded and D % 16 == 0, not padded and D % 8 == 0)
+    run = _C._select(fwd, code, D, torch.cuda.current_device(), fast_ok, False,
+                     ragged_ok=ragged_ok, rows=max(T, M), extent=T)[0]
+    bucket = 80 if D <= 80 else 96
+    flavor = "fast" if fast_ok and D == bucket else "ragged" if ragged_ok and D < bucket else "general"
+    if torch.cuda.get_device_capability() == (9, 0):
+        assert run == f"fwd_{('fp16', 'bf16')[code]}_d{bucket}_{flavor}_sm90", run
+    x64 = [t.double() for t in x]
+    o64, m64, l64 = reference.forward(*x64[:3], causal=causal)
+    o16, m16, l16 = reference.forward(*x[:3], causal=causal)  # torch in the input dtype
+    assert torch.equal(torch.isinf(m), torch.isinf(m64)) and torch.equal(l == 0, l64 == 0)
+    seen = ~torch.isinf(m64)
+    assert_within("o", o, o64, o16, factor, atol)
+    assert_within("m", m[seen], m64[seen], m16[seen], factor,
+                  atol * (1 + m64[seen].abs().max().item()))
+    assert_within("l", l / l64.max(), l64 / l64.max(), l16 / l64.max(), factor, atol)
+    if not padded and T == 197:  # the call's other ops too (in bucket 128)
+        _check_every_op(1, 3, Hkv, T, M, D, dtype, factor, atol, causal, seed=D)
+
+
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
 @pytest.mark.parametrize("T,M,causal,padded", [
     (256, 256, False, False), (256, 256, True, False), (256, 256, False, True),
     (257, 256, False, False), (256, 257, True, False), (31, 256, True, False),
@@ -163,7 +211,9 @@ def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
     if arch != f"sm_{cc[0]}{cc[1]}":
         pytest.skip(f"a tier of {arch}")
     dtype, factor, atol = _RULES[dtype_name]
-    D = {64: 40, 128: 72}[bucket] if flavor == "ragged" else bucket
+    # a head dim below the bucket for a ragged tier (above 96: the 16-bit forward's 72 and 88
+    # run in its split buckets 80 and 96, which have no tier)
+    D = {64: 40, 128: 104}[bucket] if flavor == "ragged" else bucket
     code = {"float16": 0, "bfloat16": 1, "float32": 2}[dtype_name]
     i = [o["name"] for o in _C.ops()].index(op)
     T = min(197, max_len)

@@ -349,7 +349,7 @@ def test_dispatcher_choices_without_a_driver():
     for cc, arch in ((90, 90), (80, 80), (86, 80), (89, 80)):
         for i, op in enumerate(ops):
             for code in range(4):
-                for D in (1, 8, 32, 33, 40, 64, 72, 96, 128, 129, 200, 256):
+                for D in (1, 8, 32, 33, 40, 64, 65, 72, 80, 88, 96, 128, 129, 200, 256):
                     for fast_ok, ragged_ok, masked, padding in itertools.product(
                             (False, True), repeat=4):
                         # the sequence lengths: a long one (the hook's default) and a short
@@ -365,15 +365,24 @@ def test_dispatcher_choices_without_a_driver():
                             else:
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
-    per_op = 4 * 4 * 12 * 16  # CCs x dtype codes x head dims x the four flags
+    per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
     assert n == per_op * (2 * (len(ops) - len(tiered))
                           + (1 + len(TIER_EDGES) + len(TAIL_LENS)) * len(tiered))
     assert tiered == {"fwd", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
-    assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d128_general_sm90"
+    # 16-bit on sm_90: 64 < D <= 96 runs in the split buckets 80 and 96 ([split_buckets])
+    assert _C._select_for_cc(fwd, 0, 72, 90, True, False)[0] == "fwd_fp16_d80_general_sm90"
     assert _C._select_for_cc(fwd, 0, 72, 90, False, False, True) == (
-        "fwd_fp16_d128_ragged_sm90", "fwd_fp16_d128_general_sm90", None)
+        "fwd_fp16_d80_ragged_sm90", "fwd_fp16_d80_general_sm90", None)
+    assert _C._select_for_cc(fwd, 1, 80, 90, True, False)[0] == "fwd_bf16_d80_fast_sm90"
+    assert _C._select_for_cc(fwd, 0, 88, 90, False, False, True)[0] == "fwd_fp16_d96_ragged_sm90"
+    assert _C._select_for_cc(fwd, 0, 96, 90, True, False)[0] == "fwd_fp16_d96_fast_sm90"
+    assert _C._select_for_cc(fwd, 0, 97, 90, False, False, True)[0] == "fwd_fp16_d128_ragged_sm90"
+    assert _C._select_for_cc(fwd, 2, 72, 90, False, False, True)[0] == (
+        "fwd_fp32_d128_general_sm90")  # float32: no split bucket
+    assert _C._select_for_cc(ops.index("bwd_dkdv"), 0, 72, 90, False, False, True)[0] == (
+        "bwd_dkdv_fp16_d128_ragged_sm90")  # nor for the other ops
     assert _C._select_for_cc(fwd, 3, 72, 90, False, False, True) == (
         "fwd_tf32_d128_general_sm90", None, None)  # TF32 mode: its general one (no TF32 ragged)
     assert _C._select_for_cc(fwd, 0, 72, 80, False, False, True) == (

@@ -180,9 +180,12 @@ def test_wide_row_strides_keep_int64_where_the_table_says():
 
 
 def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
-    """[ragged] limits the ragged flavour's archs/dtypes/buckets; it takes fast's configs."""
+    """[ragged] limits the ragged flavour's archs/dtypes/buckets (the split buckets' ragged
+    variants come from [split_buckets]); it takes fast's configs."""
     spec = _spec()
-    ragged = [v for v in spec.variants if v.flavor == "ragged"]
+    split = tomllib.loads((ROOT / "kernels" / "variants.toml").read_text())["split_buckets"]
+    ragged = [v for v in spec.variants if v.flavor == "ragged"
+              and v.head_dim not in split["buckets"]]
     assert ragged and {v.arch for v in ragged} == {90}
     assert {v.dtype for v in ragged} == {"fp16", "bf16", "fp32"}
     assert {v.head_dim for v in ragged} == {64, 128, 256}
@@ -192,6 +195,34 @@ def test_ragged_flavour_where_the_table_says_with_fast_configs(tmp_path):
                     == (v.op, v.dtype, v.head_dim, v.arch, "fast", None))
         assert (v.blocks, v.num_warps, v.num_stages, v.maxnreg) == (
             fast.blocks, fast.num_warps, fast.num_stages, fast.maxnreg)
+
+
+def test_split_buckets_where_the_table_says_with_their_own_checks(tmp_path):
+    """[split_buckets] adds head-dim buckets that are not powers of two (80, 96) to the ops,
+    archs and dtypes it names, in its unmasked flavours only (fast and ragged taking fast's
+    configs, as in any bucket); a bucket that is not a power of two plus a power-of-two tail
+    >= 16, or a masked flavour there, is refused by name."""
+    spec = _spec()
+    split = [v for v in spec.variants if v.head_dim & (v.head_dim - 1)]
+    assert {v.head_dim for v in split} == {80, 96}
+    assert {(v.op, v.arch, v.dtype, v.flavor) for v in split} == {
+        ("fwd", 90, dt, f) for dt in ("fp16", "bf16") for f in ("general", "fast", "ragged")}
+    assert all(v.max_len is None and v.masked == 0 for v in split)
+    # a call with a mask there runs bucket 128's masked flavours, which still exist
+    assert {(v.dtype, v.flavor) for v in spec.variants if v.op == "fwd" and v.head_dim == 128
+            and v.arch == 90 and v.flavor in ("masked", "masked_fast")} >= {
+        (dt, f) for dt in ("fp16", "bf16") for f in ("masked", "masked_fast")}
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    assert "buckets = [80, 96]\n" in text and 'flavors = ["general", "fast", "ragged"]\n' in text
+    path = tmp_path / "variants.toml"
+    for bucket in (72, 65, 127):  # tails 8, 1, 63
+        path.write_text(text.replace("buckets = [80, 96]\n", f"buckets = [{bucket}]\n", 1))
+        with pytest.raises(ValueError, match=f"bucket {bucket} is not a power of two plus"):
+            variants_mod.load(path)
+    path.write_text(text.replace('flavors = ["general", "fast", "ragged"]\n',
+                                 'flavors = ["general", "masked"]\n', 1))
+    with pytest.raises(ValueError, match=r"\[split_buckets\] flavors \['masked'\]"):
+        variants_mod.load(path)
 
 
 def test_masked_fast_where_the_table_says_and_second_order_fast_on_sm90_only():
