@@ -1,12 +1,15 @@
-"""Would splitting the head dim pay for head dims between buckets (GPU only, JIT, a probe:
-nothing shipped)?
+"""Would splitting the head dim pay for head dims between buckets (GPU only, JIT, the probe
+that led to kernels/variants.toml [split_buckets])?
 
-Today D = 72 (DiT-XL/2) runs in the bucket-128 kernels (the ragged flavour: tiles of 128
-columns, the tail masked), so every product does 128/72 = 1.78x the work. A tile's head dim
+When it ran, D = 72 (DiT-XL/2) ran in the bucket-128 kernels (the ragged flavour: tiles of 128
+columns, the tail masked), so every product did 128/72 = 1.78x the work. A tile's head dim
 must be a power of two in Triton, but a product over D can be two: S = Q[:, :64] K[:, :64]^T
 + Q[:, 64:80] K[:, 64:80]^T, and O's columns two accumulators. This times such a forward
-(HEAD_DIM = 64 whole columns + TAIL_DIM = 16/32 masked at D) against the shipped AOT forward
-and torch's best path in one process, over a small tile sweep.
+(64 lead columns + a 16/32-column tail masked at D) against the AOT forward ("aot": bucket 128
+then, the split buckets since) and torch's best path in one process, over a small tile sweep.
+Its key sweep is now the shipped kernel's (sdpa_fwd._fwd_split_inner);
+results/probe_split_d_h200.log was taken with this probe's first version (cc491ee), whose own
+loop loaded the lead columns without a mask.
 
     python probe_split_d.py
 """
@@ -23,36 +26,10 @@ import triton.language as tl
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "kernels"))
-from _common import LN2, LOG2E, load_tile, mma, online_probs, row_limits  # noqa: E402
+from _common import LN2, LOG2E, row_limits  # noqa: E402
+from sdpa_fwd import _fwd_split_inner  # noqa: E402
 
 import aot_sdpa  # noqa: E402
-
-
-@triton.jit
-def _split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base, stride_kn, stride_vn, n_lo, n_hi,
-                 M, lim, offs_n, offs_d, offs_t, t_ok, qk_scale, BLOCK_N: tl.constexpr,
-                 MASK_N: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    for start_n in range(n_lo, n_hi, BLOCK_N):
-        cols = start_n + offs_n
-        n_ok = cols < M
-        # -- K^T: the leading HEAD_DIM columns whole, then the tail's TAIL_DIM masked at D
-        kT = load_tile(k_base + cols[None, :] * stride_kn + offs_d[:, None], n_ok[None, :], True,
-                       MASK_N, True)
-        kT_t = load_tile(k_base + cols[None, :] * stride_kn + offs_t[:, None], n_ok[None, :],
-                         t_ok[:, None], MASK_N, False)
-        # -- S = Q K^T as two products over the head dim
-        s = mma(q_t, kT_t, mma(q, kT, None, INPUT_PRECISION), INPUT_PRECISION)
-        p, m_new, alpha = online_probs(s, m_i, 0, cols, lim, qk_scale, MASK_N, 0)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = load_tile(v_base + cols[:, None] * stride_vn + offs_d[None, :], n_ok[:, None], True,
-                      MASK_N, True)
-        v_t = load_tile(v_base + cols[:, None] * stride_vn + offs_t[None, :], n_ok[:, None],
-                        t_ok[None, :], MASK_N, False)
-        p = p.to(v.dtype)
-        acc = mma(p, v, acc * alpha[:, None], INPUT_PRECISION)
-        acc_t = mma(p, v_t, acc_t * alpha[:, None], INPUT_PRECISION)
-        m_i = m_new
-    return acc, acc_t, m_i, l_i
 
 
 @triton.jit
@@ -67,6 +44,7 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qh, stride_qm, stride_
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     offs_t = HEAD_DIM + tl.arange(0, TAIL_DIM)
+    d_ok = offs_d < D
     t_ok = offs_t < D
     q_ptr = Q + bh * stride_qh + rows[:, None] * stride_qm
     q = tl.load(q_ptr + offs_d[None, :], mask=m_ok[:, None], other=0.0)
@@ -79,15 +57,16 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qh, stride_qm, stride_
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     acc_t = tl.zeros([BLOCK_M, TAIL_DIM], tl.float32)
     n_full = (M // BLOCK_N) * BLOCK_N
-    acc, acc_t, m_i, l_i = _split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base, stride_kn,
-                                        stride_vn, 0, n_full, M, 0, offs_n, offs_d, offs_t, t_ok,
-                                        qk_scale, BLOCK_N, False, INPUT_PRECISION)
+    acc, acc_t, m_i, l_i = _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base,
+                                            stride_kn, stride_vn, 0, n_full, M, 0, offs_n, offs_d,
+                                            d_ok, offs_t, t_ok, qk_scale, BLOCK_N, False, False,
+                                            INPUT_PRECISION)
     if n_full < M:
         lim = row_limits(rows, T, M - 1, M)
-        acc, acc_t, m_i, l_i = _split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base,
-                                            stride_kn, stride_vn, n_full, M, M, lim, offs_n,
-                                            offs_d, offs_t, t_ok, qk_scale, BLOCK_N, True,
-                                            INPUT_PRECISION)
+        acc, acc_t, m_i, l_i = _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base,
+                                                stride_kn, stride_vn, n_full, M, M, lim, offs_n,
+                                                offs_d, d_ok, offs_t, t_ok, qk_scale, BLOCK_N,
+                                                False, True, INPUT_PRECISION)
     inv = 1.0 / l_i
     o_ptr = O + bh * stride_oh + rows[:, None] * stride_om
     tl.store(o_ptr + offs_d[None, :], (acc * inv[:, None]).to(O.dtype.element_ty),

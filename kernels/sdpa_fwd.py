@@ -34,6 +34,19 @@ def split_lead(head_dim):
 
 
 @triton.jit
+def _sweep_start(K, V, off_z, off_h, stride_kz, stride_kh, stride_vz, stride_vh, sm_scale,
+                 BLOCK_M: tl.constexpr):
+    """What a query block's key sweep starts from: the 64-bit per-head base pointers of K and V
+    (strides are int64), the base-2 score scale qk_scale = scale log2(e), and the online
+    softmax's running max m_i = -inf and sum l_i = 0 per row."""
+    k_base = K + off_z * stride_kz + off_h * stride_kh
+    v_base = V + off_z * stride_vz + off_h * stride_vh
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    return k_base, v_base, qk_scale, m_i, tl.zeros([BLOCK_M], tl.float32)
+
+
+@triton.jit
 def _fwd_split_inner(acc, acc_t, m_i, l_i, q, q_t, k_base, v_base, stride_kn, stride_vn, n_lo,
                      n_hi, M, lim, offs_n, offs_d, d_ok, offs_t, t_ok, qk_scale,
                      BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
@@ -79,11 +92,8 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_
                   EVEN_D)
     q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
                     EVEN_D)
-    k_base = K + off_z * stride_kz + off_h * stride_kh
-    v_base = V + off_z * stride_vz + off_h * stride_vh
-    qk_scale = sm_scale * LOG2E
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
+    k_base, v_base, qk_scale, m_i, l_i = _sweep_start(K, V, off_z, off_h, stride_kz, stride_kh,
+                                                      stride_vz, stride_vh, sm_scale, BLOCK_M)
     acc = tl.zeros([BLOCK_M, LEAD_DIM], tl.float32)
     acc_t = tl.zeros([BLOCK_M, TAIL_DIM], tl.float32)
     # the key blocks every row sees whole, then the diagonal / ragged tail with a limit
@@ -210,12 +220,9 @@ def _sdpa_fwd_kernel(
                                                            BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
-        # 64-bit per-head base pointers of K and V (strides are int64)
-        k_base = K + off_z * stride_kz + off_h * stride_kh
-        v_base = V + off_z * stride_vz + off_h * stride_vh
-        qk_scale = sm_scale * LOG2E
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
+        k_base, v_base, qk_scale, m_i, l_i = _sweep_start(K, V, off_z, off_h, stride_kz,
+                                                          stride_kh, stride_vz, stride_vh,
+                                                          sm_scale, BLOCK_M)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
         n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
         b_base = Bias + off_z * stride_biasz + off_h * stride_biash
