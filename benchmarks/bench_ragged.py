@@ -1,7 +1,8 @@
-"""Head dims below their bucket (D = 40, 72, 80, 96: SD 1.x, DiT-XL, Phi): the ragged flavour
-(aligned operands: 16-byte vector loads, cp.async pipelining) against the general flavour the
-same calls ran before it (the same operands with rows D + 4 elements apart, which no hinted
-flavour accepts) and torch's best path, one process, one GPU.
+"""Head dims below their bucket (D = 40, 72, 80, 96: SD 1.x, DiT-XL, Phi): the hinted flavours
+(aligned operands: 16-byte vector loads, cp.async pipelining; ragged below the bucket, fast
+where the 16-bit sm_90 forward's split buckets 80 and 96 fit D exactly) against the general
+flavour (the same operands with rows D + 4 elements apart, which no hinted flavour accepts)
+and torch's best path, one process, one GPU.
 
 fp16 and bf16, B*T = 8k tokens at T = 256 (DiT-XL/2's sequence) and 16k at T = 1024, H = 16.
 Work: forward (triton_sdpa_fused) and backward (sdpa_bwd from the forward's stats, with O);
