@@ -139,25 +139,27 @@ def _covers(entry: dict, arch: int, dtype: str, head_dim: int, flavor: str | Non
             and (flavor is None or flavor in entry.get("flavors", [flavor])))
 
 
-def check_split_bucket(bucket: int) -> None:
-    """A [split_buckets] bucket must be a power of two plus a power-of-two tail >= 16 (the
-    kernels' split_lead), and not a power of two itself."""
-    lead = 1 << (bucket.bit_length() - 1)
-    tail = bucket - lead
-    if tail < 16 or tail & (tail - 1):
-        raise ValueError(f"variants.toml: [split_buckets] bucket {bucket} is not a power of two "
-                         "plus a power-of-two tail >= 16")
-
-
-def split_buckets(split: dict, op: str, arch: int, dtype: str) -> list[int]:
-    """The [split_buckets] buckets compiled for this op, arch and dtype (none where the table
-    leaves them out); their flavours are the table's `flavors`, never a masked one."""
-    if op not in split.get("ops", []) or not _covers(split, arch, dtype, 0):
-        return []
+def check_split_table(split: dict) -> None:
+    """[split_buckets], checked once: each bucket must be a power of two plus a power-of-two
+    tail >= 16 (the kernels' split_lead), and its flavours unmasked ones (the split kernels
+    have no mask)."""
+    for bucket in (int(b) for b in split.get("buckets", [])):
+        lead = 1 << (bucket.bit_length() - 1)
+        tail = bucket - lead
+        if tail < 16 or tail & (tail - 1):
+            raise ValueError(f"variants.toml: [split_buckets] bucket {bucket} is not a power of "
+                             "two plus a power-of-two tail >= 16")
     bad = [f for f in split.get("flavors", []) if f in MASKED_FLAVORS or f not in FLAVORS]
     if bad:
         raise ValueError(f"variants.toml: [split_buckets] flavors {bad}: the split kernels "
                          "have no mask; known unmasked flavours: general, fast, ragged")
+
+
+def split_buckets(split: dict, op: str, arch: int, dtype: str) -> list[int]:
+    """The [split_buckets] buckets compiled for this op, arch and dtype (none where the table
+    leaves them out); their flavours are the table's `flavors`."""
+    if op not in split.get("ops", []) or not _covers(split, arch, dtype, 0):
+        return []
     return [int(b) for b in split.get("buckets", [])]
 
 
@@ -225,8 +227,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
     split = data.get("split_buckets", {})  # head-dim buckets that are not powers of two
-    for b in split.get("buckets", []):
-        check_split_bucket(int(b))
+    check_split_table(split)
     sweeps = data.get("padding_sweeps", {})  # where the masked flavour has MASKED = 2 (none
     # without the table)
     variants = []
