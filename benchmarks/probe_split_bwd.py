@@ -40,10 +40,26 @@ from sdpa_fwd import split_lead  # noqa: E402
 
 
 @triton.jit
-def _part_tile(base, rows, row_ok, offs, col_ok, stride_row):
-    """A (rows x part) tile of one head's (rows, D) matrix, zero outside rows and D."""
-    return tl.load(base + rows[:, None] * stride_row + offs[None, :],
-                   mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+def _split_cols(D, HEAD_DIM: tl.constexpr):
+    """The lead columns (split_lead(HEAD_DIM) of them) and the tail's, each with its mask < D."""
+    offs_d = tl.arange(0, split_lead(HEAD_DIM))
+    offs_t = split_lead(HEAD_DIM) + tl.arange(0, HEAD_DIM - split_lead(HEAD_DIM))
+    return offs_d, offs_d < D, offs_t, offs_t < D
+
+
+@triton.jit
+def _load_parts(base, rows, row_ok, offs_d, d_ok, offs_t, t_ok, stride_row):
+    """The lead and tail tiles of rows of one head's (rows, D) matrix, zero outside rows and D."""
+    ptrs = base + rows[:, None] * stride_row
+    lead = tl.load(ptrs + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    tail = tl.load(ptrs + offs_t[None, :], mask=row_ok[:, None] & t_ok[None, :], other=0.0)
+    return lead, tail
+
+
+@triton.jit
+def _dot_parts(a, a_t, b, b_t):
+    """A B^T over the whole head dim: the lead product plus the tail product (fp32)."""
+    return mma(a_t, tl.trans(b_t), mma(a, tl.trans(b), None, "tf32"), "tf32")
 
 
 @triton.jit
@@ -66,14 +82,9 @@ def _dq_split(Q, K, V, DO, LSE2, Zr, DQ, sm_scale, stride_h, stride_m, T, M, D,
     bh = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     r_ok = rows < T
-    offs_d = tl.arange(0, LEAD)
-    offs_t = LEAD + tl.arange(0, HEAD_DIM - LEAD)
-    d_ok = offs_d < D
-    t_ok = offs_t < D
-    q = _part_tile(Q + bh * stride_h, rows, r_ok, offs_d, d_ok, stride_m)
-    q_t = _part_tile(Q + bh * stride_h, rows, r_ok, offs_t, t_ok, stride_m)
-    do = _part_tile(DO + bh * stride_h, rows, r_ok, offs_d, d_ok, stride_m)
-    do_t = _part_tile(DO + bh * stride_h, rows, r_ok, offs_t, t_ok, stride_m)
+    offs_d, d_ok, offs_t, t_ok = _split_cols(D, HEAD_DIM)
+    q, q_t = _load_parts(Q + bh * stride_h, rows, r_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
+    do, do_t = _load_parts(DO + bh * stride_h, rows, r_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
     lse2 = tl.load(LSE2 + bh * T + rows, mask=r_ok, other=0.0)
     z = tl.load(Zr + bh * T + rows, mask=r_ok, other=0.0)
     k_base = K + bh * stride_h
@@ -85,15 +96,13 @@ def _dq_split(Q, K, V, DO, LSE2, Zr, DQ, sm_scale, stride_h, stride_m, T, M, D,
         cols = start_n + tl.arange(0, BLOCK_N)
         n_ok = cols < M
         # -- K and V of the key block, lead and tail columns
-        k = _part_tile(k_base, cols, n_ok, offs_d, d_ok, stride_m)
-        k_t = _part_tile(k_base, cols, n_ok, offs_t, t_ok, stride_m)
-        v = _part_tile(v_base, cols, n_ok, offs_d, d_ok, stride_m)
-        v_t = _part_tile(v_base, cols, n_ok, offs_t, t_ok, stride_m)
+        k, k_t = _load_parts(k_base, cols, n_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
+        v, v_t = _load_parts(v_base, cols, n_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
         # -- S = Q K^T, dP = dO V^T: each the sum of a lead and a tail product
-        s = mma(q_t, tl.trans(k_t), mma(q, tl.trans(k), None, "tf32"), "tf32")
+        s = _dot_parts(q, q_t, k, k_t)
         p = tl.math.exp2(s * qk_scale - lse2[:, None])
         p = tl.where(n_ok[None, :], p, 0.0)
-        dp = mma(do_t, tl.trans(v_t), mma(do, tl.trans(v), None, "tf32"), "tf32")
+        dp = _dot_parts(do, do_t, v, v_t)
         # -- dS = P (dP - z);  dQ += dS K, per part
         ds = (p * (dp - z[:, None])).to(k.dtype)
         dq = mma(ds, k, dq, "tf32")
@@ -112,14 +121,9 @@ def _dkdv_split(Q, K, V, DO, LSE2, Zr, DK, DV, sm_scale, stride_h, stride_m, T, 
     bh = tl.program_id(1).to(tl.int64)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = cols < M
-    offs_d = tl.arange(0, LEAD)
-    offs_t = LEAD + tl.arange(0, HEAD_DIM - LEAD)
-    d_ok = offs_d < D
-    t_ok = offs_t < D
-    k = _part_tile(K + bh * stride_h, cols, n_ok, offs_d, d_ok, stride_m)
-    k_t = _part_tile(K + bh * stride_h, cols, n_ok, offs_t, t_ok, stride_m)
-    v = _part_tile(V + bh * stride_h, cols, n_ok, offs_d, d_ok, stride_m)
-    v_t = _part_tile(V + bh * stride_h, cols, n_ok, offs_t, t_ok, stride_m)
+    offs_d, d_ok, offs_t, t_ok = _split_cols(D, HEAD_DIM)
+    k, k_t = _load_parts(K + bh * stride_h, cols, n_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
+    v, v_t = _load_parts(V + bh * stride_h, cols, n_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
     q_base = Q + bh * stride_h
     do_base = DO + bh * stride_h
     dk = tl.zeros([BLOCK_N, LEAD], tl.float32)
@@ -131,21 +135,19 @@ def _dkdv_split(Q, K, V, DO, LSE2, Zr, DK, DV, sm_scale, stride_h, stride_m, T, 
         rows = start_m + tl.arange(0, BLOCK_M)
         r_ok = rows < T
         # -- Q and dO of the query block, lead and tail columns; the rows' lse2 and z
-        q = _part_tile(q_base, rows, r_ok, offs_d, d_ok, stride_m)
-        q_t = _part_tile(q_base, rows, r_ok, offs_t, t_ok, stride_m)
-        do = _part_tile(do_base, rows, r_ok, offs_d, d_ok, stride_m)
-        do_t = _part_tile(do_base, rows, r_ok, offs_t, t_ok, stride_m)
+        q, q_t = _load_parts(q_base, rows, r_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
+        do, do_t = _load_parts(do_base, rows, r_ok, offs_d, d_ok, offs_t, t_ok, stride_m)
         lse2 = tl.load(LSE2 + bh * T + rows, mask=r_ok, other=float("inf"))
         z = tl.load(Zr + bh * T + rows, mask=r_ok, other=0.0)
         # -- S^T = K Q^T (lead + tail), P^T (0 on padded rows: lse2 = +inf)
-        sT = mma(k_t, tl.trans(q_t), mma(k, tl.trans(q), None, "tf32"), "tf32")
+        sT = _dot_parts(k, k_t, q, q_t)
         pT = tl.math.exp2(sT * qk_scale - lse2[None, :])
         # -- dV += P^T dO, per part
         pT16 = pT.to(q.dtype)
         dv = mma(pT16, do, dv, "tf32")
         dv_t = mma(pT16, do_t, dv_t, "tf32")
         # -- dP^T = V dO^T (lead + tail);  dS^T = P^T (dP^T - z);  dK += dS^T Q, per part
-        dpT = mma(v_t, tl.trans(do_t), mma(v, tl.trans(do), None, "tf32"), "tf32")
+        dpT = _dot_parts(v, v_t, do, do_t)
         dsT = (pT * (dpT - z[None, :])).to(q.dtype)
         dk = mma(dsT, q, dk, "tf32")
         dk_t = mma(dsT, q_t, dk_t, "tf32")
