@@ -209,10 +209,11 @@ def main():
     from _harness import time_ms, torch_backend, torch_bwd
 
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
-    sweep = {"dq": [(bm, bn, w, st) for bm in (64, 128) for bn in (32, 64) for w in (4, 8)
-                    for st in (2,)],
-             "dkdv": [(bm, bn, w, st) for bm in (32, 64) for bn in (64, 128) for w in (4, 8)
-                      for st in (2,)]}
+    # 2 stages over block sizes and warps, plus the shipped bucket-128 tiles (3 stages)
+    sweep = {"dq": [(bm, bn, w, 2) for bm in (64, 128) for bn in (32, 64) for w in (4, 8)]
+             + [(128, 64, 8, 3)],
+             "dkdv": [(bm, bn, w, 2) for bm in (32, 64) for bn in (64, 128) for w in (4, 8)]
+             + [(32, 64, 4, 3)]}
     for B, H, T, D in ((32, 16, 256, 72), (16, 16, 1024, 72), (16, 16, 1024, 96)):
         won = {}  # each kernel's best tile, swept in float16 and reused in bfloat16
         for dtype in (torch.float16, torch.bfloat16):
