@@ -36,7 +36,7 @@ import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "kernels"))
 from _common import LOG2E, mma  # noqa: E402
-from sdpa_fwd import split_lead  # noqa: E402
+from _split import split_lead  # noqa: E402
 
 
 @triton.jit

@@ -27,6 +27,8 @@ Usage: python tune_real.py [op, shape or precision names ...]   (default: every 
        --minnctapersm 1 (variants.toml min_blocks_per_sm; labelled "+min1"), the first (current)
        one also as shipped: before it, ptxas left some fp32 candidates at 32 registers with KBs of
        stack (full-occupancy fallback) and they timed 10-100x slow
+       python tune_real.py d80_1k d96_1k d80_256 d96_256 [op names ...]   the split head-dim
+       buckets (SHAPES_SPLIT: D = 80 and 96 fill them), 16-bit, over HALF_SPLIT
        python tune_real.py tiers [op names ...]   each sequence-length tier in variants.toml
        (configs with max_len; sm_90) against its untiered twin's config, at a ladder of T
        (TIER_LADDER, B * T = 8192, H = 16, the bucket's D and, in 128, D = 72): where the tier stops
@@ -60,6 +62,11 @@ SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 5
 # (HALF_128, FULL_128) compiled at D = 128
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
               "dit_xl": (32, 16, 256, 72)}  # DiT-XL/2 at 256^2: D = 72 runs in bucket 128
+# the split head-dim buckets 80 and 96 (kernels/variants.toml [split_buckets]; name them to sweep
+# them), with their own 16-bit candidates (HALF_SPLIT) compiled at D = 80 and 96 (D fills the
+# bucket: the JIT hints its strides as multiples of 16, as the AOT fast flavour does)
+SHAPES_SPLIT = {"d80_1k": (16, 16, 1024, 80), "d96_1k": (16, 16, 1024, 96),
+                "d80_256": (32, 16, 256, 80), "d96_256": (32, 16, 256, 96)}
 TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32"),
               # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
@@ -96,6 +103,15 @@ HALF_128 = {  # D = 128: the first is the current config (kernels/variants.toml,
                (32, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2)],
     "bwd_dv": [(64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3),
                (32, 64, 4, 3), (64, 128, 4, 2), (128, 64, 8, 2)],
+}
+HALF_SPLIT = {  # the split buckets (16-bit only): the first is bucket 80's config
+    "fwd": [(128, 64, 4, 3), (128, 64, 4, 2), (128, 64, 8, 3), (64, 64, 4, 2), (128, 32, 4, 3),
+            (64, 128, 4, 3)],
+    "bwd_dkdv": [(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (32, 64, 4, 3), (64, 32, 4, 2),
+                 (32, 128, 4, 2), (64, 128, 8, 2), (64, 64, 8, 3), (32, 128, 8, 2),
+                 (16, 64, 4, 2)],
+    "bwd_dq": [(128, 64, 4, 2), (64, 64, 4, 2), (128, 64, 8, 2), (128, 32, 4, 2), (64, 32, 4, 2),
+               (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 8, 2)],
 }
 FULL = {  # fp32 tiles take twice the shared memory and registers; dK/dV, dQ: the first is the
     # shipped sm_90 D = 64 config
@@ -207,7 +223,7 @@ def _tensors(shape, dtype):
             "Rbuf": rows[0], "ZDbuf": rows[1]}
 
 
-def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
+def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False, split_buckets=False):
     """(op, precision, dtype, input precision, config, ptxas --minnctapersm or None) per
     candidate; with min1, each with the option and the first (current) also without it."""
     for op in ops:
@@ -216,6 +232,10 @@ def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False):
                 continue
             half, full, split = ((HALF_128, FULL_128, SPLIT_BF16_128) if d128
                                  else (HALF, FULL, SPLIT_BF16))
+            if split_buckets:  # 16-bit only: no float32 variant there
+                half, full, split = HALF_SPLIT, {}, {}
+                if prec != "fp16" or op not in half:
+                    continue
             cfgs = {"fp16": half, "bf16x6": split}.get(prec, full).get(op) or full[op]
             for i, cfg in enumerate(cfgs):
                 if not min1 or i == 0:
@@ -323,12 +343,13 @@ def _compile(job, Ds=(64,), masked=False):
 
 def main(names):
     ops = [n for n in names if n in MATMULS] or list(MATMULS)
-    shapes = {n: s for n, s in SHAPES_128.items() if n in names}
-    d128 = bool(shapes)
+    split_buckets = {n: s for n, s in SHAPES_SPLIT.items() if n in names}
+    shapes = split_buckets or {n: s for n, s in SHAPES_128.items() if n in names}
+    d128 = bool(shapes) and not split_buckets
     shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
     precs = [n for n in names if n in PRECISIONS] or list(DEFAULT_PRECISIONS)
     causal = "causal" in names
-    jobs = list(_jobs(ops, d128, precs, min1="min1" in names))
+    jobs = list(_jobs(ops, d128, precs, min1="min1" in names, split_buckets=bool(split_buckets)))
     failed = _precompile(jobs, partial(_compile, Ds=tuple({s[3] for s in shapes.values()})))
     best = {}
     for name, shape in shapes.items():

@@ -147,9 +147,31 @@ def code_only(text: str) -> str:
     return ast.unparse(tree)
 
 
+def kernel_modules(kernels_dir: Path, source: str) -> list[str]:
+    """The files of kernels_dir that a kernel source's cubins depend on: itself, _common.py and
+    every module of the folder it imports, transitively (``from _split import ...``); modules
+    from elsewhere (triton) are not in the folder and not followed."""
+    seen: set[str] = set()
+    todo = [source, "_common.py"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((kernels_dir / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            todo += [f"{m}.py" for m in mods if (kernels_dir / f"{m}.py").is_file()]
+    return sorted(seen)
+
+
 def source_digest(kernels_dir: Path, source: str) -> str:
     h = hashlib.sha256()
-    for name in sorted({source, "_common.py"}):
+    for name in kernel_modules(kernels_dir, source):
         h.update(name.encode())
         h.update(code_only((kernels_dir / name).read_text()).encode())
     return h.hexdigest()

@@ -8,7 +8,7 @@ Conventions used by every kernel in this folder:
 * ``HEAD_DIM`` is the compiled head-dim bucket (32/64/128/256); the runtime head dim ``D`` may be
   smaller, in which case ``EVEN_D`` is False and the tail columns are masked to zero. A bucket
   that is not a power of two (80, 96: kernels/variants.toml [split_buckets]) is tiled as a lead
-  power of two plus a power-of-two tail (sdpa_fwd.split_lead), in the kernels that have such variants.
+  power of two plus a power-of-two tail (_split), in the kernels that have such variants.
 * Softmax runs in base 2: ``exp(x) = exp2(x * log2(e))``; the score scale is folded into the
   same multiply (``qk_scale = scale * log2(e)``).
 * Causal attention is two run-time integers, not a variant: query row r of a head sits at

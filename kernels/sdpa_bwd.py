@@ -22,6 +22,10 @@ reduces in a fixed order, so their results are bitwise reproducible. _sdpa_bwd_f
 five block products per block pair instead of seven) gives up that for dQ; the dispatcher
 runs it for float32 on sm_90 only while torch.are_deterministic_algorithms_enabled() is False
 (python/aot_sdpa/_ops.py fused_bwd).
+The dK/dV and dQ kernels also compile for the split head-dim buckets (_split: 80 = 64 + 16,
+96 = 64 + 32), without a mask: every product over the head dim (S, dP) is the sum of a lead
+and a tail product, and every output (dK, dV, dQ) has one accumulator per part
+(_dkdv_split, _dq_split).
 """
 
 import triton
@@ -51,6 +55,7 @@ from _common import (
     store_rows,
     unseen_rows_to_zero,
 )
+from _split import is_split, split_lead, tail_cols
 
 
 @triton.jit
@@ -182,6 +187,81 @@ def _sdpa_bwd_z_from_stats_kernel(
 
 
 @triton.jit
+def _dkdv_rows_stats(m_base, l_base, rows, r_ok, stride_mm, stride_lm, BLOCK_M: tl.constexpr,
+                     MASK_M: tl.constexpr, LSE2: tl.constexpr):
+    """The frozen stats of query rows `rows` as frozen_probs_T takes them: LSE2, (lse2, 1)
+    from Zbuf's lse2 plane (m_base: this head's row of it; one load per row, no reciprocal,
+    no multiply per score); else (m log2(e), 1 / l) from the stats m, l. MASK_M: padded rows
+    get m = +inf (lse2 = +inf), so their column of P^T is exactly 0."""
+    if LSE2:
+        if MASK_M:
+            m2 = tl.load(m_base + rows, mask=r_ok, other=float("inf"))
+        else:
+            m2 = tl.load(m_base + rows)
+        inv_l = tl.full([BLOCK_M], 1.0, tl.float32)
+    elif MASK_M:
+        m2 = tl.load(m_base + rows * stride_mm, mask=r_ok, other=float("inf")) * LOG2E
+        inv_l = 1.0 / tl.load(l_base + rows * stride_lm, mask=r_ok, other=1.0)
+    else:
+        m2 = tl.load(m_base + rows * stride_mm) * LOG2E
+        inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
+    return m2, inv_l
+
+
+@triton.jit
+def _rows_z(z_base, rows, r_ok, MASK_M: tl.constexpr):
+    """z of query rows `rows` (z_base: this head's row of Zbuf's z plane), 0 on padded rows."""
+    if MASK_M:
+        z = tl.load(z_base + rows, mask=r_ok, other=0.0)
+    else:
+        z = tl.load(z_base + rows)
+    return z
+
+
+@triton.jit
+def _dkdv_split_inner(dk, dk_t, dv, dv_t, k, k_t, v, v_t, q_base, do_base, m_base, l_base,
+                      z_base, stride_qm, stride_dom, stride_mm, stride_lm, m_lo, m_hi, row_end,
+                      cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, offs_t, t_ok, qk_scale,
+                      BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, MASK_M: tl.constexpr,
+                      INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
+                      COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr):
+    """_dkdv_inner (no mask, no jump, no atomic dQ) for a split bucket (_split): K, V, Q, dO
+    as lead (offs_d) and tail (offs_t) columns; S^T and dP^T sum two products, dK and dV
+    have one accumulator per part."""
+    for start_m in range(m_lo, m_hi, BLOCK_M):
+        rows = start_m + offs_m
+        r_ok = rows < row_end
+        # -- Q^T (HEAD_DIM x BLOCK_M) and dO (BLOCK_M x HEAD_DIM), lead and tail; row stats
+        qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
+                       d_ok[:, None], MASK_M, EVEN_D)
+        qT_t = load_tile(q_base + rows[None, :] * stride_qm + offs_t[:, None], r_ok[None, :],
+                         t_ok[:, None], MASK_M, EVEN_D)
+        do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :], r_ok[:, None],
+                       d_ok[None, :], MASK_M, EVEN_D)
+        do_t = load_tile(do_base + rows[:, None] * stride_dom + offs_t[None, :], r_ok[:, None],
+                         t_ok[None, :], MASK_M, EVEN_D)
+        m2, inv_l = _dkdv_rows_stats(m_base, l_base, rows, r_ok, stride_mm, stride_lm, BLOCK_M,
+                                     MASK_M, LSE2)
+        # -- S^T = K_lead Q_lead^T + K_tail Q_tail^T;  P^T from the frozen stats
+        s2T = mma(k_t, qT_t, mma(k, qT, None, INPUT_PRECISION), INPUT_PRECISION) * qk_scale
+        pT = frozen_probs_T(s2T, m2, inv_l, 0, 0, rows, r_ok, cols, Q_LEN, DIAG, M, MASK_M, 0)
+        # -- dV += P^T dO, per part
+        if COMPUTE_DV:
+            p16 = pT.to(do.dtype)
+            dv = mma(p16, do, dv, INPUT_PRECISION)
+            dv_t = mma(p16, do_t, dv_t, INPUT_PRECISION)
+        if COMPUTE_DK:
+            # -- dP^T = V dO^T (lead + tail);  dS^T = P^T * (dP^T - z);  dK += dS^T Q, per part
+            z = _rows_z(z_base, rows, r_ok, MASK_M)
+            dpT = mma(v_t, tl.trans(do_t), mma(v, tl.trans(do), None, INPUT_PRECISION),
+                      INPUT_PRECISION)
+            dsT = (pT * (dpT - z[None, :])).to(qT.dtype)
+            dk = mma(dsT, tl.trans(qT), dk, INPUT_PRECISION)
+            dk_t = mma(dsT, tl.trans(qT_t), dk_t, INPUT_PRECISION)
+    return dk, dk_t, dv, dv_t
+
+
+@triton.jit
 def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq_base,
                 stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, stride_dqm, m_lo, m_hi,
                 row_end, jump_at, jump, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale,
@@ -201,24 +281,13 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
             start_m = jumped(start_m, jump_at, jump)
         rows = start_m + offs_m
         r_ok = rows < row_end
-        # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats;
-        #    padded rows get m = +inf (lse2 = +inf) so their P^T column is exactly 0
+        # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats
         qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
                        d_ok[:, None], MASK_M, EVEN_D)
         do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :], r_ok[:, None],
                        d_ok[None, :], MASK_M, EVEN_D)
-        if LSE2:  # P = exp2(s2 - lse2): one load per row, no reciprocal, no multiply per score
-            if MASK_M:
-                m2 = tl.load(m_base + rows, mask=r_ok, other=float("inf"))
-            else:
-                m2 = tl.load(m_base + rows)
-            inv_l = tl.full([BLOCK_M], 1.0, tl.float32)
-        elif MASK_M:
-            m2 = tl.load(m_base + rows * stride_mm, mask=r_ok, other=float("inf")) * LOG2E
-            inv_l = 1.0 / tl.load(l_base + rows * stride_lm, mask=r_ok, other=1.0)
-        else:
-            m2 = tl.load(m_base + rows * stride_mm) * LOG2E
-            inv_l = 1.0 / tl.load(l_base + rows * stride_lm)
+        m2, inv_l = _dkdv_rows_stats(m_base, l_base, rows, r_ok, stride_mm, stride_lm, BLOCK_M,
+                                     MASK_M, LSE2)
         # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
         s2T = mma(k, qT, None, INPUT_PRECISION) * qk_scale
         pT = frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN,
@@ -228,10 +297,7 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
             dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
         if COMPUTE_DK:
             # -- dP^T = V dO^T;  dS^T = P^T * (dP^T - z);  dK += dS^T Q
-            if MASK_M:
-                z = tl.load(z_base + rows, mask=r_ok, other=0.0)
-            else:
-                z = tl.load(z_base + rows)
+            z = _rows_z(z_base, rows, r_ok, MASK_M)
             dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
             dsT = pT * (dpT - z[None, :])
             dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
@@ -290,6 +356,91 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq
 
 
 @triton.jit
+def _dkdv_bases(Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz, stride_qh,
+                stride_doz, stride_doh, stride_mz, stride_mh, stride_lz, stride_lh,
+                LSE2: tl.constexpr):
+    """A key-block program's per-head bases (64-bit): Q's and dO's, this head's row of Zbuf's
+    z plane, and the row stats' (m_base, l_base): with LSE2 its row of Zbuf's lse2 plane (l_base
+    then unused), else the stats m and l."""
+    q_base = Q + off_z * stride_qz + off_h * stride_qh
+    do_base = DO + off_z * stride_doz + off_h * stride_doh
+    z_base = Zbuf + bh * T
+    if LSE2:
+        m_base = Zbuf + Z.to(tl.int64) * H * T + bh * T
+    else:
+        m_base = Mstat + off_z * stride_mz + off_h * stride_mh
+    l_base = Lstat + off_z * stride_lz + off_h * stride_lh
+    return q_base, do_base, z_base, m_base, l_base
+
+
+@triton.jit
+def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
+                stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                stride_dom, stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh,
+                stride_dvn, stride_mm, stride_lm, off_z, off_h, T, M, D, Q_LEN, DIAG,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
+                TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr):
+    """_dkdv_program's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (_split; no
+    mask, no atomic dQ): the same equations and sweeps (per query head of the group: the
+    partial blocks masked, the whole ones unmasked, the ragged tail masked), every product
+    over the head dim the sum of a lead and a tail product, dK and dV one accumulator per part."""
+    offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
+                                                       LEAD_DIM, M, D)
+    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
+    k = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_d, n_ok, d_ok,
+                  EVEN_D)
+    k_t = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_t, n_ok, t_ok,
+                    EVEN_D)
+    v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok, d_ok,
+                  EVEN_D)
+    v_t = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_t, n_ok, t_ok,
+                    EVEN_D)
+    dk = tl.zeros([BLOCK_N, LEAD_DIM], tl.float32)
+    dk_t = tl.zeros([BLOCK_N, TAIL_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, LEAD_DIM], tl.float32)
+    dv_t = tl.zeros([BLOCK_N, TAIL_DIM], tl.float32)
+    qk_scale = sm_scale * LOG2E
+    first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
+    for g in range(0, T // Q_LEN):
+        m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
+        m_full, _, _ = one_masked_loop(m_mid, g_end, BLOCK_M)
+        # the partial blocks (masked), the whole ones (unmasked), the ragged tail (masked)
+        dk, dk_t, dv, dv_t = _dkdv_split_inner(dk, dk_t, dv, dv_t, k, k_t, v, v_t, q_base,
+                                               do_base, m_base, l_base, z_base, stride_qm,
+                                               stride_dom, stride_mm, stride_lm, m_lo, m_mid,
+                                               g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
+                                               d_ok, offs_t, t_ok, qk_scale, BLOCK_M, EVEN_D,
+                                               True, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV,
+                                               LSE2)
+        dk, dk_t, dv, dv_t = _dkdv_split_inner(dk, dk_t, dv, dv_t, k, k_t, v, v_t, q_base,
+                                               do_base, m_base, l_base, z_base, stride_qm,
+                                               stride_dom, stride_mm, stride_lm, m_mid, m_full,
+                                               g_end, offs_n, Q_LEN, DIAG, M, offs_m, offs_d,
+                                               d_ok, offs_t, t_ok, qk_scale, BLOCK_M, EVEN_D,
+                                               False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV,
+                                               LSE2)
+        if m_full < g_end:
+            dk, dk_t, dv, dv_t = _dkdv_split_inner(dk, dk_t, dv, dv_t, k, k_t, v, v_t, q_base,
+                                                   do_base, m_base, l_base, z_base, stride_qm,
+                                                   stride_dom, stride_mm, stride_lm, m_full,
+                                                   g_end, g_end, offs_n, Q_LEN, DIAG, M, offs_m,
+                                                   offs_d, d_ok, offs_t, t_ok, qk_scale, BLOCK_M,
+                                                   EVEN_D, True, INPUT_PRECISION, COMPUTE_DK,
+                                                   COMPUTE_DV, LSE2)
+    if COMPUTE_DK:
+        store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
+                   offs_d, n_ok, d_ok, EVEN_D)
+        store_rows(DK, dk_t * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
+                   offs_t, n_ok, t_ok, EVEN_D)
+    if COMPUTE_DV:
+        store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d, n_ok,
+                   d_ok, EVEN_D)
+        store_rows(DV, dv_t, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_t,
+                   n_ok, t_ok, EVEN_D)
+
+
+@triton.jit
 def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
                   stride_vz, stride_vh, stride_vn, stride_doz, stride_doh, stride_dom,
@@ -301,9 +452,27 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                   COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
-    written, float32 and zeroed by the caller; else DQ is never read)."""
+    written, float32 and zeroed by the caller; else DQ is never read). A split HEAD_DIM
+    (_split) runs _dkdv_split: no mask, no atomic dQ."""
     off_z, off_h, bh, valid = batch_head(Z, H)
-    if valid:
+    # 16-bit dK/dV reads lse2 (Zbuf's second plane) for the row stats; float32, and dV
+    # alone (no pre-pass: Zbuf is null), read m and l
+    LSE2: tl.constexpr = COMPUTE_DK and Q.dtype.element_ty != tl.float32
+    if is_split(HEAD_DIM):
+        tl.static_assert(MASKED == 0 and not ATOMIC_DQ,
+                         "split buckets have no masked flavour and no atomic dQ")
+        LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
+        if valid:
+            q_base, do_base, z_base, m_base, l_base = _dkdv_bases(
+                Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz, stride_qh,
+                stride_doz, stride_doh, stride_mz, stride_mh, stride_lz, stride_lh, LSE2)
+            _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale, stride_qm,
+                        stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                        stride_dom, stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh,
+                        stride_dvn, stride_mm, stride_lm, off_z, off_h, T, M, D, Q_LEN, DIAG,
+                        BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
+                        INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
+    elif valid:
         # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
         offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
                                                            HEAD_DIM, M, D)
@@ -311,17 +480,9 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                       d_ok, EVEN_D)
         v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok,
                       d_ok, EVEN_D)
-        q_base = Q + off_z * stride_qz + off_h * stride_qh
-        do_base = DO + off_z * stride_doz + off_h * stride_doh
-        z_base = Zbuf + bh * T
-        # 16-bit dK/dV reads lse2 (Zbuf's second plane) for the row stats; float32, and dV
-        # alone (no pre-pass: Zbuf is null), read m and l
-        LSE2: tl.constexpr = COMPUTE_DK and Q.dtype.element_ty != tl.float32
-        if LSE2:
-            m_base = Zbuf + Z.to(tl.int64) * H * T + bh * T
-        else:
-            m_base = Mstat + off_z * stride_mz + off_h * stride_mh
-        l_base = Lstat + off_z * stride_lz + off_h * stride_lh
+        q_base, do_base, z_base, m_base, l_base = _dkdv_bases(
+            Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz, stride_qh,
+            stride_doz, stride_doh, stride_mz, stride_mh, stride_lz, stride_lh, LSE2)
         # One masked loop for a head's partial blocks and ragged tail (_dkdv_rows) where the
         # H200 ran it faster or within 0.3% (buckets <= 64, 16-bit and float32); at bucket
         # 128 (16-bit) and in plain TF32 it was slower, and the three sweeps stay
@@ -521,6 +682,78 @@ def _dq_keys(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_
 
 
 @triton.jit
+def _dq_split_inner(dq, dq_t, q, q_t, do, do_t, m2, inv_l, z, k_base, v_base, stride_kn,
+                    stride_vn, n_lo, n_hi, M, lim, offs_n, offs_d, d_ok, offs_t, t_ok, qk_scale,
+                    BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                    INPUT_PRECISION: tl.constexpr):
+    """_dq_inner (no mask) for a split bucket (_split): Q, dO, K, V as lead (offs_d) and tail
+    (offs_t) columns; S and dP sum two products, dQ has one accumulator per part."""
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        cols = start_n + offs_n
+        n_ok = cols < M
+        # -- K^T and V^T (HEAD_DIM x BLOCK_N), lead and tail columns
+        kT = load_cols_T(k_base, stride_kn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+        kT_t = load_cols_T(k_base, stride_kn, cols, n_ok, offs_t, t_ok, MASK_N, EVEN_D)
+        vT = load_cols_T(v_base, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N, EVEN_D)
+        vT_t = load_cols_T(v_base, stride_vn, cols, n_ok, offs_t, t_ok, MASK_N, EVEN_D)
+        # -- S = Q_lead K_lead^T + Q_tail K_tail^T;  P from the frozen stats (0 past lim)
+        s2 = mma(q_t, kT_t, mma(q, kT, None, INPUT_PRECISION), INPUT_PRECISION) * qk_scale
+        p = frozen_probs(s2, m2, inv_l, 0, cols, lim, MASK_N, 0)
+        # -- dP = dO V^T (lead + tail);  dS = P * (dP - z);  dQ += dS K, per part
+        dp = mma(do_t, vT_t, mma(do, vT, None, INPUT_PRECISION), INPUT_PRECISION)
+        ds = (p * (dp - z[:, None])).to(kT.dtype)
+        dq = mma(ds, tl.trans(kT), dq, INPUT_PRECISION)
+        dq_t = mma(ds, tl.trans(kT_t), dq_t, INPUT_PRECISION)
+    return dq, dq_t
+
+
+@triton.jit
+def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
+              stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_doz,
+              stride_doh, stride_dom, stride_dqz, stride_dqh, stride_dqm, stride_mz, stride_mh,
+              stride_mm, stride_lz, stride_lh, stride_lm, off_z, off_h, bh, T, M, D, Q_LEN, DIAG,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
+              TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """_sdpa_bwd_dq_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (_split;
+    no mask): the same equations and sweeps, every product over the head dim the sum of a lead
+    and a tail product, dQ one accumulator per part."""
+    offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty), BLOCK_M,
+                                                       BLOCK_N, LEAD_DIM, T, D)
+    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
+    q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok, d_ok,
+                  EVEN_D)
+    q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
+                    EVEN_D)
+    do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                   d_ok, EVEN_D)
+    do_t = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_t, m_ok,
+                     t_ok, EVEN_D)
+    m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                               stride_lz, stride_lh, stride_lm, offs_m, m_ok, Q.dtype.element_ty)
+    z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
+    k_base = K + off_z * stride_kz + off_h * stride_kh
+    v_base = V + off_z * stride_vz + off_h * stride_vh
+    dq = tl.zeros([BLOCK_M, LEAD_DIM], tl.float32)
+    dq_t = tl.zeros([BLOCK_M, TAIL_DIM], tl.float32)
+    qk_scale = sm_scale * LOG2E
+    # the key blocks every row sees whole, then the diagonal / ragged tail with a limit
+    n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
+    dq, dq_t = _dq_split_inner(dq, dq_t, q, q_t, do, do_t, m2, inv_l, z, k_base, v_base,
+                               stride_kn, stride_vn, 0, n_full, M, 0, offs_n, offs_d, d_ok,
+                               offs_t, t_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+    if n_full < n_hi:
+        lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the first sweep
+        dq, dq_t = _dq_split_inner(dq, dq_t, q, q_t, do, do_t, m2, inv_l, z, k_base, v_base,
+                                   stride_kn, stride_vn, n_full, n_hi, M, lim, offs_n, offs_d,
+                                   d_ok, offs_t, t_ok, qk_scale, BLOCK_N, EVEN_D, True,
+                                   INPUT_PRECISION)
+    store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m, offs_d,
+               m_ok, d_ok, EVEN_D)
+    store_rows(DQ, dq_t * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
+               offs_t, m_ok, t_ok, EVEN_D)
+
+
+@triton.jit
 def _sdpa_bwd_dq_kernel(
     Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DQ,
     sm_scale,
@@ -536,9 +769,22 @@ def _sdpa_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
-    """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head)."""
+    """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head).
+
+    A HEAD_DIM that is not a power of two is a split bucket (_split; kernels/variants.toml
+    [split_buckets]): _dq_split, no mask there (MASKED = 0)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
-    if valid:
+    if is_split(HEAD_DIM):
+        tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
+        LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
+        if valid:
+            _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
+                      stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_doz,
+                      stride_doh, stride_dom, stride_dqz, stride_dqh, stride_dqm, stride_mz,
+                      stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, off_z, off_h, bh, T,
+                      M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
+                      INPUT_PRECISION)
+    elif valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
                                                            BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,

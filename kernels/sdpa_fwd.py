@@ -18,19 +18,7 @@ from _common import (
     row_limits,
     store_rows,
 )
-
-
-@triton.constexpr_function
-def split_lead(head_dim):
-    """The lead part of a split head-dim bucket (one that is not a power of two, e.g. 80 or
-    96): its largest power of two, whose tail head_dim - lead must be a power of two >= 16
-    (a tensor-core product's least K for 16-bit data), so that Triton can tile both."""
-    lead = 1 << (int(head_dim).bit_length() - 1)
-    tail = int(head_dim) - lead
-    if tail < 16 or tail & (tail - 1):
-        raise ValueError(f"head-dim bucket {head_dim}: not a power of two, nor one plus a "
-                         "power-of-two tail >= 16")
-    return lead
+from _split import is_split, split_lead, tail_cols
 
 
 @triton.jit
@@ -86,8 +74,7 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_
     product, so a head dim of 72 costs products of 80 columns, not 128."""
     offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty), BLOCK_M,
                                                        BLOCK_N, LEAD_DIM, T, D)
-    offs_t = LEAD_DIM + tl.arange(0, TAIL_DIM)
-    t_ok = offs_t < D
+    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
     q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok, d_ok,
                   EVEN_D)
     q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
@@ -201,12 +188,11 @@ def _sdpa_fwd_kernel(
     (stride_sz, stride_sh, stride_sm).
 
     A HEAD_DIM that is not a power of two is a split bucket (kernels/variants.toml
-    [split_buckets]): a lead power of two (split_lead) plus a power-of-two tail, each
+    [split_buckets]): a lead power of two (_split.split_lead) plus a power-of-two tail, each
     product over the head dim the sum of two (_fwd_split); no mask there (MASKED = 0).
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
-    SPLIT: tl.constexpr = (HEAD_DIM & (HEAD_DIM - 1)) != 0
-    if SPLIT:
+    if is_split(HEAD_DIM):
         tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
         LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
         if valid:

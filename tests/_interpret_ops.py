@@ -216,11 +216,13 @@ def main():
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
-    # the split head-dim buckets ([split_buckets]: the 16-bit forward in 80 = 64 + 16 and
-    # 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one (96) with
-    # multi-query heads and bottom-right causal with T > M (rows that see no key)
+    # the split head-dim buckets ([split_buckets]: the 16-bit forward, dQ and dK/dV in
+    # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
+    # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),
+    # and causal over several blocks each way (the unmasked sweeps of whole blocks as well)
     _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)
     _check_all(out, torch.float16, 2e-4, (1, 2, 70, 50, 96), g, Hkv=1, causal="bottom_right")
+    _check_all(out, torch.float16, 2e-4, (1, 1, 200, 150, 80), g, causal=True)
     print(json.dumps(out))
 
 

@@ -1,13 +1,14 @@
 """Every op once per memory-safety case, small shapes: the workload compute-sanitizer runs.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [fast|float32|tiers]
+    compute-sanitizer --tool memcheck --error-exitcode 1 python tests/_sanitize.py [MODE ...]
 
 Cases (issue 11, item 6): causal (top-left T < M, bottom-right T > M: rows that see no key),
 masks (key padding with a fully masked batch, additive with -inf, dense with grouped heads),
 grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, a
-strided (B, T, H, D) view, and every sequence-length tier's cubin. Every dtype; "fast" runs
-float16 alone (racecheck is slower), "float32" float32 alone. Prints one line per case and
-"sanitize workload done" at the end.
+strided (B, T, H, D) view, every sequence-length tier's cubin and the split head-dim buckets.
+Every dtype by default. Modes: "fast" runs float16 alone (racecheck is slower), "float32"
+float32 alone; "tiers" or "split" only those cases (with "fast": in float16 alone). Prints
+one line per case and "sanitize workload done" at the end.
 """
 
 from __future__ import annotations
@@ -84,14 +85,27 @@ def _tiers(dt):
     _case("tier ragged D=72 tail_len T=300", 1, 2, 2, 300, 290, 72, dt)
 
 
+def _split(dt):
+    """The split head-dim buckets (kernels/variants.toml [split_buckets]: the 16-bit sm_90
+    forward, dQ and dK/dV in 80 = 64 + 16 and 96 = 64 + 32): fast (D fills the bucket) with
+    causal over several blocks each way, ragged (D = 88) with multi-query heads and bottom-right
+    causal (rows that see no key), T = 1; D = 72 strided (general) is a case of main()."""
+    _case("split fast D=80 causal", 2, 2, 2, 131, 200, 80, dt, causal=True)
+    _case("split ragged D=88 mqa bottom-right", 1, 4, 1, 200, 131, 88, dt, causal="bottom_right")
+    _case("split fast D=96 T=1 M=3", 1, 2, 2, 1, 3, 96, dt)
+
+
 def main():
     dtypes = ([torch.float16] if "fast" in sys.argv[1:] else [torch.float32]
               if "float32" in sys.argv[1:] else [torch.float16, torch.bfloat16, torch.float32])
-    if "tiers" in sys.argv[1:]:  # the tier cases alone, every dtype
-        for dt in (torch.float16, torch.bfloat16, torch.float32):
-            _tiers(dt)
-        print("sanitize workload done", flush=True)
-        return
+    for mode, cases, mode_dtypes in (("tiers", _tiers, (torch.float16, torch.bfloat16,
+                                                         torch.float32)),
+                                     ("split", _split, (torch.float16, torch.bfloat16))):
+        if mode in sys.argv[1:]:  # those cases alone, in their dtypes (fp16 alone with "fast")
+            for dt in mode_dtypes if "fast" not in sys.argv[1:] else (torch.float16,):
+                cases(dt)
+            print("sanitize workload done", flush=True)
+            return
     for dt in dtypes:
         _case("plain ragged", 2, 3, 3, 37, 53, 64, dt)
         _case("T=1 M=3", 1, 2, 2, 1, 3, 8, dt)
@@ -117,6 +131,8 @@ def main():
             _case("D=256 masked causal", 1, 2, 2, 40, 50, 256, dt, mask=_key_padding,
                   causal=True)
         _tiers(dt)
+        if dt != torch.float32:
+            _split(dt)
     print("sanitize workload done", flush=True)
 
 

@@ -126,14 +126,14 @@ def test_every_op_ragged_head_dims_general_flavour_matches_fp64(dtype, factor, a
 @pytest.mark.parametrize("T,M,Hkv,causal,padded", [
     (197, 197, 3, False, False), (113, 203, 1, True, False), (1023, 1024, 3, "bottom_right", False),
     (203, 113, 3, "bottom_right", False), (256, 256, 3, False, True)])
-def test_split_head_dim_buckets_forward_matches_fp64(dtype, factor, atol, D, T, M, Hkv, causal,
-                                                     padded):
-    """The 16-bit forward with 64 < D <= 96 runs in the split buckets 80 and 96 on sm_90
-    (kernels/variants.toml [split_buckets]: a 64-column lead plus a 16/32-column tail):
-    fast when D fills the bucket, ragged when D % 8 == 0, general otherwise (D = 65, or rows
-    D + 4 apart); the dispatcher's choice for these very tensors, then o, m and l against the
-    fp64 reference with the project's rule, with causal both ways (rows that see no key) and
-    multi-query heads, and every other op of the call (bucket 128) as well."""
+def test_split_head_dim_buckets_match_fp64(dtype, factor, atol, D, T, M, Hkv, causal, padded):
+    """The 16-bit forward, dQ and dK/dV kernels with 64 < D <= 96 run in the split buckets 80
+    and 96 on sm_90 (kernels/variants.toml [split_buckets]: a 64-column lead plus a 16/32-column
+    tail): fast when D fills the bucket, ragged when D % 8 == 0, general otherwise (D = 65, or
+    rows D + 4 apart); the dispatcher's choice for these very tensors, then o, m and l against
+    the fp64 reference with the project's rule, with causal both ways (rows that see no key)
+    and multi-query heads, and every op of the call (the backward's in the split buckets, the
+    others in 128) on the same operands."""
     from aot_sdpa import _C
 
     x = operands(2, 3, Hkv, T, M, D, dtype, seed=D + T)
@@ -156,6 +156,11 @@ def test_split_head_dim_buckets_forward_matches_fp64(dtype, factor, atol, D, T, 
     flavor = "fast" if fast_ok and D == bucket else "ragged" if ragged_ok and D < bucket else "general"
     if torch.cuda.get_device_capability() == (9, 0):
         assert run == f"fwd_{('fp16', 'bf16')[code]}_d{bucket}_{flavor}_sm90", run
+        # the backward's dQ (query rows) and dK/dV (keys) kernels: the same bucket and flavour
+        for op, rows in (("bwd_dq", T), ("bwd_dkdv", M)):
+            bwd = _C._select(ops.index(op), code, D, torch.cuda.current_device(), fast_ok,
+                             False, ragged_ok=ragged_ok, rows=max(T, M), extent=rows)[0]
+            assert bwd == f"{op}_{('fp16', 'bf16')[code]}_d{bucket}_{flavor}_sm90", bwd
     x64 = [t.double() for t in x]
     o64, m64, l64 = reference.forward(*x64[:3], causal=causal)
     o16, m16, l16 = reference.forward(*x[:3], causal=causal)  # torch in the input dtype
@@ -165,8 +170,8 @@ def test_split_head_dim_buckets_forward_matches_fp64(dtype, factor, atol, D, T, 
     assert_within("m", m[seen], m64[seen], m16[seen], factor,
                   atol * (1 + m64[seen].abs().max().item()))
     assert_within("l", l / l64.max(), l64 / l64.max(), l16 / l64.max(), factor, atol)
-    if not padded and T == 197:  # the call's other ops too (in bucket 128)
-        _check_every_op(1, 3, Hkv, T, M, D, dtype, factor, atol, causal, seed=D)
+    # every op on the same shapes (the backward's dQ and dK/dV in the split buckets)
+    _check_every_op(1, 3, Hkv, T, M, D, dtype, factor, atol, causal, seed=D, padded=padded)
 
 
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))

@@ -381,8 +381,17 @@ def test_dispatcher_choices_without_a_driver():
     assert _C._select_for_cc(fwd, 0, 97, 90, False, False, True)[0] == "fwd_fp16_d128_ragged_sm90"
     assert _C._select_for_cc(fwd, 2, 72, 90, False, False, True)[0] == (
         "fwd_fp32_d128_general_sm90")  # float32: no split bucket
+    # the backward's dQ and dK/dV kernels too; its z pre-pass and dK-only calls stay in 128
     assert _C._select_for_cc(ops.index("bwd_dkdv"), 0, 72, 90, False, False, True)[0] == (
-        "bwd_dkdv_fp16_d128_ragged_sm90")  # nor for the other ops
+        "bwd_dkdv_fp16_d80_ragged_sm90")
+    assert _C._select_for_cc(ops.index("bwd_dq"), 1, 96, 90, True, False)[0] == (
+        "bwd_dq_bf16_d96_fast_sm90")
+    assert _C._select_for_cc(ops.index("bwd_z_from_o"), 0, 72, 90, False, False, True)[0] == (
+        "bwd_z_from_o_fp16_d128_ragged_sm90")
+    assert _C._select_for_cc(ops.index("bwd_dk"), 0, 72, 90, False, False, True)[0] == (
+        "bwd_dk_fp16_d128_general_sm90")
+    assert _C._select_for_cc(ops.index("jvp"), 0, 72, 90, False, False, True)[0] == (
+        "jvp_fp16_d128_ragged_sm90")  # nor for the other ops
     assert _C._select_for_cc(fwd, 3, 72, 90, False, False, True) == (
         "fwd_tf32_d128_general_sm90", None, None)  # TF32 mode: its general one (no TF32 ragged)
     assert _C._select_for_cc(fwd, 0, 72, 80, False, False, True) == (

@@ -63,6 +63,27 @@ def test_cache_key_tracks_source_variant_and_version(tmp_path):
     assert base != cache_key(kdir, v, spec.abi, "3.6.0")
 
 
+def test_cache_key_follows_the_kernel_modules_a_source_imports(tmp_path):
+    """A helper module of kernels/ that an op's source imports (sdpa_fwd.py and sdpa_bwd.py:
+    _split.py) is part of that op's key; an op that does not import it keeps its key when it
+    changes (the JVP's cubins do not depend on _split.py)."""
+    from build_tools.compile_variant import kernel_modules
+
+    spec = _spec()
+    kdir = tmp_path / "kernels"
+    kdir.mkdir()
+    for f in (ROOT / "kernels").glob("*.py"):
+        (kdir / f.name).write_text(f.read_text())
+    assert kernel_modules(kdir, "sdpa_bwd.py") == ["_common.py", "_split.py", "sdpa_bwd.py"]
+    assert kernel_modules(kdir, "sdpa_jvp.py") == ["_common.py", "sdpa_jvp.py"]
+    fwd = next(v for v in spec.variants if v.source == "sdpa_fwd.py")
+    jvp = next(v for v in spec.variants if v.source == "sdpa_jvp.py")
+    before = [cache_key(kdir, v, spec.abi, "3.6.0") for v in (fwd, jvp)]
+    (kdir / "_split.py").write_text((kdir / "_split.py").read_text() + "\nX = 1\n")
+    after = [cache_key(kdir, v, spec.abi, "3.6.0") for v in (fwd, jvp)]
+    assert after[0] != before[0] and after[1] == before[1]
+
+
 def test_cache_key_text_is_python_source_not_a_tree_dump():
     """The hashed text is the docstring-free source (ast.unparse), a fixed point of itself,
     with no node field names: ast.dump's text gains fields with new Python versions (3.12:
@@ -206,12 +227,14 @@ def test_split_buckets_where_the_table_says_with_their_own_checks(tmp_path):
     split = [v for v in spec.variants if v.head_dim & (v.head_dim - 1)]
     assert {v.head_dim for v in split} == {80, 96}
     assert {(v.op, v.arch, v.dtype, v.flavor) for v in split} == {
-        ("fwd", 90, dt, f) for dt in ("fp16", "bf16") for f in ("general", "fast", "ragged")}
+        (op, 90, dt, f) for op in ("fwd", "bwd_dq", "bwd_dkdv") for dt in ("fp16", "bf16")
+        for f in ("general", "fast", "ragged")}
     assert all(v.max_len is None and v.masked == 0 for v in split)
     # a call with a mask there runs bucket 128's masked flavours, which still exist
-    assert {(v.dtype, v.flavor) for v in spec.variants if v.op == "fwd" and v.head_dim == 128
-            and v.arch == 90 and v.flavor in ("masked", "masked_fast")} >= {
-        (dt, f) for dt in ("fp16", "bf16") for f in ("masked", "masked_fast")}
+    for op in ("fwd", "bwd_dq", "bwd_dkdv"):
+        assert {(v.dtype, v.flavor) for v in spec.variants if v.op == op and v.head_dim == 128
+                and v.arch == 90 and v.flavor in ("masked", "masked_fast")} >= {
+            (dt, f) for dt in ("fp16", "bf16") for f in ("masked", "masked_fast")}, op
     text = (ROOT / "kernels" / "variants.toml").read_text()
     assert "buckets = [80, 96]\n" in text and 'flavors = ["general", "fast", "ragged"]\n' in text
     path = tmp_path / "variants.toml"

@@ -35,9 +35,11 @@ def test_every_op_runs_in_the_interpreter(interpreted):
     assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
             "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"} <= ops
     assert any("fp16" in key for key in interpreted) and any("fp32" in key for key in interpreted)
-    # the forward's split buckets (80 and 96: kernels/variants.toml [split_buckets])
-    assert {d for d in (" D72", " D96") if any(k.startswith("fwd[0] fp16") and d in k
-                                               for k in interpreted)} == {" D72", " D96"}
+    # the split buckets (80 and 96: kernels/variants.toml [split_buckets]) of the forward and
+    # of the backward's dQ and dK/dV kernels
+    for op in ("fwd[0]", "bwd(o)[0]", "bwd(stats)[1]"):
+        assert {d for d in (" D72", " D96") if any(k.startswith(f"{op} fp16") and d in k
+                                                   for k in interpreted)} == {" D72", " D96"}
     every = {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
              "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"}
     masked = {key.split()[0].split("[")[0] for key in interpreted if " mask(" in key}
