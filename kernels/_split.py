@@ -7,6 +7,7 @@ has one accumulator per part, so a head dim of 72 costs products 80 columns wide
 
 import triton
 import triton.language as tl
+from _common import block_offsets, load_rows, store_rows
 
 
 @triton.constexpr_function
@@ -29,8 +30,35 @@ def is_split(head_dim):
 
 
 @triton.jit
-def tail_cols(D, LEAD_DIM: tl.constexpr, TAIL_DIM: tl.constexpr):
-    """The tail part's head-dim offsets, LEAD_DIM .. LEAD_DIM + TAIL_DIM - 1, and their mask < D
-    (the lead's come from block_offsets with HEAD_DIM = LEAD_DIM)."""
+def split_offsets(pid, BLOCK_ROWS: tl.constexpr, BLOCK_INNER: tl.constexpr,
+                  LEAD_DIM: tl.constexpr, TAIL_DIM: tl.constexpr, n_rows, D):
+    """block_offsets for a split bucket: this program's rows, the inner-loop offsets, the lead
+    part's head-dim offsets 0 .. LEAD_DIM - 1 and the tail's LEAD_DIM .. LEAD_DIM + TAIL_DIM - 1,
+    with their masks (rows < n_rows, columns < D)."""
+    rows, inner, offs_d, row_ok, d_ok = block_offsets(pid, BLOCK_ROWS, BLOCK_INNER, LEAD_DIM,
+                                                      n_rows, D)
     offs_t = LEAD_DIM + tl.arange(0, TAIL_DIM)
-    return offs_t, offs_t < D
+    return rows, inner, offs_d, row_ok, d_ok, offs_t, offs_t < D
+
+
+@triton.jit
+def load_rows_split(base, off_z, off_h, stride_z, stride_h, stride_row, rows, row_ok, offs_d,
+                    d_ok, offs_t, t_ok, EVEN_D: tl.constexpr):
+    """The lead and tail parts of a (rows x HEAD_DIM) tile of batch off_z, head off_h (load_rows
+    of each part's columns)."""
+    lead = load_rows(base, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_d, row_ok,
+                     d_ok, EVEN_D)
+    tail = load_rows(base, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_t, row_ok,
+                     t_ok, EVEN_D)
+    return lead, tail
+
+
+@triton.jit
+def store_rows_split(base, lead, tail, scale, off_z, off_h, stride_z, stride_h, stride_row, rows,
+                     row_ok, offs_d, d_ok, offs_t, t_ok, EVEN_D: tl.constexpr):
+    """Store a tile's lead and tail parts, each times `scale` (a scalar or a column of row
+    factors; 1.0 for none), into rows of batch off_z, head off_h (store_rows), the lead first."""
+    store_rows(base, lead * scale, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_d,
+               row_ok, d_ok, EVEN_D)
+    store_rows(base, tail * scale, off_z, off_h, stride_z, stride_h, stride_row, rows, offs_t,
+               row_ok, t_ok, EVEN_D)

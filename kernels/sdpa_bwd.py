@@ -55,7 +55,7 @@ from _common import (
     store_rows,
     unseen_rows_to_zero,
 )
-from _split import is_split, split_lead, tail_cols
+from _split import is_split, load_rows_split, split_lead, split_offsets, store_rows_split
 
 
 @triton.jit
@@ -385,17 +385,12 @@ def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
     mask, no atomic dQ): the same equations and sweeps (per query head of the group: the
     partial blocks masked, the whole ones unmasked, the ragged tail masked), every product
     over the head dim the sum of a lead and a tail product, dK and dV one accumulator per part."""
-    offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
-                                                       LEAD_DIM, M, D)
-    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
-    k = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_d, n_ok, d_ok,
-                  EVEN_D)
-    k_t = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_t, n_ok, t_ok,
-                    EVEN_D)
-    v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok, d_ok,
-                  EVEN_D)
-    v_t = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_t, n_ok, t_ok,
-                    EVEN_D)
+    offs_n, offs_m, offs_d, n_ok, d_ok, offs_t, t_ok = split_offsets(
+        tl.program_id(0), BLOCK_N, BLOCK_M, LEAD_DIM, TAIL_DIM, M, D)
+    k, k_t = load_rows_split(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, n_ok, offs_d,
+                             d_ok, offs_t, t_ok, EVEN_D)
+    v, v_t = load_rows_split(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, n_ok, offs_d,
+                             d_ok, offs_t, t_ok, EVEN_D)
     dk = tl.zeros([BLOCK_N, LEAD_DIM], tl.float32)
     dk_t = tl.zeros([BLOCK_N, TAIL_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, LEAD_DIM], tl.float32)
@@ -429,15 +424,11 @@ def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
                                                    EVEN_D, True, INPUT_PRECISION, COMPUTE_DK,
                                                    COMPUTE_DV, LSE2)
     if COMPUTE_DK:
-        store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
-                   offs_d, n_ok, d_ok, EVEN_D)
-        store_rows(DK, dk_t * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
-                   offs_t, n_ok, t_ok, EVEN_D)
+        store_rows_split(DK, dk, dk_t, sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn,
+                         offs_n, n_ok, offs_d, d_ok, offs_t, t_ok, EVEN_D)
     if COMPUTE_DV:
-        store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d, n_ok,
-                   d_ok, EVEN_D)
-        store_rows(DV, dv_t, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_t,
-                   n_ok, t_ok, EVEN_D)
+        store_rows_split(DV, dv, dv_t, 1.0, off_z, off_h, stride_dvz, stride_dvh, stride_dvn,
+                         offs_n, n_ok, offs_d, d_ok, offs_t, t_ok, EVEN_D)
 
 
 @triton.jit
@@ -717,17 +708,12 @@ def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_q
     """_sdpa_bwd_dq_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (_split;
     no mask): the same equations and sweeps, every product over the head dim the sum of a lead
     and a tail product, dQ one accumulator per part."""
-    offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty), BLOCK_M,
-                                                       BLOCK_N, LEAD_DIM, T, D)
-    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
-    q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok, d_ok,
-                  EVEN_D)
-    q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
-                    EVEN_D)
-    do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
-                   d_ok, EVEN_D)
-    do_t = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_t, m_ok,
-                     t_ok, EVEN_D)
+    offs_m, offs_n, offs_d, m_ok, d_ok, offs_t, t_ok = split_offsets(
+        query_block(Q.dtype.element_ty), BLOCK_M, BLOCK_N, LEAD_DIM, TAIL_DIM, T, D)
+    q, q_t = load_rows_split(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, m_ok, offs_d,
+                             d_ok, offs_t, t_ok, EVEN_D)
+    do, do_t = load_rows_split(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, m_ok,
+                               offs_d, d_ok, offs_t, t_ok, EVEN_D)
     m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
                                stride_lz, stride_lh, stride_lm, offs_m, m_ok, Q.dtype.element_ty)
     z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
@@ -747,10 +733,8 @@ def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_q
                                    stride_kn, stride_vn, n_full, n_hi, M, lim, offs_n, offs_d,
                                    d_ok, offs_t, t_ok, qk_scale, BLOCK_N, EVEN_D, True,
                                    INPUT_PRECISION)
-    store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m, offs_d,
-               m_ok, d_ok, EVEN_D)
-    store_rows(DQ, dq_t * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
-               offs_t, m_ok, t_ok, EVEN_D)
+    store_rows_split(DQ, dq, dq_t, sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm,
+                     offs_m, m_ok, offs_d, d_ok, offs_t, t_ok, EVEN_D)
 
 
 @triton.jit

@@ -18,7 +18,7 @@ from _common import (
     row_limits,
     store_rows,
 )
-from _split import is_split, split_lead, tail_cols
+from _split import is_split, load_rows_split, split_lead, split_offsets, store_rows_split
 
 
 @triton.jit
@@ -72,13 +72,10 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_
     """_sdpa_fwd_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (no mask):
     the same equations, with every product over the head dim the sum of a lead and a tail
     product, so a head dim of 72 costs products of 80 columns, not 128."""
-    offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty), BLOCK_M,
-                                                       BLOCK_N, LEAD_DIM, T, D)
-    offs_t, t_ok = tail_cols(D, LEAD_DIM, TAIL_DIM)
-    q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok, d_ok,
-                  EVEN_D)
-    q_t = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_t, m_ok, t_ok,
-                    EVEN_D)
+    offs_m, offs_n, offs_d, m_ok, d_ok, offs_t, t_ok = split_offsets(
+        query_block(Q.dtype.element_ty), BLOCK_M, BLOCK_N, LEAD_DIM, TAIL_DIM, T, D)
+    q, q_t = load_rows_split(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, m_ok, offs_d,
+                             d_ok, offs_t, t_ok, EVEN_D)
     k_base, v_base, qk_scale, m_i, l_i = _sweep_start(K, V, off_z, off_h, stride_kz, stride_kh,
                                                       stride_vz, stride_vh, sm_scale, BLOCK_M)
     acc = tl.zeros([BLOCK_M, LEAD_DIM], tl.float32)
@@ -96,10 +93,8 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_
                                                 offs_n, offs_d, d_ok, offs_t, t_ok, qk_scale,
                                                 BLOCK_N, EVEN_D, True, INPUT_PRECISION)
     inv_l = 1.0 / tl.where(l_i > 0.0, l_i, 1.0)  # l = 0: a row that saw no key
-    store_rows(O, acc * inv_l[:, None], off_z, off_h, stride_oz, stride_oh, stride_om, offs_m,
-               offs_d, m_ok, d_ok, EVEN_D)
-    store_rows(O, acc_t * inv_l[:, None], off_z, off_h, stride_oz, stride_oh, stride_om, offs_m,
-               offs_t, m_ok, t_ok, EVEN_D)
+    store_rows_split(O, acc, acc_t, inv_l[:, None], off_z, off_h, stride_oz, stride_oh, stride_om,
+                     offs_m, m_ok, offs_d, d_ok, offs_t, t_ok, EVEN_D)
     s_off = off_z * stride_sz + off_h * stride_sh + offs_m * stride_sm
     tl.store(Mstat + s_off, m_i * LN2, mask=m_ok)  # base-2 max -> natural units
     tl.store(Lstat + s_off, l_i, mask=m_ok)
