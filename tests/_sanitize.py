@@ -89,8 +89,10 @@ def _split(dt):
     """The split head-dim buckets (kernels/variants.toml [split_buckets]: the 16-bit sm_90
     forward, dQ and dK/dV in 80 = 64 + 16 and 96 = 64 + 32): fast (D fills the bucket) with
     causal over several blocks each way, ragged (D = 88) with multi-query heads and bottom-right
-    causal (rows that see no key), T = 1; D = 72 strided (general) is a case of main()."""
+    causal (rows that see no key), ragged D = 72 (bucket 80's own tiles) with grouped heads,
+    T = 1; D = 72 strided (general) is a case of main()."""
     _case("split fast D=80 causal", 2, 2, 2, 131, 200, 80, dt, causal=True)
+    _case("split ragged D=72 gqa", 2, 4, 2, 113, 150, 72, dt)
     _case("split ragged D=88 mqa bottom-right", 1, 4, 1, 200, 131, 88, dt, causal="bottom_right")
     _case("split fast D=96 T=1 M=3", 1, 2, 2, 1, 3, 96, dt)
 
