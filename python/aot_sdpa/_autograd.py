@@ -111,6 +111,9 @@ class _Fwd(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _library.fwd_setup_context(ctx, inputs, output)  # the custom operator's, shared
+        # m and l take no gradient: their grads reach backward as None instead of zeros
+        # that autograd would fill (a fill kernel per backward; fwd_backward takes None)
+        ctx.set_materialize_grads(False)
         (q, k, v, *_), (_, m, l) = inputs, output
         ctx.save_for_forward(q, k, v, m, l)
 
