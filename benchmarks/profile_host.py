@@ -28,7 +28,7 @@ def main():
     named = dict(Q=q, K=k, V=v, Bias=None, O=o, Mstat=m, Lstat=l)
     fwd = OPS["fwd"].index
     ptrs, strides = _C._pack_named(fwd, named)
-    ints = (B, H, T, T, D, 0, T, T - 1, 0)  # Z H T M D HAS_TDO Q_LEN DIAG HAS_BIAS
+    ints = (B, H, T, T, D, 0, T, T - 1, 0, 1)  # Z H T M D HAS_TDO Q_LEN DIAG HAS_BIAS HAS_O
     stream = torch._C._cuda_getCurrentRawStream(0)
     bias = _ops.bias_from_mask(mask)
     bv = _ops._bias_view(bias, q, k)

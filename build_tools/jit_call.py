@@ -71,7 +71,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     every = [p.name for p in params]
     runtime = [p.name for p in params if "constexpr" not in str(p.annotation)]
     ints = dict(zip(spec.abi["i32_scalars"],
-                    (*sizes, has_tdo, *(causal or (T, M - 1)), int(bias is not None))))
+                    (*sizes, has_tdo, *(causal or (T, M - 1)), int(bias is not None),
+                     int(tensors.get("O") is not None))))
     if "Bias" in runtime:
         tensors = {**tensors, "Bias": bias}
     device = next(t.device for t in tensors.values() if t is not None)

@@ -62,7 +62,7 @@ PyObject* g_no_kernel_error = nullptr; // aot_sdpa.NoKernelError
 enum { kQ, kK, kV, kO, kM, kL, kNull, kNumSlots };
 const char* const kSlotNames[] = {"Q", "K", "V", "O", "Mstat", "Lstat", "Bias"};
 const char* const kIntNames[AOT_NUM_INTS] = {"Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG",
-                                             "HAS_BIAS"};
+                                             "HAS_BIAS", "HAS_O"};
 
 /* A new reference to torch.<dotted name>, or nullptr (the Python error cleared). */
 PyObject* torch_attr(PyObject* torch, const char* a, const char* b = nullptr) {
@@ -492,7 +492,7 @@ PyObject* fwd_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     const int32_t ints[AOT_NUM_INTS] = {
         static_cast<int32_t>(c.B), static_cast<int32_t>(c.H), static_cast<int32_t>(c.T),
         static_cast<int32_t>(c.M), static_cast<int32_t>(c.D), 0, static_cast<int32_t>(c.T),
-        static_cast<int32_t>(diag), 0};  // Z H T M D HAS_TDO Q_LEN DIAG HAS_BIAS
+        static_cast<int32_t>(diag), 0, 1};  // Z H T M D HAS_TDO Q_LEN DIAG HAS_BIAS HAS_O
     Ref index(PyLong_FromLongLong(dev));
     if (index.p == nullptr) return nullptr;
     Ref stream_obj(PyObject_CallOneArg(t.raw_stream, index.p));

@@ -7,7 +7,7 @@
 #include <cuda.h>
 
 #define AOT_MAX_DEVICES 64
-#define AOT_NUM_INTS 9 /* Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS (variants.toml [abi] i32_scalars) */
+#define AOT_NUM_INTS 10 /* Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS, HAS_O (variants.toml [abi] i32_scalars) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,7 +40,7 @@ typedef struct aot_call {
     int device;
     const uint64_t* ptrs;
     const int64_t* strides;
-    const int32_t* ints; /* AOT_NUM_INTS entries: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS */
+    const int32_t* ints; /* AOT_NUM_INTS entries: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS, HAS_O */
     float scale;
 } aot_call_t;
 

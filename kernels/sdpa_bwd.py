@@ -11,7 +11,8 @@ With S = scale * Q K^T and P = exp(S - m) / l (m, l given, not recomputed):
 or causal, or with B_ij > -inf: see _common); P is 0 elsewhere, and on rows that see no key
 (m = -inf, l = 0), whose derivatives are therefore 0.
 The z pre-pass writes z into Zbuf, a (Z*H, T) float32 plane, and for 16-bit data a second
-plane: each row's base-2 log-sum-exp lse2_i = m_i log2(e) + log2(l_i) (+inf on rows that see
+plane (given the forward's O, the dQ kernel, launched first, forms and writes both itself:
+HAS_O): each row's base-2 log-sum-exp lse2_i = m_i log2(e) + log2(l_i) (+inf on rows that see
 no key), so that the dK/dV loop of 16-bit data gets P_ij = exp2(s2_ij - lse2_i) from one
 load per row (no m log2(e), reciprocal or multiply by 1/l per row and query block:
 389 -> 271 SASS instructions per iteration, sm_90 fp16 D = 128). float32 keeps (m, 1/l) there: rounding
@@ -71,6 +72,12 @@ def _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, rows, row_ok, dtype: tl.const
 
 
 @triton.jit
+def _dot_rows(o, do):
+    """z_i = sum_d dO_id * O_id of a tile's rows, in float32."""
+    return tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+
+
+@triton.jit
 def _sdpa_bwd_z_from_o_kernel(
     O, DO, Mstat, Lstat, Zbuf,
     stride_oz, stride_oh, stride_om,
@@ -89,7 +96,7 @@ def _sdpa_bwd_z_from_o_kernel(
                       d_ok, EVEN_D)
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
-        z = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        z = _dot_rows(o, do)
         # the stats only feed lse2: float32 stores none, and its loads compile away
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
                                    stride_lz, stride_lh, stride_lm, offs_m, m_ok,
@@ -699,10 +706,11 @@ def _dq_split_inner(dq, dq_t, q, q_t, do, do_t, m2, inv_l, z, k_base, v_base, st
 
 
 @triton.jit
-def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
+def _dq_split(Q, K, V, DO, O, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
               stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_doz,
-              stride_doh, stride_dom, stride_dqz, stride_dqh, stride_dqm, stride_mz, stride_mh,
-              stride_mm, stride_lz, stride_lh, stride_lm, off_z, off_h, bh, T, M, D, Q_LEN, DIAG,
+              stride_doh, stride_dom, stride_oz, stride_oh, stride_om, stride_dqz, stride_dqh,
+              stride_dqm, stride_mz, stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, off_z,
+              off_h, bh, Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
               TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """_sdpa_bwd_dq_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (_split;
@@ -716,7 +724,13 @@ def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_q
                                offs_d, d_ok, offs_t, t_ok, EVEN_D)
     m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
                                stride_lz, stride_lh, stride_lm, offs_m, m_ok, Q.dtype.element_ty)
-    z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
+    if HAS_O:  # z from dO . O (lead + tail columns), stored for the dK/dV kernel
+        o, o_t = load_rows_split(O, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, m_ok,
+                                 offs_d, d_ok, offs_t, t_ok, EVEN_D)
+        z = _dot_rows(o, do) + _dot_rows(o_t, do_t)
+        _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, Q.dtype.element_ty)
+    else:
+        z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
     k_base = K + off_z * stride_kz + off_h * stride_kh
     v_base = V + off_z * stride_vz + off_h * stride_vh
     dq = tl.zeros([BLOCK_M, LEAD_DIM], tl.float32)
@@ -739,22 +753,27 @@ def _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_q
 
 @triton.jit
 def _sdpa_bwd_dq_kernel(
-    Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DQ,
+    Q, K, V, DO, O, Bias, Mstat, Lstat, Zbuf, DQ,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
     stride_vz, stride_vh, stride_vn,
     stride_doz, stride_doh, stride_dom,
+    stride_oz, stride_oh, stride_om,
     stride_dqz, stride_dqh, stride_dqm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
     stride_biasz, stride_biash, stride_biasm,
-    Z, H, T, M, D, Q_LEN, DIAG,
+    Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head).
 
+    z: with HAS_O (a runtime flag: the forward's O is given) the program forms its rows'
+    z_i = dO_i . O_i itself and stores it, with lse2 (_store_z_lse2), into Zbuf for the dK/dV
+    kernel launched after it: no z pre-pass (a launch and a read of dO fewer). Else it reads
+    the pre-pass's z from Zbuf (O null).
     A HEAD_DIM that is not a power of two is a split bucket (_split; kernels/variants.toml
     [split_buckets]): _dq_split, no mask there (MASKED = 0)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
@@ -762,11 +781,12 @@ def _sdpa_bwd_dq_kernel(
         tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
         LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
         if valid:
-            _dq_split(Q, K, V, DO, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
-                      stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_doz,
-                      stride_doh, stride_dom, stride_dqz, stride_dqh, stride_dqm, stride_mz,
-                      stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, off_z, off_h, bh, T,
-                      M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
+            _dq_split(Q, K, V, DO, O, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh,
+                      stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
+                      stride_doz, stride_doh, stride_dom, stride_oz, stride_oh, stride_om,
+                      stride_dqz, stride_dqh, stride_dqm, stride_mz, stride_mh, stride_mm,
+                      stride_lz, stride_lh, stride_lm, off_z, off_h, bh, Z, H, T, M, D, Q_LEN,
+                      DIAG, HAS_O, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
                       INPUT_PRECISION)
     elif valid:
         offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
@@ -778,7 +798,13 @@ def _sdpa_bwd_dq_kernel(
         m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
                                    stride_lz, stride_lh, stride_lm, offs_m, m_ok,
                                    Q.dtype.element_ty)
-        z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
+        if HAS_O:  # z from dO . O, stored for the dK/dV kernel
+            o = load_rows(O, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok,
+                          d_ok, EVEN_D)
+            z = _dot_rows(o, do)
+            _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, Q.dtype.element_ty)
+        else:
+            z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
         k_base = K + off_z * stride_kz + off_h * stride_kh
         v_base = V + off_z * stride_vz + off_h * stride_vh
         dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)

@@ -82,10 +82,9 @@ def test_every_op_gets_its_tensors_by_name(recorder):
     # per op, its last launch above is checked
     expected = {
         "fwd": dict(qkv, O=o, Mstat=mo, Lstat=lo),
-        "bwd_z_from_o": dict(O=o, DO=do, Mstat=m, Lstat=l),
         "bwd_z_from_stats": dict(qkv, DO=do, Mstat=m, Lstat=l),
         "bwd_dkdv": dict(qkv, DO=do, Mstat=m, Lstat=l, DK=dk, DV=dv),
-        "bwd_dq": dict(qkv, DO=do, Mstat=m, Lstat=l, DQ=dq1),
+        "bwd_dq": dict(qkv, DO=do, O=None, Mstat=m, Lstat=l, DQ=dq1),
         "bwd_dk": dict(qkv, DO=do, Mstat=m, Lstat=l, DK=dk1, DV=None),
         "bwd_dv": dict(qkv, DO=do, Mstat=m, Lstat=l, Zbuf=None, DK=None, DV=dv1),
         "jvp": dict(qkv, TQ=tq, TK=tk, TV=tv, Mstat=m, Lstat=l, TO=to),
@@ -95,16 +94,20 @@ def test_every_op_gets_its_tensors_by_name(recorder):
         "bwd_jvp_dkdv": dict(qkv, TQ=tq, TK=tk, TV=tv, DO=do, TDO=tdo, Mstat=m, Lstat=l,
                              HK=hk, HV=hv),
     }
-    # bwd_fused (float32 only): test_fused_backward_gets_its_tensors_by_name
-    assert set(expected) | {"bwd_fused"} == set(OPS), "a new op needs its expectations here"
+    # bwd_fused and its z pre-pass from o (float32 only):
+    # test_fused_backward_gets_its_tensors_by_name
+    assert set(expected) | {"bwd_fused", "bwd_z_from_o"} == set(OPS), \
+        "a new op needs its expectations here"
     for name, want in expected.items():  # no attention mask: a null Bias
         if "Bias" in OPS[name].pointers:
             want["Bias"] = None
     _check(recorder, expected)
-    # the sizes, the HAS_TDO flag, (no causal mask) Q_LEN = T, DIAG = M - 1 and HAS_BIAS = 0
+    # the sizes, the HAS_TDO flag, (no causal mask) Q_LEN = T, DIAG = M - 1, HAS_BIAS = 0 and
+    # HAS_O (1 where a tensor named O is passed)
     last = {c[0]: c for c in recorder.calls}
-    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1, T, M - 1, 0)
-    assert last["fwd"][3] == (B, H, T, M, D, 0, T, M - 1, 0)
+    assert last["bwd_jvp_dq"][3] == (B, H, T, M, D, 1, T, M - 1, 0, 0)
+    assert last["fwd"][3] == (B, H, T, M, D, 0, T, M - 1, 0, 1)
+    assert last["bwd_dq"][3] == (B, H, T, M, D, 0, T, M - 1, 0, 0)
     recorder.calls.clear()
     aot_sdpa.sdpa_bwd_jvp(q, k, v, do, m, l, tq, tk, tv)
     for name, ptrs, _, ints, _ in recorder.calls:
@@ -124,10 +127,17 @@ def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv):
     k, v = _t(B, Hkv, M, D, dtype=torch.float32), _t(B, Hkv, M, D, dtype=torch.float32)
     m, l = torch.randn(B, H, T), torch.rand(B, H, T) + 1
     recorder.fused = True
+    o = _t(B, H, T, D, dtype=torch.float32)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)  # bwd_fused needs every row's z first: the pre-pass
+    assert [c[0] for c in recorder.calls] == ["bwd_z_from_o", "bwd_fused"]
+    fold = _ops._fold if Hkv != H else (lambda x, _: x)
+    _check(recorder, {"bwd_z_from_o": dict(O=fold(o, Hkv), DO=fold(do, Hkv), Mstat=fold(m, Hkv),
+                                           Lstat=fold(l, Hkv))})
+    recorder.calls.clear()
+    recorder.tensors.clear()
     dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
     assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_fused"]
     assert (dq == 0).all()  # the recorder launches nothing: what the kernel gets is zeros
-    fold = _ops._fold if Hkv != H else (lambda x, _: x)
     named = dict(recorder.tensors)["bwd_fused"]
     assert named["DQ"].data_ptr() == dq.data_ptr() and named["Zbuf"] is dict(
         recorder.tensors)["bwd_z_from_stats"]["Zbuf"]
@@ -135,26 +145,40 @@ def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv):
                                         Mstat=fold(m, Hkv), Lstat=fold(l, Hkv), DK=dk, DV=dv,
                                         DQ=fold(dq, Hkv))})
     recorder.calls.clear()
-    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=torch.ones(B, 1, 1, M, dtype=torch.bool))
-    assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_dkdv", "bwd_dq"]
+    mask = torch.ones(B, 1, 1, M, dtype=torch.bool)
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=mask)
+    assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_dq", "bwd_dkdv"]
+    recorder.calls.clear()
+    aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, mask=mask)  # dQ forms z from o
+    assert [c[0] for c in recorder.calls] == ["bwd_dq", "bwd_dkdv"]
 
 
 @pytest.mark.parametrize("dtype,planes", [(torch.float16, 2), (torch.bfloat16, 2), (torch.float32, 1)])
 @pytest.mark.parametrize("with_o", [True, False])
 @pytest.mark.parametrize("Hkv", [3, 1])
 def test_z_buffer_has_the_lse2_plane(recorder, with_o, Hkv, dtype, planes):
-    """The z pre-pass (from o, or from the stats) gets m, l and a contiguous float32 buffer of
-    (Z, H, T) planes on the kernels' (folded) grid: z, then for 16-bit data lse2, which the
-    dK/dV kernel of the same call reads (the same buffer; float32's reads m and l, so it has
-    no lse2 plane); dQ reads z from it too."""
+    """The kernel that forms z gets m, l and a contiguous float32 buffer of (Z, H, T) planes
+    on the kernels' (folded) grid to fill: z, then for 16-bit data lse2, which the dK/dV kernel
+    of the same call, launched after it, reads (the same buffer; float32's reads m and l, so it
+    has no lse2 plane). Given o that is the dQ kernel, launched first with o and HAS_O = 1 (no
+    pre-pass); without o the z pre-pass from the stats, and dQ reads z (O null, HAS_O = 0)."""
     B, H, T, M, D = 2, 3, 5, 7, 16
     q, do = _t(B, H, T, D, dtype=dtype), _t(B, H, T, D, dtype=dtype)
     k, v = _t(B, Hkv, M, D, dtype=dtype), _t(B, Hkv, M, D, dtype=dtype)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
     recorder.tensors.clear()
+    recorder.calls.clear()
     aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o if with_o else None)
     named = dict(recorder.tensors)
-    z = named["bwd_z_from_o" if with_o else "bwd_z_from_stats"]
+    order = [c[0] for c in recorder.calls]
+    assert order == (["bwd_dq", "bwd_dkdv"] if with_o
+                     else ["bwd_z_from_stats", "bwd_dq", "bwd_dkdv"])
+    assert recorder.calls[order.index("bwd_dq")][3][9] == int(with_o)  # HAS_O
+    z = named[order[0]]
+    if with_o:
+        assert z["O"].data_ptr() == o.data_ptr()
+    else:
+        assert named["bwd_dq"]["O"] is None
     assert z["Mstat"].data_ptr() == m.data_ptr() and z["Lstat"].data_ptr() == l.data_ptr()
     zbuf = z["Zbuf"]
     assert zbuf.dtype == torch.float32 and zbuf.is_contiguous()
@@ -183,6 +207,7 @@ def test_causal_passes_query_length_and_diagonal(recorder, causal, diag, Hkv):
         aot_sdpa.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hkv != H)
     recorder.fused = True  # the one-kernel float32 backward
     aot_sdpa.sdpa_bwd(*(x.float() for x in (q, k, v, do)), m, l, causal=causal)
+    aot_sdpa.sdpa_bwd(*(x.float() for x in (q, k, v, do)), m, l, o=o.float(), causal=causal)
     seen = set()
     for name, _, _, ints, _ in recorder.calls:
         seen.add(name)
@@ -355,7 +380,7 @@ def test_mask_reaches_every_kernel_as_a_bias_view(recorder, case):
     seen = set()
     for name, ptrs, strides, ints, _ in recorder.calls:
         abi = OPS[name]
-        assert ints[-1] == 1, name
+        assert ints[INT_NAMES.index("HAS_BIAS")] == 1, name
         assert name not in ("bwd_dk", "bwd_dv"), "masked dK/dV-only calls run bwd_dkdv"
         if "Bias" not in abi.pointers:
             continue
@@ -420,7 +445,7 @@ def test_padding_fast_runs_for_key_padding_masks_only():
     assert not padding(op, dict(x, Bias=per_row, **stats))
     assert not padding(op, dict(x, Bias=per_head_row, **stats))
     # the dense mask still meets the fast condition: it runs masked_fast
-    ints = (B, H, T, T, D, 0, T, T - 1, 1)
+    ints = (B, H, T, T, D, 0, T, T - 1, 1, 0)
     assert aot_sdpa._C._fast_ok(op, dict(x, Bias=per_row, **stats), ints)
     # which variant each case runs (sm_90 fp16 and fp32: padding_fast is 16-bit only)
     sel = aot_sdpa._C._select_for_cc
@@ -454,7 +479,7 @@ def test_fast_flavour_needs_unit_stride_stats():
     B, H, T, D = 2, 3, 32, 64
     x = {n: torch.zeros(B, H, T, D, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DK", "DV")}
     m, l = torch.zeros(B, H, T), torch.zeros(B, H, T)
-    ints = (B, H, T, T, D, 0, T, T - 1, 0)
+    ints = (B, H, T, T, D, 0, T, T - 1, 0, 0)
     op = OPS["bwd_dkdv"].index
 
     def fast(**over):
@@ -473,21 +498,21 @@ def test_fast_flavour_needs_unit_stride_stats():
     big = 2**31 // (64 * 2)  # rows: max(T, M) * 64 is ~2**30, fits
     assert aot_sdpa._C._fast_ok(op, dict(x, Bias=None, Mstat=m, Lstat=l,
                                          Zbuf=torch.zeros(B * H, T)),
-                                (B, H, big, big, D, 0, big, big - 1, 0))
+                                (B, H, big, big, D, 0, big, big - 1, 0, 0))
     for t, m_ in ((2 * big, 1), (1, 2 * big)):  # rows * 64 reach 2**31: T or M alone decides
         assert not aot_sdpa._C._fast_ok(op, dict(x, Bias=None, Mstat=m, Lstat=l,
                                                  Zbuf=torch.zeros(B * H, T)),
-                                        (B, H, t, m_, D, 0, t, m_ - 1, 0))
+                                        (B, H, t, m_, D, 0, t, m_ - 1, 0, 0))
     # the ragged flavour's condition (a head dim below its bucket): fast's with strides and D
     # multiples of 8; the dispatcher then picks it for D < bucket
     D72 = 72
     y = {n: torch.zeros(B, H, T, D72, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DK",
                                                                       "DV")}
-    ints72 = (B, H, T, T, D72, 0, T, T - 1, 0)
+    ints72 = (B, H, T, T, D72, 0, T, T - 1, 0, 0)
     ty = dict(y, Bias=None, Mstat=m, Lstat=l, Zbuf=torch.zeros(B * H, T))
     assert aot_sdpa._C._fast_ok(op, ty, ints72, ragged=True)
     assert not aot_sdpa._C._fast_ok(op, ty, ints72)  # 72 % 16: never the fast condition
-    assert not aot_sdpa._C._fast_ok(op, ty, (B, H, T, T, 70, 0, T, T - 1, 0), ragged=True)
+    assert not aot_sdpa._C._fast_ok(op, ty, (B, H, T, T, 70, 0, T, T - 1, 0, 0), ragged=True)
     rows76 = torch.zeros(B, H, T, 76, dtype=torch.float16)[..., :D72]  # row stride 76 % 8 = 4
     assert not aot_sdpa._C._fast_ok(op, dict(ty, Q=rows76), ints72, ragged=True)
     shifted = torch.zeros(B * H * T * D72 + 1, dtype=torch.float16)[1:].view(B, H, T, D72)
@@ -499,3 +524,21 @@ def test_fast_flavour_needs_unit_stride_stats():
     t = dict(Q=x["Q"], K=x["K"], V=x["V"], Bias=None, O=x["DK"], Mstat=m, Lstat=l)
     assert aot_sdpa._C._fast_ok(fwd, t, ints)
     assert not aot_sdpa._C._fast_ok(fwd, dict(t, Mstat=torch.zeros(B, H, 2 * T)[..., ::2]), ints)
+
+
+def test_dq_fast_condition_covers_the_optional_o():
+    """The dQ kernel takes the forward's O where given (HAS_O: it forms z from it), so its
+    hinted flavours' condition holds O to the data rules (16-byte aligned, row stride % 16);
+    without O (a null pointer, zero strides) the rest decides alone."""
+    B, H, T, D = 2, 3, 32, 64
+    x = {n: torch.zeros(B, H, T, D, dtype=torch.float16) for n in ("Q", "K", "V", "DO", "DQ")}
+    t = dict(x, Bias=None, Mstat=torch.zeros(B, H, T), Lstat=torch.zeros(B, H, T),
+             Zbuf=torch.zeros(2 * B * H, T))
+    op = OPS["bwd_dq"].index
+    ints = (B, H, T, T, D, 0, T, T - 1, 0, 1)
+    assert aot_sdpa._C._fast_ok(op, dict(t, O=torch.zeros(B, H, T, D, dtype=torch.float16)), ints)
+    assert aot_sdpa._C._fast_ok(op, dict(t, O=None), ints[:9] + (0,))
+    shifted = torch.zeros(B * H * T * D + 1, dtype=torch.float16)[1:].view(B, H, T, D)
+    assert not aot_sdpa._C._fast_ok(op, dict(t, O=shifted), ints)  # a 2-byte offset
+    rows72 = torch.zeros(B, H, T, 72, dtype=torch.float16)[..., :D]  # row stride 72 % 16 = 8
+    assert not aot_sdpa._C._fast_ok(op, dict(t, O=rows72), ints)

@@ -146,7 +146,7 @@ def test_split_head_dim_buckets_match_fp64(dtype, factor, atol, D, T, M, Hkv, ca
     ops = [o_["name"] for o_ in _C.ops()]
     fwd = ops.index("fwd")
     code = 0 if dtype == torch.float16 else 1
-    ints = [2, 3, T, M, D, 0, T, M - 1, 0]
+    ints = [2, 3, T, M, D, 0, T, M - 1, 0, 1]  # ... HAS_BIAS, HAS_O (aot_sdpa._native.INT_NAMES)
     named = {"Q": q, "K": k, "V": v, "Bias": None, "O": o, "Mstat": m, "Lstat": l}
     fast_ok, ragged_ok = (_C._fast_ok(fwd, named, ints, ragged=r) for r in (False, True))
     assert (fast_ok, ragged_ok) == (not padded and D % 16 == 0, not padded and D % 8 == 0)

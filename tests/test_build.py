@@ -18,7 +18,8 @@ BUCKETS = {32, 64, 128, 256}
 # the Python checks refuse above it by name (_checks.MAX_HEAD_DIM_FP32)
 FP32_BUCKETS = {32, 64, 128}
 ARCHS = {"sm_90", "sm_80"}
-OPS = {"fwd", "bwd_z_from_o", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq",
+# ops compiled for every dtype, bucket and arch (bwd_fused and bwd_z_from_o: FUSED)
+OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq",
        "jvp", "fwd_jvp", "bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp", "bwd_jvp_dq", "bwd_jvp_dkdv"}
 # ops that read an attention mask (every op but z from dO . O; dK-only / dV-only calls with a
@@ -30,7 +31,7 @@ MASKED_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp",
 MASKED_FAST_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
 # ops with a ragged flavour (aligned, head dim below its bucket, strides and D % 8): sm_90, the
 # tensor dtypes, buckets 64..256 (kernels/variants.toml [ragged])
-RAGGED_OPS = {"fwd", "bwd_z_from_o", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
+RAGGED_OPS = {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}
 RAGGED_BUCKETS = {64, 128, 256}
 # ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
 TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
@@ -53,8 +54,9 @@ TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))} | {
     ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
-# buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it)
-FUSED = {("bwd_fused", "float32", b, "sm_90", f) for b in (64, 128)
+# buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
+# pre-pass from O, needed nowhere else (the dQ kernel forms z from O: HAS_O)
+FUSED = {(op, "float32", b, "sm_90", f) for op in ("bwd_fused", "bwd_z_from_o") for b in (64, 128)
          for f in ("general", "fast", "ragged")}
 
 
@@ -85,8 +87,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         op in RAGGED_OPS and dt != "tf32" and arch == "sm_90"
                         and d in RAGGED_BUCKETS and hintable)
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
-    assert {r for r in have if r[0] == "bwd_fused"} == FUSED
-    assert {r[0] for r in have} == OPS | {"bwd_fused"}
+    assert {r for r in have if r[0] in ("bwd_fused", "bwd_z_from_o")} == FUSED
+    assert {r[0] for r in have} == OPS | {"bwd_fused", "bwd_z_from_o"}
     # padding_fast (key-padding masks only): where [padding_fast] says, the masked_fast ops
     assert {r for r in have if r[4] == "padding_fast"} == {
         (op, dt, 64, "sm_90", "padding_fast") for op in MASKED_FAST_OPS
@@ -381,13 +383,14 @@ def test_dispatcher_choices_without_a_driver():
     assert _C._select_for_cc(fwd, 0, 97, 90, False, False, True)[0] == "fwd_fp16_d128_ragged_sm90"
     assert _C._select_for_cc(fwd, 2, 72, 90, False, False, True)[0] == (
         "fwd_fp32_d128_general_sm90")  # float32: no split bucket
-    # the backward's dQ and dK/dV kernels too; its z pre-pass and dK-only calls stay in 128
+    # the backward's dQ and dK/dV kernels too; dK-only calls stay in 128 (and the float32
+    # z pre-pass: no float32 split bucket)
     assert _C._select_for_cc(ops.index("bwd_dkdv"), 0, 72, 90, False, False, True)[0] == (
         "bwd_dkdv_fp16_d80_ragged_sm90")
     assert _C._select_for_cc(ops.index("bwd_dq"), 1, 96, 90, True, False)[0] == (
         "bwd_dq_bf16_d96_fast_sm90")
-    assert _C._select_for_cc(ops.index("bwd_z_from_o"), 0, 72, 90, False, False, True)[0] == (
-        "bwd_z_from_o_fp16_d128_ragged_sm90")
+    assert _C._select_for_cc(ops.index("bwd_z_from_o"), 2, 72, 90, False, False, True)[0] == (
+        "bwd_z_from_o_fp32_d128_ragged_sm90")
     assert _C._select_for_cc(ops.index("bwd_dk"), 0, 72, 90, False, False, True)[0] == (
         "bwd_dk_fp16_d128_general_sm90")
     assert _C._select_for_cc(ops.index("jvp"), 0, 72, 90, False, False, True)[0] == (
@@ -468,10 +471,13 @@ def test_op_abi_is_generated_with_stride_owners():
     from aot_sdpa._native import INT_NAMES
     from aot_sdpa._native import OPS as abi
 
-    assert set(abi) == OPS | {"bwd_fused"}
-    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG", "HAS_BIAS")
+    assert set(abi) == OPS | {"bwd_fused", "bwd_z_from_o"}
+    assert INT_NAMES == ("Z", "H", "T", "M", "D", "HAS_TDO", "Q_LEN", "DIAG", "HAS_BIAS", "HAS_O")
     assert abi["fwd"].pointers == ("Q", "K", "V", "Bias", "O", "Mstat", "Lstat")
     assert abi["fwd"].stride_owners == ("Q", "K", "V", "O", "Mstat", "Bias")
+    # dQ takes the forward's O (null without it; HAS_O) and forms z itself
+    assert abi["bwd_dq"].pointers == ("Q", "K", "V", "DO", "O", "Bias", "Mstat", "Lstat", "Zbuf",
+                                      "DQ")
     assert abi["bwd_dkdv"].stride_owners == ("Q", "K", "V", "DO", "DK", "DV", "Mstat", "Lstat",
                                              "Bias")
     # every op that computes scores takes the attention mask but the one-kernel backward
@@ -502,7 +508,7 @@ def test_launch_without_driver_raises_cuda_error():
     from aot_sdpa._native import OPS as abi
 
     for call in (lambda: aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18,
-                                            (1, 1, 1, 1, 16, 0, 1, 0, 0), 1.0),
+                                            (1, 1, 1, 1, 16, 0, 1, 0, 0, 1), 1.0),
                  lambda: aot_sdpa._C.device_arch(0), lambda: aot_sdpa._C.load_all(0)):
         with pytest.raises(aot_sdpa.CudaError, match="libcuda"):
             call()
@@ -512,7 +518,7 @@ def test_launch_rejects_wrong_arity():
     from aot_sdpa._native import OPS as abi
 
     with pytest.raises(ValueError, match="takes 7 pointers and 18 strides"):
-        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 6, [0] * 18, (1, 1, 1, 1, 16, 0, 1, 0, 0),
+        aot_sdpa._C.launch(abi["fwd"].index, 0, 0, 0, [0] * 6, [0] * 18, (1, 1, 1, 1, 16, 0, 1, 0, 0, 1),
                            1.0)
 
 

@@ -95,13 +95,13 @@ def test_no_matching_variant_raises_named_error():
     from aot_sdpa._native import OPS
 
     with pytest.raises(aot_sdpa.NoKernelError, match="float16 with head dim 300"):
-        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 300, 0, 1, 0, 0), 1.0)
+        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 300, 0, 1, 0, 0, 1), 1.0)
     with pytest.raises(aot_sdpa.NoKernelError, match="float32 with head dim 200"):
-        _C.launch(OPS["fwd"].index, 2, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 200, 0, 1, 0, 0), 1.0)
+        _C.launch(OPS["fwd"].index, 2, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 200, 0, 1, 0, 0, 1), 1.0)
     # the masked flavour's own failure path (HAS_BIAS set): named as a masked kernel
     with pytest.raises(aot_sdpa.NoKernelError, match="'fwd' kernel with a mask for float16 with "
                                                      "head dim 300"):
-        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 300, 0, 1, 0, 1), 1.0)
+        _C.launch(OPS["fwd"].index, 0, 0, 0, [0] * 7, [0] * 18, (1, 1, 1, 1, 300, 0, 1, 0, 1, 1), 1.0)
 
 
 def test_python_m_aot_sdpa_passes():

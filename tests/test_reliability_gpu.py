@@ -39,7 +39,7 @@ def test_cuda_failure_becomes_exception_with_error_name():
     bad_device = torch.cuda.device_count()  # one past the last device
     with pytest.raises(aot_sdpa.CudaError, match="CUDA_ERROR_INVALID_DEVICE"):
         aot_sdpa._C.launch(OPS["fwd"].index, 0, bad_device, 0, [0] * 7, [0] * 18,
-                           (1, 1, 1, 1, 16, 0, 1, 0, 0), 1.0)
+                           (1, 1, 1, 1, 16, 0, 1, 0, 0, 1), 1.0)
     # the process and the device are still fine afterwards
     q, k, v = qkv(1, 1, 8, 8, 16, torch.float16)
     assert torch.isfinite(aot_sdpa.triton_sdpa_fused(q, k, v)[0]).all()

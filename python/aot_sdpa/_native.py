@@ -30,7 +30,7 @@ OPS: dict[str, OpAbi] = {
                      d["grid"])
     for i, d in enumerate(_C.ops())
 }
-#: the ints every launch passes, in order: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS
+#: the ints every launch passes, in order: Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, HAS_BIAS, HAS_O
 INT_NAMES: tuple[str, ...] = tuple(_C.int_names())
 
 

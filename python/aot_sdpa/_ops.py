@@ -45,10 +45,12 @@ def _launch(op: str, dtype: int, device: int, sizes: tuple, scale: float, *, has
     """Launch `op` with its pointers named as the kernel's parameters (None: a null pointer,
     whose stride triple is zeros). `sizes` = (Z, H, T, M, D); `causal` = (Q_LEN, DIAG) from
     _causal, None for no causal mask (every row sees every key: Q_LEN = T, DIAG = M - 1);
-    `bias`: the attention mask as _bias_view gives it (ops with a Bias pointer). The
+    `bias`: the attention mask as _bias_view gives it (ops with a Bias pointer); the HAS_O
+    flag is 1 when a tensor named O is given (the dQ kernel then forms z from it). The
     extension reads each tensor's data_ptr() and stride() by the op's generated ABI, and
     raises TypeError unless the names are exactly the op's pointers."""
-    ints = (*sizes, has_tdo, *(causal or (sizes[2], sizes[3] - 1)), int(bias is not None))
+    ints = (*sizes, has_tdo, *(causal or (sizes[2], sizes[3] - 1)), int(bias is not None),
+            int(tensors.get("O") is not None))
     if op in _BIAS_OPS:
         tensors["Bias"] = bias
     _C.launch_named(_OP_INDEX[op], dtype, device, current_raw_stream(device), tensors, ints,
@@ -257,14 +259,19 @@ def _check_bwd(q, k, v, do, m, l, scale, o=None, tangents=(), bias=None):
     return sizes, dt, scale, dev, _bias_view(bias, q, k)
 
 
-def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
-    """The z pre-pass's buffer: z_i = sum_j dP_ij P_ij (from dO . O when the forward's o is
-    given, else from the stats), then, for 16-bit data, the rows' base-2 log-sum-exp
-    lse2_i = m_i log2(e) + log2(l_i), which the 16-bit dK/dV kernels read for their stats
-    (float32's read m and l: no second plane)."""
+def _zbuf(q, sizes) -> Tensor:
+    """The backward's row buffer (uninitialised): z_i = sum_j dP_ij P_ij, then, for 16-bit
+    data, the rows' base-2 log-sum-exp lse2_i = m_i log2(e) + log2(l_i), which the 16-bit
+    dK/dV kernels read for their stats (float32's read m and l: no second plane)."""
     Z, H, T = sizes[:3]
     planes = 1 if q.dtype == _F32 else 2  # the kernels' own test: Q's element type
-    z = _row_stat(q, planes * Z, H, T)  # (planes*Z, H, T) contiguous: z, then lse2
+    return _row_stat(q, planes * Z, H, T)  # (planes*Z, H, T) contiguous: z, then lse2
+
+
+def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
+    """_zbuf filled by the z pre-pass: z from dO . O when the forward's o is given, else from
+    the stats."""
+    z = _zbuf(q, sizes)
     if o is not None:
         _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     else:
@@ -278,14 +285,18 @@ def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv)
-    common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     if bv is None and fused_bwd(dt, sizes[4], dev):  # dQ added up by the dK/dV programs
+        z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv)
         _launch("bwd_fused", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, DQ=dq.zero_(),
-                **common)
+                Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     else:
+        # given o, the dQ kernel forms z (and lse2) itself and writes them for dK/dV, so it
+        # runs first and no pre-pass does (HAS_O); else the pre-pass fills z from the stats
+        z = _zbuf(q, sizes) if o is not None else _z(q, k, v, do, m, l, o, sizes, dt, scale,
+                                                      dev, ci, bv)
+        common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
+        _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, O=o, **common)
         _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
-        _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, **common)
     return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
 
 
@@ -295,8 +306,8 @@ def bwd_dq(q, k, v, do, m, l, scale=None, causal=0, bias=None):
     sizes, (q, do, m, l) = _grouping(sizes, k, q, do, m, l)
     dq = torch.empty_like(q)
     z = _z(q, k, v, do, m, l, None, sizes, dt, scale, dev, ci, bv)
-    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l,
-            Zbuf=z, DQ=dq)
+    _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v, DO=do, O=None,
+            Mstat=m, Lstat=l, Zbuf=z, DQ=dq)
     return dq if sizes[1] == shape[1] else dq.view(shape)
 
 
