@@ -254,7 +254,6 @@ class _BwdJvp(torch.autograd.Function):
                           causal, bias)
 
 
-# the primitives as the rules of _rules see them (the custom operators are the other `ops`)
 # torch's Function.apply binds every call's arguments to forward's signature, which it builds
 # anew each time (inspect.signature: about half of that bind's host time, on every training
 # step's forward and backward); inspect returns a function's own __signature__ as is, and
@@ -262,6 +261,7 @@ class _BwdJvp(torch.autograd.Function):
 for _cls in (_Fwd, _Bwd, _Jvp, _FwdJvp, _BwdJvp):
     _cls.forward.__signature__ = inspect.signature(_cls.forward)
 
+# the primitives as the rules of _rules see them (the custom operators are the other `ops`)
 _EAGER = types.SimpleNamespace(bwd=_Bwd.apply, jvp=_Jvp.apply, bwd_jvp=_BwdJvp.apply)
 
 

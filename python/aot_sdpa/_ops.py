@@ -285,16 +285,16 @@ def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
     shape, ci = q.shape, _causal(causal, *sizes[2:4])
     sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    if bv is None and fused_bwd(dt, sizes[4], dev):  # dQ added up by the dK/dV programs
-        z = _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv)
+    fused = bv is None and fused_bwd(dt, sizes[4], dev)  # dQ added up by the dK/dV programs
+    # given o, the dQ kernel forms z (and lse2) itself and writes them for dK/dV, so it runs
+    # first and no pre-pass does (HAS_O); bwd_fused has no dQ kernel: the pre-pass runs
+    z = (_zbuf(q, sizes) if o is not None and not fused
+         else _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv))
+    common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
+    if fused:
         _launch("bwd_fused", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, DQ=dq.zero_(),
-                Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
+                **common)
     else:
-        # given o, the dQ kernel forms z (and lse2) itself and writes them for dK/dV, so it
-        # runs first and no pre-pass does (HAS_O); else the pre-pass fills z from the stats
-        z = _zbuf(q, sizes) if o is not None else _z(q, k, v, do, m, l, o, sizes, dt, scale,
-                                                      dev, ci, bv)
-        common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
         _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, O=o, **common)
         _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
     return (dq if sizes[1] == shape[1] else dq.view(shape)), dk, dv
