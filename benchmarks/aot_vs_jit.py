@@ -2,10 +2,12 @@
 config, side by side (GPU only; D = 64, fp16 or the dtypes named, each call inside a CUDA graph).
 
 The AOT launch goes through aot_sdpa._ops._launch (the dispatcher: the fast flavour where the
-call qualifies); the JIT one through build_tools/jit_call.py (the general flavour's config,
-compiled by Triton's JIT, which specialises its integer arguments: an int equal to 1 becomes a
-constant, a multiple of 16 gets a divisibility hint). A ratio above 1 is time the AOT build
-leaves on the table (results/aot_vs_jit_h200.log).
+call qualifies, its sequence-length tier where one applies); the JIT one through
+build_tools/jit_call.py with the config of the variant the dispatcher ran (blocks, warps,
+stages, register cap, ptxas --minnctapersm: _C._select names it), compiled by Triton's JIT,
+which specialises its integer arguments (an int equal to 1 becomes a constant, a multiple of
+16 gets a divisibility hint) as the fast flavour's hints do. A ratio above 1 is time the AOT
+build leaves on the table (results/aot_vs_jit_h200.log).
 
     python aot_vs_jit.py [fp16] [bf16] [fp32]   (default fp16; fp32 is the fp32-accurate variant)
 """
@@ -20,7 +22,7 @@ import torch
 from triton.testing import do_bench_cudagraph
 
 import aot_sdpa
-from aot_sdpa import _ops
+from aot_sdpa import _C, _ops
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,6 +53,16 @@ def _tensors(B, H, T, D, dtype):
     return x
 
 
+def _dispatched_config(op: str, code: int, T: int, D: int) -> dict:
+    """jit_call.call's config keywords for the variant the dispatcher runs for this call (the
+    fast flavour: D = 64, aligned, contiguous)."""
+    name = _C._select(_ops._OP_INDEX[op], code, D, torch.cuda.current_device(), True, False,
+                      rows=T, extent=T)[0]  # T = M here: the key-side grid's extent too
+    v = next(v for v in SPEC.variants if v.name == name)
+    return {"blocks": dict(v.blocks), "num_warps": v.num_warps, "num_stages": v.num_stages,
+            "maxnreg": v.maxnreg, "min_blocks_per_sm": v.min_blocks_per_sm}
+
+
 def main(dtype: str):
     for name, (B, H, T, D) in SHAPES.items():
         x = _tensors(B, H, T, D, dtype)
@@ -61,8 +73,9 @@ def main(dtype: str):
             code = DTYPE_CODE[dtype]
             aot = do_bench_cudagraph(
                 lambda op=op, t=t: _ops._launch(op, code, 0, sizes, scale, **t), rep=40)
-            jit = do_bench_cudagraph(
-                lambda op=op, t=t: jit_call.call(SPEC, op, dtype, dict(t), sizes, scale), rep=40)
+            cfg = _dispatched_config(op, code, T, D)
+            jit = do_bench_cudagraph(lambda op=op, t=t, cfg=cfg: jit_call.call(
+                SPEC, op, dtype, dict(t), sizes, scale, **cfg), rep=40)
             if op != "fwd":
                 total["aot"] += aot
                 total["jit"] += jit
