@@ -5,8 +5,10 @@ For every tier the wheel carries for this GPU (kernel_inventory() entries with m
 the op's public call runs at a ladder of sequence lengths up to and past max_len (B * T = 8192
 tokens, H = 16; the bucket's head dim, or for a ragged tier a head dim below it: 40 in 64,
 72 in 128), once with the dispatcher held to the tier and once to the untiered variants
-(_C._tier_rows, a benchmark hook: max(T, M) taken as 1, or as a length no tier covers), past
-max_len too (what the tier would do there), alternating A/B in each of `ROUNDS` rounds. Times
+(_C._tier_rows, a benchmark hook: max(T, M) taken as the tier's own max_len, which the tier
+with the smallest max_len covering it, this one, answers even where a family has several, or
+as a length no tier covers), past max_len too (what the tier would do there), alternating A/B
+in each of `ROUNDS` rounds. Times
 are the device time of the whole call (_harness.backlogged_ms: several calls back to back
 behind a GPU sleep, the host out of the way), median over rounds; ratio = untiered / tier
 (> 1: the tier is faster). A tier that runs a piece of a call (dQ of the backward) is timed
@@ -37,7 +39,7 @@ from _harness import backlogged_ms, table, write_csv
 ROUNDS = 5
 TOKENS = 8192
 H = 16
-TIER, UNTIERED = 1, 2**31 - 1  # max(T, M) as the hook gives it: every tier covers 1, none 2**31 - 1
+UNTIERED = 2**31 - 1  # max(T, M) as the hook gives it: no tier covers it
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 RAGGED_D = {64: 40, 128: 72}
 
@@ -80,7 +82,8 @@ def main(ops: list[str], lengths: list[int] | None = None, own: bool = False) ->
             times = {"tier": [], "untiered": []}
             try:
                 for _ in range(ROUNDS):
-                    for name, rows_hook in (("tier", 0 if own else TIER), ("untiered", UNTIERED)):
+                    for name, rows_hook in (("tier", 0 if own else r["max_len"]),
+                                            ("untiered", UNTIERED)):
                         _C._tier_rows(rows_hook)
                         times[name].append(backlogged_ms(fn, reps=3)["ms"])
             finally:

@@ -57,7 +57,8 @@ from build_tools.variants import load  # noqa: E402
 SPEC = load(ROOT / "kernels" / "variants.toml")
 DEVICE = "cuda"
 SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 512, 64),
-          "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64)}
+          "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64),
+          "dit": (32, 12, 256, 64)}  # DiT-B/2 at 256^2
 # head dim 128 (name them to sweep them: "d128_1k d128_4k"), with their own candidates
 # (HALF_128, FULL_128) compiled at D = 128
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
@@ -72,9 +73,11 @@ PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32
               # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
               "bf16x6": ("fp32", "bf16x6")}
 DEFAULT_PRECISIONS = ("fp16", "fp32", "tf32")
-HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config
-    "fwd": [(128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3),
-            (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
+HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config (the forward's:
+    # the untiered fast flavour's, registers capped at 128; (64, 64, 4, 2) is its T <= 256 tier)
+    "fwd": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3),
+            (128, 128, 8, 3), (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2), (128, 64, 8, 3),
+            (128, 64, 8, 3, 128), (128, 64, 8, 2)],
     "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 4, 2), (32, 64, 4, 2),
                  (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3)],
     "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2),
@@ -378,7 +381,7 @@ def main(names):
               f"-> x{cur[0] / res[0][0]:.2f}")
 
 
-TIER_LADDER = (128, 197, 256, 384, 512, 768, 1024)
+TIER_LADDER = (128, 197, 256, 320, 384, 512, 768, 1024, 2048)
 
 
 def _tier_pairs(ops):

@@ -176,26 +176,31 @@ def test_split_head_dim_buckets_match_fp64(dtype, factor, atol, D, T, M, Hkv, ca
 
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
 @pytest.mark.parametrize("T,M,causal,padded", [
-    (256, 256, False, False), (256, 256, True, False), (256, 256, False, True),
-    (257, 256, False, False), (256, 257, True, False), (31, 256, True, False),
-    (320, 320, True, False), (384, 384, False, False), (577, 576, False, False)])
+    (200, 200, False, False), (201, 200, True, False), (768, 768, False, False),
+    (768, 768, True, False), (768, 768, False, True), (769, 768, False, False),
+    (768, 769, True, False), (31, 768, True, False), (832, 832, True, False),
+    (896, 896, False, False), (1153, 1152, False, False)])
 def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, atol, T, M,
                                                                 causal, padded):
-    """The 16-bit D = 64 forward's fast flavour runs its sequence-length tier (its own tile,
-    kernels/variants.toml max_len = 256) on sm_90 for max(T, M) <= 256, and up to
-    tail_len = 576 where the untiered tile's last block of query rows would be at most half
-    full (0 < T mod 128 <= 64), else the untiered variant: both sides of each edge, causal
-    too, and padded rows (general: no tier), every op against the fp64 reference with the
-    project's rule."""
+    """The 16-bit D = 64 forward's fast flavour runs its sequence-length tiers (their own tiles,
+    kernels/variants.toml max_len = 200 and 768) on sm_90: the first for max(T, M) <= 200, the
+    second up to 768, and up to its tail_len = 1152 where the untiered tile's last block of
+    query rows would be at most half full (0 < T mod 128 <= 64), else the untiered variant:
+    both sides of each edge, causal too, and padded rows (general: no tier), every op against
+    the fp64 reference with the project's rule."""
     from aot_sdpa import _C
 
     fwd = [o["name"] for o in _C.ops()].index("fwd")
     code = 0 if dtype == torch.float16 else 1
     run = _C._select(fwd, code, 64, torch.cuda.current_device(), not padded, False,
                      rows=max(T, M), extent=T)[0]
-    reach = max(T, M) <= 256 or (max(T, M) <= 576 and 0 < T % 128 <= 64)
-    assert run.endswith("_t256") == (reach and not padded
-                                     and torch.cuda.get_device_capability() == (9, 0))
+    rows = max(T, M)
+    tier = "" if padded or torch.cuda.get_device_capability() != (9, 0) else (
+        "t200" if rows <= 200 else "t768" if rows <= 768 or (rows <= 1152 and 0 < T % 128 <= 64)
+        else "")
+    flavor = "general" if padded else "fast"
+    assert run.startswith(f"fwd_{('fp16', 'bf16')[code]}_d64_{flavor}_sm"), run
+    assert run.split("_sm", 1)[1].partition("_")[2] == tier, run  # "90_t200" -> "t200"
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
 
 
@@ -206,7 +211,8 @@ _RULES = {str(dt).split(".")[-1]: (dt, f, a) for dt, f, a in RULE_DTYPES}
 
 @pytest.mark.parametrize("tier", _TIERS, ids=lambda t: "_".join(map(str, t)))
 def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
-    """Each tier the wheel carries, at T = M = min(197, max_len) (inside the tier): the
+    """Each tier the wheel carries, at T = M = min(197, max_len) or, where a shorter tier of
+    the same family covers that, one past the shorter tier's max_len (inside this tier): the
     dispatcher picks it (aligned data; a head dim below the bucket for a ragged tier) and every
     op of the call matches the fp64 reference with the project's rule."""
     from aot_sdpa import _C
@@ -221,7 +227,8 @@ def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
     D = {64: 40, 128: 104}[bucket] if flavor == "ragged" else bucket
     code = {"float16": 0, "bfloat16": 1, "float32": 2}[dtype_name]
     i = [o["name"] for o in _C.ops()].index(op)
-    T = min(197, max_len)
+    shorter = [t[-1] for t in _TIERS if t[:-1] == tier[:-1] and t[-1] < max_len]
+    T = max(shorter) + 1 if shorter and max(shorter) >= min(197, max_len) else min(197, max_len)
     run = _C._select(i, code, D, torch.cuda.current_device(), True, False, ragged_ok=True,
                      rows=T)[0]
     assert run.endswith(f"_{flavor}_sm{arch[3:]}_t{max_len}"), run

@@ -48,10 +48,11 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 
 
 # sequence-length tiers (kernels/variants.toml configs' max_len), all on sm_90: the 16-bit
-# forward's fast flavour up to 256 (bucket 64: ViT, DiT-B/2) and 200 (bucket 128), its ragged
-# one in bucket 128 up to 128
+# forward's fast flavour up to 200 (bucket 64: ViT) and 768 (bucket 64: DiT-B/2, BERT), and 200
+# (bucket 128), its ragged one in bucket 128 up to 128
 TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
-         for b, f, n in ((64, "fast", 256), (128, "fast", 200), (128, "ragged", 128))} | {
+         for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
+                         (128, "ragged", 128))} | {
     ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
 # buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
@@ -407,20 +408,24 @@ def test_dispatcher_choices_without_a_driver():
     assert _C._select_for_cc(fwd, 0, 64, 90, True, True, padding=True) == (
         "fwd_fp16_d64_padding_fast_sm90", "fwd_fp16_d64_masked_sm90",
         "fwd_fp16_d64_masked_fast_sm90")
-    # the 16-bit D = 64 forward's fast flavour has a tier for max(T, M) <= 256 on sm_90
-    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=256) == (
-        "fwd_bf16_d64_fast_sm90_t256", "fwd_bf16_d64_general_sm90", None)
-    # ... and past it, up to tail_len = 576, where the 128-row tile's last block would be at
+    # the 16-bit D = 64 forward's fast flavour has tiers for max(T, M) <= 200 and <= 768 on
+    # sm_90 (the smallest max_len that covers the call)
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=200) == (
+        "fwd_bf16_d64_fast_sm90_t200", "fwd_bf16_d64_general_sm90", None)
+    for rows in (201, 768):
+        assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=rows) == (
+            "fwd_bf16_d64_fast_sm90_t768", "fwd_bf16_d64_general_sm90", None), rows
+    # ... and past it, up to tail_len = 1152, where the 128-row tile's last block would be at
     # most half full (the grid's rows: T; `extent`, else rows)
-    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=257)[0] == (
-        "fwd_bf16_d64_fast_sm90_t256")  # 257 = 2 * 128 + 1
-    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=448)[0] == (
-        "fwd_bf16_d64_fast_sm90_t256")  # 3 * 128 + 64: half full
-    for rows, extent in ((352, -1), (384, -1), (641, -1), (300, 256)):  # fuller, whole, past
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=769)[0] == (
+        "fwd_bf16_d64_fast_sm90_t768")  # 769 = 6 * 128 + 1
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=1088)[0] == (
+        "fwd_bf16_d64_fast_sm90_t768")  # 8 * 128 + 64: half full
+    for rows, extent in ((864, -1), (896, -1), (1153, -1), (800, 768)):  # fuller, whole, past
         assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=rows, extent=extent)[0] == (
-            "fwd_bf16_d64_fast_sm90"), (rows, extent)  # tail_len; T = 256 with M = 300
-    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=300, extent=257)[0] == (
-        "fwd_bf16_d64_fast_sm90_t256")  # T = 257 with M = 300
+            "fwd_bf16_d64_fast_sm90"), (rows, extent)  # tail_len; T = 768 with M = 800
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=800, extent=769)[0] == (
+        "fwd_bf16_d64_fast_sm90_t768")  # T = 769 with M = 800
     assert _C._select_for_cc(fwd, 1, 64, 90, False, False, rows=64)[0] == (
         "fwd_bf16_d64_general_sm90")  # no general tier
     assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (

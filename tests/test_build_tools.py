@@ -304,9 +304,10 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
         assert v.as_json()["max_len"] == v.max_len
         assert (v.blocks, v.num_warps, v.num_stages) != (base.blocks, base.num_warps,
                                                         base.num_stages)
-    fwd = by_name["fwd_fp16_d64_fast_sm90_t256"]
-    assert (fwd.block, fwd.num_warps, fwd.num_stages, fwd.maxnreg) == (
-        {"BLOCK_M": 64, "BLOCK_N": 64}, 4, 2, None)
+    for name, stages in (("fwd_fp16_d64_fast_sm90_t200", 2), ("fwd_fp16_d64_fast_sm90_t768", 3)):
+        fwd = by_name[name]  # two tiers of one variant, each with its own config
+        assert (fwd.block, fwd.num_warps, fwd.num_stages, fwd.maxnreg) == (
+            {"BLOCK_M": 64, "BLOCK_N": 64}, 4, stages, None)
     assert by_name["fwd_fp16_d64_fast_sm90"].block == {"BLOCK_M": 128, "BLOCK_N": 64}
     # a tier of its own flavours only (ragged and padding_fast take fast's configs, but not
     # its tiers), with its own min_blocks_per_sm
@@ -342,15 +343,15 @@ def test_a_tiers_tail_len_is_dispatch_only_and_checked(tmp_path):
     moving it recompiles nothing; it must sit on a tier, above its max_len."""
     spec = _spec()
     by_name = {v.name: v for v in spec.variants}
-    t = by_name["fwd_fp16_d64_fast_sm90_t256"]
-    assert (t.max_len, t.tail_len) == (256, 576)
+    t = by_name["fwd_fp16_d64_fast_sm90_t768"]
+    assert (t.max_len, t.tail_len) == (768, 1152)
     assert "tail_len" not in t.as_json()
     assert by_name["fwd_fp16_d64_fast_sm90"].tail_len is None
     assert all(v.tail_len is None for v in spec.variants if v.max_len is None)
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
-    for old, new in (("tail_len = 576", "tail_len = 256"), ("max_len = 256\ntail_len = 576",
-                                                             "tail_len = 576")):
+    for old, new in (("tail_len = 1152", "tail_len = 768"), ("max_len = 768\ntail_len = 1152",
+                                                              "tail_len = 1152")):
         assert text.count(old) == 1
         path.write_text(text.replace(old, new))
         with pytest.raises(ValueError, match="tail_len"):

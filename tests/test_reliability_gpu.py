@@ -294,15 +294,15 @@ TIER_CAPTURE_SCRIPT = textwrap.dedent('''
     from aot_sdpa import _C
 
     fwd = [o["name"] for o in _C.ops()].index("fwd")
-    # fp16 D = 64: max(T, M) = 384 (whole 128-row blocks: past the tier's tail_len rule) runs
-    # the untiered forward, 100 its tier (a module of its own)
-    runs = [_C._select(fwd, 0, 64, 0, True, False, rows=n)[0] for n in (384, 100)]
-    assert runs == ["fwd_fp16_d64_fast_sm90", "fwd_fp16_d64_fast_sm90_t256"], runs
+    # fp16 D = 64: max(T, M) = 1024 (past the tier's max_len, whole 128-row blocks: past its
+    # tail_len rule) runs the untiered forward, 100 its tier (a module of its own)
+    runs = [_C._select(fwd, 0, 64, 0, True, False, rows=n)[0] for n in (1024, 100)]
+    assert runs == ["fwd_fp16_d64_fast_sm90", "fwd_fp16_d64_fast_sm90_t200"], runs
 
     def make(T):
         return [torch.randn(2, 3, T, 64, device="cuda", dtype=torch.float16) for _ in range(3)]
 
-    aot_sdpa.triton_sdpa_fused(*make(384))  # the only call before capture: the long length
+    aot_sdpa.triton_sdpa_fused(*make(1024))  # the only call before capture: the long length
     torch.cuda.synchronize()
     static = make(100)
     graph = torch.cuda.CUDAGraph()
@@ -320,7 +320,7 @@ TIER_CAPTURE_SCRIPT = textwrap.dedent('''
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                     reason="the sequence-length tier is compiled for sm_90")
 def test_cuda_graph_captures_another_sequence_length_tier_in_a_fresh_process(tmp_path):
-    """A fresh process calls the 16-bit D = 64 forward at one length only (T = 384, untiered),
+    """A fresh process calls the 16-bit D = 64 forward at one length only (T = 1024, untiered),
     then captures it at T = 100, which runs the sequence-length tier: the first call loaded the
     tier's module with its own (loading is not allowed during capture), and the replay with
     new values equals the eager call bitwise."""
