@@ -73,14 +73,15 @@ def _dense(B, H, T, M, g):
 
 def _tiers(dt):
     """The sequence-length tiers (kernels/variants.toml max_len): each tier cubin at a length
-    inside its range (16-bit forward, fast D = 64 / 128 and ragged D = 72; the float32 D = 64
-    one-kernel backward, T <= 200),
+    inside its range (16-bit forward, fast D = 64 up to 200 and up to 768, D = 128 and ragged
+    D = 72; the float32 D = 64 one-kernel backward, T <= 200),
     with odd lengths so the tail block is partial, and past max_len where tail_len runs it
     (the untiered tile's last block at most half full)."""
-    _case("tier fast D=64 T<=256", 2, 3, 3, 197, 197, 64, dt)
+    _case("tier fast D=64 T<=200", 2, 3, 3, 197, 197, 64, dt)
+    _case("tier fast D=64 T<=768", 1, 2, 2, 331, 500, 64, dt)
     _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
     _case("tier ragged D=72 T<=128", 2, 2, 2, 113, 128, 72, dt)
-    _case("tier fast D=64 tail_len T=545 M=576", 1, 2, 2, 545, 576, 64, dt)
+    _case("tier fast D=64 tail_len T=801 M=1000", 1, 2, 2, 801, 1000, 64, dt)
     _case("tier fast D=128 tail_len T=385", 1, 2, 2, 385, 385, 128, dt)
     _case("tier ragged D=72 tail_len T=300", 1, 2, 2, 300, 290, 72, dt)
 
