@@ -192,9 +192,9 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
 
     fwd = [o["name"] for o in _C.ops()].index("fwd")
     code = 0 if dtype == torch.float16 else 1
-    run = _C._select(fwd, code, 64, torch.cuda.current_device(), not padded, False,
-                     rows=max(T, M), extent=T)[0]
     rows = max(T, M)
+    run = _C._select(fwd, code, 64, torch.cuda.current_device(), not padded, False,
+                     rows=rows, extent=T)[0]
     tier = "" if padded or torch.cuda.get_device_capability() != (9, 0) else (
         "t200" if rows <= 200 else "t768" if rows <= 768 or (rows <= 1152 and 0 < T % 128 <= 64)
         else "")
