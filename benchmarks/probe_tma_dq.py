@@ -26,7 +26,8 @@ kernel in a real build) and dQ's conversion to 16 bits. FLOPs: 2.5 x the forward
 4 B H T M D (five matmuls). ViT's T = 197 is left out (the minimal kernel has no ragged rows).
 
     python probe_tma_dq.py
-Prints one table; nothing is written to results/ (a probe).
+Prints one table; nothing is written to results/ (a probe). Its H200 run, with what it decided
+(not built): results/probe_tma_dq_h200.log.
 """
 
 from __future__ import annotations
