@@ -52,12 +52,15 @@ from _common import (
 
 
 @triton.jit
-def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
-                offs_n, offs_d, d_ok, sm_scale, qk_scale,
-                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-                BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Row sums over key blocks [n_lo, n_hi): r += P S., z += P dP, w += P S. dP, y += P dP."""
+def _query_inner(r, z, w, y, hq, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
+                 stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
+                 offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                 BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
+                 BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                 FOR_HQ: tl.constexpr):
+    """One query block over key blocks [n_lo, n_hi), for either query-side kernel.
+    FOR_HQ 0 (rows): the row sums r += P S., z += P dP, w += P S. dP, y += P dP. (hq unused).
+    FOR_HQ 1 (dq): with r, z and w = z. given (y unused), hq += dS. K + dS tK (hQ / scale)."""
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
@@ -75,56 +78,142 @@ def _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, 
         dpd = tl.dot(do, tvT, input_precision=INPUT_PRECISION)
         if USE_TDO:
             dpd = tl.dot(tdo, vT, dpd, input_precision=INPUT_PRECISION)
-        # -- the four row sums
-        psd = p * sd
-        r += tl.sum(psd, 1)
-        z += tl.sum(p * dp, 1)
-        w += tl.sum(psd * dp, 1)
-        y += tl.sum(p * dpd, 1)
-    return r, z, w, y
+        if FOR_HQ:
+            # -- dS = P (dP - z);  dS. = P ((S. - r)(dP - z) + dP. - z.)
+            dpz = dp - z[:, None]
+            ds = p * dpz
+            dsd = p * ((sd - r[:, None]) * dpz + dpd - w[:, None])
+            # -- hQ += dS. K + dS tK
+            hq = tl.dot(dsd.to(kT.dtype), tl.trans(kT), hq, input_precision=INPUT_PRECISION)
+            hq = tl.dot(ds.to(kT.dtype), tl.trans(tkT), hq, input_precision=INPUT_PRECISION)
+        else:
+            # -- the four row sums
+            psd = p * sd
+            r += tl.sum(psd, 1)
+            z += tl.sum(p * dp, 1)
+            w += tl.sum(psd * dp, 1)
+            y += tl.sum(p * dpd, 1)
+    return r, z, w, y, hq
 
 
 @triton.jit
-def _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base, b_base,
-                stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M, offs_m, m_ok,
-                Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr,
-                MASKED: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one
-    (with an attention mask: every key block through the masked sweep)."""
-    r = tl.zeros([BLOCK_M], tl.float32)
-    z = tl.zeros([BLOCK_M], tl.float32)
-    w = tl.zeros([BLOCK_M], tl.float32)
-    y = tl.zeros([BLOCK_M], tl.float32)
+def _query_sweep(q, tq, do, tdo, m2, inv_l, r, z, w, k_base, tk_base, v_base, tv_base, b_base,
+                 stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M, offs_m, m_ok,
+                 Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 EVEN_D: tl.constexpr, MASKED: tl.constexpr, USE_TDO: tl.constexpr,
+                 INPUT_PRECISION: tl.constexpr, FOR_HQ: tl.constexpr):
+    """_query_inner over the key blocks every row sees without a mask, then the diagonal /
+    ragged tail with one (with an attention mask: every key block through the masked sweep).
+    FOR_HQ 0: returns the row sums (r, z, w = z.'s first term, y; r, z, w given are ignored);
+    FOR_HQ 1: (r, z, w = z.) given, returns them and hQ / scale."""
+    if FOR_HQ:
+        y = 0.0
+        hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    else:
+        r = tl.zeros([BLOCK_M], tl.float32)
+        z = tl.zeros([BLOCK_M], tl.float32)
+        w = tl.zeros([BLOCK_M], tl.float32)
+        y = tl.zeros([BLOCK_M], tl.float32)
+        hq = 0.0
     n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
     if MASKED:
         lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
         if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
-            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
-                                     M, lim, b_base, offs_n, offs_d,
-                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 1, USE_TDO,
-                                     INPUT_PRECISION)
+            r, z, w, y, hq = _query_inner(r, z, w, y, hq, q, tq, do, tdo, m2, inv_l, k_base,
+                                          tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                          stride_vn, stride_tvn, 0, n_hi, M, lim, b_base, offs_n,
+                                          offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
+                                          1, USE_TDO, INPUT_PRECISION, FOR_HQ)
         else:
             b_rows = bias_rows(b_base, stride_biasm, offs_m)
-            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                     tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi,
-                                     M, lim, b_rows, offs_n, offs_d,
-                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, 2, USE_TDO,
-                                     INPUT_PRECISION)
+            r, z, w, y, hq = _query_inner(r, z, w, y, hq, q, tq, do, tdo, m2, inv_l, k_base,
+                                          tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                          stride_vn, stride_tvn, 0, n_hi, M, lim, b_rows, offs_n,
+                                          offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True,
+                                          2, USE_TDO, INPUT_PRECISION, FOR_HQ)
     else:
-        r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base,
-                                 tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full,
-                                 M, 0, b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
-                                 EVEN_D, False, False, USE_TDO, INPUT_PRECISION)
+        r, z, w, y, hq = _query_inner(r, z, w, y, hq, q, tq, do, tdo, m2, inv_l, k_base, tk_base,
+                                      v_base, tv_base, stride_kn, stride_tkn, stride_vn,
+                                      stride_tvn, 0, n_full, M, 0, b_base, offs_n, offs_d, d_ok,
+                                      sm_scale, qk_scale, BLOCK_N, EVEN_D, False, False, USE_TDO,
+                                      INPUT_PRECISION, FOR_HQ)
         if n_full < n_hi:
             lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-            r, z, w, y = _rows_inner(r, z, w, y, q, tq, do, tdo, m2, inv_l, k_base, tk_base,
-                                     v_base, tv_base, stride_kn, stride_tkn, stride_vn,
-                                     stride_tvn, n_full, n_hi, M, lim, b_base, offs_n, offs_d,
-                                     d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, True, False,
-                                     USE_TDO, INPUT_PRECISION)
-    return r, z, w, y
+            r, z, w, y, hq = _query_inner(r, z, w, y, hq, q, tq, do, tdo, m2, inv_l, k_base,
+                                          tk_base, v_base, tv_base, stride_kn, stride_tkn,
+                                          stride_vn, stride_tvn, n_full, n_hi, M, lim, b_base,
+                                          offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
+                                          EVEN_D, True, False, USE_TDO, INPUT_PRECISION, FOR_HQ)
+    return r, z, w, y, hq
+
+
+@triton.jit
+def _query_program(Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HQ,
+                   sm_scale, stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                   stride_vz, stride_vh, stride_vn, stride_tqz, stride_tqh, stride_tqm,
+                   stride_tkz, stride_tkh, stride_tkn, stride_tvz, stride_tvh, stride_tvn,
+                   stride_doz, stride_doh, stride_dom, stride_tdoz, stride_tdoh, stride_tdom,
+                   stride_hqz, stride_hqh, stride_hqm, stride_mz, stride_mh, stride_mm,
+                   stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm,
+                   Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                   FOR_HQ: tl.constexpr):
+    """One (query block, batch*head) program of either query-side kernel (_query_sweep):
+    FOR_HQ 0 writes r, z, z. to Rbuf, Zbuf, ZDbuf (HQ never touched); FOR_HQ 1 reads them and
+    writes hQ."""
+    off_z, off_h, bh, valid = batch_head(Z, H)
+    if valid:
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
+                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
+        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
+                      d_ok, EVEN_D)
+        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
+                       d_ok, EVEN_D)
+        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
+                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                   Q.dtype.element_ty)
+        if FOR_HQ:  # the row vectors the sweep takes
+            r0 = row_vector(Rbuf, bh, T, offs_m, m_ok, 0.0)
+            z0 = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
+            zd0 = row_vector(ZDbuf, bh, T, offs_m, m_ok, 0.0)
+        else:  # or computes
+            r0 = 0.0
+            z0 = 0.0
+            zd0 = 0.0
+        k_base = K + off_z * stride_kz + off_h * stride_kh
+        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
+        v_base = V + off_z * stride_vz + off_h * stride_vh
+        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
+        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
+        qk_scale = sm_scale * LOG2E
+        if HAS_TDO != 0:
+            tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
+                            offs_d, m_ok, d_ok, EVEN_D)
+            r, z, w, y, hq = _query_sweep(q, tq, do, tdo, m2, inv_l, r0, z0, zd0, k_base, tk_base,
+                                          v_base, tv_base, b_base, stride_kn, stride_tkn, stride_vn,
+                                          stride_tvn, stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG,
+                                          offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                                          BLOCK_N, HEAD_DIM, EVEN_D, MASKED, True, INPUT_PRECISION,
+                                          FOR_HQ)
+        else:
+            r, z, w, y, hq = _query_sweep(q, tq, do, do, m2, inv_l, r0, z0, zd0, k_base, tk_base,
+                                          v_base, tv_base, b_base, stride_kn, stride_tkn, stride_vn,
+                                          stride_tvn, stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG,
+                                          offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_M,
+                                          BLOCK_N, HEAD_DIM, EVEN_D, MASKED, False, INPUT_PRECISION,
+                                          FOR_HQ)
+        if FOR_HQ:
+            store_rows(HQ, hq * sm_scale, off_z, off_h, stride_hqz, stride_hqh, stride_hqm, offs_m,
+                       offs_d, m_ok, d_ok, EVEN_D)
+        else:
+            row = bh * T + offs_m
+            tl.store(Rbuf + row, r, mask=m_ok)
+            tl.store(Zbuf + row, z, mask=m_ok)
+            tl.store(ZDbuf + row, w - r * z + y, mask=m_ok)
 
 
 @triton.jit
@@ -152,115 +241,15 @@ def _sdpa_bwd_jvp_rows_kernel(
     z_i  = sum_j P_ij dP_ij
     z._i = sum_j P_ij S._ij dP_ij - r_i z_i + sum_j P_ij dP._ij
     """
-    off_z, off_h, bh, valid = batch_head(Z, H)
-    if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
-                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
-        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
-                      d_ok, EVEN_D)
-        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
-                       d_ok, EVEN_D)
-        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
-                       d_ok, EVEN_D)
-        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
-                                   Q.dtype.element_ty)
-        k_base = K + off_z * stride_kz + off_h * stride_kh
-        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
-        v_base = V + off_z * stride_vz + off_h * stride_vh
-        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
-        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
-        qk_scale = sm_scale * LOG2E
-        if HAS_TDO != 0:
-            tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
-                            offs_d, m_ok, d_ok, EVEN_D)
-            r, z, w, y = _rows_sweep(q, tq, do, tdo, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     b_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
-                                     stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG, offs_n,
-                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D, MASKED,
-                                     True, INPUT_PRECISION)
-        else:
-            r, z, w, y = _rows_sweep(q, tq, do, do, m2, inv_l, k_base, tk_base, v_base, tv_base,
-                                     b_base, stride_kn, stride_tkn, stride_vn, stride_tvn,
-                                     stride_biasm, M, offs_m, m_ok, Q_LEN, DIAG, offs_n,
-                                     offs_d, d_ok, sm_scale, qk_scale, BLOCK_M, BLOCK_N, EVEN_D, MASKED,
-                                     False, INPUT_PRECISION)
-        row = bh * T + offs_m
-        tl.store(Rbuf + row, r, mask=m_ok)
-        tl.store(Zbuf + row, z, mask=m_ok)
-        tl.store(ZDbuf + row, w - r * z + y, mask=m_ok)
-
-
-@triton.jit
-def _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, n_lo, n_hi, M, lim, b_rows,
-              offs_n, offs_d, d_ok, sm_scale, qk_scale,
-              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-              BIAS: tl.constexpr, USE_TDO: tl.constexpr, INPUT_PRECISION: tl.constexpr):
-    """Accumulate hQ / scale of one query block over key blocks [n_lo, n_hi)."""
-    for start_n in range(n_lo, n_hi, BLOCK_N):
-        cols = start_n + offs_n
-        n_ok = cols < M
-        # -- K^T, tK^T, V^T, tV^T (HEAD_DIM x BLOCK_N) of this key block
-        kT, tkT, vT, tvT = load_tiles_T(k_base, tk_base, v_base, tv_base, stride_kn, stride_tkn,
-                                        stride_vn, stride_tvn, cols, n_ok, offs_d, d_ok, MASK_N,
-                                        EVEN_D)
-        # -- P from the frozen stats (zero on masked keys)
-        s2 = tl.dot(q, kT, input_precision=INPUT_PRECISION) * qk_scale
-        p = frozen_probs(s2, m2, inv_l, b_rows, cols, lim, MASK_N, BIAS)
-        # -- S. = scale (tQ K^T + Q tK^T);  dP = dO V^T;  dP. = dO tV^T (+ tdO V^T)
-        sd = tl.dot(tq, kT, input_precision=INPUT_PRECISION)
-        sd = tl.dot(q, tkT, sd, input_precision=INPUT_PRECISION) * sm_scale
-        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
-        dpd = tl.dot(do, tvT, input_precision=INPUT_PRECISION)
-        if USE_TDO:
-            dpd = tl.dot(tdo, vT, dpd, input_precision=INPUT_PRECISION)
-        # -- dS = P (dP - z);  dS. = P ((S. - r)(dP - z) + dP. - z.)
-        dpz = dp - z[:, None]
-        ds = p * dpz
-        dsd = p * ((sd - r[:, None]) * dpz + dpd - zd[:, None])
-        # -- hQ += dS. K + dS tK
-        hq = tl.dot(dsd.to(kT.dtype), tl.trans(kT), hq, input_precision=INPUT_PRECISION)
-        hq = tl.dot(ds.to(kT.dtype), tl.trans(tkT), hq, input_precision=INPUT_PRECISION)
-    return hq
-
-
-@triton.jit
-def _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base, b_base,
-              stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M, offs_m, m_ok, Q_LEN,
-              DIAG, offs_n, offs_d, d_ok, sm_scale, qk_scale,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-              EVEN_D: tl.constexpr, MASKED: tl.constexpr, USE_TDO: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr):
-    """Key blocks every row sees without a mask, then the diagonal / ragged tail with one
-    (with an attention mask: every key block through the masked sweep)."""
-    hq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    n_full, n_hi = key_range(offs_m, m_ok, Q_LEN, DIAG, M, BLOCK_N)
-    if MASKED:
-        lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-        if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
-            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
-                           b_base, offs_n, offs_d, d_ok, sm_scale,
-                           qk_scale, BLOCK_N, EVEN_D, True, 1, USE_TDO, INPUT_PRECISION)
-        else:
-            b_rows = bias_rows(b_base, stride_biasm, offs_m)
-            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_hi, M, lim,
-                           b_rows, offs_n, offs_d, d_ok, sm_scale,
-                           qk_scale, BLOCK_N, EVEN_D, True, 2, USE_TDO, INPUT_PRECISION)
-    else:
-        hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                       tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, 0, n_full, M, 0,
-                       b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N, EVEN_D, False,
-                       False, USE_TDO, INPUT_PRECISION)
-        if n_full < n_hi:
-            lim = row_limits(offs_m, Q_LEN, DIAG, M)  # not live during the unmasked sweep
-            hq = _hq_inner(hq, q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base,
-                           tv_base, stride_kn, stride_tkn, stride_vn, stride_tvn, n_full, n_hi,
-                           M, lim, b_base, offs_n, offs_d, d_ok, sm_scale, qk_scale, BLOCK_N,
-                           EVEN_D, True, False, USE_TDO, INPUT_PRECISION)
-    return hq
+    # Rbuf stands in for HQ (FOR_HQ off: never touched)
+    _query_program(Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, Rbuf,
+                   sm_scale, stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                   stride_vz, stride_vh, stride_vn, stride_tqz, stride_tqh, stride_tqm,
+                   stride_tkz, stride_tkh, stride_tkn, stride_tvz, stride_tvh, stride_tvn,
+                   stride_doz, stride_doh, stride_dom, stride_tdoz, stride_tdoh, stride_tdom,
+                   0, 0, 0, stride_mz, stride_mh, stride_mm, stride_lz, stride_lh, stride_lm,
+                   stride_biasz, stride_biash, stride_biasm, Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG,
+                   BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, INPUT_PRECISION, False)
 
 
 @triton.jit
@@ -284,44 +273,15 @@ def _sdpa_bwd_jvp_dq_kernel(
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """hQ_i = scale * sum_j (dS._ij K_j + dS_ij tK_j) for one (query block, batch*head)."""
-    off_z, off_h, bh, valid = batch_head(Z, H)
-    if valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
-                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
-        q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
-                      d_ok, EVEN_D)
-        tq = load_rows(TQ, off_z, off_h, stride_tqz, stride_tqh, stride_tqm, offs_m, offs_d, m_ok,
-                       d_ok, EVEN_D)
-        do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
-                       d_ok, EVEN_D)
-        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
-                                   Q.dtype.element_ty)
-        r = row_vector(Rbuf, bh, T, offs_m, m_ok, 0.0)
-        z = row_vector(Zbuf, bh, T, offs_m, m_ok, 0.0)
-        zd = row_vector(ZDbuf, bh, T, offs_m, m_ok, 0.0)
-        k_base = K + off_z * stride_kz + off_h * stride_kh
-        tk_base = TK + off_z * stride_tkz + off_h * stride_tkh
-        v_base = V + off_z * stride_vz + off_h * stride_vh
-        tv_base = TV + off_z * stride_tvz + off_h * stride_tvh
-        b_base = Bias + off_z * stride_biasz + off_h * stride_biash
-        qk_scale = sm_scale * LOG2E
-        if HAS_TDO != 0:
-            tdo = load_rows(TDO, off_z, off_h, stride_tdoz, stride_tdoh, stride_tdom, offs_m,
-                            offs_d, m_ok, d_ok, EVEN_D)
-            hq = _hq_sweep(q, tq, do, tdo, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           b_base, stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M,
-                           offs_m, m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale,
-                           qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, True,
-                           INPUT_PRECISION)
-        else:
-            hq = _hq_sweep(q, tq, do, do, m2, inv_l, r, z, zd, k_base, tk_base, v_base, tv_base,
-                           b_base, stride_kn, stride_tkn, stride_vn, stride_tvn, stride_biasm, M,
-                           offs_m, m_ok, Q_LEN, DIAG, offs_n, offs_d, d_ok, sm_scale,
-                           qk_scale, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED, False,
-                           INPUT_PRECISION)
-        store_rows(HQ, hq * sm_scale, off_z, off_h, stride_hqz, stride_hqh, stride_hqm, offs_m,
-                   offs_d, m_ok, d_ok, EVEN_D)
+    _query_program(Q, K, V, TQ, TK, TV, DO, TDO, Bias, Mstat, Lstat, Rbuf, Zbuf, ZDbuf, HQ,
+                   sm_scale, stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                   stride_vz, stride_vh, stride_vn, stride_tqz, stride_tqh, stride_tqm,
+                   stride_tkz, stride_tkh, stride_tkn, stride_tvz, stride_tvh, stride_tvn,
+                   stride_doz, stride_doh, stride_dom, stride_tdoz, stride_tdoh, stride_tdom,
+                   stride_hqz, stride_hqh, stride_hqm, stride_mz, stride_mh, stride_mm,
+                   stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm,
+                   Z, H, T, M, D, HAS_TDO, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D,
+                   MASKED, INPUT_PRECISION, True)
 
 
 @triton.jit
