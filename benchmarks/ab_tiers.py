@@ -23,6 +23,14 @@ stop, or whether the tile should follow the tail block, T mod BLOCK_M); writes
 results/ab_tiers_lengths.csv. With --own the first arm is each call's own choice (the
 dispatcher's max_len and tail_len rules) instead of the tier held: ratio 1 where it runs the
 untiered variant; writes results/ab_tiers_own.csv.
+
+    python ab_tiers.py --causal --lengths 512,1024 fwd
+Any of the above with causal=True calls (a tier's diagonal blocks are half the 128-row tile's, so
+its length rule may differ for causal calls); the CSV name gains "_causal". `--causal-br`: the
+bottom-right alignment instead (a query block of a prefill after a cache, T < M, sees M - T
+keys more than top-left's); "_causal_br". A length may be "T:M" (M keys; default M = T),
+`--hkv N` gives k and v N heads (grouped-query attention; default H = 16), `--tokens N` sets
+B * T (default 8192; bench_breadth.py's shapes are 16384).
 """
 
 from __future__ import annotations
@@ -44,20 +52,24 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 RAGGED_D = {64: 40, 128: 72}
 
 
-def _call(op: str, B: int, T: int, D: int, dtype: torch.dtype):
-    """A no-argument callable running the public call whose kernels include `op`."""
+def _call(op: str, B: int, T: int, D: int, dtype: torch.dtype, causal: bool | str = False,
+          M: int | None = None, Hkv: int = H):
+    """A no-argument callable running the public call whose kernels include `op` (M keys in
+    Hkv heads; M = None: T)."""
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, do, tq, tk, tv = (torch.randn(B, H, T, D, device="cuda", dtype=dtype, generator=g)
-                               for _ in range(7))
-    _, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    q, do, tq = (torch.randn(B, H, T, D, device="cuda", dtype=dtype, generator=g)
+                 for _ in range(3))
+    k, v, tk, tv = (torch.randn(B, Hkv, M or T, D, device="cuda", dtype=dtype, generator=g)
+                    for _ in range(4))
+    _, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
     if op == "fwd":
-        return lambda: aot_sdpa.triton_sdpa_fused(q, k, v)
+        return lambda: aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)
     if op in ("bwd_dq", "bwd_dkdv", "bwd_z_from_stats", "bwd_fused"):
-        return lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
+        return lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=causal)
     if op == "jvp":
-        return lambda: aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l)
+        return lambda: aot_sdpa.sdpa_jvp(q, k, v, tq, tk, tv, m, l, causal=causal)
     if op == "fwd_jvp":
-        return lambda: aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+        return lambda: aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, causal=causal)
     raise SystemExit(f"ab_tiers: no call for op {op!r}")
 
 
@@ -66,7 +78,8 @@ def _ladder(max_len: int) -> list[int]:
     return sorted({64, 128, 197, max_len // 2, max_len, max_len + 1, 2 * max_len} - {0})
 
 
-def main(ops: list[str], lengths: list[int] | None = None, own: bool = False) -> None:
+def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool = False,
+         causal: bool | str = False, Hkv: int = H) -> None:
     cc = torch.cuda.get_device_capability()
     arch = f"sm_{cc[0]}{cc[1]}"
     tiers = [r for r in aot_sdpa.kernel_inventory() if r["max_len"] and r["arch"] == arch
@@ -77,8 +90,8 @@ def main(ops: list[str], lengths: list[int] | None = None, own: bool = False) ->
     for r in tiers:
         D = RAGGED_D[r["head_dim"]] if r["flavor"] == "ragged" else r["head_dim"]
         dtype = DTYPES[r["dtype"]]
-        for T in lengths or _ladder(r["max_len"]):
-            fn = _call(r["op"], max(1, TOKENS // T), T, D, dtype)
+        for T, M in lengths or [(t, t) for t in _ladder(r["max_len"])]:
+            fn = _call(r["op"], max(1, TOKENS // T), T, D, dtype, causal, M, Hkv)
             times = {"tier": [], "untiered": []}
             try:
                 for _ in range(ROUNDS):
@@ -93,14 +106,15 @@ def main(ops: list[str], lengths: list[int] | None = None, own: bool = False) ->
                          "bucket": r["head_dim"], "max_len": r["max_len"],
                          "tile": f"{r['block_m']}x{r['block_n']}/{r['num_warps']}/"
                                  f"{r['num_stages']}",
-                         "B": max(1, TOKENS // T), "H": H, "T": T, "D": D,
+                         "B": max(1, TOKENS // T), "H": H, "Hkv": Hkv, "T": T, "M": M, "D": D,
                          "tier_ms": round(med["tier"], 4), "untiered_ms": round(med["untiered"], 4),
                          "ratio": round(med["untiered"] / med["tier"], 3),
-                         "inside": T <= r["max_len"]})
+                         "causal": causal, "inside": max(T, M) <= r["max_len"]})
             print(table(rows[-1:], list(rows[-1])), flush=True)
             del fn
             torch.cuda.empty_cache()
-    write_csv("ab_tiers_own" if own else "ab_tiers_lengths" if lengths else "ab_tiers", rows)
+    name = "ab_tiers_own" if own else "ab_tiers_lengths" if lengths else "ab_tiers"
+    write_csv(name + {False: "", True: "_causal", "bottom_right": "_causal_br"}[causal], rows)
     print(table(rows, list(rows[0])))
 
 
@@ -109,7 +123,18 @@ if __name__ == "__main__":
     lengths = None
     if "--lengths" in args:
         i = args.index("--lengths")
-        lengths = sorted({int(t) for t in args[i + 1].split(",")})
+        pairs = [[int(n) for n in t.split(":")] for t in args[i + 1].split(",")]
+        lengths = sorted({(p[0], p[-1]) for p in pairs})
         del args[i:i + 2]
-    own = "--own" in args
-    main([a for a in args if a != "--own"], lengths, own)
+    if "--tokens" in args:
+        i = args.index("--tokens")
+        TOKENS = int(args[i + 1])
+        del args[i:i + 2]
+    Hkv = H
+    if "--hkv" in args:
+        i = args.index("--hkv")
+        Hkv = int(args[i + 1])
+        del args[i:i + 2]
+    flags = {"--own", "--causal", "--causal-br"}
+    causal = "bottom_right" if "--causal-br" in args else "--causal" in args
+    main([a for a in args if a not in flags], lengths, "--own" in args, causal, Hkv)
