@@ -88,6 +88,11 @@ class Variant:
     # keys); see the configs' tail_len. Dispatch only: not a compile input, so not in as_json
     # (the cache key)
     tail_len: int | None = None
+    # a tier's reach for causal calls (the first query row sees fewer than all M keys): up to
+    # max(T, M) <= causal_len the dispatcher runs it for them whatever the tail (its smaller
+    # tile wastes less work on the diagonal blocks); see the configs' causal_len. Dispatch
+    # only, like tail_len
+    causal_len: int | None = None
 
     @property
     def name(self) -> str:
@@ -110,7 +115,7 @@ class Variant:
         for key in ("min_blocks_per_sm", "max_len"):  # unset: left out, so the cache keys
             if d[key] is None:  # of every other variant stayed
                 del d[key]
-        del d["tail_len"]  # how the dispatcher picks the variant, not how it is compiled
+        del d["tail_len"], d["causal_len"]  # how the dispatcher picks it, not how it compiles
         return d
 
 
@@ -211,7 +216,8 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
         maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
         min_blocks_per_sm=mb, max_len=max_len,
-        tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None)
+        tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None,
+        causal_len=int(cfg["causal_len"]) if "causal_len" in cfg else None)
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -248,10 +254,11 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
             raise ValueError(f"variants.toml: op {op!r} max_len {tiers}: each must be in "
                              f"1..{MAX_TIER_LEN}")
         for c in table["configs"]:
-            if "tail_len" in c and ("max_len" not in c
-                                    or not int(c["max_len"]) < int(c["tail_len"]) <= MAX_TIER_LEN):
-                raise ValueError(f"variants.toml: op {op!r} tail_len {c['tail_len']}: only on a "
-                                 f"tier (max_len), above its max_len, at most {MAX_TIER_LEN}")
+            for reach in ("tail_len", "causal_len"):
+                if reach in c and ("max_len" not in c
+                                   or not int(c["max_len"]) < int(c[reach]) <= MAX_TIER_LEN):
+                    raise ValueError(f"variants.toml: op {op!r} {reach} {c[reach]}: only on a "
+                                     f"tier (max_len), above its max_len, at most {MAX_TIER_LEN}")
         if any("max_len" in c and "flavors" not in c for c in table["configs"]):
             raise ValueError(f"variants.toml: op {op!r} has a config with max_len but no "
                              "flavors: a sequence-length tier names the flavours it tiers")

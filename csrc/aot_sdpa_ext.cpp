@@ -182,16 +182,22 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
 }
 
 /* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)) and whose
- * grid tiles `extent` rows (T, or M for a key-side op): the tier with the smallest
- * max_len >= rows; else, where v's (the untiered twin's) last block of those rows would be at
- * most half full (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a
- * key-side op), the tier with the smallest tail_len >= rows (kernels/variants.toml tail_len:
- * the smaller tile wastes fewer rows); else v (untiered: any length). Null stays null. */
-const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent) {
+ * grid tiles `extent` rows (T, or M for a key-side op): the tier with the smallest max_len
+ * among those that cover rows (max_len >= rows or, for a causal call, causal_len >=
+ * causal_rows: its max(T, M) per head, 0 for a call that is not causal; kernels/variants.toml
+ * causal_len, the smaller tile wastes less on the diagonal blocks);
+ * else, where v's (the untiered twin's) last block of those rows would be at most half full
+ * (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a key-side op), the
+ * tier with the smallest tail_len >= rows (kernels/variants.toml tail_len: the smaller tile
+ * wastes fewer rows); else v (untiered: any length). Null stays null. */
+const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent,
+                              int64_t causal_rows) {
     if (v == nullptr) return v;
     const aot_variant_t* best = v;
     for (const aot_variant_t* t : tier_siblings(v))
-        if (t->max_len >= rows && (best->max_len == 0 || t->max_len < best->max_len)) best = t;
+        if ((t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows)) &&
+            (best->max_len == 0 || t->max_len < best->max_len))
+            best = t;
     const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
     const int64_t tail = block > 0 ? extent % block : 0;
     if (best == v && tail > 0 && 2 * tail <= block)
@@ -212,10 +218,11 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t exte
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
- * (max(T, M)) and the grid's `extent` rows (tier_for), the untiered variant when none covers
- * it. */
+ * (max(T, M)), the grid's `extent` rows and `causal_rows` (tier_for), the untiered variant
+ * when none covers it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
-                     bool masked, int device, bool padding, int64_t rows, int64_t extent) {
+                     bool masked, int device, bool padding, int64_t rows, int64_t extent,
+                     int64_t causal_rows) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -245,18 +252,19 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const aot_variant_t* padded =
         masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
-    general = tier_for(general, rows, extent);
-    hinted = tier_for(hinted, rows, extent);
-    padded = tier_for(padded, rows, extent);
+    general = tier_for(general, rows, extent, causal_rows);
+    hinted = tier_for(hinted, rows, extent, causal_rows);
+    padded = tier_for(padded, rows, extent, causal_rows);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
 }
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
-                      bool masked, bool padding, int64_t rows, int64_t extent) {
+                      bool masked, bool padding, int64_t rows, int64_t extent,
+                      int64_t causal_rows) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows, extent);
+                         device, padding, rows, extent, causal_rows);
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -295,14 +303,27 @@ bool bias_is_key_padding(int op, const int64_t* strides) {
     return i < 0 || strides[i] == 0;
 }
 
-/* The index of the HAS_BIAS flag among the ints (variants.toml [abi] i32_scalars). */
+/* The index of the int `name` among the ints (variants.toml [abi] i32_scalars). */
+int int_index(const char* name) {
+    for (int i = 0; i < AOT_NUM_INTS; ++i)
+        if (std::string(aot_int_names[i]) == name) return i;
+    throw std::logic_error(std::string("aot_sdpa: the kernel ABI has no ") + name + " int");
+}
+
 int has_bias_index() {
-    static const int index = [] {
-        for (int i = 0; i < AOT_NUM_INTS; ++i)
-            if (std::string(aot_int_names[i]) == "HAS_BIAS") return i;
-        throw std::logic_error("aot_sdpa: the kernel ABI has no HAS_BIAS int");
-    }();
+    static const int index = int_index("HAS_BIAS");
     return index;
+}
+
+/* A launch's causal_rows for tier choice (ints: Z, H, T, M, ..., Q_LEN, DIAG): 0 unless it is
+ * causal, its first query row seeing fewer than all M keys (row_limits(0) = DIAG < M - 1,
+ * kernels/_common.py); else max(Q_LEN, M), the query positions per head (T before grouped
+ * heads are folded into the rows) or the keys, or the benchmark hook's value when set. */
+int64_t launch_causal_rows(const int32_t* ints) {
+    static const int q_len = int_index("Q_LEN"), diag = int_index("DIAG");
+    if (ints[diag] >= static_cast<int64_t>(ints[3]) - 1) return 0;
+    const int64_t forced = g_tier_rows.load(std::memory_order_relaxed);
+    return forced != 0 ? forced : (ints[q_len] > ints[3] ? ints[q_len] : ints[3]);
 }
 
 void check_op(int op) {
@@ -341,7 +362,8 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
-                                    bias_is_key_padding(op, strides), launch_rows(ints), extent);
+                                    bias_is_key_padding(op, strides), launch_rows(ints), extent,
+                                    launch_causal_rows(ints));
     for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
         if (v == nullptr) continue;
         if (v != c.run) load_or_throw(v, device);
@@ -497,6 +519,7 @@ py::list inventory() {
         d["flavor"] = kFlavorNames[v.flavor];
         d["max_len"] = v.max_len;  // 0: any sequence length
         d["tail_len"] = v.tail_len;  // 0: none; else also up to it where the twin's tail is short
+        d["causal_len"] = v.causal_len;  // 0: none; else causal calls run it up to it
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
@@ -644,26 +667,29 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     // rows (max(T, M)) defaults to a long sequence: the untiered variants
-    // extent (the grid's rows) defaults to rows: a call with T = M
+    // extent (the grid's rows) defaults to rows: a call with T = M; causal_rows: 0 (not causal)
+    // or a causal call's max(T, M) per head
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
-                        bool ragged_ok, bool padding, int64_t rows, int64_t extent) {
+                        bool ragged_ok, bool padding, int64_t rows, int64_t extent,
+                        int64_t causal_rows) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
                                                      ragged_ok, masked, padding, rows,
-                                                     extent < 0 ? rows : extent));
+                                                     extent < 0 ? rows : extent, causal_rows));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
-          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1,
+          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
-                               bool ragged_ok, bool padding, int64_t rows, int64_t extent) {
+                               bool ragged_ok, bool padding, int64_t rows, int64_t extent,
+                               int64_t causal_rows) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
                                                     masked, -1, padding, rows,
-                                                    extent < 0 ? rows : extent));
+                                                    extent < 0 ? rows : extent, causal_rows));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
-          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1,
+          py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
           "Test hook: _select for a compute capability instead of a device (no driver needed).");
     m.def("_tier_rows", [](int64_t rows) {
         if (rows < 0) throw std::invalid_argument("aot_sdpa: _tier_rows takes rows >= 0");

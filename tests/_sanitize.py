@@ -75,8 +75,10 @@ def _tiers(dt):
     """The sequence-length tiers (kernels/variants.toml max_len): each tier cubin at a length
     inside its range (16-bit forward, fast D = 64 up to 200 and up to 768, D = 128 and ragged
     D = 72; the float32 D = 64 one-kernel backward, T <= 200),
-    with odd lengths so the tail block is partial, and past max_len where tail_len runs it
-    (the untiered tile's last block at most half full)."""
+    with odd lengths so the tail block is partial, past max_len where tail_len runs it (the
+    untiered tile's last block at most half full), and where causal_len runs it for causal
+    calls (top-left with T > M, bottom-right with T < M: rows that see no key, and grouped
+    heads)."""
     _case("tier fast D=64 T<=200", 2, 3, 3, 197, 197, 64, dt)
     _case("tier fast D=64 T<=768", 1, 2, 2, 331, 500, 64, dt)
     _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
@@ -84,6 +86,9 @@ def _tiers(dt):
     _case("tier fast D=64 tail_len T=801 M=1000", 1, 2, 2, 801, 1000, 64, dt)
     _case("tier fast D=128 tail_len T=385", 1, 2, 2, 385, 385, 128, dt)
     _case("tier ragged D=72 tail_len T=300", 1, 2, 2, 300, 290, 72, dt)
+    _case("tier fast D=64 causal_len T=1500 M=1201", 1, 2, 2, 1500, 1201, 64, dt, causal=True)
+    _case("tier fast D=64 causal_len bottom-right T=999 M=1300 GQA", 1, 4, 2, 999, 1300, 64, dt,
+          causal="bottom_right")
 
 
 def _split(dt):

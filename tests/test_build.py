@@ -247,7 +247,7 @@ def test_mask_code_per_flavour():
 
 
 def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
-                     rows=None, extent=None):
+                     rows=None, extent=None, causal_rows=0):
     """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
@@ -255,25 +255,30 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     hinted one is the sibling. With a key-padding mask (padding) the bucket's padding_fast
     runs before masked_fast, on the same conditions; the masked flavour not run is the
     second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
-    None: a long sequence, untiered) and `extent` grid rows (None: rows). (run, sibling,
-    sibling2); None when nothing matches."""
+    None: a long sequence, untiered), `extent` grid rows (None: rows) and `causal_rows` (0:
+    not causal; else max(T, M) per head). (run, sibling, sibling2); None when nothing
+    matches."""
     choice = _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
-    return None if choice is None else tuple(_tier(inv, n, rows, extent) for n in choice)
+    return None if choice is None else tuple(_tier(inv, n, rows, extent, causal_rows)
+                                             for n in choice)
 
 
-def _tier(inv, name, rows, extent=None):
+def _tier(inv, name, rows, extent=None, causal_rows=0):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
     (None: rows): among the inventory entries of its family (op, dtype, bucket, arch, flavour)
-    with a max_len >= rows, the smallest, named "<name>_t<max_len>"; else, where the untiered
-    one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid tiles the keys) would
-    be at most half full, the tier with the smallest tail_len >= rows; else `name` itself (None
-    stays None)."""
+    that cover the call (max_len >= rows or, for a causal call, causal_len >= causal_rows, its
+    max(T, M) per head), the one with the smallest max_len, named "<name>_t<max_len>"; else,
+    where the untiered one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid
+    tiles the keys) would be at most half full, the tier with the smallest tail_len >= rows;
+    else `name` itself (None stays None)."""
     from aot_sdpa import _C
 
     if name is None or rows is None:
         return name
     family = [r for r in inv if _name(r) == name]
-    lens = [r["max_len"] for r in family if r["max_len"] >= rows]
+    lens = [r["max_len"] for r in family
+            if r["max_len"] and (r["max_len"] >= rows
+                                 or 0 < causal_rows <= r["causal_len"])]
     if lens:
         return f"{name}_t{min(lens)}"
     reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
@@ -328,6 +333,9 @@ TIER_EDGES = (1, *sorted({n for v in load(ROOT / "kernels" / "variants.toml").va
 # that leave the untiered tile's last block half full, fuller, and whole
 TAIL_LENS = tuple(sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
                           if v.tail_len for n in (v.tail_len, v.tail_len + 1)} | {320, 352, 384}))
+# the edges of the tiers' reach for causal calls (causal_len) and a length between tail and it
+CAUSAL_LENS = tuple(sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
+                            if v.causal_len for n in (v.causal_len, v.causal_len + 1)} | {1500}))
 
 
 def _short(r):
@@ -356,12 +364,16 @@ def test_dispatcher_choices_without_a_driver():
                     for fast_ok, ragged_ok, masked, padding in itertools.product(
                             (False, True), repeat=4):
                         # the sequence lengths: a long one (the hook's default) and a short
-                        # one; for an op with tiers, also each tier's edge and just past it
-                        for rows in (None, *(TIER_EDGES + TAIL_LENS if op in tiered else (1,))):
+                        # one; for an op with tiers, also each tier's edge and just past it,
+                        # without and with a causal mask
+                        lens = TIER_EDGES + TAIL_LENS + CAUSAL_LENS if op in tiered else (1,)
+                        for rows, causal in itertools.product(
+                                (None, *lens), (False, True) if op in tiered else (False,)):
+                            c_rows = rows if causal and rows else 0  # T = M, no grouping
                             want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
-                                                    ragged_ok, padding, rows)
+                                                    ragged_ok, padding, rows, causal_rows=c_rows)
                             args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
-                            kw = {} if rows is None else {"rows": rows}
+                            kw = ({} if rows is None else {"rows": rows}) | {"causal_rows": c_rows}
                             if want is None:
                                 with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
                                     _C._select_for_cc(*args, **kw)
@@ -369,8 +381,8 @@ def test_dispatcher_choices_without_a_driver():
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
     per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
-    assert n == per_op * (2 * (len(ops) - len(tiered))
-                          + (1 + len(TIER_EDGES) + len(TAIL_LENS)) * len(tiered))
+    assert n == per_op * (2 * (len(ops) - len(tiered)) + 2 * len(tiered)
+                          * (1 + len(TIER_EDGES) + len(TAIL_LENS) + len(CAUSAL_LENS)))
     assert tiered == {"fwd", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
@@ -426,6 +438,22 @@ def test_dispatcher_choices_without_a_driver():
             "fwd_bf16_d64_fast_sm90"), (rows, extent)  # tail_len; T = 768 with M = 800
     assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=800, extent=769)[0] == (
         "fwd_bf16_d64_fast_sm90_t768")  # T = 769 with M = 800
+    # causal calls run that tier up to its causal_len = 8192 whatever the tail (the shorter
+    # one still below 200), non-causal ones of those lengths the untiered tile
+    for rows in (1024, 1500, 8192):
+        assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=rows,
+                                 causal_rows=rows)[0] == "fwd_bf16_d64_fast_sm90_t768", rows
+        assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=rows)[0] == (
+            "fwd_bf16_d64_fast_sm90"), rows
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=8193, causal_rows=8193)[0] == (
+        "fwd_bf16_d64_fast_sm90")
+    # causal_len counts per head: T = 4096 in groups of 4 query heads is 16384 grid rows
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=16384, causal_rows=4096)[0] == (
+        "fwd_bf16_d64_fast_sm90_t768")
+    assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=197, causal_rows=197)[0] == (
+        "fwd_bf16_d64_fast_sm90_t200")
+    assert _C._select_for_cc(fwd, 0, 128, 90, True, False, rows=1024, causal_rows=1024)[0] == (
+        "fwd_fp16_d128_fast_sm90")  # the bucket-128 tier has no causal reach
     assert _C._select_for_cc(fwd, 1, 64, 90, False, False, rows=64)[0] == (
         "fwd_bf16_d64_general_sm90")  # no general tier
     assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (

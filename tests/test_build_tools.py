@@ -337,24 +337,32 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
         variants_mod.load(path)
 
 
-def test_a_tiers_tail_len_is_dispatch_only_and_checked(tmp_path):
+def test_a_tiers_tail_and_causal_len_are_dispatch_only_and_checked(tmp_path):
     """tail_len (how far past max_len a tier may run where the untiered tile's last block would
-    be at most half full) reaches the tier's Variant but not its cache key's JSON, so adding or
-    moving it recompiles nothing; it must sit on a tier, above its max_len."""
+    be at most half full) and causal_len (how far it runs for causal calls) reach the tier's
+    Variant but not its cache key's JSON, so adding or moving them recompiles nothing; each
+    must sit on a tier, above its max_len, at most MAX_TIER_LEN."""
     spec = _spec()
     by_name = {v.name: v for v in spec.variants}
     t = by_name["fwd_fp16_d64_fast_sm90_t768"]
-    assert (t.max_len, t.tail_len) == (768, 1152)
-    assert "tail_len" not in t.as_json()
+    assert (t.max_len, t.tail_len, t.causal_len) == (768, 1152, 8192)
+    assert "tail_len" not in t.as_json() and "causal_len" not in t.as_json()
+    assert by_name["fwd_fp16_d64_fast_sm90_t200"].causal_len is None
     assert by_name["fwd_fp16_d64_fast_sm90"].tail_len is None
-    assert all(v.tail_len is None for v in spec.variants if v.max_len is None)
+    assert all(v.tail_len is None and v.causal_len is None
+               for v in spec.variants if v.max_len is None)
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
-    for old, new in (("tail_len = 1152", "tail_len = 768"), ("max_len = 768\ntail_len = 1152",
-                                                              "tail_len = 1152")):
+    tier = "max_len = 768\ntail_len = 1152\ncausal_len = 8192"
+    for old, new, key in (
+            ("tail_len = 1152", "tail_len = 768", "tail_len"),
+            (tier, "tail_len = 1152\ncausal_len = 8192", "tail_len"),
+            ("causal_len = 8192", "causal_len = 700", "causal_len"),
+            ("causal_len = 8192", f"causal_len = {variants_mod.MAX_TIER_LEN + 1}", "causal_len"),
+            (tier, "causal_len = 8192", "causal_len")):
         assert text.count(old) == 1
         path.write_text(text.replace(old, new))
-        with pytest.raises(ValueError, match="tail_len"):
+        with pytest.raises(ValueError, match=key):
             variants_mod.load(path)
 
 

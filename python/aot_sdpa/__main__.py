@@ -19,7 +19,7 @@ def _inventory() -> None:
     print(f"aot_sdpa {aot_sdpa.__version__}: {len(inv)} kernel variants, {total / 1e6:.1f} MB of "
           f"cubins in {packed / 1e6:.1f} MB of compressed images (unpacked per op on first "
           f"use), archs {', '.join(aot_sdpa.built_archs())}")
-    print(f"{'op':<18}{'dtype':<10}{'products':<9}{'D':>4} {'arch':<7}{'flavor':<13}{'T,M<=':>10}"
+    print(f"{'op':<18}{'dtype':<10}{'products':<9}{'D':>4} {'arch':<7}{'flavor':<13}{'T,M<=':>15}"
           f"{'BLOCK_M':>8}{'BLOCK_N':>8}{'warps':>6}{'stages':>7}{'smem':>8}{'cubin':>9}")
     for r in inv:
         # products: the tensor-core input precision (float32: bf16x6 on sm_90, tf32x3 on
@@ -27,17 +27,20 @@ def _inventory() -> None:
         # torch.set_float32_matmul_precision("high"/"medium"))
         prec = r["input_precision"] if r["dtype"] == "float32" else "native"
         print(f"{r['op']:<18}{r['dtype']:<10}{prec:<9}{r['head_dim']:>4} {r['arch']:<7}"
-              f"{r['flavor']:<13}{_reach(r):>10}{r['block_m']:>8}{r['block_n']:>8}"
+              f"{r['flavor']:<13}{_reach(r):>15}{r['block_m']:>8}{r['block_n']:>8}"
               f"{r['num_warps']:>6}{r['num_stages']:>7}{r['shared_bytes']:>8}{r['cubin_bytes']:>9}")
     print("per op:", dict(Counter(r["op"] for r in inv)))
 
 
 def _reach(r: dict) -> str:
-    """The lengths a variant runs for: any, a tier's max_len, and its tail_len ("256/576":
-    up to 576 where the untiered tile's last block would be at most half full)."""
+    """The lengths a variant runs for: any, a tier's max_len, its tail_len ("256/576": up to
+    576 where the untiered tile's last block would be at most half full) and its causal_len
+    ("768/1152/c8192": causal calls up to 8192)."""
     if not r["max_len"]:
         return "any"
-    return f"{r['max_len']}/{r['tail_len']}" if r["tail_len"] else str(r["max_len"])
+    reach = [str(r["max_len"]), *([str(r["tail_len"])] if r["tail_len"] else []),
+             *([f"c{r['causal_len']}"] if r["causal_len"] else [])]
+    return "/".join(reach)
 
 
 def _self_check() -> bool:
