@@ -88,10 +88,10 @@ class Variant:
     # keys); see the configs' tail_len. Dispatch only: not a compile input, so not in as_json
     # (the cache key)
     tail_len: int | None = None
-    # a tier's reach for causal calls (the first query row sees fewer than all M keys): up to
-    # max(T, M) <= causal_len the dispatcher runs it for them whatever the tail (its smaller
-    # tile wastes less work on the diagonal blocks); see the configs' causal_len. Dispatch
-    # only, like tail_len
+    # a tier's reach for causal calls (the first query row sees fewer than all M keys): where
+    # max(T, M) per head (T before grouped heads are folded) <= causal_len the dispatcher runs
+    # it for them whatever the tail (its smaller tile wastes less work on the diagonal
+    # blocks); see the configs' causal_len. Dispatch only, like tail_len
     causal_len: int | None = None
 
     @property

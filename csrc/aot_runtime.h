@@ -71,7 +71,8 @@ typedef struct aot_variant {
     int tail_len;   /* a tier's reach past max_len: for max(T, M) <= tail_len it also runs
                        where the twin's last block of grid rows would be at most half full */
     int causal_len; /* a tier's reach for causal calls (the first query row sees fewer than
-                       all M keys): for max(T, M) <= causal_len it runs for them (0: none) */
+                       all M keys): it runs for them where max(T, M) per head (T before
+                       grouped heads are folded) <= causal_len (0: none) */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

@@ -40,8 +40,8 @@ def kernel_inventory() -> list[dict]:
     padding_fast), max_len (0: any sequence length; else a sequence-length tier, run in place
     of its untiered twin when max(T, M) <= max_len), tail_len (0: none; else the tier also
     runs for max(T, M) <= tail_len where the twin's last block of grid rows would be at most
-    half full), causal_len (0: none; else causal calls run the tier for max(T, M) <=
-    causal_len), block_m, block_n, num_warps, num_stages,
+    half full), causal_len (0: none; else causal calls run the tier where max(T, M)
+    per head <= causal_len), block_m, block_n, num_warps, num_stages,
     shared_bytes, cubin_bytes, input_precision, and where its cubin lies: image (the
     compressed image of its op and arch, unpacked on first use) and image_offset."""
     return _C.inventory()
