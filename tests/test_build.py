@@ -325,17 +325,17 @@ def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding
     return (fv, gen, pv) if fast_ok and fv and D == b else (gen, fv, pv)
 
 
-# the max(T, M) at each sequence-length tier's edge and one past it (kernels/variants.toml
-# configs' max_len), and a short sequence
-TIER_EDGES = (1, *sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
-                          if v.max_len for n in (v.max_len, v.max_len + 1)}))
+# the sequence-length tiers of kernels/variants.toml (read once)
+_TIERS = [v for v in load(ROOT / "kernels" / "variants.toml").variants if v.max_len]
+# the max(T, M) at each tier's edge and one past it (configs' max_len), and a short sequence
+TIER_EDGES = (1, *sorted({n for v in _TIERS for n in (v.max_len, v.max_len + 1)}))
 # past max_len, where a tier's tail_len rule decides: its edge and one past it, and lengths
 # that leave the untiered tile's last block half full, fuller, and whole
-TAIL_LENS = tuple(sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
-                          if v.tail_len for n in (v.tail_len, v.tail_len + 1)} | {320, 352, 384}))
+TAIL_LENS = tuple(sorted({n for v in _TIERS if v.tail_len
+                          for n in (v.tail_len, v.tail_len + 1)} | {320, 352, 384}))
 # the edges of the tiers' reach for causal calls (causal_len) and a length between tail and it
-CAUSAL_LENS = tuple(sorted({n for v in load(ROOT / "kernels" / "variants.toml").variants
-                            if v.causal_len for n in (v.causal_len, v.causal_len + 1)} | {1500}))
+CAUSAL_LENS = tuple(sorted({n for v in _TIERS if v.causal_len
+                            for n in (v.causal_len, v.causal_len + 1)} | {1500}))
 
 
 def _short(r):
