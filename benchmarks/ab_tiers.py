@@ -118,23 +118,30 @@ def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool
     print(table(rows, list(rows[0])))
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    lengths = None
-    if "--lengths" in args:
-        i = args.index("--lengths")
-        pairs = [[int(n) for n in t.split(":")] for t in args[i + 1].split(",")]
+def _pop_value(args: list[str], flag: str) -> str | None:
+    """The value after `flag` in args, both removed (None: flag absent)."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    value = args[i + 1]
+    del args[i:i + 2]
+    return value
+
+
+def parse(args: list[str]) -> dict:
+    """main()'s keyword arguments from the command line (see the docstring); sets TOKENS."""
+    global TOKENS
+    lengths = _pop_value(args, "--lengths")
+    if lengths is not None:
+        pairs = [[int(n) for n in t.split(":")] for t in lengths.split(",")]
         lengths = sorted({(p[0], p[-1]) for p in pairs})
-        del args[i:i + 2]
-    if "--tokens" in args:
-        i = args.index("--tokens")
-        TOKENS = int(args[i + 1])
-        del args[i:i + 2]
-    Hkv = H
-    if "--hkv" in args:
-        i = args.index("--hkv")
-        Hkv = int(args[i + 1])
-        del args[i:i + 2]
+    TOKENS = int(_pop_value(args, "--tokens") or TOKENS)
+    Hkv = int(_pop_value(args, "--hkv") or H)
     flags = {"--own", "--causal", "--causal-br"}
-    causal = "bottom_right" if "--causal-br" in args else "--causal" in args
-    main([a for a in args if a not in flags], lengths, "--own" in args, causal, Hkv)
+    return {"ops": [a for a in args if a not in flags], "lengths": lengths,
+            "own": "--own" in args,
+            "causal": "bottom_right" if "--causal-br" in args else "--causal" in args, "Hkv": Hkv}
+
+
+if __name__ == "__main__":
+    main(**parse(sys.argv[1:]))
