@@ -315,6 +315,12 @@ int has_bias_index() {
     return index;
 }
 
+/* `rows` for tier choice, or the benchmark hook's value (`_tier_rows`) when it is set. */
+int64_t hooked_rows(int64_t rows) {
+    const int64_t forced = g_tier_rows.load(std::memory_order_relaxed);
+    return forced != 0 ? forced : rows;
+}
+
 /* A launch's causal_rows for tier choice (ints: Z, H, T, M, ..., Q_LEN, DIAG): 0 unless it is
  * causal, its first query row seeing fewer than all M keys (row_limits(0) = DIAG < M - 1,
  * kernels/_common.py); else max(Q_LEN, M), the query positions per head (T before grouped
@@ -322,8 +328,7 @@ int has_bias_index() {
 int64_t launch_causal_rows(const int32_t* ints) {
     static const int q_len = int_index("Q_LEN"), diag = int_index("DIAG");
     if (ints[diag] >= static_cast<int64_t>(ints[3]) - 1) return 0;
-    const int64_t forced = g_tier_rows.load(std::memory_order_relaxed);
-    return forced != 0 ? forced : (ints[q_len] > ints[3] ? ints[q_len] : ints[3]);
+    return hooked_rows(ints[q_len] > ints[3] ? ints[q_len] : ints[3]);
 }
 
 void check_op(int op) {
@@ -342,10 +347,7 @@ void load_or_throw(const aot_variant_t* v, int device) {
 
 /* The max(T, M) a launch's sequence-length tier is chosen by (ints: Z, H, T, M, ...), or the
  * benchmark hook's value when set. */
-int64_t launch_rows(const int32_t* ints) {
-    const int64_t forced = g_tier_rows.load(std::memory_order_relaxed);
-    return forced != 0 ? forced : (ints[2] > ints[3] ? ints[2] : ints[3]);
-}
+int64_t launch_rows(const int32_t* ints) { return hooked_rows(ints[2] > ints[3] ? ints[2] : ints[3]); }
 
 /* Launch `op` on raw arguments in its ABI order (checked against the op's table). */
 void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t* ptrs, int n_ptrs,
