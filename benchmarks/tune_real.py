@@ -29,10 +29,11 @@ Usage: python tune_real.py [op, shape or precision names ...]   (default: every 
        stack (full-occupancy fallback) and they timed 10-100x slow
        python tune_real.py d80_1k d96_1k d80_256 d96_256 [op names ...]   the split head-dim
        buckets (SHAPES_SPLIT: D = 80 and 96 fill them), 16-bit, over HALF_SPLIT
-       python tune_real.py tiers [op names ...]   each sequence-length tier in variants.toml
-       (configs with max_len; sm_90) against its untiered twin's config, at a ladder of T
-       (TIER_LADDER, B * T = 8192, H = 16, the bucket's D and, in 128, D = 72): where the tier stops
-       leading is its max_len
+       python tune_real.py tiers [causal] [op names ...]   each sequence-length tier in
+       variants.toml (configs with max_len; sm_90) against its untiered twin's config, at a ladder
+       of T (TIER_LADDER, B * T = 8192, H = 16, the bucket's D and, in 128, D = 72): where the tier
+       stops leading is its max_len; with causal, torch's causal mask over TIER_LADDER_CAUSAL:
+       where it stops leading on causal calls is its causal_len
        AOT_SDPA_KERNELS=<dir> python tune_real.py ...   the same sweep on the kernel sources
        in <dir> (e.g. `git archive <rev> kernels | tar -x -C old`, then old/kernels): an A/B
        of two kernel versions, each in its own process (build_tools/jit_call.py)
@@ -73,8 +74,9 @@ PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32
               # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
               "bf16x6": ("fp32", "bf16x6")}
 DEFAULT_PRECISIONS = ("fp16", "fp32", "tf32")
-HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config (the forward's:
-    # the untiered fast flavour's, registers capped at 128; (64, 64, 4, 2) is its T <= 256 tier)
+HALF = {  # fwd, bwd_dkdv, bwd_dq, jvp, fwd_jvp: the first is the current sm_90 D = 64 config
+    # (the forward's: the untiered fast flavour's, registers capped at 128; (64, 64, 4, 2) is its
+    # T <= 200 tier)
     "fwd": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3),
             (128, 128, 8, 3), (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2), (128, 64, 8, 3),
             (128, 64, 8, 3, 128), (128, 64, 8, 2)],
@@ -82,9 +84,9 @@ HALF = {  # fwd, bwd_dkdv, bwd_dq: the first is the current sm_90 D = 64 config 
                  (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3)],
     "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2),
                (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 3)],
-    "fwd_jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
-                (64, 64, 4, 3), (128, 64, 8, 3)],
-    "jvp": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 3)],
+    "fwd_jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
+                (128, 64, 8, 3)],
+    "jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2)],
     # dK alone and dV alone (one accumulator each): the backward split in two kernels
     "bwd_dk": [(32, 128, 4, 3), (64, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3),
                (128, 128, 8, 2)],
@@ -382,6 +384,7 @@ def main(names):
 
 
 TIER_LADDER = (128, 197, 256, 320, 384, 512, 768, 1024, 2048)
+TIER_LADDER_CAUSAL = (*TIER_LADDER, 3072, 4096)  # where a causal_len should stop
 
 
 def _tier_pairs(ops):
@@ -407,6 +410,8 @@ def _tier_dims(bucket):
 
 def tiers_main(names):
     ops = [n for n in names if n in MATMULS]
+    causal = "causal" in names
+    ladder = TIER_LADDER_CAUSAL if causal else TIER_LADDER
     pairs = list(_tier_pairs(ops))
     jobs = [(op, dtype, dtype, ip, cfg, mb) for op, dtype, ip, _, *two, _ in pairs
             for cfg, mb in two]
@@ -416,7 +421,7 @@ def tiers_main(names):
         print(f"\n## {op} {dtype} bucket {bucket}: untiered {c0} mb {m0} against tier "
               f"max_len={max_len} {c1} mb {m1}")
         for D in _tier_dims(bucket):
-            for T in TIER_LADDER:
+            for T in ladder:
                 shape = (max(1, 8192 // T), 16, T, D)
                 x = _tensors(shape, TORCH_DTYPE[dtype])
                 ms = []
@@ -424,12 +429,15 @@ def tiers_main(names):
                     if _key((op, dtype, dtype, ip, cfg, mb)) in failed:
                         ms.append(None)
                         continue
-                    ms.append(_bench(f"{shape}", op, f"{cfg}{'+min1' if mb else ''}", shape,
+                    ms.append(_bench(f"{shape}{' causal' if causal else ''}", op,
+                                     f"{cfg}{'+min1' if mb else ''}", shape,
                                      lambda x=x, cfg=cfg, mb=mb: _launch(op, dtype, ip, cfg, x,
-                                                                         shape, mb=mb)))
+                                                                         shape, causal=causal,
+                                                                         mb=mb), causal))
                 if None not in ms:
-                    print(f"TIER {op} D={D} T={T}: untiered/tier = {ms[0] / ms[1]:.3f}"
-                          f"{'  (inside max_len)' if T <= max_len else ''}", flush=True)
+                    print(f"TIER {op} D={D} T={T}{' causal' if causal else ''}: untiered/tier = "
+                          f"{ms[0] / ms[1]:.3f}{'  (inside max_len)' if T <= max_len else ''}",
+                          flush=True)
                 del x
                 torch.cuda.empty_cache()
 
