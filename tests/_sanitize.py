@@ -74,7 +74,8 @@ def _dense(B, H, T, M, g):
 def _tiers(dt):
     """The sequence-length tiers (kernels/variants.toml max_len): each tier cubin at a length
     inside its range (16-bit forward, fast D = 64 up to 200 and up to 768, D = 128 and ragged
-    D = 72; the float32 D = 64 one-kernel backward, T <= 200),
+    D = 72; 16-bit dQ and dK/dV, fast D = 64 up to 64; the float32 D = 64 one-kernel backward,
+    T <= 200),
     with odd lengths so the tail block is partial, past max_len where tail_len runs it (the
     untiered tile's last block at most half full), and where causal_len runs it for causal
     calls (top-left with T > M, bottom-right with T < M: rows that see no key, and grouped
@@ -89,6 +90,9 @@ def _tiers(dt):
     _case("tier fast D=64 causal_len T=1500 M=1201", 1, 2, 2, 1500, 1201, 64, dt, causal=True)
     _case("tier fast D=64 causal_len bottom-right T=999 M=1300 GQA", 1, 4, 2, 999, 1300, 64, dt,
           causal="bottom_right")
+    _case("tier fast D=64 dQ, dK/dV T<=64", 3, 2, 2, 61, 64, 64, dt)
+    _case("tier fast D=64 dQ, dK/dV causal_len T=1000 M=1023 GQA", 1, 4, 2, 1000, 1023, 64, dt,
+          causal=True)
 
 
 def _split(dt):

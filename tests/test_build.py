@@ -49,10 +49,13 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 
 # sequence-length tiers (kernels/variants.toml configs' max_len), all on sm_90: the 16-bit
 # forward's fast flavour up to 200 (bucket 64: ViT) and 768 (bucket 64: DiT-B/2, BERT), and 200
-# (bucket 128), its ragged one in bucket 128 up to 128
+# (bucket 128), its ragged one in bucket 128 up to 128; the 16-bit bucket-64 dQ and dK/dV's
+# fast flavour up to 64 (and causal calls up to 1024); the float32 one-kernel backward's up to 200
 TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
                          (128, "ragged", 128))} | {
+    (op, dt, 64, "sm_90", "fast", 64) for op in ("bwd_dq", "bwd_dkdv")
+    for dt in ("float16", "bfloat16")} | {
     ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
 # buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
@@ -327,15 +330,15 @@ def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding
 
 # the sequence-length tiers of kernels/variants.toml (read once)
 _TIERS = [v for v in load(ROOT / "kernels" / "variants.toml").variants if v.max_len]
-# the max(T, M) at each tier's edge and one past it (configs' max_len), and a short sequence
-TIER_EDGES = (1, *sorted({n for v in _TIERS for n in (v.max_len, v.max_len + 1)}))
-# past max_len, where a tier's tail_len rule decides: its edge and one past it, and lengths
-# that leave the untiered tile's last block half full, fuller, and whole
-TAIL_LENS = tuple(sorted({n for v in _TIERS if v.tail_len
-                          for n in (v.tail_len, v.tail_len + 1)} | {320, 352, 384}))
-# the edges of the tiers' reach for causal calls (causal_len) and a length between tail and it
-CAUSAL_LENS = tuple(sorted({n for v in _TIERS if v.causal_len
-                            for n in (v.causal_len, v.causal_len + 1)} | {1500}))
+
+
+def _tier_lens(op: str) -> tuple[int, ...]:
+    """The max(T, M) the dispatcher test tries for an op with tiers: a short sequence and each
+    of its tiers' edges and one past them: max_len; tail_len (past max_len, where the tail rule
+    decides), with lengths that leave the untiered tile's last block half full, fuller and
+    whole (320, 352, 384); causal_len, with a length between tail and it (1500)."""
+    ends = {n for v in _TIERS if v.op == op for n in (v.max_len, v.tail_len, v.causal_len) if n}
+    return tuple(sorted({1, 320, 352, 384, 1500} | ends | {n + 1 for n in ends}))
 
 
 def _short(r):
@@ -366,7 +369,7 @@ def test_dispatcher_choices_without_a_driver():
                         # the sequence lengths: a long one (the hook's default) and a short
                         # one; for an op with tiers, also each tier's edge and just past it,
                         # without and with a causal mask
-                        lens = TIER_EDGES + TAIL_LENS + CAUSAL_LENS if op in tiered else (1,)
+                        lens = _tier_lens(op) if op in tiered else (1,)
                         for rows, causal in itertools.product(
                                 (None, *lens), (False, True) if op in tiered else (False,)):
                             c_rows = rows if causal and rows else 0  # T = M, no grouping
@@ -381,9 +384,8 @@ def test_dispatcher_choices_without_a_driver():
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
     per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
-    assert n == per_op * (2 * (len(ops) - len(tiered)) + 2 * len(tiered)
-                          * (1 + len(TIER_EDGES) + len(TAIL_LENS) + len(CAUSAL_LENS)))
-    assert tiered == {"fwd", "bwd_fused"}
+    assert n == per_op * sum(2 * (1 + len(_tier_lens(op))) if op in tiered else 2 for op in ops)
+    assert tiered == {"fwd", "bwd_dq", "bwd_dkdv", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     # 16-bit on sm_90: 64 < D <= 96 runs in the split buckets 80 and 96 ([split_buckets])
