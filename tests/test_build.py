@@ -4,6 +4,7 @@ each cubin serves, import without Triton, the driver-less error, the dispatcher'
 import itertools
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -249,9 +250,23 @@ def test_mask_code_per_flavour():
         assert 0 < mma(op, "masked", "sm_90") == mma(op, "masked_fast", "sm_90"), op
 
 
-def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
+class _Index:
+    """The inventory as the rule below looks it up: each (op, arch, flavour, dtype)'s entries
+    by head dim, each untiered name's family (its tiers too) and each op's grid axis."""
+
+    def __init__(self, inv):
+        from aot_sdpa import _C
+
+        self.buckets, self.family = defaultdict(dict), defaultdict(list)
+        for r in inv:
+            self.buckets[(r["op"], r["arch"], r["flavor"], _short(r))][r["head_dim"]] = r
+            self.family[_name(r)].append(r)
+        self.grid = {o["name"]: o["grid"] for o in _C.ops()}
+
+
+def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
                      rows=None, extent=None, causal_rows=0):
-    """The dispatcher's rule, from the inventory: the smallest bucket >= D of the general (with
+    """The dispatcher's rule, from the inventory (an _Index): the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
     without a mask the ragged one when it qualifies and D is below the bucket; else that
@@ -261,12 +276,12 @@ def _expected_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     None: a long sequence, untiered), `extent` grid rows (None: rows) and `causal_rows` (0:
     not causal; else max(T, M) per head). (run, sibling, sibling2); None when nothing
     matches."""
-    choice = _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
-    return None if choice is None else tuple(_tier(inv, n, rows, extent, causal_rows)
+    choice = _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
+    return None if choice is None else tuple(_tier(idx, n, rows, extent, causal_rows)
                                              for n in choice)
 
 
-def _tier(inv, name, rows, extent=None, causal_rows=0):
+def _tier(idx, name, rows, extent=None, causal_rows=0):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
     (None: rows): among the inventory entries of its family (op, dtype, bucket, arch, flavour)
     that cover the call (max_len >= rows or, for a causal call, causal_len >= causal_rows, its
@@ -274,11 +289,9 @@ def _tier(inv, name, rows, extent=None, causal_rows=0):
     where the untiered one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid
     tiles the keys) would be at most half full, the tier with the smallest tail_len >= rows;
     else `name` itself (None stays None)."""
-    from aot_sdpa import _C
-
     if name is None or rows is None:
         return name
-    family = [r for r in inv if _name(r) == name]
+    family = idx.family[name]
     lens = [r["max_len"] for r in family
             if r["max_len"] and (r["max_len"] >= rows
                                  or 0 < causal_rows <= r["causal_len"])]
@@ -288,8 +301,7 @@ def _tier(inv, name, rows, extent=None, causal_rows=0):
     if not reach:  # most families: no tier reaches this far (the op table is not read)
         return name
     base = next(r for r in family if not r["max_len"])
-    grid = {o["name"]: o["grid"] for o in _C.ops()}[base["op"]]
-    block = base["block_m"] if grid == "T" else base["block_n"]
+    block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
     tail = (rows if extent is None else extent) % block
     if 0 < tail <= block // 2:
         return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
@@ -301,13 +313,12 @@ def _name(r):
     return f"{r['op']}_{_short(r)}_d{r['head_dim']}_{r['flavor']}_{r['arch'].replace('_', '')}"
 
 
-def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding):
+def _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding):
     names = {0: "fp16", 1: "bf16", 2: "fp32", 3: "tf32"}
     base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
 
     def of(dt, flavor):
-        return {r["head_dim"]: r for r in inv if r["op"] == op and r["arch"] == f"sm_{arch}"
-                and r["flavor"] == flavor and _short(r) == dt}
+        return idx.buckets.get((op, f"sm_{arch}", flavor, dt), {})
     dt = names[code]
     buckets = [b for b in of(dt, base) if b >= D]
     if not buckets and dt == "tf32":
@@ -332,13 +343,13 @@ def _untiered_choice(inv, op, code, D, arch, fast_ok, masked, ragged_ok, padding
 _TIERS = [v for v in load(ROOT / "kernels" / "variants.toml").variants if v.max_len]
 
 
-def _tier_lens(op: str) -> tuple[int, ...]:
-    """The max(T, M) the dispatcher test tries for an op with tiers: a short sequence and each
-    of its tiers' edges and one past them: max_len; tail_len (past max_len, where the tail rule
-    decides), with lengths that leave the untiered tile's last block half full, fuller and
-    whole (320, 352, 384); causal_len, with a length between tail and it (1500)."""
-    ends = {n for v in _TIERS if v.op == op for n in (v.max_len, v.tail_len, v.causal_len) if n}
-    return tuple(sorted({1, 320, 352, 384, 1500} | ends | {n + 1 for n in ends}))
+# the max(T, M) the dispatcher test tries for an op with tiers: a short sequence and each tier's
+# edges (of every op: those of the others must leave it alone) and one past them: max_len;
+# tail_len (past max_len, where the tail rule decides), with lengths that leave the untiered
+# tile's last block half full, fuller and whole (320, 352, 384); causal_len, with a length
+# between tail and it (1500)
+_ENDS = {n for v in _TIERS for n in (v.max_len, v.tail_len, v.causal_len) if n}
+TIER_LENS = tuple(sorted({1, 320, 352, 384, 1500} | _ENDS | {n + 1 for n in _ENDS}))
 
 
 def _short(r):
@@ -359,6 +370,7 @@ def test_dispatcher_choices_without_a_driver():
     inv = aot_sdpa.kernel_inventory()
     ops = [o["name"] for o in _C.ops()]
     tiered = {r["op"] for r in inv if r["max_len"]}
+    idx = _Index(inv)
     n = 0
     for cc, arch in ((90, 90), (80, 80), (86, 80), (89, 80)):
         for i, op in enumerate(ops):
@@ -369,11 +381,11 @@ def test_dispatcher_choices_without_a_driver():
                         # the sequence lengths: a long one (the hook's default) and a short
                         # one; for an op with tiers, also each tier's edge and just past it,
                         # without and with a causal mask
-                        lens = _tier_lens(op) if op in tiered else (1,)
+                        lens = TIER_LENS if op in tiered else (1,)
                         for rows, causal in itertools.product(
                                 (None, *lens), (False, True) if op in tiered else (False,)):
                             c_rows = rows if causal and rows else 0  # T = M, no grouping
-                            want = _expected_choice(inv, op, code, D, arch, fast_ok, masked,
+                            want = _expected_choice(idx, op, code, D, arch, fast_ok, masked,
                                                     ragged_ok, padding, rows, causal_rows=c_rows)
                             args = (i, code, D, cc, fast_ok, masked, ragged_ok, padding)
                             kw = ({} if rows is None else {"rows": rows}) | {"causal_rows": c_rows}
@@ -384,7 +396,7 @@ def test_dispatcher_choices_without_a_driver():
                                 assert _C._select_for_cc(*args, **kw) == want
                             n += 1
     per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
-    assert n == per_op * sum(2 * (1 + len(_tier_lens(op))) if op in tiered else 2 for op in ops)
+    assert n == per_op * (2 * (len(ops) - len(tiered)) + 2 * len(tiered) * (1 + len(TIER_LENS)))
     assert tiered == {"fwd", "bwd_dq", "bwd_dkdv", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
