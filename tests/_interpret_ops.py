@@ -5,6 +5,10 @@ before Triton is imported). The public functions run unchanged except for the la
 of the compiled cubin, `_ops._launch` runs the same Triton source in the interpreter, with the
 block sizes of kernels/variants.toml and the arguments assembled by parameter name exactly as
 the generated launchers do. Prints one JSON object: check name -> [max error, allowance].
+
+    python tests/_interpret_ops.py [fp32] [fp16]   only the checks of the dtypes named (fp16
+    with the split head-dim buckets' cases; default both), so that the test can run the two
+    halves side by side in two processes
 """
 
 from __future__ import annotations
@@ -158,10 +162,10 @@ def _additive(g, shape):
     return b.masked_fill(torch.rand(*shape, generator=g) < 0.25, float("-inf"))
 
 
-def main():
+def main(names=("fp32", "fp16")):
     """Each check: [our max error vs fp64, the allowance]; the allowance is the project's rule,
     2 x the error of the same formulas in torch in the input dtype + atol (atol relative to
-    the reference's magnitude: 2e-7 fp32, 2e-4 fp16)."""
+    the reference's magnitude: 2e-7 fp32, 2e-4 fp16). Only the dtypes in `names`."""
     _ops._launch = interpreted_launch
     _ops.check_devices = lambda names, tensors: 0
     _ops.fp32_precision = lambda device: "ieee"  # no GPU to ask; the products interpreted_launch runs
@@ -169,6 +173,8 @@ def main():
     out = {}
     g = torch.Generator().manual_seed(0)
     for dtype, atol in ((torch.float32, 2e-7), (torch.float16, 2e-4)):
+        if DTYPES[dtype] not in names:
+            continue
         for shape in ((1, 2, 37, 45, 16), (2, 1, 20, 70, 13)):  # (B, H, T, M, D)
             _check_all(out, dtype, atol, shape, g)
         # grouped-query (2 key/value heads for 4 query heads) and multi-query attention, the
@@ -220,11 +226,12 @@ def main():
     # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),
     # and causal over several blocks each way (the unmasked sweeps of whole blocks as well)
-    _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)
-    _check_all(out, torch.float16, 2e-4, (1, 2, 70, 50, 96), g, Hkv=1, causal="bottom_right")
-    _check_all(out, torch.float16, 2e-4, (1, 1, 200, 150, 80), g, causal=True)
+    if "fp16" in names:
+        _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)
+        _check_all(out, torch.float16, 2e-4, (1, 2, 70, 50, 96), g, Hkv=1, causal="bottom_right")
+        _check_all(out, torch.float16, 2e-4, (1, 1, 200, 150, 80), g, causal=True)
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or ("fp32", "fp16"))

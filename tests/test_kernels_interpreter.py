@@ -23,11 +23,18 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def interpreted():
+    """The checks of tests/_interpret_ops.py, its float32 and float16 halves run side by side
+    in two processes (CI has 2 cores)."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, str(HERE / "_interpret_ops.py")], capture_output=True,
-                         text=True, env=env, timeout=1800)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    procs = [subprocess.Popen([sys.executable, str(HERE / "_interpret_ops.py"), half],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for half in ("fp32", "fp16")]
+    checks = {}
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=1800)
+        assert p.returncode == 0, stderr[-4000:]
+        checks.update(json.loads(stdout.strip().splitlines()[-1]))
+    return checks
 
 
 def test_every_op_runs_in_the_interpreter(interpreted):
