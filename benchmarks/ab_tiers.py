@@ -30,7 +30,8 @@ its length rule may differ for causal calls); the CSV name gains "_causal". `--c
 bottom-right alignment instead (a query block of a prefill after a cache, T < M, sees M - T
 keys more than top-left's); "_causal_br". A length may be "T:M" (M keys; default M = T),
 `--hkv N` gives k and v N heads (grouped-query attention; default H = 16), `--tokens N` sets
-B * T (default 8192; bench_breadth.py's shapes are 16384).
+B * T (default 8192; bench_breadth.py's shapes are 16384). `--out NAME` writes results/NAME.csv
+instead of the names above (the backward's tiers: ab_tiers_bwd*.csv, ab_tiers_own_bwd.csv).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _ladder(max_len: int) -> list[int]:
 
 
 def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool = False,
-         causal: bool | str = False, Hkv: int = H) -> None:
+         causal: bool | str = False, Hkv: int = H, out: str | None = None) -> None:
     cc = torch.cuda.get_device_capability()
     arch = f"sm_{cc[0]}{cc[1]}"
     tiers = [r for r in aot_sdpa.kernel_inventory() if r["max_len"] and r["arch"] == arch
@@ -114,7 +115,8 @@ def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool
             del fn
             torch.cuda.empty_cache()
     name = "ab_tiers_own" if own else "ab_tiers_lengths" if lengths else "ab_tiers"
-    write_csv(name + {False: "", True: "_causal", "bottom_right": "_causal_br"}[causal], rows)
+    write_csv(out or name + {False: "", True: "_causal", "bottom_right": "_causal_br"}[causal],
+              rows)
     print(table(rows, list(rows[0])))
 
 
@@ -137,10 +139,12 @@ def parse(args: list[str]) -> dict:
         lengths = sorted({(p[0], p[-1]) for p in pairs})
     TOKENS = int(_pop_value(args, "--tokens") or TOKENS)
     Hkv = int(_pop_value(args, "--hkv") or H)
+    out = _pop_value(args, "--out")
     flags = {"--own", "--causal", "--causal-br"}
     return {"ops": [a for a in args if a not in flags], "lengths": lengths,
             "own": "--own" in args,
-            "causal": "bottom_right" if "--causal-br" in args else "--causal" in args, "Hkv": Hkv}
+            "causal": "bottom_right" if "--causal-br" in args else "--causal" in args, "Hkv": Hkv,
+            "out": out}
 
 
 if __name__ == "__main__":
