@@ -251,15 +251,15 @@ def test_mask_code_per_flavour():
 
 
 class _Index:
-    """The inventory as the rule below looks it up: each (op, arch, flavour, dtype)'s entries
-    by head dim, each untiered name's family (its tiers too) and each op's grid axis."""
+    """The inventory as the rule below looks it up: each (op, arch, flavour, dtype)'s head
+    dims (buckets), each untiered name's family (its tiers too) and each op's grid axis."""
 
     def __init__(self, inv):
         from aot_sdpa import _C
 
-        self.buckets, self.family = defaultdict(dict), defaultdict(list)
+        self.buckets, self.family = defaultdict(set), defaultdict(list)
         for r in inv:
-            self.buckets[(r["op"], r["arch"], r["flavor"], _short(r))][r["head_dim"]] = r
+            self.buckets[(r["op"], r["arch"], r["flavor"], _short(r))].add(r["head_dim"])
             self.family[_name(r)].append(r)
         self.grid = {o["name"]: o["grid"] for o in _C.ops()}
 
@@ -318,7 +318,7 @@ def _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding
     base, fast = ("masked", "masked_fast") if masked else ("general", "fast")
 
     def of(dt, flavor):
-        return idx.buckets.get((op, f"sm_{arch}", flavor, dt), {})
+        return idx.buckets.get((op, f"sm_{arch}", flavor, dt), set())
     dt = names[code]
     buckets = [b for b in of(dt, base) if b >= D]
     if not buckets and dt == "tf32":
