@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import aot_sdpa
-from aot_sdpa import _ops, reference
+from aot_sdpa import _autograd, _ops, reference
 
 from _compositions import COMPOSITIONS, FORWARD_MODE, SMALL, UNSUPPORTED, flat, inputs
 from _helpers import max_err
@@ -214,6 +214,40 @@ def test_func_jvp_through_dropin_is_one_fused_pass_cpu(reference_kernels, monkey
     assert calls == (["fwd_jvp_out"] if outer == "none" else ["fwd_jvp"]), calls
     for a, b in zip(got, want):
         assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
+
+
+def test_backward_records_its_primitive_only_when_differentiated_cpu(reference_kernels,
+                                                                     monkeypatch):
+    """The drop-in's backward runs _Bwd through autograd.Function.apply (a node for double
+    backward) when create_graph, torch.func or forward-AD tangents need it, and its kernels
+    directly otherwise (apply would record nothing there, at ~26 us of host time): the same
+    gradients either way."""
+    recorded = []
+    setup = _autograd._Bwd.setup_context
+    monkeypatch.setattr(_autograd._Bwd, "setup_context", staticmethod(
+        lambda ctx, inputs, output: (recorded.append(1), setup(ctx, inputs, output))[1]))
+    x = inputs(2, 2, 9, 11, 8, F64, "cpu", seed=7)
+    leaves = [x[n].clone().requires_grad_() for n in ("q", "k", "v")]
+    drop_in = aot_sdpa.scaled_dot_product_attention
+
+    def grads(**kw):
+        return torch.autograd.grad(drop_in(*leaves), leaves, x["do"], **kw)
+
+    want = torch.autograd.grad(reference.attention(*leaves), leaves, x["do"])
+    for create_graph, records in ((False, 0), (True, 1)):
+        recorded.clear()
+        got = grads(create_graph=create_graph)
+        assert len(recorded) == records, (create_graph, recorded)
+        for a, b in zip(got, want):
+            assert max_err(a, b) <= 1e-9 * (1 + b.abs().max().item())
+    recorded.clear()
+    torch.func.grad(lambda q: (drop_in(q, *leaves[1:]) * x["do"]).sum())(x["q"])
+    assert recorded  # under torch.func: through apply (functorch may set it up per level)
+    recorded.clear()
+    with torch.autograd.forward_ad.dual_level():  # reverse over a forward-AD tangent
+        dual = torch.autograd.forward_ad.make_dual(leaves[0], x["tq"])
+        torch.autograd.grad(drop_in(dual, *leaves[1:]), leaves[0], x["do"])
+    assert recorded
 
 
 def test_func_jvp_with_some_inputs_constant_cpu(reference_kernels):

@@ -1,0 +1,100 @@
+"""Host time of a training call's backward at a small shape, (1, 12, 197, 64) fp16 (ViT-B at
+batch 1: the GPU work is ~20 us, so an eager loop measures the host): ours through autograd
+against torch's default SDPA, and the parts of ours: the public sdpa_bwd, the _Bwd
+autograd.Function that _Fwd.backward calls (so that double backward works), _ops.bwd below it,
+and a trivial Python autograd.Function (what any Python backward node costs in torch's engine).
+"candidate" lines time a change that is not what the library runs (monkeypatched here)."""
+
+import torch
+import torch.nn.functional as F
+
+import aot_sdpa
+from aot_sdpa import _autograd, _ops
+
+from _harness import wall_ms
+
+
+class _Identity(torch.autograd.Function):
+    @staticmethod
+    def forward(x):
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def us(fn, n=2000):
+    return wall_ms(fn, n, warmup=100) * 1e3
+
+
+def _direct_bwd(q, k, v, do, o, m, l, scale, causal, bias):
+    """candidate: _Fwd.backward's call with nothing to differentiate (create_graph=False, no
+    functorch, no forward-AD tangents) goes straight to the kernels, not through _Bwd.apply"""
+    if _autograd._differentiated(q, k, v, do, o):
+        return _autograd._Bwd.apply(q, k, v, do, o, m, l, scale, causal, bias)
+    return _ops.bwd(q, k, v, do, m, l, o, scale, causal, bias)
+
+
+def main():
+    shape = (1, 12, 197, 64)
+    q, k, v, do = (torch.randn(shape, device="cuda", dtype=torch.float16) for _ in range(4))
+    qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+    sdpa = aot_sdpa.scaled_dot_product_attention
+    o_torch, o_ours = F.scaled_dot_product_attention(qg, kg, vg), sdpa(qg, kg, vg)
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    y = _Identity.apply(qg)
+    grads = lambda out: torch.autograd.grad(out, (qg, kg, vg), do, retain_graph=True)  # noqa: E731
+    eager = _autograd._EAGER.bwd
+
+    def with_direct(fn):
+        def run():
+            _autograd._EAGER.bwd = _direct_bwd
+            try:
+                fn()
+            finally:
+                _autograd._EAGER.bwd = eager
+        return run
+
+    def step(attn):
+        return lambda: torch.autograd.grad(attn(qg, kg, vg), (qg, kg, vg), do)
+
+    parts = {
+        "torch: forward with grad": lambda: F.scaled_dot_product_attention(qg, kg, vg),
+        "ours: forward with grad": lambda: sdpa(qg, kg, vg),
+        "torch: autograd.grad": lambda: grads(o_torch),
+        "ours: autograd.grad": lambda: grads(o_ours),
+        "candidate: autograd.grad, direct": with_direct(lambda: grads(o_ours)),
+        "torch: forward + grad": step(F.scaled_dot_product_attention),
+        "ours: forward + grad": step(sdpa),
+        "candidate: forward + grad, direct": with_direct(step(sdpa)),
+        "ours: sdpa_bwd (public)": lambda: aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o),
+        "_Bwd.apply (no grad)": lambda: _autograd._Bwd.apply(q, k, v, do, o, m, l, None, 0, None),
+        "_ops.bwd": lambda: _ops.bwd(q, k, v, do, m, l, o, None, 0, None),
+        "identity Function: grad": lambda: torch.autograd.grad(y, qg, do, retain_graph=True),
+    }
+    with torch.no_grad():
+        parts["_Bwd.apply (no grad)"]()
+    # the candidate must give the library's gradients bit for bit
+    ref, got = grads(o_ours), []
+    with_direct(lambda: got.extend(grads(o_ours)))()
+    print("candidate gradients equal:", len(got) == 3 and all(map(torch.equal, ref, got)))
+    rounds = {name: [] for name in parts}
+    for _ in range(3):  # interleaved rounds (profile_host.py: a leased host's speed drifts)
+        for name, fn in parts.items():
+            if name.startswith("_Bwd"):
+                with torch.no_grad():
+                    rounds[name].append(us(fn))
+            else:
+                rounds[name].append(us(fn))
+    for name, t in rounds.items():
+        t.sort()
+        print(f"{name:<36}{t[1]:8.2f} us  (rounds {t[0]:.2f} .. {t[2]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
