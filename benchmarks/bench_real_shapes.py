@@ -43,7 +43,10 @@ SHAPES = {  # name: (B, H, T, D)
     "ViT-S": (32, 6, 197, 64), "ViT-B": (32, 12, 197, 64), "ViT-L": (16, 16, 197, 64),
     "DiT-B/2": (32, 12, 256, 64), "SD-latent": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
     "DiT-XL/2": (32, 16, 256, 72), "D128-1k": (16, 16, 1024, 128), "D128-4k": (4, 16, 4096, 128),
+    # small batches, as a latency-bound service runs them (named only, for now)
+    "ViT-B-b1": (1, 12, 197, 64), "ViT-B-b4": (4, 12, 197, 64),
 }
+NAMED_ONLY = ("ViT-B-b1", "ViT-B-b4")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FWD_BACKENDS = ("default", "flash", "cudnn", "efficient")
 JVP_BACKENDS = ("math", "default")
@@ -103,7 +106,8 @@ def main(names: list[str]):
     if unknown:
         raise SystemExit(f"unknown shapes or dtypes {unknown}; known: {list(SHAPES)}, "
                          f"{list(dtype_names)}")
-    shapes = {n: SHAPES[n] for n in names if n in SHAPES} or SHAPES
+    shapes = {n: SHAPES[n] for n in names if n in SHAPES} or {
+        n: s for n, s in SHAPES.items() if n not in NAMED_ONLY}
     dtypes = {n: d for n, d in dtype_names.items() if n in names} or dtype_names
     rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes
                      or r["dtype"] not in dtypes) if names else []

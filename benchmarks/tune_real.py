@@ -59,7 +59,10 @@ SPEC = load(ROOT / "kernels" / "variants.toml")
 DEVICE = "cuda"
 SHAPES = {"t128": (64, 8, 128, 64), "vit": (32, 12, 197, 64), "t512": (16, 12, 512, 64),
           "mid": (8, 16, 1024, 64), "long": (2, 16, 4096, 64),
-          "dit": (32, 12, 256, 64)}  # DiT-B/2 at 256^2
+          "dit": (32, 12, 256, 64),  # DiT-B/2 at 256^2
+          # small grids (name them to sweep them): ViT-B at batch 1 and 4, ViT-S (6 heads)
+          "vit_b1": (1, 12, 197, 64), "vit_b4": (4, 12, 197, 64), "vit_s": (32, 6, 197, 64)}
+SMALL_GRIDS = ("vit_b1", "vit_b4", "vit_s")
 # head dim 128 (name them to sweep them: "d128_1k d128_4k"), with their own candidates
 # (HALF_128, FULL_128) compiled at D = 128
 SHAPES_128 = {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128),
@@ -79,11 +82,11 @@ HALF = {  # fwd, bwd_dkdv, bwd_dq, jvp, fwd_jvp: the first is the current sm_90 
     # T <= 200 tier)
     "fwd": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 3),
             (128, 128, 8, 3), (64, 128, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2), (128, 64, 8, 3),
-            (128, 64, 8, 3, 128), (128, 64, 8, 2)],
+            (128, 64, 8, 3, 128), (128, 64, 8, 2), (32, 64, 4, 2), (32, 32, 4, 2)],
     "bwd_dkdv": [(32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 4, 2), (32, 64, 4, 2),
-                 (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3)],
+                 (64, 128, 8, 2), (16, 64, 4, 2), (32, 64, 4, 3), (32, 32, 4, 2), (16, 32, 4, 2)],
     "bwd_dq": [(128, 64, 8, 4, 128), (128, 64, 8, 4), (128, 32, 4, 2), (64, 64, 4, 2),
-               (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 3)],
+               (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2)],
     "fwd_jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2),
                 (128, 64, 8, 3)],
     "jvp": [(64, 64, 4, 3), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2)],
@@ -351,7 +354,8 @@ def main(names):
     split_buckets = {n: s for n, s in SHAPES_SPLIT.items() if n in names}
     shapes = split_buckets or {n: s for n, s in SHAPES_128.items() if n in names}
     d128 = bool(shapes) and not split_buckets
-    shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or SHAPES
+    shapes = shapes or {n: s for n, s in SHAPES.items() if n in names} or {
+        n: s for n, s in SHAPES.items() if n not in SMALL_GRIDS}
     precs = [n for n in names if n in PRECISIONS] or list(DEFAULT_PRECISIONS)
     causal = "causal" in names
     jobs = list(_jobs(ops, d128, precs, min1="min1" in names, split_buckets=bool(split_buckets)))
