@@ -93,6 +93,12 @@ class Variant:
     # it for them whatever the tail (its smaller tile wastes less work on the diagonal
     # blocks); see the configs' causal_len. Dispatch only, like tail_len
     causal_len: int | None = None
+    # a tier's reach for small grids: where max(T, M) <= grid_len and the untiered twin's grid
+    # would have at most one program per multiprocessor (its grid heads times blocks; the
+    # device's count, read at run time) the dispatcher runs it (its smaller tile's extra
+    # programs fill multiprocessors the twin leaves idle); see the configs' grid_len. Dispatch
+    # only, like tail_len
+    grid_len: int | None = None
 
     @property
     def name(self) -> str:
@@ -115,7 +121,8 @@ class Variant:
         for key in ("min_blocks_per_sm", "max_len"):  # unset: left out, so the cache keys
             if d[key] is None:  # of every other variant stayed
                 del d[key]
-        del d["tail_len"], d["causal_len"]  # how the dispatcher picks it, not how it compiles
+        del d["tail_len"], d["causal_len"], d["grid_len"]  # how the dispatcher picks it, not
+        # how it compiles
         return d
 
 
@@ -217,7 +224,8 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
         min_blocks_per_sm=mb, max_len=max_len,
         tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None,
-        causal_len=int(cfg["causal_len"]) if "causal_len" in cfg else None)
+        causal_len=int(cfg["causal_len"]) if "causal_len" in cfg else None,
+        grid_len=int(cfg["grid_len"]) if "grid_len" in cfg else None)
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -254,7 +262,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
             raise ValueError(f"variants.toml: op {op!r} max_len {tiers}: each must be in "
                              f"1..{MAX_TIER_LEN}")
         for c in table["configs"]:
-            for reach in ("tail_len", "causal_len"):
+            for reach in ("tail_len", "causal_len", "grid_len"):
                 if reach in c and ("max_len" not in c
                                    or not int(c["max_len"]) < int(c[reach]) <= MAX_TIER_LEN):
                     raise ValueError(f"variants.toml: op {op!r} {reach} {c[reach]}: only on a "

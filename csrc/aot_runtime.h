@@ -73,6 +73,9 @@ typedef struct aot_variant {
     int causal_len; /* a tier's reach for causal calls (the first query row sees fewer than
                        all M keys): it runs for them where max(T, M) per head (T before
                        grouped heads are folded) <= causal_len (0: none) */
+    int grid_len;   /* a tier's reach for small grids: for max(T, M) <= grid_len it also runs
+                       where the twin's grid would have at most one program per
+                       multiprocessor (0: none) */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

@@ -26,6 +26,7 @@ namespace {
 thread_local std::string t_detail;
 std::mutex g_arch_mutex;
 int g_arch[AOT_MAX_DEVICES] = {};  // compute capability * 10, 0 = unknown
+int g_sms[AOT_MAX_DEVICES] = {};   // streaming multiprocessors, 0 = unknown
 /* dtype codes: 0 fp16, 1 bf16, 2 fp32 (fp32-accurate products), 3 fp32 with TF32 products
  * allowed (an op without a TF32 variant runs its fp32 one). */
 constexpr int kNumDtypes = 4;
@@ -77,6 +78,22 @@ int device_arch(int device) {
 /* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
  * down (SIGSEGV in the first NoKernelError naming the archs, under torch 2.11 / Python 3.12;
  * fine on the CPU machine); with appends the same test passes there. */
+/* The number of streaming multiprocessors of a device (cached; needs the driver): the small-grid
+ * rule of tier_for compares a grid's programs with it. */
+int device_sms(int device) {
+    device_arch(device);  // the index checked and the driver loaded
+    int sms = __atomic_load_n(&g_sms[device], __ATOMIC_ACQUIRE);
+    if (sms != 0) return sms;
+    const CudaApi* api = cuda_api(nullptr);
+    CUdevice dev;
+    CUresult st = api->DeviceGet(&dev, device);
+    if (st == CUDA_SUCCESS)
+        st = api->DeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGetAttribute(multiprocessors)");
+    __atomic_store_n(&g_sms[device], sms, __ATOMIC_RELEASE);
+    return sms;
+}
+
 std::string wheel_archs() {
     std::string s;
     for (int i = 0; i < aot_num_archs; ++i) s += (i ? ", sm_" : "sm_") + std::to_string(aot_archs[i]);
@@ -182,23 +199,29 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
 }
 
 /* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)) and whose
- * grid tiles `extent` rows (T, or M for a key-side op): the tier with the smallest max_len
- * among those that cover rows (max_len >= rows or, for a causal call, causal_len >=
- * causal_rows: its max(T, M) per head, 0 for a call that is not causal; kernels/variants.toml
- * causal_len, the smaller tile wastes less on the diagonal blocks);
+ * grid tiles `extent` rows (T, or M for a key-side op) on `bh` grid heads (Z * H as the kernel
+ * sees them) on a device with `sms` multiprocessors: the tier with the smallest max_len among
+ * those that cover rows (max_len >= rows or, for a causal call, causal_len >= causal_rows: its
+ * max(T, M) per head, 0 for a call that is not causal; kernels/variants.toml causal_len, the
+ * smaller tile wastes less on the diagonal blocks; or grid_len >= rows where v's grid would
+ * have at most one program per multiprocessor, bh * ceil(extent / block) <= sms:
+ * kernels/variants.toml grid_len, the smaller tile's extra programs fill idle ones);
  * else, where v's (the untiered twin's) last block of those rows would be at most half full
  * (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a key-side op), the
  * tier with the smallest tail_len >= rows (kernels/variants.toml tail_len: the smaller tile
  * wastes fewer rows); else v (untiered: any length). Null stays null. */
 const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent,
-                              int64_t causal_rows) {
+                              int64_t causal_rows, int64_t bh, int sms) {
     if (v == nullptr) return v;
+    const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
+    // at most one program of v's grid per multiprocessor (bh <= sms first: no overflow)
+    const bool small_grid = block > 0 && bh <= sms && bh * ((extent + block - 1) / block) <= sms;
     const aot_variant_t* best = v;
     for (const aot_variant_t* t : tier_siblings(v))
-        if ((t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows)) &&
+        if ((t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows) ||
+             (small_grid && t->grid_len >= rows)) &&
             (best->max_len == 0 || t->max_len < best->max_len))
             best = t;
-    const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
     const int64_t tail = block > 0 ? extent % block : 0;
     if (best == v && tail > 0 && 2 * tail <= block)
         for (const aot_variant_t* t : tier_siblings(v))
@@ -218,11 +241,11 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t exte
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
- * (max(T, M)), the grid's `extent` rows and `causal_rows` (tier_for), the untiered variant
- * when none covers it. */
+ * (max(T, M)), the grid's `extent` rows, `causal_rows`, its `bh` heads and the device's `sms`
+ * (tier_for), the untiered variant when none covers it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
                      bool masked, int device, bool padding, int64_t rows, int64_t extent,
-                     int64_t causal_rows) {
+                     int64_t causal_rows, int64_t bh, int sms) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -252,9 +275,9 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const aot_variant_t* padded =
         masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
-    general = tier_for(general, rows, extent, causal_rows);
-    hinted = tier_for(hinted, rows, extent, causal_rows);
-    padded = tier_for(padded, rows, extent, causal_rows);
+    general = tier_for(general, rows, extent, causal_rows, bh, sms);
+    hinted = tier_for(hinted, rows, extent, causal_rows, bh, sms);
+    padded = tier_for(padded, rows, extent, causal_rows, bh, sms);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
@@ -262,9 +285,9 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
                       bool masked, bool padding, int64_t rows, int64_t extent,
-                      int64_t causal_rows) {
+                      int64_t causal_rows, int64_t bh) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows, extent, causal_rows);
+                         device, padding, rows, extent, causal_rows, bh, device_sms(device));
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -365,7 +388,7 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
                                     bias_is_key_padding(op, strides), launch_rows(ints), extent,
-                                    launch_causal_rows(ints));
+                                    launch_causal_rows(ints), bh);
     for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
         if (v == nullptr) continue;
         if (v != c.run) load_or_throw(v, device);
@@ -522,6 +545,7 @@ py::list inventory() {
         d["max_len"] = v.max_len;  // 0: any sequence length
         d["tail_len"] = v.tail_len;  // 0: none; else also up to it where the twin's tail is short
         d["causal_len"] = v.causal_len;  // 0: none; else causal calls run it up to it
+        d["grid_len"] = v.grid_len;  // 0: none; else also up to it where the twin's grid is small
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
@@ -671,28 +695,34 @@ PYBIND11_MODULE(_C, m) {
     // rows (max(T, M)) defaults to a long sequence: the untiered variants
     // extent (the grid's rows) defaults to rows: a call with T = M; causal_rows: 0 (not causal)
     // or a causal call's max(T, M) per head
+    // bh (the grid's heads, Z * H) defaults to a large grid: the small-grid rule off
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
                         bool ragged_ok, bool padding, int64_t rows, int64_t extent,
-                        int64_t causal_rows) {
+                        int64_t causal_rows, int64_t bh) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
                                                      ragged_ok, masked, padding, rows,
-                                                     extent < 0 ? rows : extent, causal_rows));
+                                                     extent < 0 ? rows : extent, causal_rows,
+                                                     bh));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
+          py::arg("bh") = aot::kLongRows,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
                                bool ragged_ok, bool padding, int64_t rows, int64_t extent,
-                               int64_t causal_rows) {
+                               int64_t causal_rows, int64_t bh, int sms) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
                                                     masked, -1, padding, rows,
-                                                    extent < 0 ? rows : extent, causal_rows));
+                                                    extent < 0 ? rows : extent, causal_rows, bh,
+                                                    sms));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
-          "Test hook: _select for a compute capability instead of a device (no driver needed).");
+          py::arg("bh") = aot::kLongRows, py::arg("sms") = 132,
+          "Test hook: _select for a compute capability (and `sms` multiprocessors, an H100's or "
+          "H200's 132 by default) instead of a device (no driver needed).");
     m.def("_tier_rows", [](int64_t rows) {
         if (rows < 0) throw std::invalid_argument("aot_sdpa: _tier_rows takes rows >= 0");
         return aot::g_tier_rows.exchange(rows);

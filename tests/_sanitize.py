@@ -79,7 +79,7 @@ def _tiers(dt):
     with odd lengths so the tail block is partial, past max_len where tail_len runs it (the
     untiered tile's last block at most half full), and where causal_len runs it for causal
     calls (top-left with T > M, bottom-right with T < M: rows that see no key, and grouped
-    heads)."""
+    heads), and where grid_len runs dQ's and dK/dV's for a small grid."""
     _case("tier fast D=64 T<=200", 2, 3, 3, 197, 197, 64, dt)
     _case("tier fast D=64 T<=768", 1, 2, 2, 331, 500, 64, dt)
     _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
@@ -93,6 +93,9 @@ def _tiers(dt):
     _case("tier fast D=64 dQ, dK/dV T<=64", 3, 2, 2, 61, 64, 64, dt)
     _case("tier fast D=64 dQ, dK/dV causal_len T=1000 M=1023 GQA", 1, 4, 2, 1000, 1023, 64, dt,
           causal=True)
+    # grid_len: a small grid (the untiered one's programs <= the multiprocessors); the small
+    # batches of the cases above take it too
+    _case("tier fast D=64 dQ, dK/dV grid_len T=127 M=509 GQA", 1, 4, 2, 127, 509, 64, dt)
 
 
 def _split(dt):

@@ -213,6 +213,38 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
 
 
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
+@pytest.mark.parametrize("B,H,Hkv,T,M,causal", [
+    (1, 12, 12, 197, 197, False), (4, 12, 12, 197, 197, False), (1, 4, 4, 512, 512, False),
+    (1, 4, 4, 513, 513, False), (1, 8, 2, 100, 300, False), (2, 8, 2, 150, 200, False),
+    (1, 6, 6, 100, 450, "bottom_right"), (66, 1, 1, 197, 197, False),
+    (67, 1, 1, 197, 197, False), (12, 12, 12, 197, 197, False)])
+def test_small_grid_tier_rule_matches_fp64(dtype, factor, atol, B, H, Hkv, T, M, causal):
+    """dQ and dK/dV also run their tiers (grid_len = 512) where max(T, M) <= 512 (T: the
+    kernels' rows, grouped heads folded in) and the untiered tile's grid, B * Hkv *
+    ceil(rows / 128), has at most one program per multiprocessor of this device (ViT-B at
+    batch 1 and 4; at 66 and 67 heads of T = 197 on the H200's 132; past 512; causal calls
+    up to causal_len): the dispatcher's choice for these grids, then every op against the
+    fp64 reference with the project's rule."""
+    from aot_sdpa import _C
+
+    names = [o["name"] for o in _C.ops()]
+    code = 0 if dtype == torch.float16 else 1
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    sm90 = torch.cuda.get_device_capability() == (9, 0)
+    rows_q = (H // Hkv) * T  # the kernels' query rows: grouped heads folded in
+    rows = max(rows_q, M)
+    causal_rows = max(T, M) if causal else 0  # every case here: the first row sees fewer keys
+    for op, extent in (("bwd_dq", rows_q), ("bwd_dkdv", M)):
+        small = B * Hkv * -(-extent // 128) <= sms  # both untiered tiles are 128 rows / keys
+        tier = sm90 and (rows <= 64 or (small and rows <= 512)
+                         or (0 < causal_rows <= 1024))
+        run = _C._select(names.index(op), code, 64, torch.cuda.current_device(), True, False,
+                         rows=rows, extent=extent, causal_rows=causal_rows, bh=B * Hkv)[0]
+        assert run.endswith("_t64") == tier, (run, op, small)
+    _check_every_op(B, H, Hkv, T, M, 64, dtype, factor, atol, causal, seed=T + M + B)
+
+
 _TIERS = sorted({(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r["max_len"])
                  for r in aot_sdpa.kernel_inventory() if r["max_len"]})
 _RULES = {str(dt).split(".")[-1]: (dt, f, a) for dt, f, a in RULE_DTYPES}

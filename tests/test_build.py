@@ -265,7 +265,7 @@ class _Index:
 
 
 def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
-                     rows=None, extent=None, causal_rows=0):
+                     rows=None, extent=None, causal_rows=0, bh=None, sms=132):
     """The dispatcher's rule, from the inventory (an _Index): the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
@@ -273,36 +273,41 @@ def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     hinted one is the sibling. With a key-padding mask (padding) the bucket's padding_fast
     runs before masked_fast, on the same conditions; the masked flavour not run is the
     second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
-    None: a long sequence, untiered), `extent` grid rows (None: rows) and `causal_rows` (0:
-    not causal; else max(T, M) per head). (run, sibling, sibling2); None when nothing
-    matches."""
+    None: a long sequence, untiered), `extent` grid rows (None: rows), `causal_rows` (0:
+    not causal; else max(T, M) per head) and `bh` grid heads (None: a large grid) on `sms`
+    multiprocessors. (run, sibling, sibling2); None when nothing matches."""
     choice = _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
-    return None if choice is None else tuple(_tier(idx, n, rows, extent, causal_rows)
+    return None if choice is None else tuple(_tier(idx, n, rows, extent, causal_rows, bh, sms)
                                              for n in choice)
 
 
-def _tier(idx, name, rows, extent=None, causal_rows=0):
+def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
-    (None: rows): among the inventory entries of its family (op, dtype, bucket, arch, flavour)
-    that cover the call (max_len >= rows or, for a causal call, causal_len >= causal_rows, its
-    max(T, M) per head), the one with the smallest max_len, named "<name>_t<max_len>"; else,
+    (None: rows) on `bh` grid heads (None: a large grid): among the inventory entries of its
+    family (op, dtype, bucket, arch, flavour) that cover the call (max_len >= rows or, for a
+    causal call, causal_len >= causal_rows, its max(T, M) per head, or grid_len >= rows where
+    the untiered grid, bh * ceil(extent / block), has at most `sms` programs), the one with the
+    smallest max_len, named "<name>_t<max_len>"; else,
     where the untiered one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid
     tiles the keys) would be at most half full, the tier with the smallest tail_len >= rows;
     else `name` itself (None stays None)."""
     if name is None or rows is None:
         return name
     family = idx.family[name]
+    base = next(r for r in family if not r["max_len"])
+    block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
+    extent = rows if extent is None else extent
+    small = bh is not None and bh * -(-extent // block) <= sms
     lens = [r["max_len"] for r in family
             if r["max_len"] and (r["max_len"] >= rows
-                                 or 0 < causal_rows <= r["causal_len"])]
+                                 or 0 < causal_rows <= r["causal_len"]
+                                 or (small and r["grid_len"] >= rows))]
     if lens:
         return f"{name}_t{min(lens)}"
     reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
-    if not reach:  # most families: no tier reaches this far (the op table is not read)
+    if not reach:  # most families: no tier reaches this far
         return name
-    base = next(r for r in family if not r["max_len"])
-    block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
-    tail = (rows if extent is None else extent) % block
+    tail = extent % block
     if 0 < tail <= block // 2:
         return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
     return name
@@ -484,6 +489,50 @@ def test_dispatcher_choices_without_a_driver():
         _C._select_for_cc(fwd, 0, 64, 75, True, False)
     with pytest.raises(ValueError, match="unknown op index"):
         _C._select_for_cc(len(ops), 0, 64, 90, True, False)
+
+
+def test_small_grid_rule_without_a_driver():
+    """A tier with grid_len also runs where max(T, M) <= grid_len and the untiered grid would
+    have at most one program per multiprocessor (bh * ceil(extent / block) <= sms), for every
+    tiered op, dtype and flag set, at grid sizes around the edge for 132 and 114
+    multiprocessors (H100 SXM / PCIe), with and without grouped heads' folded rows; the same
+    rule as the inventory states. The rule reaches the 16-bit D = 64 dQ and dK/dV tiers."""
+    from aot_sdpa import _C
+
+    inv = aot_sdpa.kernel_inventory()
+    ops = [o["name"] for o in _C.ops()]
+    tiered = sorted({r["op"] for r in inv if r["max_len"]})
+    assert {r["op"] for r in inv if r["grid_len"]} == {"bwd_dq", "bwd_dkdv"}
+    idx = _Index(inv)
+    n = hits = 0
+    for sms in (132, 114):
+        for op in tiered:
+            for code, D, (fast_ok, masked) in itertools.product(
+                    range(4), (40, 64, 128), ((True, False), (False, False), (True, True))):
+                for rows, extent in ((64, 64), (65, 65), (197, 197), (512, 512), (513, 513),
+                                     (200, 800)):  # T = 800 folded rows of M = 200 keys
+                    for bh in (1, sms // 4, sms // 4 + 1, sms // 2, sms // 2 + 1, sms, sms + 1):
+                        want = _expected_choice(idx, op, code, D, 90, fast_ok, masked,
+                                                rows=rows, extent=extent, bh=bh, sms=sms)
+                        args = (ops.index(op), code, D, 90, fast_ok, masked)
+                        kw = {"rows": rows, "extent": extent, "bh": bh, "sms": sms}
+                        n += 1
+                        if want is None:  # e.g. bwd_fused: float32 only
+                            with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
+                                _C._select_for_cc(*args, **kw)
+                            continue
+                        assert _C._select_for_cc(*args, **kw) == want, (op, code, D, *args, kw)
+                        hits += want[0] != _expected_choice(idx, op, code, D, 90, fast_ok,
+                                                            masked, rows=rows, extent=extent)[0]
+    assert n == 2 * len(tiered) * 4 * 3 * 3 * 6 * 7 and hits > 0
+    dq, dkdv = ops.index("bwd_dq"), ops.index("bwd_dkdv")
+    # ViT-B at batch 1 (12 heads, T = 197: 24 programs of the untiered tiles) runs the tiers,
+    # at batch 6 (144 programs) not; nor past grid_len = 512
+    for op, name in ((dq, "bwd_dq_fp16_d64_fast_sm90"), (dkdv, "bwd_dkdv_fp16_d64_fast_sm90")):
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=12)[0] == name + "_t64"
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=72)[0] == name
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=513, bh=1)[0] == name
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197)[0] == name  # default bh
 
 
 def test_tier_rows_hook_swaps_and_refuses_negatives():

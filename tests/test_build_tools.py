@@ -339,9 +339,10 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
 
 def test_a_tiers_tail_and_causal_len_are_dispatch_only_and_checked(tmp_path):
     """tail_len (how far past max_len a tier may run where the untiered tile's last block would
-    be at most half full) and causal_len (how far it runs for causal calls) reach the tier's
-    Variant but not its cache key's JSON, so adding or moving them recompiles nothing; each
-    must sit on a tier, above its max_len, at most MAX_TIER_LEN."""
+    be at most half full), causal_len (how far it runs for causal calls) and grid_len (how far
+    for small grids) reach the tier's Variant but not its cache key's JSON, so adding or moving
+    them recompiles nothing; each must sit on a tier, above its max_len, at most
+    MAX_TIER_LEN."""
     spec = _spec()
     by_name = {v.name: v for v in spec.variants}
     t = by_name["fwd_fp16_d64_fast_sm90_t768"]
@@ -349,17 +350,24 @@ def test_a_tiers_tail_and_causal_len_are_dispatch_only_and_checked(tmp_path):
     assert "tail_len" not in t.as_json() and "causal_len" not in t.as_json()
     assert by_name["fwd_fp16_d64_fast_sm90_t200"].causal_len is None
     assert by_name["fwd_fp16_d64_fast_sm90"].tail_len is None
-    assert all(v.tail_len is None and v.causal_len is None
+    g = by_name["bwd_dkdv_bf16_d64_fast_sm90_t64"]
+    assert (g.max_len, g.causal_len, g.grid_len) == (64, 1024, 512)
+    assert "grid_len" not in g.as_json() and t.grid_len is None
+    assert all(v.tail_len is None and v.causal_len is None and v.grid_len is None
                for v in spec.variants if v.max_len is None)
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
     tier = "max_len = 768\ntail_len = 1152\ncausal_len = 8192"
+    dkdv_tier = "max_len = 64\ncausal_len = 1024\ngrid_len = 512\nflavors = [\"fast\"]\narch = 90\n" + (
+        "dtypes = [\"fp16\", \"bf16\"]\nhead_dims = [64]\nBLOCK_M = 32")
     for old, new, key in (
             ("tail_len = 1152", "tail_len = 768", "tail_len"),
             (tier, "tail_len = 1152\ncausal_len = 8192", "tail_len"),
             ("causal_len = 8192", "causal_len = 700", "causal_len"),
             ("causal_len = 8192", f"causal_len = {variants_mod.MAX_TIER_LEN + 1}", "causal_len"),
-            (tier, "causal_len = 8192", "causal_len")):
+            (tier, "causal_len = 8192", "causal_len"),
+            (dkdv_tier, dkdv_tier.replace("grid_len = 512", "grid_len = 64"), "grid_len"),
+            (dkdv_tier, dkdv_tier.replace("max_len = 64\ncausal_len = 1024\n", ""), "grid_len")):
         assert text.count(old) == 1
         path.write_text(text.replace(old, new))
         with pytest.raises(ValueError, match=key):
