@@ -75,9 +75,6 @@ int device_arch(int device) {
     return arch;
 }
 
-/* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
- * down (SIGSEGV in the first NoKernelError naming the archs, under torch 2.11 / Python 3.12;
- * fine on the CPU machine); with appends the same test passes there. */
 /* The number of streaming multiprocessors of a device (cached; needs the driver): the small-grid
  * rule of tier_for compares a grid's programs with it. */
 int device_sms(int device) {
@@ -94,6 +91,9 @@ int device_sms(int device) {
     return sms;
 }
 
+/* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
+ * down (SIGSEGV in the first NoKernelError naming the archs, under torch 2.11 / Python 3.12;
+ * fine on the CPU machine); with appends the same test passes there. */
 std::string wheel_archs() {
     std::string s;
     for (int i = 0; i < aot_num_archs; ++i) s += (i ? ", sm_" : "sm_") + std::to_string(aot_archs[i]);

@@ -261,7 +261,7 @@ class _BwdJvp(torch.autograd.Function):
 for _cls in (_Fwd, _Bwd, _Jvp, _FwdJvp, _BwdJvp):
     _cls.forward.__signature__ = inspect.signature(_cls.forward)
 
-# the primitives as the rules of _rules see them (the custom operators are the other `ops`)
+
 def _eager(function):
     """The rules' op for `function`: its apply where a derivative may pass through the call
     (_differentiated), else its forward, the kernels alone. A backward run without
@@ -275,6 +275,7 @@ def _eager(function):
     return op
 
 
+# the primitives as the rules of _rules see them (the custom operators are the other `ops`)
 _EAGER = types.SimpleNamespace(bwd=_eager(_Bwd), jvp=_eager(_Jvp), bwd_jvp=_eager(_BwdJvp))
 
 
