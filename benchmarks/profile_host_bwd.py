@@ -70,8 +70,6 @@ def main():
         "_ops.bwd": lambda: _ops.bwd(q, k, v, do, m, l, o, None, 0, None),
         "identity Function: grad": lambda: torch.autograd.grad(y, qg, do, retain_graph=True),
     }
-    with torch.no_grad():
-        parts["_Bwd.apply (no grad)"]()
     # both ways give the same gradients bit for bit
     ref, got = grads(o_ours), []
     before(lambda: got.extend(grads(o_ours)))()
