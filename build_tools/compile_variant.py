@@ -249,6 +249,9 @@ def compile_variant(kernels_dir: str, v: Variant, abi: dict, out_dir: str) -> di
         raise ValueError(f"{v.name}: variants.toml sets {unknown}, not parameters of {v.kernel}")
     # the precision switch only exists in kernels that multiply
     constexprs = {n: c for n, c in constexprs.items() if n in names}
+    # options a kernel defaults (its narrow tails: TAIL_N, TAIL_M 0, off) where a config is silent
+    constexprs.update({p.name: p.default for p in fn.params
+                       if p.is_constexpr and p.has_default and p.name not in constexprs})
     missing = [p.name for p in fn.params if p.is_constexpr and p.name not in constexprs]
     if missing:
         raise ValueError(f"{v.name}: constexpr parameters without a value: {missing}")

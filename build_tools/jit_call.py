@@ -46,7 +46,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
          blocks: dict | None = None, masked_level: int = 2,
          num_warps: int | None = None, num_stages: int | None = None,
          input_precision: str | None = None, maxnreg: int | None = None,
-         min_blocks_per_sm: int | None = None):
+         min_blocks_per_sm: int | None = None, tails: dict | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages, register cap and ptxas --minnctapersm (or the given
     blocks/warps/stages/cap/min_blocks_per_sm);
@@ -54,7 +54,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no causal mask;
     `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias);
     `masked_level`: the kernels' MASKED with a mask (Variant.masked: 2, the hinted flavours'
-    code, with the key-padding sweeps; 1, one masked sweep for any mask).
+    code, with the key-padding sweeps; 1, one masked sweep for any mask); `tails`: narrow
+    ragged tails (variants.TAIL_OF) added to the blocks, those of the kernel's parameters.
     """
     import torch
     import triton
@@ -93,7 +94,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
             args.append(ints[p["name"]])
         else:
             args.append(scale)
-    block = dict(v.blocks) if blocks is None else blocks
+    block = {**(dict(v.blocks) if blocks is None else blocks), **(tails or {})}
     extent, step = (T, block["BLOCK_M"]) if v.grid == "T" else (M, block["BLOCK_N"])
     gy = min(Z * H, 65535)
     grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))

@@ -98,8 +98,8 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
-    # dispatch only, not in the metas: each tier's tail_len, causal_len and grid_len
-    reach = {v.name: (v.tail_len or 0, v.causal_len or 0, v.grid_len or 0)
+    # dispatch only, not in the metas: each tier's tail_len, causal_len, grid_len and narrow
+    reach = {v.name: (v.tail_len or 0, v.causal_len or 0, v.grid_len or 0, v.narrow or 0)
              for v in spec.variants}
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
@@ -115,11 +115,11 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
                              for p in meta["params"] if not is_constant(p)),
         ))
         blocks = v["blocks"]
-        tail, causal, grid = reach.get(variant_name(v), (0, 0, 0))
+        tail, causal, grid, narrow = reach.get(variant_name(v), (0, 0, 0, 0))
         table.append(
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
             f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, {v.get("max_len") or 0}, '
-            f'{tail}, {causal}, {grid}, '
+            f'{tail}, {causal}, {grid}, {narrow}, '
             f'{blocks.get("BLOCK_M", 0)}, {blocks.get("BLOCK_N", 0)}, {meta["num_warps"]}, '
             f'{meta["num_stages"]}, {meta["shared"]}u, {meta["cubin_bytes"]}u, '
             f'"{v["input_precision"]}", aot_launch_{i}, &aot_kernel_{i}}},')

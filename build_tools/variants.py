@@ -18,7 +18,12 @@ DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "tf32": "fp32"}
 INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "tf32x3", "tf32": "tf32"}
 FP32_ACCURATE = {"ieee", "tf32x3", "bf16x6"}
 EXTRA_DTYPES = {"tf32"}
-BLOCK_KEYS = ("BLOCK_M", "BLOCK_N")
+BLOCK_KEYS = ("BLOCK_M", "BLOCK_N", "TAIL_M", "TAIL_N")
+# a narrow ragged tail (the kernels' TAIL_N in the forward and dQ, TAIL_M in dK/dV; unset: 0,
+# off): a ragged tail of at most TAIL_N keys (TAIL_M query rows) is swept as one block of that
+# many instead of a whole BLOCK_N (BLOCK_M) one; a power of two >= 16 (a 16-bit product's
+# least inner size) below its block
+TAIL_OF = {"TAIL_N": "BLOCK_N", "TAIL_M": "BLOCK_M"}
 # general: any head dim <= bucket, any strides; fast: head dim == bucket, aligned (hints);
 # masked: as general, reading the attention mask (kernels' MASKED); masked_fast: masked with
 # fast's conditions and hints; padding_fast: masked_fast for key-padding masks only ([abi]
@@ -99,6 +104,12 @@ class Variant:
     # programs fill multiprocessors the twin leaves idle); see the configs' grid_len. Dispatch
     # only, like tail_len
     grid_len: int | None = None
+    # a tier with a narrow tail (TAIL_N / TAIL_M) that runs only where it sweeps one (a
+    # config's narrow_only): for calls whose inner loop (the keys of a query-side op, the
+    # query rows of a key-side one) ends 1..narrow rows past a whole block of this tier's
+    # (BLOCK_N, or BLOCK_M where the grid tiles the keys); the tail's size, else None.
+    # Dispatch only, like tail_len
+    narrow: int | None = None
 
     @property
     def name(self) -> str:
@@ -121,8 +132,8 @@ class Variant:
         for key in ("min_blocks_per_sm", "max_len"):  # unset: left out, so the cache keys
             if d[key] is None:  # of every other variant stayed
                 del d[key]
-        del d["tail_len"], d["causal_len"], d["grid_len"]  # how the dispatcher picks it, not
-        # how it compiles
+        del d["tail_len"], d["causal_len"], d["grid_len"], d["narrow"]  # how the dispatcher
+        # picks it, not how it compiles
         return d
 
 
@@ -211,6 +222,11 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
     if any(b > MAX_BLOCK for _, b in blocks):
         raise ValueError(f"variants.toml: op {op!r} block {blocks} exceeds {MAX_BLOCK} (the "
                          "runtime's sequence-length bound assumes it)")
+    for tail, block in TAIL_OF.items():
+        n = cfg.get(tail)
+        if n is not None and (n < 16 or n & (n - 1) or n >= cfg.get(block, 0)):
+            raise ValueError(f"variants.toml: op {op!r} {tail} = {n}: a power of two >= 16 "
+                             f"below {block} ({cfg.get(block)})")
     mb = 1 if any(_covers(e, *where, flavor) for e in table.get("min_blocks_per_sm", [])) else None
     if "min_blocks_per_sm" in cfg:
         mb = int(cfg["min_blocks_per_sm"])
@@ -225,7 +241,20 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         min_blocks_per_sm=mb, max_len=max_len,
         tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None,
         causal_len=int(cfg["causal_len"]) if "causal_len" in cfg else None,
-        grid_len=int(cfg["grid_len"]) if "grid_len" in cfg else None)
+        grid_len=int(cfg["grid_len"]) if "grid_len" in cfg else None,
+        narrow=_narrow(op, cfg))
+
+
+def _narrow(op: str, cfg: dict) -> int | None:
+    """A config's narrow_only: its tier's narrow tail size (checked: on a tier with exactly one
+    of TAIL_N, TAIL_M), else None."""
+    if not cfg.get("narrow_only", False):
+        return None
+    tails = [int(cfg[t]) for t in TAIL_OF if t in cfg]
+    if "max_len" not in cfg or len(tails) != 1:
+        raise ValueError(f"variants.toml: op {op!r} narrow_only: only on a tier (max_len) with "
+                         f"one narrow tail ({' or '.join(TAIL_OF)})")
+    return tails[0]
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:

@@ -76,6 +76,10 @@ typedef struct aot_variant {
     int grid_len;   /* a tier's reach for small grids: for max(T, M) <= grid_len it also runs
                        where the twin's grid would have at most one program per
                        multiprocessor (0: none) */
+    int narrow;     /* a tier with a narrow tail that runs only where it sweeps one: where the
+                       call's inner loop (keys for a query-side op, query rows for a key-side
+                       one) ends 1..narrow rows past a whole block of its own (block_n, or
+                       block_m for a key-side op); 0: no such condition */
     int block_m, block_n, num_warps, num_stages;
     unsigned shared;
     unsigned cubin_bytes;

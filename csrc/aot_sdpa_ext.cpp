@@ -198,9 +198,21 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
     return family[v - aot_variants];
 }
 
-/* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)) and whose
+/* Whether tier t may run for a call whose inner loop sweeps `inner` rows (M for a query-side
+ * op, T for a key-side one): always, unless t has a narrow tail that runs only where it sweeps
+ * one (kernels/variants.toml narrow_only): then where the loop ends 1..narrow rows past a
+ * whole block of t's own (its block_n, or block_m for a key-side op). */
+bool narrow_ok(const aot_variant_t* t, int64_t inner) {
+    if (t->narrow == 0) return true;
+    const int64_t block = aot_ops[t->op].grid == 'T' ? t->block_n : t->block_m;
+    const int64_t tail = block > 0 ? inner % block : 0;
+    return tail > 0 && tail <= t->narrow;
+}
+
+/* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)), whose
  * grid tiles `extent` rows (T, or M for a key-side op) on `bh` grid heads (Z * H as the kernel
- * sees them) on a device with `sms` multiprocessors: the tier with the smallest max_len among
+ * sees them) and whose inner loop sweeps `inner` (narrow_ok), on a device with `sms`
+ * multiprocessors: among the tiers narrow_ok allows, the one with the smallest max_len among
  * those that cover rows (max_len >= rows or, for a causal call, causal_len >= causal_rows: its
  * max(T, M) per head, 0 for a call that is not causal; kernels/variants.toml causal_len, the
  * smaller tile wastes less on the diagonal blocks; or grid_len >= rows where v's grid would
@@ -211,7 +223,7 @@ const std::vector<const aot_variant_t*>& tier_siblings(const aot_variant_t* v) {
  * tier with the smallest tail_len >= rows (kernels/variants.toml tail_len: the smaller tile
  * wastes fewer rows); else v (untiered: any length). Null stays null. */
 const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent,
-                              int64_t causal_rows, int64_t bh, int sms) {
+                              int64_t inner, int64_t causal_rows, int64_t bh, int sms) {
     if (v == nullptr) return v;
     const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
     // at most one program of v's grid per multiprocessor (bh <= sms first: no overflow)
@@ -220,12 +232,14 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t exte
     for (const aot_variant_t* t : tier_siblings(v))
         if ((t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows) ||
              (small_grid && t->grid_len >= rows)) &&
-            (best->max_len == 0 || t->max_len < best->max_len))
+            narrow_ok(t, inner) && (best->max_len == 0 || t->max_len < best->max_len))
             best = t;
     const int64_t tail = block > 0 ? extent % block : 0;
     if (best == v && tail > 0 && 2 * tail <= block)
         for (const aot_variant_t* t : tier_siblings(v))
-            if (t->tail_len >= rows && (best == v || t->tail_len < best->tail_len)) best = t;
+            if (t->tail_len >= rows && narrow_ok(t, inner) &&
+                (best == v || t->tail_len < best->tail_len))
+                best = t;
     return best;
 }
 
@@ -241,11 +255,11 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t exte
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
- * (max(T, M)), the grid's `extent` rows, `causal_rows`, its `bh` heads and the device's `sms`
- * (tier_for), the untiered variant when none covers it. */
+ * (max(T, M)), the grid's `extent` rows, the `inner` rows its loop sweeps, `causal_rows`, its
+ * `bh` heads and the device's `sms` (tier_for), the untiered variant when none covers it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
                      bool masked, int device, bool padding, int64_t rows, int64_t extent,
-                     int64_t causal_rows, int64_t bh, int sms) {
+                     int64_t inner, int64_t causal_rows, int64_t bh, int sms) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -275,19 +289,20 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const aot_variant_t* padded =
         masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
-    general = tier_for(general, rows, extent, causal_rows, bh, sms);
-    hinted = tier_for(hinted, rows, extent, causal_rows, bh, sms);
-    padded = tier_for(padded, rows, extent, causal_rows, bh, sms);
+    general = tier_for(general, rows, extent, inner, causal_rows, bh, sms);
+    hinted = tier_for(hinted, rows, extent, inner, causal_rows, bh, sms);
+    padded = tier_for(padded, rows, extent, inner, causal_rows, bh, sms);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
 }
 
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
-                      bool masked, bool padding, int64_t rows, int64_t extent,
+                      bool masked, bool padding, int64_t rows, int64_t extent, int64_t inner,
                       int64_t causal_rows, int64_t bh) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows, extent, causal_rows, bh, device_sms(device));
+                         device, padding, rows, extent, inner, causal_rows, bh,
+                         device_sms(device));
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -383,12 +398,13 @@ void launch_raw(int op, int dtype, int device, uintptr_t stream, const uint64_t*
                                     std::to_string(o.n_strides) + " strides");
     const int64_t bh = static_cast<int64_t>(ints[0]) * ints[1];
     const int64_t extent = o.grid == 'T' ? ints[2] : ints[3];
+    const int64_t inner = o.grid == 'T' ? ints[3] : ints[2];  // what a program's loop sweeps
     if (bh == 0 || extent == 0) return;  // empty problem: no launch
     aot_call_t call{device, ptrs, strides, ints, static_cast<float>(scale)};
     const Choice c = select_variant(op, dtype, ints[4], device, o.fast_ok(&call) != 0,
                                     o.ragged_ok(&call) != 0, ints[has_bias_index()] != 0,
                                     bias_is_key_padding(op, strides), launch_rows(ints), extent,
-                                    launch_causal_rows(ints), bh);
+                                    inner, launch_causal_rows(ints), bh);
     for (const aot_variant_t* v : {c.run, c.sibling, c.sibling2}) {
         if (v == nullptr) continue;
         if (v != c.run) load_or_throw(v, device);
@@ -546,6 +562,7 @@ py::list inventory() {
         d["tail_len"] = v.tail_len;  // 0: none; else also up to it where the twin's tail is short
         d["causal_len"] = v.causal_len;  // 0: none; else causal calls run it up to it
         d["grid_len"] = v.grid_len;  // 0: none; else also up to it where the twin's grid is small
+        d["narrow"] = v.narrow;  // 0: none; else only where the inner loop's tail is that narrow
         d["block_m"] = v.block_m;
         d["block_n"] = v.block_n;
         d["num_warps"] = v.num_warps;
@@ -693,34 +710,35 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("device"), py::arg("mode"),
           "Test hook: a module load that fails after cuModuleLoadData; always raises CudaError.");
     // rows (max(T, M)) defaults to a long sequence: the untiered variants
-    // extent (the grid's rows) defaults to rows: a call with T = M; causal_rows: 0 (not causal)
-    // or a causal call's max(T, M) per head
+    // extent (the grid's rows) and inner (what a program's loop sweeps) default to rows: a call
+    // with T = M; causal_rows: 0 (not causal) or a causal call's max(T, M) per head
     // bh (the grid's heads, Z * H) defaults to a large grid: the small-grid rule off
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
                         bool ragged_ok, bool padding, int64_t rows, int64_t extent,
-                        int64_t causal_rows, int64_t bh) {
+                        int64_t causal_rows, int64_t bh, int64_t inner) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_variant(op, dtype, head_dim, device, fast_ok,
                                                      ragged_ok, masked, padding, rows,
-                                                     extent < 0 ? rows : extent, causal_rows,
-                                                     bh));
+                                                     extent < 0 ? rows : extent,
+                                                     inner < 0 ? rows : inner, causal_rows, bh));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
-          py::arg("bh") = aot::kLongRows,
+          py::arg("bh") = aot::kLongRows, py::arg("inner") = -1,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
                                bool ragged_ok, bool padding, int64_t rows, int64_t extent,
-                               int64_t causal_rows, int64_t bh, int sms) {
+                               int64_t causal_rows, int64_t bh, int sms, int64_t inner) {
         aot::check_op_dtype(op, dtype);
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
                                                     masked, -1, padding, rows,
-                                                    extent < 0 ? rows : extent, causal_rows, bh,
+                                                    extent < 0 ? rows : extent,
+                                                    inner < 0 ? rows : inner, causal_rows, bh,
                                                     sms));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
-          py::arg("bh") = aot::kLongRows, py::arg("sms") = 132,
+          py::arg("bh") = aot::kLongRows, py::arg("sms") = 132, py::arg("inner") = -1,
           "Test hook: _select for a compute capability (and `sms` multiprocessors, an H100's or "
           "H200's 132 by default) instead of a device (no driver needed).");
     m.def("_tier_rows", [](int64_t rows) {

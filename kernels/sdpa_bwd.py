@@ -324,13 +324,14 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq
                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                INPUT_PRECISION: tl.constexpr, COMPUTE_DK: tl.constexpr,
                COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr, ONE_MASKED: tl.constexpr,
-               ATOMIC_DQ: tl.constexpr):
+               ATOMIC_DQ: tl.constexpr, TAIL_M: tl.constexpr = 0):
     """One query head's rows for a key block (group_rows): [m_lo, m_mid) see part of the
     block (masked), whole query blocks from m_mid on see all of it (unmasked), then a masked
     ragged tail [m_full, row_end). ONE_MASKED: the unmasked blocks first, then the partial
     blocks and the tail in one masked loop (one copy of the masked loop body: less code to
-    compile); else the three sweeps in row order. BIAS 1: with a key-padding mask (b_base
-    its row), else none."""
+    compile); else the three sweeps in row order. TAIL_M > 0: without partial blocks, a tail
+    of at most TAIL_M rows is swept as one TAIL_M-row block instead. BIAS 1: with a
+    key-padding mask (b_base its row), else none."""
     if not ONE_MASKED:  # the partial blocks first, in their own masked loop
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                              dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
@@ -344,7 +345,15 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq
                          stride_dqm, m_mid, m_full, row_end, 0, 0, cols, Q_LEN, DIAG, M, offs_m,
                          offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, False, BIAS,
                          INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False, ATOMIC_DQ)
-    if ONE_MASKED:  # the partial blocks, then the tail's block moved forward to m_full
+    if TAIL_M > 0 and m_lo == m_mid and m_full < row_end and row_end - m_full <= TAIL_M:
+        # no partial blocks, a ragged tail of at most TAIL_M rows: one narrow masked block
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                             dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                             stride_dqm, m_full, row_end, row_end, 0, 0, cols, Q_LEN, DIAG, M,
+                             tl.arange(0, TAIL_M), offs_d, d_ok, qk_scale, sm_scale, TAIL_M,
+                             EVEN_D, True, BIAS, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                             False, ATOMIC_DQ)
+    elif ONE_MASKED:  # the partial blocks, then the tail's block moved forward to m_full
         _, m_hi, jump = one_masked_loop(m_mid, row_end, BLOCK_M)  # after: fewer live registers
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                              dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
@@ -448,7 +457,8 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   Z, H, T, M, D, Q_LEN, DIAG,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                   EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                  COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                  COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+                  TAIL_M: tl.constexpr = 0):
     """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
     written, float32 and zeroed by the caller; else DQ is never read). A split HEAD_DIM
     (_split) runs _dkdv_split: no mask, no atomic dQ."""
@@ -524,7 +534,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
                                                 BLOCK_M, EVEN_D, 0, INPUT_PRECISION,
                                                 COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
-                                                ATOMIC_DQ)
+                                                ATOMIC_DQ, TAIL_M)
                         else:
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
                                                 z_base, b_base, dq_base, stride_qm, stride_dom,
@@ -533,7 +543,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
                                                 BLOCK_M, EVEN_D, 1, INPUT_PRECISION,
                                                 COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
-                                                ATOMIC_DQ)
+                                                ATOMIC_DQ, TAIL_M)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
                                          b_base, dq_base, stride_qm, stride_dom, stride_mm,
@@ -548,7 +558,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                     stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
                                     DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
                                     EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
-                                    ONE_MASKED, ATOMIC_DQ)
+                                    ONE_MASKED, ATOMIC_DQ, TAIL_M)
         if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
             dv = tl.where(keep[:, None], dv, 0.0)
@@ -576,13 +586,15 @@ def _sdpa_bwd_dkdv_kernel(
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr,
+    COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, TAIL_M: tl.constexpr = 0,
 ):
     """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
 
     dV_j = sum_i P_ij dO_i
     dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
-    (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.)
+    (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.) TAIL_M (0: off): a
+    head's ragged end of at most TAIL_M query rows, where no partial (causal) block precedes
+    it, is swept as one TAIL_M-row block (_dkdv_rows).
     """
     # DK stands in for DQ (ATOMIC_DQ off: never read)
     _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, sm_scale, stride_qz, stride_qh,
@@ -591,7 +603,7 @@ def _sdpa_bwd_dkdv_kernel(
                   stride_dvz, stride_dvh, stride_dvn, 0, 0, 0, stride_mz, stride_mh, stride_mm,
                   stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm, Z, H,
                   T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED,
-                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False)
+                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False, TAIL_M)
 
 
 @triton.jit
@@ -658,10 +670,10 @@ def _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n
 def _dq_keys(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_full, n_hi, rows,
              Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
              BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
-             INPUT_PRECISION: tl.constexpr):
+             INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr = 0):
     """_dq_inner over the key blocks every row sees whole, then the masked tail (as
-    sdpa_fwd._fwd_keys); BIAS 1: with a key-padding mask (b_row its row), split by
-    padding_sweeps."""
+    sdpa_fwd._fwd_keys, TAIL_N included); BIAS 1: with a key-padding mask (b_row its row),
+    split by padding_sweeps."""
     n_lo = 0
     if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
         n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
@@ -673,9 +685,14 @@ def _dq_keys(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_
                    INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
-        dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn, n_full,
-                       n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, True,
-                       BIAS, INPUT_PRECISION)
+        if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
+            dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn,
+                           n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N), offs_d, d_ok,
+                           qk_scale, TAIL_N, EVEN_D, True, BIAS, INPUT_PRECISION)
+        else:
+            dq = _dq_inner(dq, q, do, m2, inv_l, z, kT_base, vT_base, stride_kn, stride_vn,
+                           n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
+                           EVEN_D, True, BIAS, INPUT_PRECISION)
     return dq
 
 
@@ -767,6 +784,7 @@ def _sdpa_bwd_dq_kernel(
     Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    TAIL_N: tl.constexpr = 0,
 ):
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head).
 
@@ -775,7 +793,8 @@ def _sdpa_bwd_dq_kernel(
     kernel launched after it: no z pre-pass (a launch and a read of dO fewer). Else it reads
     the pre-pass's z from Zbuf (O null).
     A HEAD_DIM that is not a power of two is a split bucket (_split; kernels/variants.toml
-    [split_buckets]): _dq_split, no mask there (MASKED = 0)."""
+    [split_buckets]): _dq_split, no mask there (MASKED = 0). TAIL_N (0: off): a ragged end of
+    at most TAIL_N keys is swept as one TAIL_N-key block (_dq_keys)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
     if is_split(HEAD_DIM):
         tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
@@ -825,6 +844,6 @@ def _sdpa_bwd_dq_kernel(
         else:
             dq = _dq_keys(dq, q, do, m2, inv_l, z, k_base, v_base, stride_kn, stride_vn, n_full,
                           n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d, d_ok, qk_scale,
-                          BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+                          BLOCK_N, EVEN_D, False, INPUT_PRECISION, TAIL_N)
         store_rows(DQ, dq * sm_scale, off_z, off_h, stride_dqz, stride_dqh, stride_dqm, offs_m,
                    offs_d, m_ok, d_ok, EVEN_D)

@@ -132,9 +132,10 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
 def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n_hi, rows,
               Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr):
+              INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr = 0):
     """The key blocks every row sees whole ([0, n_full), no per-score limit), then the
-    diagonal / ragged tail [n_full, n_hi) with one; blocks past the last row's limit are
+    diagonal / ragged tail [n_full, n_hi) with one (TAIL_N > 0: a tail of at most TAIL_N keys
+    as one TAIL_N-key block, not a BLOCK_N one); blocks past the last row's limit are
     skipped. BIAS 1: with a key-padding mask (b_row its row), else none; its blocks of zero
     bias are swept first without it, and keys past its last kept one dropped (padding_sweeps)."""
     n_lo = 0
@@ -148,9 +149,15 @@ def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n
                                False, BIAS, INPUT_PRECISION)
     if n_full < n_hi:
         lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
-        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
-                                   n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok, qk_scale,
-                                   BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
+        if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                       n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N),
+                                       offs_d, d_ok, qk_scale, TAIL_N, EVEN_D, True, BIAS,
+                                       INPUT_PRECISION)
+        else:
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                       n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
+                                       qk_scale, BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
     return acc, m_i, l_i
 
 
@@ -167,6 +174,7 @@ def _sdpa_fwd_kernel(
     Z, H, T, M, D, Q_LEN, DIAG,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    TAIL_N: tl.constexpr = 0,
 ):
     """Forward attention for one (query block, batch*head) program.
 
@@ -185,6 +193,8 @@ def _sdpa_fwd_kernel(
     A HEAD_DIM that is not a power of two is a split bucket (kernels/variants.toml
     [split_buckets]): a lead power of two (_split.split_lead) plus a power-of-two tail, each
     product over the head dim the sum of two (_fwd_split); no mask there (MASKED = 0).
+    TAIL_N (0: off): a ragged end of at most TAIL_N keys is swept as one TAIL_N-key block
+    (unsplit buckets, no per-row mask: _fwd_keys).
     """
     off_z, off_h, bh, valid = batch_head(Z, H)
     if is_split(HEAD_DIM):
@@ -222,7 +232,8 @@ def _sdpa_fwd_kernel(
         else:
             acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                       n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d,
-                                      d_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION)
+                                      d_ok, qk_scale, BLOCK_N, EVEN_D, False, INPUT_PRECISION,
+                                      TAIL_N)
         o = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # l = 0: a row that saw no key
         store_rows(O, o, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok, d_ok,
                    EVEN_D)

@@ -37,6 +37,9 @@ MASKED_LEVEL = {"level": 2}
 # whether float32 backwards run the one-kernel dK/dV/dQ (bwd_fused; on the GPU _ops.fused_bwd
 # asks the inventory): _check_all runs them both ways
 FUSED = {"on": False}
+# narrow ragged tails (build_tools/variants.py TAIL_OF) added to every launch whose kernel
+# takes them, while on: the general flavours' blocks with a 16-key / 16-row tail block
+TAILS = {"on": False}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
@@ -50,7 +53,8 @@ def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=Non
         return  # the dispatcher launches nothing for an empty problem
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
                   has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee",
-                  masked_level=MASKED_LEVEL["level"])
+                  masked_level=MASKED_LEVEL["level"],
+                  tails={"TAIL_N": 16, "TAIL_M": 16} if TAILS["on"] else None)
 
 
 def _err(x, ref):
@@ -58,11 +62,12 @@ def _err(x, ref):
 
 
 def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None,
-               level=2):
+               level=2, tails=False):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
     (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal, mask: as the API's
-    (mask: a function of (B, H, T, M) returning it); level: the kernels' MASKED with a mask."""
+    (mask: a function of (B, H, T, M) returning it); level: the kernels' MASKED with a mask;
+    tails: with narrow ragged tails (TAILS)."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -79,7 +84,8 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
     tag = (f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
            f"{' causal=' + str(causal) if causal else ''}"
            f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}"
-           f"{' MASKED=1' if level == 1 and mk is not None else ''}")
+           f"{' MASKED=1' if level == 1 and mk is not None else ''}{' tails' if tails else ''}")
+    TAILS["on"] = tails
     c = causal
     _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
     same_stats = reference.forward(*x[:3], causal=c, mask=mk)[1:]
@@ -223,6 +229,13 @@ def main(names):
         # one value for every key of a row ((B, 1, T, 1): some rows see no key at all)
         _check_all(out, dtype, atol, (2, 2, 21, 40, 16), g,
                    mask=lambda B, H, T, M: _additive(g, (B, 1, T, 1)))
+        # narrow ragged tails (TAILS): M = 70 leaves 6 keys past a 64-key block, T = 37 5 rows
+        # past a 32-row one; alone, with key padding, with causal (diagonal tails wider than
+        # the narrow block take the whole one) and with grouped heads (folded rows)
+        _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, tails=True)
+        _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, mask=_key_padding, tails=True)
+        _check_all(out, dtype, atol, (1, 2, 69, 70, 16), g, causal=True, tails=True)
+        _check_all(out, dtype, atol, (2, 4, 9, 13, 16), g, Hkv=2, tails=True)
     # the split head-dim buckets ([split_buckets]: the 16-bit forward, dQ and dK/dV in
     # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),

@@ -79,7 +79,8 @@ def _tiers(dt):
     with odd lengths so the tail block is partial, past max_len where tail_len runs it (the
     untiered tile's last block at most half full), and where causal_len runs it for causal
     calls (top-left with T > M, bottom-right with T < M: rows that see no key, and grouped
-    heads), and where grid_len runs dQ's and dK/dV's for a small grid."""
+    heads), where grid_len runs dQ's and dK/dV's for a small grid, and their narrow-tail tiers
+    (T <= 200, narrow_only)."""
     _case("tier fast D=64 T<=200", 2, 3, 3, 197, 197, 64, dt)
     _case("tier fast D=64 T<=768", 1, 2, 2, 331, 500, 64, dt)
     _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
@@ -96,6 +97,9 @@ def _tiers(dt):
     # grid_len: a small grid (the untiered one's programs <= the multiprocessors); the small
     # batches of the cases above take it too
     _case("tier fast D=64 dQ, dK/dV grid_len T=127 M=509 GQA", 1, 4, 2, 127, 509, 64, dt)
+    # narrow_only: dQ's and dK/dV's T <= 200 tiers with a narrow tail (a grid too large for
+    # grid_len), where the keys (M mod 64 = 16) and the query rows (T mod 32 = 13) end in one
+    _case("tier fast D=64 dQ, dK/dV narrow tails T=77 M=144", 24, 6, 6, 77, 144, 64, dt)
 
 
 def _split(dt):

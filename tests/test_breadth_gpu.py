@@ -181,7 +181,9 @@ def test_split_head_dim_buckets_match_fp64(dtype, factor, atol, D, T, M, Hkv, ca
     (768, 769, True, False), (31, 768, True, False), (832, 832, True, False),
     (896, 896, False, False), (1153, 1152, False, False), (1500, 1500, True, False),
     (1500, 1200, True, False), (64, 64, False, False), (64, 63, True, False),
-    (65, 64, False, False), (1024, 1000, True, False), (1025, 1025, True, False)])
+    (65, 64, False, False), (1024, 1000, True, False), (1025, 1025, True, False),
+    (197, 197, False, False), (201, 197, False, False), (160, 160, False, False),
+    (77, 144, False, False)])
 def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, atol, T, M,
                                                                 causal, padded):
     """The 16-bit D = 64 fast flavour runs its sequence-length tiers (their own tiles,
@@ -189,7 +191,9 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     runs up to its tail_len = 1152 where the untiered tile's last block of query rows would be
     at most half full (0 < T mod 128 <= 64), and for causal calls (M > 1: the first row sees
     fewer than all keys) up to its causal_len = 8192. dQ and dK/dV: max_len = 64, causal_len =
-    1024. Else the untiered variants: both sides of each edge, causal too, and padded rows
+    1024, then max_len = 200 (the untiered tiles with a narrow ragged tail, TAIL_N / TAIL_M)
+    only where the loop ends in such a tail (narrow_only: dQ M mod 64, dK/dV T mod 32 in 1..16).
+    Else the untiered variants: both sides of each edge, causal too, and padded rows
     (general: no tier), every op against the fp64 reference with the project's rule."""
     from aot_sdpa import _C
 
@@ -200,13 +204,15 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     sm90 = not padded and torch.cuda.get_device_capability() == (9, 0)
     tiers = {"fwd": "t200" if rows <= 200 else "t768" if rows <= 768 or (
                  rows <= 1152 and 0 < T % 128 <= 64) or (causal_rows and rows <= 8192) else "",
-             "bwd_dq": "t64" if rows <= 64 or (causal_rows and rows <= 1024) else ""}
-    tiers["bwd_dkdv"] = tiers["bwd_dq"]
+             "bwd_dq": "t64" if rows <= 64 or (causal_rows and rows <= 1024) else
+                       "t200" if rows <= 200 and 0 < M % 64 <= 16 else ""}
+    tiers["bwd_dkdv"] = tiers["bwd_dq"] if tiers["bwd_dq"] == "t64" else (
+        "t200" if rows <= 200 and 0 < T % 32 <= 16 else "")
     flavor = "general" if padded else "fast"
     for op, tier in tiers.items():
         run = _C._select(names.index(op), code, 64, torch.cuda.current_device(), not padded,
                          False, rows=rows, extent=M if op == "bwd_dkdv" else T,
-                         causal_rows=causal_rows)[0]
+                         causal_rows=causal_rows, inner=T if op == "bwd_dkdv" else M)[0]
         assert run.startswith(f"{op}_{('fp16', 'bf16')[code]}_d64_{flavor}_sm"), run
         # "90_t200" -> "t200"
         assert run.split("_sm", 1)[1].partition("_")[2] == (tier if sm90 else ""), run

@@ -55,7 +55,7 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
                          (128, "ragged", 128))} | {
-    (op, dt, 64, "sm_90", "fast", 64) for op in ("bwd_dq", "bwd_dkdv")
+    (op, dt, 64, "sm_90", "fast", n) for op in ("bwd_dq", "bwd_dkdv") for n in (64, 200)
     for dt in ("float16", "bfloat16")} | {
     ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
@@ -265,7 +265,7 @@ class _Index:
 
 
 def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
-                     rows=None, extent=None, causal_rows=0, bh=None, sms=132):
+                     rows=None, extent=None, causal_rows=0, bh=None, sms=132, inner=None):
     """The dispatcher's rule, from the inventory (an _Index): the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
@@ -274,17 +274,26 @@ def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     runs before masked_fast, on the same conditions; the masked flavour not run is the
     second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
     None: a long sequence, untiered), `extent` grid rows (None: rows), `causal_rows` (0:
-    not causal; else max(T, M) per head) and `bh` grid heads (None: a large grid) on `sms`
-    multiprocessors. (run, sibling, sibling2); None when nothing matches."""
+    not causal; else max(T, M) per head), `bh` grid heads (None: a large grid) on `sms`
+    multiprocessors and the `inner` rows a program's loop sweeps (None: rows). (run, sibling,
+    sibling2); None when nothing matches."""
     choice = _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
-    return None if choice is None else tuple(_tier(idx, n, rows, extent, causal_rows, bh, sms)
-                                             for n in choice)
+    return None if choice is None else tuple(
+        _tier(idx, n, rows, extent, causal_rows, bh, sms, inner) for n in choice)
 
 
-def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132):
+def _narrow_ok(idx, r, inner):
+    """A tier with a narrow tail (narrow > 0) only where the inner loop's rows end 1..narrow
+    past a whole block of its own (BLOCK_N; BLOCK_M for an op whose grid tiles the keys)."""
+    block = r["block_n"] if idx.grid[r["op"]] == "T" else r["block_m"]
+    return not r["narrow"] or 0 < inner % block <= r["narrow"]
+
+
+def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132, inner=None):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
-    (None: rows) on `bh` grid heads (None: a large grid): among the inventory entries of its
-    family (op, dtype, bucket, arch, flavour) that cover the call (max_len >= rows or, for a
+    (None: rows) on `bh` grid heads (None: a large grid) and whose programs' loop sweeps
+    `inner` rows (None: rows): among the inventory entries of its family (op, dtype, bucket,
+    arch, flavour) that _narrow_ok allows and that cover the call (max_len >= rows or, for a
     causal call, causal_len >= causal_rows, its max(T, M) per head, or grid_len >= rows where
     the untiered grid, bh * ceil(extent / block), has at most `sms` programs), the one with the
     smallest max_len, named "<name>_t<max_len>"; else,
@@ -297,7 +306,9 @@ def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132):
     base = next(r for r in family if not r["max_len"])
     block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
     extent = rows if extent is None else extent
+    inner = rows if inner is None else inner
     small = bh is not None and bh * -(-extent // block) <= sms
+    family = [r for r in family if _narrow_ok(idx, r, inner)]
     lens = [r["max_len"] for r in family
             if r["max_len"] and (r["max_len"] >= rows
                                  or 0 < causal_rows <= r["causal_len"]
@@ -352,9 +363,10 @@ _TIERS = [v for v in load(ROOT / "kernels" / "variants.toml").variants if v.max_
 # edges (of every op: those of the others must leave it alone) and one past them: max_len;
 # tail_len (past max_len, where the tail rule decides), with lengths that leave the untiered
 # tile's last block half full, fuller and whole (320, 352, 384); causal_len, with a length
-# between tail and it (1500)
+# between tail and it (1500); under max_len = 200, lengths with and without a narrow tail (197,
+# 128: narrow_only)
 _ENDS = {n for v in _TIERS for n in (v.max_len, v.tail_len, v.causal_len) if n}
-TIER_LENS = tuple(sorted({1, 320, 352, 384, 1500} | _ENDS | {n + 1 for n in _ENDS}))
+TIER_LENS = tuple(sorted({1, 128, 197, 320, 352, 384, 1500} | _ENDS | {n + 1 for n in _ENDS}))
 
 
 def _short(r):
@@ -526,13 +538,43 @@ def test_small_grid_rule_without_a_driver():
                                                             masked, rows=rows, extent=extent)[0]
     assert n == 2 * len(tiered) * 4 * 3 * 3 * 6 * 7 and hits > 0
     dq, dkdv = ops.index("bwd_dq"), ops.index("bwd_dkdv")
-    # ViT-B at batch 1 (12 heads, T = 197: 24 programs of the untiered tiles) runs the tiers,
-    # at batch 6 (144 programs) not; nor past grid_len = 512
+    # ViT-B at batch 1 (12 heads, T = 197: 24 programs of the untiered tiles) runs the
+    # grid_len tiers, at batch 6 (144 programs) not but the T <= 200 ones (the untiered tiles
+    # with a narrow tail); past grid_len = 512 neither
     for op, name in ((dq, "bwd_dq_fp16_d64_fast_sm90"), (dkdv, "bwd_dkdv_fp16_d64_fast_sm90")):
         assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=12)[0] == name + "_t64"
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=72)[0] == name
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=72)[0] == name + "_t200"
         assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=513, bh=1)[0] == name
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197)[0] == name  # default bh
+        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197)[0] == name + "_t200"
+
+
+def test_narrow_tiers_run_only_where_their_tail_is_narrow_without_a_driver():
+    """The 16-bit D = 64 dQ and dK/dV tiers with a narrow tail (narrow_only) run up to their
+    max_len only where the inner loop (dQ: the M keys; dK/dV: the T query rows) ends 1..16 rows
+    past a whole block of theirs (64 keys; 32 rows); elsewhere the untiered twin, and the
+    T <= 64 tier where it covers the call. The mirror of the rule agrees at every inner length
+    from 65 to 200."""
+    from aot_sdpa import _C
+
+    inv = aot_sdpa.kernel_inventory()
+    assert {(r["op"], r["max_len"], r["narrow"]) for r in inv if r["narrow"]} == {
+        ("bwd_dq", 200, 16), ("bwd_dkdv", 200, 16)}
+    ops = [o["name"] for o in _C.ops()]
+    idx = _Index(inv)
+    for op, block, name in (("bwd_dq", 64, "bwd_dq_fp16_d64_fast_sm90"),
+                            ("bwd_dkdv", 32, "bwd_dkdv_fp16_d64_fast_sm90")):
+        i = ops.index(op)
+        for inner, tier in ((197, True), (192, False), (block * 3 + 16, True),
+                            (block * 3 + 17, False), (128, False), (65, True)):
+            assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=200, extent=200,
+                                     inner=inner)[0] == name + ("_t200" if tier else ""), inner
+        assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=64, inner=64)[0] == name + "_t64"
+        assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=201, inner=197)[0] == name
+        for inner in range(65, 201):
+            for code in (0, 1):
+                kw = {"rows": 200, "extent": 150, "inner": inner}
+                assert _C._select_for_cc(i, code, 64, 90, True, False, **kw) == _expected_choice(
+                    idx, op, code, 64, 90, True, False, **kw)
 
 
 def test_tier_rows_hook_swaps_and_refuses_negatives():

@@ -304,10 +304,11 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
         assert v.as_json()["max_len"] == v.max_len
         assert (v.blocks, v.num_warps, v.num_stages) != (base.blocks, base.num_warps,
                                                         base.num_stages)
-    for name, stages in (("fwd_fp16_d64_fast_sm90_t200", 2), ("fwd_fp16_d64_fast_sm90_t768", 3)):
+    for name, stages, tail in (("fwd_fp16_d64_fast_sm90_t200", 2, {"TAIL_N": 16}),
+                               ("fwd_fp16_d64_fast_sm90_t768", 3, {})):
         fwd = by_name[name]  # two tiers of one variant, each with its own config
         assert (fwd.block, fwd.num_warps, fwd.num_stages, fwd.maxnreg) == (
-            {"BLOCK_M": 64, "BLOCK_N": 64}, 4, stages, None)
+            {"BLOCK_M": 64, "BLOCK_N": 64, **tail}, 4, stages, None)
     assert by_name["fwd_fp16_d64_fast_sm90"].block == {"BLOCK_M": 128, "BLOCK_N": 64}
     # a tier of its own flavours only (ragged and padding_fast take fast's configs, but not
     # its tiers), with its own min_blocks_per_sm
@@ -370,6 +371,35 @@ def test_a_tiers_tail_and_causal_len_are_dispatch_only_and_checked(tmp_path):
             (dkdv_tier, dkdv_tier.replace("max_len = 64\ncausal_len = 1024\n", ""), "grid_len")):
         assert text.count(old) == 1
         path.write_text(text.replace(old, new))
+        with pytest.raises(ValueError, match=key):
+            variants_mod.load(path)
+
+
+def test_narrow_tails_are_compile_inputs_and_narrow_only_is_dispatch_only(tmp_path):
+    """A config's TAIL_N / TAIL_M (a narrow ragged tail) is one of its blocks, so it is a
+    compile input (in the cache key's JSON) and a constexpr of the kernel; it must be a power
+    of two >= 16 below its block. narrow_only (the tier runs only where that tail sweeps) is
+    dispatch only (Variant.narrow, out of the JSON) and needs a tier with one narrow tail."""
+    spec = _spec()
+    by_name = {v.name: v for v in spec.variants}
+    for name, key in (("bwd_dq_fp16_d64_fast_sm90_t200", "TAIL_N"),
+                      ("bwd_dkdv_bf16_d64_fast_sm90_t200", "TAIL_M")):
+        v = by_name[name]
+        assert v.block[key] == 16 and v.as_json()["blocks"][key] == 16
+        assert v.narrow == 16 and "narrow" not in v.as_json()
+    fwd = by_name["fwd_fp16_d64_fast_sm90_t200"]
+    assert (fwd.block["TAIL_N"], fwd.narrow) == (16, None)  # the tier's own tile: every call
+    assert all(v.narrow is None for v in spec.variants if v.max_len is None)
+    text = (ROOT / "kernels" / "variants.toml").read_text()
+    path = tmp_path / "variants.toml"
+    dq_tier = "BLOCK_M = 128\nBLOCK_N = 64\nTAIL_N = 16\n"
+    assert text.count(dq_tier) == 1 and text.count("narrow_only = true\n") == 2
+    for old, new, key in ((dq_tier, dq_tier.replace("16", "8"), "TAIL_N"),
+                          (dq_tier, dq_tier.replace("16", "24"), "TAIL_N"),
+                          (dq_tier, dq_tier.replace("16", "64"), "TAIL_N"),
+                          (dq_tier, dq_tier.replace("TAIL_N = 16\n", ""), "narrow_only"),
+                          ("max_len = 200\nnarrow_only", "narrow_only", "narrow_only")):
+        path.write_text(text.replace(old, new, 1))
         with pytest.raises(ValueError, match=key):
             variants_mod.load(path)
 

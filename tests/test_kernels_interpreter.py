@@ -49,6 +49,9 @@ def test_every_op_runs_in_the_interpreter(interpreted):
                                                    for k in interpreted)} == {" D72", " D96"}
     every = {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv", "jvp",
              "fwd_jvp", "bwd_jvp", "bwd_jvp+tdo"}
+    # narrow ragged tails (_interpret_ops TAILS): the forward's and dQ's keys, dK/dV's rows
+    tails = {key.split()[0].split("[")[0] for key in interpreted if key.endswith(" tails")}
+    assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv"} <= tails
     masked = {key.split()[0].split("[")[0] for key in interpreted if " mask(" in key}
     assert every <= masked
     # key padding through both mask codes: the hinted flavours' (MASKED 2, its own sweeps) and

@@ -41,7 +41,10 @@ def kernel_inventory() -> list[dict]:
     of its untiered twin when max(T, M) <= max_len), tail_len (0: none; else the tier also
     runs for max(T, M) <= tail_len where the twin's last block of grid rows would be at most
     half full), causal_len (0: none; else causal calls run the tier where max(T, M)
-    per head <= causal_len), block_m, block_n, num_warps, num_stages,
+    per head <= causal_len), grid_len (0: none; else the tier also runs for max(T, M) <=
+    grid_len where the twin's grid has at most one program per multiprocessor), narrow (0:
+    none; else the tier runs only where its inner loop ends 1..narrow rows past a whole block:
+    a narrow-tail tier), block_m, block_n, num_warps, num_stages,
     shared_bytes, cubin_bytes, input_precision, and where its cubin lies: image (the
     compressed image of its op and arch, unpacked on first use) and image_offset."""
     return _C.inventory()
