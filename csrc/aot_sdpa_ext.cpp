@@ -49,7 +49,8 @@ std::string take_error_detail() {
     throw CudaError(msg);
 }
 
-/* Compute capability of a device as e.g. 90 (cached; needs the driver). */
+/* Compute capability of a device as e.g. 90 (cached with its multiprocessor count, device_sms;
+ * needs the driver). */
 int device_arch(int device) {
     if (device < 0 || device >= AOT_MAX_DEVICES)
         throw std::invalid_argument("aot_sdpa: device index out of range");
@@ -69,26 +70,23 @@ int device_arch(int device) {
     if (st == CUDA_SUCCESS)
         st = api->DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
     if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGetAttribute");
+    int sms = 0;
+    st = api->DeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGetAttribute(multiprocessors)");
     arch = major * 10 + minor;
     std::lock_guard<std::mutex> lock(g_arch_mutex);
+    // the count first: arch's release store publishes it to whoever reads arch as nonzero
+    __atomic_store_n(&g_sms[device], sms, __ATOMIC_RELAXED);
     __atomic_store_n(&g_arch[device], arch, __ATOMIC_RELEASE);
     return arch;
 }
 
-/* The number of streaming multiprocessors of a device (cached; needs the driver): the small-grid
- * rule of tier_for compares a grid's programs with it. */
+/* The number of streaming multiprocessors of a device (read with its compute capability by
+ * device_arch; needs the driver): the small-grid rule of tier_for compares a grid's programs
+ * with it. */
 int device_sms(int device) {
-    device_arch(device);  // the index checked and the driver loaded
-    int sms = __atomic_load_n(&g_sms[device], __ATOMIC_ACQUIRE);
-    if (sms != 0) return sms;
-    const CudaApi* api = cuda_api(nullptr);
-    CUdevice dev;
-    CUresult st = api->DeviceGet(&dev, device);
-    if (st == CUDA_SUCCESS)
-        st = api->DeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
-    if (st != CUDA_SUCCESS) throw_cuda(st, "cuDeviceGetAttribute(multiprocessors)");
-    __atomic_store_n(&g_sms[device], sms, __ATOMIC_RELEASE);
-    return sms;
+    device_arch(device);  // the index checked; the count cached (acquire: it is visible)
+    return __atomic_load_n(&g_sms[device], __ATOMIC_RELAXED);
 }
 
 /* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
@@ -116,6 +114,7 @@ std::vector<int> served_by(int arch) {
 }
 
 constexpr int64_t kLongRows = INT32_MAX;  // test hooks' default max(T, M): no tier
+constexpr int64_t kLargeGrid = INT32_MAX;  // test hooks' default grid heads: no small grid
 
 /* Benchmark hook (_C._tier_rows): when nonzero, every launch picks its sequence-length tier
  * for this max(T, M) instead of the call's own (kLongRows: the untiered variants), so one
@@ -724,7 +723,7 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("device"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
-          py::arg("bh") = aot::kLongRows, py::arg("inner") = -1,
+          py::arg("bh") = aot::kLargeGrid, py::arg("inner") = -1,
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
                                bool ragged_ok, bool padding, int64_t rows, int64_t extent,
@@ -738,7 +737,7 @@ PYBIND11_MODULE(_C, m) {
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
-          py::arg("bh") = aot::kLongRows, py::arg("sms") = 132, py::arg("inner") = -1,
+          py::arg("bh") = aot::kLargeGrid, py::arg("sms") = 132, py::arg("inner") = -1,
           "Test hook: _select for a compute capability (and `sms` multiprocessors, an H100's or "
           "H200's 132 by default) instead of a device (no driver needed).");
     m.def("_tier_rows", [](int64_t rows) {
