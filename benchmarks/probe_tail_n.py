@@ -131,8 +131,7 @@ def main(dtypes, shapes):
                     fn()
                     err = (o.double() - ref).abs().max().item()
                     ok = err <= 2 * torch_err.item() + 1e-5
-                    times[f"{tile[:4]} tail {tail}"] = do_bench_cudagraph(fn, rep=50)
-                    times[f"{tile[:4]} tail {tail}"] = (times[f"{tile[:4]} tail {tail}"], err, ok)
+                    times[f"{tile[:4]} tail {tail}"] = (do_bench_cudagraph(fn, rep=50), err, ok)
             cud = times["cudnn_attention"]
             print(f"{dname} {name} {(B, H, T, D)}: cudnn {cud:.4f} ms, flash "
                   f"{times['flash_attention']:.4f} ms")
