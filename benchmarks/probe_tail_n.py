@@ -10,8 +10,9 @@ torch's cuDNN and flash forward timed the same way in the same process, and chec
 against torch's math backend in float64.
 The backward's two kernels take the same option: the dQ kernel's key tail (TAIL_N) and the
 dK/dV kernel's ragged tail of query rows (TAIL_M); `bwd` times them (dQ first, as the
-dispatcher launches them: it writes z and lse2 for dK/dV) against fp64 autograd's gradients.
-Usage: python benchmarks/probe_tail_n.py [fwd] [bwd] [fp16|bf16 ...] [shape names ...]
+dispatcher launches them: it writes z and lse2 for dK/dV) against fp64 autograd's gradients;
+`small` adds the small-grid tiers' tiles (SMALL_TILES) with and without the tail.
+Usage: python benchmarks/probe_tail_n.py [fwd] [bwd] [small] [fp16|bf16 ...] [shape names ...]
 (default: every SHAPES entry; CONTROLS' only when named)
 """
 
@@ -33,10 +34,12 @@ from build_tools.variants import load  # noqa: E402
 
 SPEC = load(ROOT / "kernels" / "variants.toml")
 # (B, H, T, D): ViT-S / B / L at batch 32 / 32 / 16, ViT-B at batch 1 and 4, an 8-key and a
-# 40-key tail, and DiT-B/2's T = 256 (no tail: the control)
+# 40-key tail, DiT-B/2's T = 256 (no tail: the control), and 128 heads at T = 197 (the untiered
+# dK/dV tile's 256 programs: one full wave of two per multiprocessor on 132)
 SHAPES = {"vit_s": (32, 6, 197, 64), "vit_b": (32, 12, 197, 64), "vit_l": (16, 16, 197, 64),
           "vit_b1": (1, 12, 197, 64), "vit_b4": (4, 12, 197, 64), "t200": (32, 12, 200, 64),
-          "t232": (32, 12, 232, 64), "dit_b": (32, 12, 256, 64)}
+          "t232": (32, 12, 232, 64), "dit_b": (32, 12, 256, 64),
+          "h128": (8, 16, 197, 64)}
 # long sequences without a tail (T mod 64 = 0), named only: does the option's second loop cost
 # the calls that never take it?
 CONTROLS = {"t1k": (8, 16, 1024, 64), "t4k": (2, 16, 4096, 64)}
@@ -63,8 +66,13 @@ def _torch(q, k, v, backend):
 
 
 # the backward's shipped untiered 16-bit D = 64 tiles (sm_90), each with its tail options
-BWD_TILES = {"bwd_dq": ((128, 64, 8, 4, 128), "TAIL_N", (0, 16, 32)),
-             "bwd_dkdv": ((32, 128, 4, 3, None), "TAIL_M", (0, 16))}
+BWD_TILES = {"bwd_dq": [((128, 64, 8, 4, 128), "TAIL_N", (0, 16, 32))],
+             "bwd_dkdv": [((32, 128, 4, 3, None), "TAIL_M", (0, 16))]}
+# `small`: also the small-grid tiers' tiles (kernels/variants.toml grid_len), with and without
+# the tail, each timed against its op's untiered tile without one
+SMALL_TILES = {"bwd_dq": [((64, 64, 4, 3, None), "TAIL_N", (0, 16))],
+               "bwd_dkdv": [((32, 64, 4, 2, None), "TAIL_M", (0, 16)),
+                            ((32, 64, 4, 3, None), "TAIL_M", (0, 16))]}
 
 
 def _bwd_call(op, x, dname, tile, key, tail):
@@ -75,7 +83,7 @@ def _bwd_call(op, x, dname, tile, key, tail):
                                  num_warps=w, num_stages=st, maxnreg=cap)
 
 
-def bwd_main(dtypes, shapes):
+def bwd_main(dtypes, shapes, small=False):
     for dname in dtypes:
         dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[dname]
         for name, (B, H, T, D) in shapes.items():
@@ -93,10 +101,13 @@ def bwd_main(dtypes, shapes):
                  "DQ": torch.empty_like(q), "DK": torch.empty_like(k), "DV": torch.empty_like(v)}
             names = {"bwd_dq": ("DQ",), "bwd_dkdv": ("DK", "DV")}
             print(f"{dname} {name} {(B, H, T, D)}:", flush=True)
-            _bwd_call("bwd_dq", x, dname, BWD_TILES["bwd_dq"][0], "TAIL_N", 0)()  # z, lse2
-            for op, (tile, key, tails) in BWD_TILES.items():
+            _bwd_call("bwd_dq", x, dname, BWD_TILES["bwd_dq"][0][0], "TAIL_N", 0)()  # z, lse2
+            for op, entries in BWD_TILES.items():
                 base = None
-                for tail in tails:
+                runs = [(tile, key, tail)
+                        for tile, key, tails in entries + (SMALL_TILES[op] if small else [])
+                        for tail in tails]
+                for tile, key, tail in runs:
                     fn = _bwd_call(op, x, dname, tile, key, tail)
                     for n in names[op]:
                         x[n].zero_()
@@ -151,4 +162,4 @@ if __name__ == "__main__":
     if "fwd" in modes:
         main(dts, shapes)
     if "bwd" in modes:
-        bwd_main(dts, shapes)
+        bwd_main(dts, shapes, small="small" in sys.argv[1:])
