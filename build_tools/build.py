@@ -81,10 +81,10 @@ def build(out_dir: Path = ROOT / "build" / "gen", cache_dir: Path = ROOT / "buil
         f"packed, in {time.perf_counter() - t_pack:.1f} s")
     source = render(spec, metas, images, placement)
     changed = _write_if_changed(out_dir / "aot_kernels.cpp", source)
-    inventory = [dict(m["variant"], shared=m["shared"], cubin_bytes=m["cubin_bytes"],
+    inventory = [dict(m["variant"], name=v.name, shared=m["shared"], cubin_bytes=m["cubin_bytes"],
                       registers=m.get("registers"), stack_bytes=m.get("stack_bytes"),
                       image=images[g]["name"], image_offset=off, cubin_sha256=sha)
-                 for m, (g, off, _, sha) in zip(metas, placement)]
+                 for v, m, (g, off, _, sha) in zip(spec.variants, metas, placement)]
     _write_if_changed(out_dir / "inventory.json", json.dumps(inventory, indent=1))
     summary = {"variants": len(metas), "compiled": len(todo), "generated_changed": changed,
                "cubin_bytes": sum(m["cubin_bytes"] for m in metas),

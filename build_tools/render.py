@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from string import Template
 
 from build_tools.compile_variant import classify_params, is_constant
-from build_tools.variants import variant_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
@@ -82,6 +82,10 @@ def _embed_path(path: Path) -> str:
     return path
 
 
+def _json_key(v: dict) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
 def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) -> str:
     """Return the generated C source for all compiled variants; `images` and `placement` are
     build_tools.pack.pack_images' result (where each variant's cubin lies)."""
@@ -98,13 +102,15 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
-    # dispatch only, not in the metas: each tier's tail_len, causal_len, grid_len and narrow
-    reach = {v.name: (v.tail_len or 0, v.causal_len or 0, v.grid_len or 0, v.narrow or 0)
-             for v in spec.variants}
+    # each meta's Variant (by its JSON, unique: variants.load): dispatch only, not in the
+    # metas, are each tier's tail_len, causal_len, grid_len and narrow (and so its name,
+    # "_t<max_len>n<narrow>")
+    of_json = {_json_key(v.as_json()): v for v in spec.variants}
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
+        var = of_json[_json_key(v)]
         variant_code.append(tpl.substitute(
-            i=i, op=v["op"], name=variant_name(v),
+            i=i, op=v["op"], name=var.name,
             image=image, image_name=images[image]["name"], offset=offset, size=size,
             kernel_name=meta["kernel_name"], shared=meta["shared"],
             num_warps=meta["num_warps"],
@@ -115,7 +121,8 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
                              for p in meta["params"] if not is_constant(p)),
         ))
         blocks = v["blocks"]
-        tail, causal, grid, narrow = reach.get(variant_name(v), (0, 0, 0, 0))
+        tail, causal, grid, narrow = (var.tail_len or 0, var.causal_len or 0, var.grid_len or 0,
+                                      var.narrow or 0)
         table.append(
             f'    {{{ops_used.index(v["op"])}, "{v["dtype"]}", {DTYPE_CODE[v["dtype"]]}, '
             f'{v["head_dim"]}, {v["arch"]}, {FLAVOR_CODE[v["flavor"]]}, {v.get("max_len") or 0}, '

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import Counter
 from pathlib import Path
 
 import tomllib
@@ -57,8 +59,11 @@ MAX_TIER_LEN = 1 << 16
 
 def variant_name(v: dict) -> str:
     """A variant's name from its fields (Variant.as_json or asdict): op, dtype, bucket,
-    flavour, arch and, for a sequence-length tier, "_t<max_len>"."""
+    flavour, arch and, for a sequence-length tier, "_t<max_len>", with "n<narrow>" for one that
+    runs only where it sweeps a narrow tail (narrow_only: a tier of the same max_len beside the
+    one without a tail)."""
     tier = f"_t{v['max_len']}" if v.get("max_len") else ""
+    tier += f"n{v['narrow']}" if tier and v.get("narrow") else ""
     return f"{v['op']}_{v['dtype']}_d{v['head_dim']}_{v['flavor']}_sm{v['arch']}{tier}"
 
 
@@ -98,11 +103,11 @@ class Variant:
     # it for them whatever the tail (its smaller tile wastes less work on the diagonal
     # blocks); see the configs' causal_len. Dispatch only, like tail_len
     causal_len: int | None = None
-    # a tier's reach for small grids: where max(T, M) <= grid_len and the untiered twin's grid
-    # would have at most one program per multiprocessor (its grid heads times blocks; the
-    # device's count, read at run time) the dispatcher runs it (its smaller tile's extra
-    # programs fill multiprocessors the twin leaves idle); see the configs' grid_len. Dispatch
-    # only, like tail_len
+    # a tier's reach for grids that leave waves idle: where max(T, M) <= grid_len and the
+    # untiered twin's grid would leave at least a quarter of the slots of its waves idle (its
+    # grid heads times blocks against the device's multiprocessors times the twin's occupancy,
+    # read at run time) the dispatcher runs it (its smaller tile's extra programs fill them);
+    # see the configs' grid_len. Dispatch only, like tail_len
     grid_len: int | None = None
     # a tier with a narrow tail (TAIL_N / TAIL_M) that runs only where it sweeps one (a
     # config's narrow_only): for calls whose inner loop (the keys of a query-side op, the
@@ -118,7 +123,7 @@ class Variant:
     @property
     def untiered_name(self) -> str:
         """The name of the untiered variant of this one's family (its own name when untiered)."""
-        return variant_name({**vars(self), "max_len": None})
+        return variant_name({**vars(self), "max_len": None, "narrow": None})
 
     @property
     def block(self) -> dict[str, int]:
@@ -187,10 +192,12 @@ def split_buckets(split: dict, op: str, arch: int, dtype: str) -> list[int]:
 
 
 def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: int,
-                 flavor: str, max_len: int | None = None) -> dict | None:
+                 flavor: str, max_len: int | None = None,
+                 narrow_only: bool = False) -> dict | None:
     """The first config whose arch, dtypes, head_dims and flavors (each optional) all match,
     among those without a max_len (the untiered variant; none: an error) or, given max_len,
-    those of that sequence-length tier (none: None, no variant of that tier).
+    those of that sequence-length tier (with narrow_only as given: a tier with a narrow tail
+    may share its max_len with one without; none: None, no variant of that tier).
     masked_fast takes the masked flavour's configs unless a config names it (they were tuned
     on kernels with its hints: benchmarks/tune_real.py masked); ragged and padding_fast take
     fast's (ragged: the same tiles and loads, with a tail mask; padding_fast: its sweeps of
@@ -201,7 +208,8 @@ def _pick_config(op: str, configs: list[dict], arch: int, dtype: str, head_dim: 
         like = None  # a tier's configs name each flavour they tier
     for cfg in configs:
         flavors = cfg.get("flavors", [flavor])
-        if (cfg.get("max_len") == max_len and cfg.get("arch", arch) == arch
+        if (cfg.get("max_len") == max_len and cfg.get("narrow_only", False) == narrow_only
+                and cfg.get("arch", arch) == arch
                 and dtype in cfg.get("dtypes", [dtype]) and head_dim in cfg.get("head_dims", [head_dim])
                 and (flavor in flavors or like in flavors)):
             return cfg
@@ -286,9 +294,12 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                              f"{sorted(EXTRA_DTYPES)}")
         if only_ops is not None and op not in only_ops:
             continue
-        tiers = sorted({int(c["max_len"]) for c in table["configs"] if "max_len" in c})
-        if any(t <= 0 or t > MAX_TIER_LEN for t in tiers):
-            raise ValueError(f"variants.toml: op {op!r} max_len {tiers}: each must be in "
+        # (max_len, narrow_only): one variant each per family
+        tiers = sorted({(int(c["max_len"]), bool(c.get("narrow_only", False)))
+                        for c in table["configs"] if "max_len" in c})
+        if any(t <= 0 or t > MAX_TIER_LEN for t, _ in tiers):
+            raise ValueError(f"variants.toml: op {op!r} max_len {[t for t, _ in tiers]}: each "
+                             f"must be in "
                              f"1..{MAX_TIER_LEN}")
         for c in table["configs"]:
             for reach in ("tail_len", "causal_len", "grid_len"):
@@ -296,6 +307,9 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                    or not int(c["max_len"]) < int(c[reach]) <= MAX_TIER_LEN):
                     raise ValueError(f"variants.toml: op {op!r} {reach} {c[reach]}: only on a "
                                      f"tier (max_len), above its max_len, at most {MAX_TIER_LEN}")
+        if any(c.get("narrow_only", False) and "max_len" not in c for c in table["configs"]):
+            raise ValueError(f"variants.toml: op {op!r} narrow_only: only on a tier (max_len) "
+                             f"with one narrow tail ({' or '.join(TAIL_OF)})")
         if any("max_len" in c and "flavors" not in c for c in table["configs"]):
             raise ValueError(f"variants.toml: op {op!r} has a config with max_len but no "
                              "flavors: a sequence-length tier names the flavours it tiers")
@@ -329,12 +343,20 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                 sweeps and _covers(sweeps, *where)) else 1
                         # the untiered variant, then one per sequence-length tier whose
                         # configs cover this one
-                        for max_len in [None, *tiers]:
+                        for max_len, narrow_only in [(None, False), *tiers]:
                             cfg = _pick_config(op, table["configs"], arch, dtype, int(head_dim),
-                                               flavor, max_len)
+                                               flavor, max_len, narrow_only)
                             if cfg is None:
                                 continue
                             variants.append(_variant(op, table, cfg, where, flavor, masked,
                                                      serves, max_len, fp32_precision))
+    names = Counter(v.name for v in variants)
+    if max(names.values(), default=1) > 1:
+        raise ValueError(f"variants.toml: two variants named {names.most_common(1)[0][0]}: one "
+                         "config per family and (max_len, narrow_only)")
+    compiled = Counter(json.dumps(v.as_json(), sort_keys=True) for v in variants)
+    if max(compiled.values(), default=1) > 1:  # render.py finds each cubin's variant by it
+        raise ValueError("variants.toml: two tiers of one family compile the same cubin (a "
+                         "narrow_only tier needs a tile or tail of its own)")
     return Spec(variants=variants, abi=data["abi"], ops=data["ops"], archs=list(data["archs"]),
                 serves=serves)

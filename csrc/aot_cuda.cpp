@@ -48,6 +48,7 @@ void load() {
     AOT_LOAD(ModuleUnload, cuModuleUnload);
     AOT_LOAD(ModuleGetFunction, cuModuleGetFunction);
     AOT_LOAD(FuncSetAttribute, cuFuncSetAttribute);
+    AOT_LOAD(OccupancyMaxActiveBlocksPerMultiprocessor, cuOccupancyMaxActiveBlocksPerMultiprocessor);
     AOT_LOAD(LaunchKernel, cuLaunchKernel);
 #undef AOT_LOAD
     if (!ok) {

@@ -23,6 +23,7 @@ struct CudaApi {
     decltype(&::cuModuleUnload) ModuleUnload;
     decltype(&::cuModuleGetFunction) ModuleGetFunction;
     decltype(&::cuFuncSetAttribute) FuncSetAttribute;
+    decltype(&::cuOccupancyMaxActiveBlocksPerMultiprocessor) OccupancyMaxActiveBlocksPerMultiprocessor;
     decltype(&::cuLaunchKernel) LaunchKernel;
 };
 

@@ -78,9 +78,11 @@ private:
 };
 
 /* Load `image` into the current context and get `name` from it, opting the function into
- * `shared` bytes of dynamic shared memory; on any failure the module is unloaded again. */
+ * `shared` bytes of dynamic shared memory, and read how many of its `threads`-thread programs
+ * one multiprocessor runs at once; on any failure the module is unloaded again. */
 CUresult load_function(const aot::CudaApi* api, const unsigned char* image, const char* name,
-                       unsigned shared, CUmodule* mod_out, CUfunction* fn_out) {
+                       unsigned shared, unsigned threads, CUmodule* mod_out, CUfunction* fn_out,
+                       int* blocks_out) {
     CUmodule mod;
     CUresult st = api->ModuleLoadData(&mod, image);
     if (st != CUDA_SUCCESS) return st;
@@ -91,6 +93,9 @@ CUresult load_function(const aot::CudaApi* api, const unsigned char* image, cons
         st = api->FuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                    static_cast<int>(shared));
     }
+    if (st == CUDA_SUCCESS)
+        st = api->OccupancyMaxActiveBlocksPerMultiprocessor(blocks_out, f, static_cast<int>(threads),
+                                                            shared);
     if (st != CUDA_SUCCESS) {
         if (api->ModuleUnload(mod) == CUDA_SUCCESS) ++g_modules_unloaded;
         return st;
@@ -119,13 +124,15 @@ CUresult kernel_function(const aot::CudaApi* api, aot_kernel_t* k, int device, C
             }
             CUmodule mod;
             CUfunction f;
-            CUresult st = load_function(api, raw + k->offset, k->kernel_name, k->shared, &mod,
-                                        &f);
+            int blocks = 0;
+            CUresult st = load_function(api, raw + k->offset, k->kernel_name, k->shared,
+                                        k->num_warps * 32u, &mod, &f, &blocks);
             if (st != CUDA_SUCCESS) {
                 aot::set_error_detail(std::string("loading ") + k->variant_name);
                 return st;
             }
             k->module[device] = mod;
+            k->blocks_per_sm[device] = blocks;  // published by function's release store
             fn = reinterpret_cast<void*>(f);
             __atomic_store_n(&k->function[device], fn, __ATOMIC_RELEASE);
         }
@@ -181,6 +188,12 @@ extern "C" CUresult aot_load(aot_kernel_t* k, int device) {
     return scope.finish(kernel_function(api, k, device, &f));
 }
 
+extern "C" CUresult aot_blocks_per_sm(aot_kernel_t* k, int device, int* blocks) {
+    const CUresult st = aot_load(k, device);  // acquires function: blocks_per_sm is visible
+    *blocks = st == CUDA_SUCCESS ? k->blocks_per_sm[device] : 0;
+    return st;
+}
+
 namespace aot {
 
 RuntimeCounters runtime_counters() {
@@ -203,7 +216,9 @@ CUresult test_failing_load(int device, const aot_kernel_t* proto, int mode) {
     if (st != CUDA_SUCCESS) return scope.finish(st);
     CUmodule mod;
     CUfunction f;
-    st = load_function(api, raw + proto->offset, name, shared, &mod, &f);
+    int blocks;
+    st = load_function(api, raw + proto->offset, name, shared, proto->num_warps * 32u, &mod, &f,
+                       &blocks);
     if (st == CUDA_SUCCESS) {  // not expected; never keep what a test loaded
         if (api->ModuleUnload(mod) == CUDA_SUCCESS) ++g_modules_unloaded;
         st = CUDA_ERROR_UNKNOWN;

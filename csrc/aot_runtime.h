@@ -33,6 +33,8 @@ typedef struct aot_kernel {
     const char* variant_name;
     void* volatile function[AOT_MAX_DEVICES]; /* CUfunction, published once loaded */
     void* module[AOT_MAX_DEVICES];            /* CUmodule */
+    int blocks_per_sm[AOT_MAX_DEVICES]; /* programs one multiprocessor runs at once (the
+                                           driver's occupancy), set before function is */
 } aot_kernel_t;
 
 /* The arguments of one call: raw pointers, strides and ints in the op's ABI order. */
@@ -73,9 +75,9 @@ typedef struct aot_variant {
     int causal_len; /* a tier's reach for causal calls (the first query row sees fewer than
                        all M keys): it runs for them where max(T, M) per head (T before
                        grouped heads are folded) <= causal_len (0: none) */
-    int grid_len;   /* a tier's reach for small grids: for max(T, M) <= grid_len it also runs
-                       where the twin's grid would have at most one program per
-                       multiprocessor (0: none) */
+    int grid_len;   /* a tier's reach for grids that leave waves idle: for max(T, M) <=
+                       grid_len it also runs where the twin's grid would leave at least a
+                       quarter of the slots of its waves idle (idle_grid; 0: none) */
     int narrow;     /* a tier with a narrow tail that runs only where it sweeps one: where the
                        call's inner loop (keys for a query-side op, query rows for a key-side
                        one) ends 1..narrow rows past a whole block of its own (block_n, or
@@ -112,6 +114,11 @@ CUresult aot_launch(aot_kernel_t* k, int device, CUstream stream, unsigned gx, u
 
 /* Load k's module on `device` (once, thread-safe) without launching anything. */
 CUresult aot_load(aot_kernel_t* k, int device);
+
+/* How many programs of k one multiprocessor of `device` runs at once (the driver's occupancy
+ * for k's warps, registers and shared memory, read when k's module is loaded), loading it
+ * first where it is not. */
+CUresult aot_blocks_per_sm(aot_kernel_t* k, int device, int* blocks);
 
 /* The unpacked bytes of `image` (unpacking them on the first call; thread-safe, takes the
  * Python GIL to do so: never call it holding a lock another GIL holder may wait for). On

@@ -82,8 +82,8 @@ int device_arch(int device) {
 }
 
 /* The number of streaming multiprocessors of a device (read with its compute capability by
- * device_arch; needs the driver): the small-grid rule of tier_for compares a grid's programs
- * with it. */
+ * device_arch; needs the driver): the idle-grid rule of tier_for compares a grid's programs
+ * with it times a variant's occupancy. */
 int device_sms(int device) {
     device_arch(device);  // the index checked; the count cached (acquire: it is visible)
     return __atomic_load_n(&g_sms[device], __ATOMIC_RELAXED);
@@ -114,7 +114,7 @@ std::vector<int> served_by(int arch) {
 }
 
 constexpr int64_t kLongRows = INT32_MAX;  // test hooks' default max(T, M): no tier
-constexpr int64_t kLargeGrid = INT32_MAX;  // test hooks' default grid heads: no small grid
+constexpr int64_t kLargeGrid = INT32_MAX;  // test hooks' default grid heads: no idle grid
 
 /* Benchmark hook (_C._tier_rows): when nonzero, every launch picks its sequence-length tier
  * for this max(T, M) instead of the call's own (kLongRows: the untiered variants), so one
@@ -208,30 +208,68 @@ bool narrow_ok(const aot_variant_t* t, int64_t inner) {
     return tail > 0 && tail <= t->narrow;
 }
 
+/* The grid a launch would fill: `bh` grid heads (Z * H as the kernel sees them) on a device
+ * with `sms` multiprocessors, each running blocks_per_sm(v) programs of a variant v at once:
+ * the driver's occupancy on `device`, or `blocks_per_sm` where that is > 0 (test hooks, no
+ * driver). */
+struct Grid {
+    int64_t bh;
+    int sms;
+    int device;
+    int blocks_per_sm;
+};
+
+int blocks_per_sm(const aot_variant_t* v, const Grid& g) {
+    if (g.blocks_per_sm > 0) return g.blocks_per_sm;
+    int blocks = 0;
+    const CUresult st = aot_blocks_per_sm(v->kernel, g.device, &blocks);
+    if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
+    return blocks > 0 ? blocks : 1;
+}
+
+/* Whether `programs` programs leave at least a quarter of the slots of the waves they take
+ * idle, `slots` programs running at once (kernels/variants.toml grid_len: the whole 16-bit
+ * backward with the small tiles against the untiered ones, H200, by the untiered grid's
+ * fill of its waves: 1.11-1.18x at 24-61%, 0.97x at 81%, 0.77-0.97x at 97%). */
+bool idle_grid(int64_t programs, int64_t slots) {
+    const int64_t waves = (programs + slots - 1) / slots;
+    return 4 * programs <= 3 * waves * slots;
+}
+
 /* The variant of v's family for a call whose longest sequence is `rows` (max(T, M)), whose
- * grid tiles `extent` rows (T, or M for a key-side op) on `bh` grid heads (Z * H as the kernel
- * sees them) and whose inner loop sweeps `inner` (narrow_ok), on a device with `sms`
- * multiprocessors: among the tiers narrow_ok allows, the one with the smallest max_len among
- * those that cover rows (max_len >= rows or, for a causal call, causal_len >= causal_rows: its
- * max(T, M) per head, 0 for a call that is not causal; kernels/variants.toml causal_len, the
- * smaller tile wastes less on the diagonal blocks; or grid_len >= rows where v's grid would
- * have at most one program per multiprocessor, bh * ceil(extent / block) <= sms:
- * kernels/variants.toml grid_len, the smaller tile's extra programs fill idle ones);
- * else, where v's (the untiered twin's) last block of those rows would be at most half full
- * (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a key-side op), the
- * tier with the smallest tail_len >= rows (kernels/variants.toml tail_len: the smaller tile
- * wastes fewer rows); else v (untiered: any length). Null stays null. */
+ * grid tiles `extent` rows (T, or M for a key-side op) on grid `g` and whose inner loop sweeps
+ * `inner` (narrow_ok): among the tiers narrow_ok allows, the one with the smallest max_len
+ * (on a tie, the one with a narrow tail: the same tile that also sweeps the call's tail
+ * narrowly) among those that cover rows (max_len >= rows or, for a causal call,
+ * causal_len >= causal_rows: its max(T, M) per head, 0 for a call that is not causal;
+ * kernels/variants.toml causal_len, the smaller tile wastes less on the diagonal blocks; or
+ * grid_len >= rows where v's grid, bh * ceil(extent / block) programs, would leave at least a
+ * quarter of the slots of its waves idle, idle_grid with blocks_per_sm(v) programs per
+ * multiprocessor: kernels/variants.toml grid_len, the smaller tile's extra programs fill
+ * them); else, where v's (the untiered twin's) last block of those rows would be at most half
+ * full (0 < extent mod block <= block / 2; block: its BLOCK_M, or BLOCK_N for a key-side op),
+ * the tier with the smallest tail_len >= rows (kernels/variants.toml tail_len: the smaller
+ * tile wastes fewer rows); else v (untiered: any length). Null stays null. */
 const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t extent,
-                              int64_t inner, int64_t causal_rows, int64_t bh, int sms) {
+                              int64_t inner, int64_t causal_rows, const Grid& g) {
     if (v == nullptr) return v;
     const int block = aot_ops[v->op].grid == 'T' ? v->block_m : v->block_n;
-    // at most one program of v's grid per multiprocessor (bh <= sms first: no overflow)
-    const bool small_grid = block > 0 && bh <= sms && bh * ((extent + block - 1) / block) <= sms;
+    int idle = -1;  // idle_grid for v's grid, asked (of the driver) only where a tier needs it
+    auto grid_covers = [&](const aot_variant_t* t) {
+        if (t->grid_len < rows || block <= 0) return false;
+        if (idle < 0) {
+            const int64_t programs = g.bh * ((extent + block - 1) / block);
+            idle = idle_grid(programs, static_cast<int64_t>(g.sms) * blocks_per_sm(v, g));
+        }
+        return idle == 1;
+    };
     const aot_variant_t* best = v;
     for (const aot_variant_t* t : tier_siblings(v))
-        if ((t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows) ||
-             (small_grid && t->grid_len >= rows)) &&
-            narrow_ok(t, inner) && (best->max_len == 0 || t->max_len < best->max_len))
+        if (narrow_ok(t, inner) &&
+            (best->max_len == 0 || t->max_len < best->max_len ||
+             (t->max_len == best->max_len && t->narrow > best->narrow)) &&
+            (t->max_len >= rows || (causal_rows > 0 && t->causal_len >= causal_rows) ||
+             grid_covers(t)))
             best = t;
     const int64_t tail = block > 0 ? extent % block : 0;
     if (best == v && tail > 0 && 2 * tail <= block)
@@ -254,11 +292,11 @@ const aot_variant_t* tier_for(const aot_variant_t* v, int64_t rows, int64_t exte
  * capture, where loading a module is not allowed) finds its flavour ready. dtype 3 (TF32
  * allowed) falls back to the fp32-accurate variants for ops (or, masked, flavours) compiled
  * without a TF32 one. Each of the three is then its sequence-length tier for `rows`
- * (max(T, M)), the grid's `extent` rows, the `inner` rows its loop sweeps, `causal_rows`, its
- * `bh` heads and the device's `sms` (tier_for), the untiered variant when none covers it. */
+ * (max(T, M)), the grid's `extent` rows, the `inner` rows its loop sweeps, `causal_rows` and
+ * its `grid` (tier_for), the untiered variant when none covers it. */
 Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool ragged_ok,
                      bool masked, int device, bool padding, int64_t rows, int64_t extent,
-                     int64_t inner, int64_t causal_rows, int64_t bh, int sms) {
+                     int64_t inner, int64_t causal_rows, const Grid& grid) {
     const int arch = pick_arch(cc);
     if (arch == 0) {
         throw NoKernelError("aot_sdpa: " +
@@ -288,9 +326,9 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
     const aot_variant_t* padded =
         masked ? untiered_of(cands, kPaddingFast, general->head_dim) : nullptr;
     // each flavour's sequence-length tier for `rows` (kernels/variants.toml max_len)
-    general = tier_for(general, rows, extent, inner, causal_rows, bh, sms);
-    hinted = tier_for(hinted, rows, extent, inner, causal_rows, bh, sms);
-    padded = tier_for(padded, rows, extent, inner, causal_rows, bh, sms);
+    general = tier_for(general, rows, extent, inner, causal_rows, grid);
+    hinted = tier_for(hinted, rows, extent, inner, causal_rows, grid);
+    padded = tier_for(padded, rows, extent, inner, causal_rows, grid);
     if (padded != nullptr && padding && exact && fast_ok) return {padded, general, hinted};
     if (hinted != nullptr && run_hinted) return {hinted, general, padded};
     return {general, hinted, padded};
@@ -300,8 +338,8 @@ Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok,
                       bool masked, bool padding, int64_t rows, int64_t extent, int64_t inner,
                       int64_t causal_rows, int64_t bh) {
     return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows, extent, inner, causal_rows, bh,
-                         device_sms(device));
+                         device, padding, rows, extent, inner, causal_rows,
+                         Grid{bh, device_sms(device), device, 0});
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -552,6 +590,7 @@ py::list inventory() {
     for (int i = 0; i < aot_num_variants; ++i) {
         const aot_variant_t& v = aot_variants[i];
         py::dict d;
+        d["name"] = v.kernel->variant_name;
         d["op"] = aot_ops[v.op].name;
         d["dtype"] = kDtypeNames[v.dtype_code];
         d["head_dim"] = v.head_dim;
@@ -711,7 +750,7 @@ PYBIND11_MODULE(_C, m) {
     // rows (max(T, M)) defaults to a long sequence: the untiered variants
     // extent (the grid's rows) and inner (what a program's loop sweeps) default to rows: a call
     // with T = M; causal_rows: 0 (not causal) or a causal call's max(T, M) per head
-    // bh (the grid's heads, Z * H) defaults to a large grid: the small-grid rule off
+    // bh (the grid's heads, Z * H) defaults to a large grid: the idle-grid rule off
     m.def("_select", [](int op, int dtype, int head_dim, int device, bool fast_ok, bool masked,
                         bool ragged_ok, bool padding, int64_t rows, int64_t extent,
                         int64_t causal_rows, int64_t bh, int64_t inner) {
@@ -727,19 +766,41 @@ PYBIND11_MODULE(_C, m) {
           "Test hook: the variant the dispatcher runs for these facts, and the siblings it loads.");
     m.def("_select_for_cc", [](int op, int dtype, int head_dim, int cc, bool fast_ok, bool masked,
                                bool ragged_ok, bool padding, int64_t rows, int64_t extent,
-                               int64_t causal_rows, int64_t bh, int sms, int64_t inner) {
+                               int64_t causal_rows, int64_t bh, int sms, int64_t inner,
+                               int blocks_per_sm) {
         aot::check_op_dtype(op, dtype);
+        if (sms < 1 || blocks_per_sm < 1)
+            throw std::invalid_argument("aot_sdpa: _select_for_cc takes sms, blocks_per_sm >= 1");
         return aot::choice_names(aot::select_for_cc(op, dtype, head_dim, cc, fast_ok, ragged_ok,
                                                     masked, -1, padding, rows,
                                                     extent < 0 ? rows : extent,
-                                                    inner < 0 ? rows : inner, causal_rows, bh,
-                                                    sms));
+                                                    inner < 0 ? rows : inner, causal_rows,
+                                                    aot::Grid{bh, sms, -1, blocks_per_sm}));
     }, py::arg("op"), py::arg("dtype"), py::arg("head_dim"), py::arg("cc"), py::arg("fast_ok"),
           py::arg("masked"), py::arg("ragged_ok") = false, py::arg("padding") = false,
           py::arg("rows") = aot::kLongRows, py::arg("extent") = -1, py::arg("causal_rows") = 0,
           py::arg("bh") = aot::kLargeGrid, py::arg("sms") = 132, py::arg("inner") = -1,
+          py::arg("blocks_per_sm") = 2,
           "Test hook: _select for a compute capability (and `sms` multiprocessors, an H100's or "
-          "H200's 132 by default) instead of a device (no driver needed).");
+          "H200's 132 by default, each running `blocks_per_sm` programs of an untiered variant "
+          "at once: 2, the 16-bit D = 64 dQ and dK/dV tiles' on the H200) instead of a device "
+          "(no driver needed).");
+    m.def("_blocks_per_sm", [](const std::string& name, int device) {
+        for (int i = 0; i < aot_num_variants; ++i)
+            if (name == aot_variants[i].kernel->variant_name) {
+                int blocks = 0;
+                CUresult st;
+                {
+                    py::gil_scoped_release release;
+                    st = aot_blocks_per_sm(aot_variants[i].kernel, device, &blocks);
+                }
+                if (st != CUDA_SUCCESS) aot::throw_cuda(st, "loading '" + name + "'");
+                return blocks;
+            }
+        throw std::invalid_argument("aot_sdpa: no variant named '" + name + "'");
+    }, py::arg("name"), py::arg("device"),
+          "Test hook: how many programs of the variant one multiprocessor of the device runs at "
+          "once (the driver's occupancy, read when its module loads), loading it if need be.");
     m.def("_tier_rows", [](int64_t rows) {
         if (rows < 0) throw std::invalid_argument("aot_sdpa: _tier_rows takes rows >= 0");
         return aot::g_tier_rows.exchange(rows);

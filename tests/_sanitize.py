@@ -79,8 +79,8 @@ def _tiers(dt):
     with odd lengths so the tail block is partial, past max_len where tail_len runs it (the
     untiered tile's last block at most half full), and where causal_len runs it for causal
     calls (top-left with T > M, bottom-right with T < M: rows that see no key, and grouped
-    heads), where grid_len runs dQ's and dK/dV's for a small grid, and their narrow-tail tiers
-    (T <= 200, narrow_only)."""
+    heads), where grid_len runs dQ's and dK/dV's for a grid that leaves its waves idle, and
+    their narrow-tail tiers (T <= 64 or such a grid, and T <= 200; narrow_only)."""
     _case("tier fast D=64 T<=200", 2, 3, 3, 197, 197, 64, dt)
     _case("tier fast D=64 T<=768", 1, 2, 2, 331, 500, 64, dt)
     _case("tier fast D=128 T<=200", 2, 2, 2, 131, 200, 128, dt)
@@ -94,12 +94,15 @@ def _tiers(dt):
     _case("tier fast D=64 dQ, dK/dV T<=64", 3, 2, 2, 61, 64, 64, dt)
     _case("tier fast D=64 dQ, dK/dV causal_len T=1000 M=1023 GQA", 1, 4, 2, 1000, 1023, 64, dt,
           causal=True)
-    # grid_len: a small grid (the untiered one's programs <= the multiprocessors); the small
-    # batches of the cases above take it too
+    # grid_len: a grid that leaves its waves idle (8 untiered programs); the small batches of
+    # the cases above take it too
     _case("tier fast D=64 dQ, dK/dV grid_len T=127 M=509 GQA", 1, 4, 2, 127, 509, 64, dt)
-    # narrow_only: dQ's and dK/dV's T <= 200 tiers with a narrow tail (a grid too large for
-    # grid_len), where the keys (M mod 64 = 16) and the query rows (T mod 32 = 13) end in one
+    # narrow_only, where the keys (M mod 64 = 16) and the query rows (T mod 32 = 13, 5) end in
+    # a narrow tail: the grid_len tiers' tiles with it (144 / 288 untiered programs: idle
+    # waves), then the T <= 200 ones (256 programs fill a wave of the H200's 264 slots)
     _case("tier fast D=64 dQ, dK/dV narrow tails T=77 M=144", 24, 6, 6, 77, 144, 64, dt)
+    _case("tier fast D=64 dQ, dK/dV narrow tails T=197 M=144 full grid", 1, 128, 128, 197, 144,
+          64, dt)
 
 
 def _split(dt):

@@ -183,7 +183,7 @@ def test_split_head_dim_buckets_match_fp64(dtype, factor, atol, D, T, M, Hkv, ca
     (1500, 1200, True, False), (64, 64, False, False), (64, 63, True, False),
     (65, 64, False, False), (1024, 1000, True, False), (1025, 1025, True, False),
     (197, 197, False, False), (201, 197, False, False), (160, 160, False, False),
-    (77, 144, False, False)])
+    (77, 144, False, False), (48, 40, False, False), (40, 48, True, False)])
 def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, atol, T, M,
                                                                 causal, padded):
     """The 16-bit D = 64 fast flavour runs its sequence-length tiers (their own tiles,
@@ -191,10 +191,12 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     runs up to its tail_len = 1152 where the untiered tile's last block of query rows would be
     at most half full (0 < T mod 128 <= 64), and for causal calls (M > 1: the first row sees
     fewer than all keys) up to its causal_len = 8192. dQ and dK/dV: max_len = 64, causal_len =
-    1024, then max_len = 200 (the untiered tiles with a narrow ragged tail, TAIL_N / TAIL_M)
-    only where the loop ends in such a tail (narrow_only: dQ M mod 64, dK/dV T mod 32 in 1..16).
-    Else the untiered variants: both sides of each edge, causal too, and padded rows
-    (general: no tier), every op against the fp64 reference with the project's rule."""
+    1024, then max_len = 200 (the untiered tiles with a narrow ragged tail, TAIL_N / TAIL_M),
+    and the 64 tier's tile with the narrow tail up to 64 (not causal_len), each of the narrow
+    ones only where the loop ends in such a tail (narrow_only: dQ M mod 64, dK/dV T mod 32 in
+    1..16), winning over the 64 tier. Else the untiered variants: both sides of each edge,
+    causal too, and padded rows (general: no tier), every op against the fp64 reference with
+    the project's rule."""
     from aot_sdpa import _C
 
     names = [o["name"] for o in _C.ops()]
@@ -203,20 +205,27 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     causal_rows = rows if causal and M > 1 else 0
     sm90 = not padded and torch.cuda.get_device_capability() == (9, 0)
     tiers = {"fwd": "t200" if rows <= 200 else "t768" if rows <= 768 or (
-                 rows <= 1152 and 0 < T % 128 <= 64) or (causal_rows and rows <= 8192) else "",
-             "bwd_dq": "t64" if rows <= 64 or (causal_rows and rows <= 1024) else
-                       "t200" if rows <= 200 and 0 < M % 64 <= 16 else ""}
-    tiers["bwd_dkdv"] = tiers["bwd_dq"] if tiers["bwd_dq"] == "t64" else (
-        "t200" if rows <= 200 and 0 < T % 32 <= 16 else "")
+                 rows <= 1152 and 0 < T % 128 <= 64) or (causal_rows and rows <= 8192) else ""}
+    for op, narrow in (("bwd_dq", 0 < M % 64 <= 16), ("bwd_dkdv", 0 < T % 32 <= 16)):
+        tiers[op] = ("t64n16" if rows <= 64 and narrow else
+                     "t64" if rows <= 64 or (causal_rows and rows <= 1024) else
+                     "t200n16" if rows <= 200 and narrow else "")
     flavor = "general" if padded else "fast"
     for op, tier in tiers.items():
         run = _C._select(names.index(op), code, 64, torch.cuda.current_device(), not padded,
                          False, rows=rows, extent=M if op == "bwd_dkdv" else T,
                          causal_rows=causal_rows, inner=T if op == "bwd_dkdv" else M)[0]
         assert run.startswith(f"{op}_{('fp16', 'bf16')[code]}_d64_{flavor}_sm"), run
-        # "90_t200" -> "t200"
+        # "90_t200n16" -> "t200n16"
         assert run.split("_sm", 1)[1].partition("_")[2] == (tier if sm90 else ""), run
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
+
+
+def _idle_grid(programs, slots):
+    """Whether `programs` programs, `slots` at once, leave at least a quarter of the slots of
+    the waves they take idle (csrc/aot_sdpa_ext.cpp idle_grid)."""
+    waves = -(-programs // slots)
+    return 4 * programs <= 3 * waves * slots
 
 
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
@@ -224,47 +233,67 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     (1, 12, 12, 197, 197, False), (4, 12, 12, 197, 197, False), (1, 4, 4, 512, 512, False),
     (1, 4, 4, 513, 513, False), (1, 8, 2, 100, 300, False), (2, 8, 2, 150, 200, False),
     (1, 6, 6, 100, 450, "bottom_right"), (66, 1, 1, 197, 197, False),
-    (67, 1, 1, 197, 197, False), (12, 12, 12, 197, 197, False)])
-def test_small_grid_tier_rule_matches_fp64(dtype, factor, atol, B, H, Hkv, T, M, causal):
+    (67, 1, 1, 197, 197, False), (12, 12, 12, 197, 197, False), (32, 6, 6, 197, 197, False),
+    (1, 128, 128, 197, 197, False), (1, 198, 198, 197, 197, False),
+    (1, 199, 199, 197, 197, False), (1, 4, 4, 200, 197, True)])
+def test_idle_grid_tier_rule_matches_fp64(dtype, factor, atol, B, H, Hkv, T, M, causal):
     """dQ and dK/dV also run their tiers (grid_len = 512) where max(T, M) <= 512 (T: the
     kernels' rows, grouped heads folded in) and the untiered tile's grid, B * Hkv *
-    ceil(rows / 128), has at most one program per multiprocessor of this device (ViT-B at
-    batch 1 and 4; at 66 and 67 heads of T = 197 on the H200's 132; past 512; causal calls
-    up to causal_len): the dispatcher's choice for these grids, then every op against the
-    fp64 reference with the project's rule."""
+    ceil(rows / 128) programs, would leave at least a quarter of the slots of its waves idle
+    (this device's multiprocessors times the untiered variant's occupancy, the driver's):
+    ViT-B at batch 1, 4 and 12, ViT-S (32 x 6 heads), on the H200 (264 slots) 396 programs
+    but not 398 nor 256; past 512; causal calls up to causal_len. Where the loop ends in a
+    narrow tail (dQ: M mod 64, dK/dV: the rows mod 32 in 1..16) the tier's tile with that tail
+    runs (t64n16), else the tier (t64); where no tier covers, the T <= 200 narrow tier or the
+    untiered tile. The dispatcher's choice for these grids, then every op against the fp64
+    reference with the project's rule."""
     from aot_sdpa import _C
 
     names = [o["name"] for o in _C.ops()]
     code = 0 if dtype == torch.float16 else 1
-    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    device = torch.cuda.current_device()
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
     sm90 = torch.cuda.get_device_capability() == (9, 0)
     rows_q = (H // Hkv) * T  # the kernels' query rows: grouped heads folded in
     rows = max(rows_q, M)
     causal_rows = max(T, M) if causal else 0  # every case here: the first row sees fewer keys
-    for op, extent in (("bwd_dq", rows_q), ("bwd_dkdv", M)):
-        small = B * Hkv * -(-extent // 128) <= sms  # both untiered tiles are 128 rows / keys
-        tier = sm90 and (rows <= 64 or (small and rows <= 512)
-                         or (0 < causal_rows <= 1024))
-        run = _C._select(names.index(op), code, 64, torch.cuda.current_device(), True, False,
-                         rows=rows, extent=extent, causal_rows=causal_rows, bh=B * Hkv)[0]
-        assert run.endswith("_t64") == tier, (run, op, small)
+    for op, extent, narrow in (("bwd_dq", rows_q, 0 < M % 64 <= 16),
+                               ("bwd_dkdv", M, 0 < rows_q % 32 <= 16)):
+        untiered = f"{op}_{('fp16', 'bf16')[code]}_d64_fast_sm90"
+        blocks = _C._blocks_per_sm(untiered, device) if sm90 else 1
+        assert blocks >= 1, (untiered, blocks)
+        # both untiered tiles are 128 rows / keys
+        idle = _idle_grid(B * Hkv * -(-extent // 128), sms * blocks) and rows <= 512
+        tier = ("" if not sm90 else "t64n16" if narrow and (rows <= 64 or idle) else
+                "t64" if rows <= 64 or idle or 0 < causal_rows <= 1024 else
+                "t200n16" if narrow and rows <= 200 else "")
+        run = _C._select(names.index(op), code, 64, device, True, False, rows=rows,
+                         extent=extent, causal_rows=causal_rows, bh=B * Hkv, inner=(
+                             M if op == "bwd_dq" else rows_q))[0]
+        assert run.split("_sm", 1)[1].partition("_")[2] == tier, (run, op, idle, blocks)
     _check_every_op(B, H, Hkv, T, M, 64, dtype, factor, atol, causal, seed=T + M + B)
 
 
-_TIERS = sorted({(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r["max_len"])
-                 for r in aot_sdpa.kernel_inventory() if r["max_len"]})
+# (op, dtype, bucket, flavour, arch, max_len, narrow) of each tier, and the block its loop
+# sweeps the inner rows by (a narrow tier runs only where they end 1..narrow past one)
+_GRID = {o["name"]: o["grid"] for o in aot_sdpa._C.ops()}  # 'T': query rows; 'M': keys
+_INNER_BLOCK = {(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r["max_len"],
+                 r["narrow"]): r["block_n"] if _GRID[r["op"]] == "T" else r["block_m"]
+                for r in aot_sdpa.kernel_inventory() if r["max_len"]}
+_TIERS = sorted(_INNER_BLOCK)
 _RULES = {str(dt).split(".")[-1]: (dt, f, a) for dt, f, a in RULE_DTYPES}
 
 
 @pytest.mark.parametrize("tier", _TIERS, ids=lambda t: "_".join(map(str, t)))
 def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
     """Each tier the wheel carries, at T = M = min(197, max_len) or, where a shorter tier of
-    the same family covers that, one past the shorter tier's max_len (inside this tier): the
+    the same family covers that, one past the shorter tier's max_len (inside this tier); a
+    narrow-tail tier at the longest such T whose inner rows end in its narrow tail: the
     dispatcher picks it (aligned data; a head dim below the bucket for a ragged tier) and every
     op of the call matches the fp64 reference with the project's rule."""
     from aot_sdpa import _C
 
-    op, dtype_name, bucket, flavor, arch, max_len = tier
+    op, dtype_name, bucket, flavor, arch, max_len, narrow = tier
     cc = torch.cuda.get_device_capability()
     if arch != f"sm_{cc[0]}{cc[1]}":
         pytest.skip(f"a tier of {arch}")
@@ -274,11 +303,15 @@ def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
     D = {64: 40, 128: 104}[bucket] if flavor == "ragged" else bucket
     code = {"float16": 0, "bfloat16": 1, "float32": 2}[dtype_name]
     i = [o["name"] for o in _C.ops()].index(op)
-    shorter = [t[-1] for t in _TIERS if t[:-1] == tier[:-1] and t[-1] < max_len]
+    shorter = [t[5] for t in _TIERS if t[:5] == tier[:5] and t[5] < max_len]
     T = max(shorter) + 1 if shorter and max(shorter) >= min(197, max_len) else min(197, max_len)
+    if narrow:
+        block = _INNER_BLOCK[tier]
+        T = max(t for t in range(max(shorter, default=0) + 1, min(197, max_len) + 1)
+                if 0 < t % block <= narrow)
     run = _C._select(i, code, D, torch.cuda.current_device(), True, False, ragged_ok=True,
                      rows=T)[0]
-    assert run.endswith(f"_{flavor}_sm{arch[3:]}_t{max_len}"), run
+    assert run.endswith(f"_{flavor}_sm{arch[3:]}_t{max_len}" + (f"n{narrow}" if narrow else "")), run
     _check_every_op(2, 3, 3, T, T, D, dtype, factor, atol, False, seed=bucket)
 
 

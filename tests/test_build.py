@@ -52,12 +52,15 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 # forward's fast flavour up to 200 (bucket 64: ViT) and 768 (bucket 64: DiT-B/2, BERT), and 200
 # (bucket 128), its ragged one in bucket 128 up to 128; the 16-bit bucket-64 dQ and dK/dV's
 # fast flavour up to 64 (and causal calls up to 1024); the float32 one-kernel backward's up to 200
-TIERS = {("fwd", dt, b, "sm_90", f, n) for dt in ("float16", "bfloat16")
+# (op, dtype, bucket, arch, flavour, max_len, narrow): dQ's and dK/dV's T <= 64 tiers (which
+# also serve causal calls and idle grids), their tiles with a narrow tail, and the untiered
+# tiles with one up to T = 200
+TIERS = {("fwd", dt, b, "sm_90", f, n, 0) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
                          (128, "ragged", 128))} | {
-    (op, dt, 64, "sm_90", "fast", n) for op in ("bwd_dq", "bwd_dkdv") for n in (64, 200)
-    for dt in ("float16", "bfloat16")} | {
-    ("bwd_fused", "float32", 64, "sm_90", "fast", 200)}
+    (op, dt, 64, "sm_90", "fast", n, narrow) for op in ("bwd_dq", "bwd_dkdv")
+    for n, narrow in ((64, 0), (64, 16), (200, 16)) for dt in ("float16", "bfloat16")} | {
+    ("bwd_fused", "float32", 64, "sm_90", "fast", 200, 0)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
 # buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
 # pre-pass from O, needed nowhere else (the dQ kernel forms z from O: HAS_O)
@@ -69,8 +72,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
     inv = aot_sdpa.kernel_inventory()
     have = {(r["op"], r["dtype"] if r["input_precision"] != "tf32" or r["dtype"] != "float32"
              else "tf32", r["head_dim"], r["arch"], r["flavor"]) for r in inv if not r["max_len"]}
-    tiers = [(r["op"], r["dtype"], r["head_dim"], r["arch"], r["flavor"], r["max_len"])
-             for r in inv if r["max_len"]]
+    tiers = [(r["op"], r["dtype"], r["head_dim"], r["arch"], r["flavor"], r["max_len"],
+              r["narrow"]) for r in inv if r["max_len"]]
     assert set(tiers) == TIERS and len(tiers) == len(TIERS)
     for op in OPS:
         for dt in DTYPES | ({"tf32"} if op in TF32_OPS else set()):
@@ -129,8 +132,7 @@ def test_embedded_images_unpack_to_the_built_cubins():
     built = ROOT / "build" / "gen" / "inventory.json"
     if not built.exists():
         pytest.skip("not an in-tree build (no build/gen/inventory.json)")
-    recorded = {(r["op"], r["dtype"], r["head_dim"], r["flavor"], r["arch"], r.get("max_len") or 0): r
-                for r in json.loads(built.read_text())}
+    recorded = {r["name"]: r for r in json.loads(built.read_text())}
     short = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
     images = {im["name"]: im for im in _C.images()}
     # one image per op and arch; compressed well below the cubins' size
@@ -145,9 +147,11 @@ def test_embedded_images_unpack_to_the_built_cubins():
         if dtype == "fp32" and r["input_precision"] == "tf32":
             dtype = "tf32"
         key = (r["op"], dtype, r["head_dim"], r["flavor"], int(r["arch"][3:]), r["max_len"])
+        assert key == tuple(recorded[r["name"]].get(k) or 0 for k in (
+            "op", "dtype", "head_dim", "flavor", "arch", "max_len")), r
         cubin = raw[r["image"]][r["image_offset"]:r["image_offset"] + r["cubin_bytes"]]
         assert cubin[:4] == b"\x7fELF", r
-        assert hashlib.sha256(cubin).hexdigest() == recorded[key]["cubin_sha256"], r
+        assert hashlib.sha256(cubin).hexdigest() == recorded[r["name"]]["cubin_sha256"], r
     with pytest.raises(ValueError, match="no kernel image named"):
         _C._unpacked_image("no_such_op_sm90")
 
@@ -265,7 +269,8 @@ class _Index:
 
 
 def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, padding=False,
-                     rows=None, extent=None, causal_rows=0, bh=None, sms=132, inner=None):
+                     rows=None, extent=None, causal_rows=0, bh=None, sms=132, inner=None,
+                     blocks_per_sm=2):
     """The dispatcher's rule, from the inventory (an _Index): the smallest bucket >= D of the general (with
     a mask: masked) flavour; a TF32 call (code 3) without such a TF32 variant takes fp32's;
     the fast (masked_fast) one of that bucket runs when the call qualifies and D fills it,
@@ -275,11 +280,11 @@ def _expected_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok=False, p
     second sibling. Each of the three is then its sequence-length tier for `rows` (max(T, M);
     None: a long sequence, untiered), `extent` grid rows (None: rows), `causal_rows` (0:
     not causal; else max(T, M) per head), `bh` grid heads (None: a large grid) on `sms`
-    multiprocessors and the `inner` rows a program's loop sweeps (None: rows). (run, sibling,
-    sibling2); None when nothing matches."""
+    multiprocessors running `blocks_per_sm` untiered programs each and the `inner` rows a
+    program's loop sweeps (None: rows). (run, sibling, sibling2); None when nothing matches."""
     choice = _untiered_choice(idx, op, code, D, arch, fast_ok, masked, ragged_ok, padding)
     return None if choice is None else tuple(
-        _tier(idx, n, rows, extent, causal_rows, bh, sms, inner) for n in choice)
+        _tier(idx, n, rows, extent, causal_rows, bh, sms, inner, blocks_per_sm) for n in choice)
 
 
 def _narrow_ok(idx, r, inner):
@@ -289,14 +294,29 @@ def _narrow_ok(idx, r, inner):
     return not r["narrow"] or 0 < inner % block <= r["narrow"]
 
 
-def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132, inner=None):
+def _idle_grid(programs, slots):
+    """Whether `programs` programs, `slots` at once, leave at least a quarter of the slots of
+    the waves they take idle."""
+    waves = -(-programs // slots)
+    return 4 * programs <= 3 * waves * slots
+
+
+def _tier_name(name, r):
+    """The name of tier entry r of untiered variant `name`: "_t<max_len>", "n<narrow>" added
+    for a narrow-tail tier."""
+    return f"{name}_t{r['max_len']}" + (f"n{r['narrow']}" if r["narrow"] else "")
+
+
+def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132, inner=None,
+          blocks_per_sm=2):
     """The variant `name`'s tier for a call of max(T, M) = rows whose grid tiles `extent` rows
     (None: rows) on `bh` grid heads (None: a large grid) and whose programs' loop sweeps
     `inner` rows (None: rows): among the inventory entries of its family (op, dtype, bucket,
     arch, flavour) that _narrow_ok allows and that cover the call (max_len >= rows or, for a
     causal call, causal_len >= causal_rows, its max(T, M) per head, or grid_len >= rows where
-    the untiered grid, bh * ceil(extent / block), has at most `sms` programs), the one with the
-    smallest max_len, named "<name>_t<max_len>"; else,
+    the untiered grid, bh * ceil(extent / block) programs, leaves at least a quarter of its
+    waves' slots idle, `sms` * `blocks_per_sm` at once), the one with the smallest max_len
+    (on a tie the narrow-tail one), named by _tier_name; else,
     where the untiered one's last block of those rows (BLOCK_M; BLOCK_N for an op whose grid
     tiles the keys) would be at most half full, the tier with the smallest tail_len >= rows;
     else `name` itself (None stays None)."""
@@ -307,20 +327,20 @@ def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132, inner=N
     block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
     extent = rows if extent is None else extent
     inner = rows if inner is None else inner
-    small = bh is not None and bh * -(-extent // block) <= sms
+    idle = bh is not None and _idle_grid(bh * -(-extent // block), sms * blocks_per_sm)
     family = [r for r in family if _narrow_ok(idx, r, inner)]
-    lens = [r["max_len"] for r in family
-            if r["max_len"] and (r["max_len"] >= rows
-                                 or 0 < causal_rows <= r["causal_len"]
-                                 or (small and r["grid_len"] >= rows))]
-    if lens:
-        return f"{name}_t{min(lens)}"
+    cover = [r for r in family
+             if r["max_len"] and (r["max_len"] >= rows
+                                  or 0 < causal_rows <= r["causal_len"]
+                                  or (idle and r["grid_len"] >= rows))]
+    if cover:
+        return _tier_name(name, min(cover, key=lambda r: (r["max_len"], -r["narrow"])))
     reach = [r for r in family if r["max_len"] and r["tail_len"] >= rows]
     if not reach:  # most families: no tier reaches this far
         return name
     tail = extent % block
     if 0 < tail <= block // 2:
-        return f"{name}_t{min(reach, key=lambda r: r['tail_len'])['max_len']}"
+        return _tier_name(name, min(reach, key=lambda r: r["tail_len"]))
     return name
 
 
@@ -503,12 +523,14 @@ def test_dispatcher_choices_without_a_driver():
         _C._select_for_cc(len(ops), 0, 64, 90, True, False)
 
 
-def test_small_grid_rule_without_a_driver():
-    """A tier with grid_len also runs where max(T, M) <= grid_len and the untiered grid would
-    have at most one program per multiprocessor (bh * ceil(extent / block) <= sms), for every
-    tiered op, dtype and flag set, at grid sizes around the edge for 132 and 114
-    multiprocessors (H100 SXM / PCIe), with and without grouped heads' folded rows; the same
-    rule as the inventory states. The rule reaches the 16-bit D = 64 dQ and dK/dV tiers."""
+def test_idle_grid_rule_without_a_driver():
+    """A tier with grid_len also runs where max(T, M) <= grid_len and the untiered grid,
+    bh * ceil(extent / block) programs with sms * blocks_per_sm running at once, would leave at
+    least a quarter of the slots of its waves idle, for every tiered op, dtype and flag set,
+    at grid sizes around that edge (one to three waves) for 132 and 114 multiprocessors (H100
+    SXM / PCIe) running one or two programs each, with and without grouped heads' folded rows;
+    the same rule as the inventory states. The rule reaches the 16-bit D = 64 dQ and dK/dV
+    tiers."""
     from aot_sdpa import _C
 
     inv = aot_sdpa.kernel_inventory()
@@ -517,17 +539,21 @@ def test_small_grid_rule_without_a_driver():
     assert {r["op"] for r in inv if r["grid_len"]} == {"bwd_dq", "bwd_dkdv"}
     idx = _Index(inv)
     n = hits = 0
-    for sms in (132, 114):
+    for sms, blocks in itertools.product((132, 114), (1, 2)):
+        slots = sms * blocks
+        # grid heads at the edge for one or two programs per head, one to three waves
+        edges = {e + d for per_head in (1, 2) for w in (1, 2, 3)
+                 for e in (3 * w * slots // 4 // per_head,) for d in (0, 1)}
         for op in tiered:
             for code, D, (fast_ok, masked) in itertools.product(
                     range(4), (40, 64, 128), ((True, False), (False, False), (True, True))):
                 for rows, extent in ((64, 64), (65, 65), (197, 197), (512, 512), (513, 513),
                                      (200, 800)):  # T = 800 folded rows of M = 200 keys
-                    for bh in (1, sms // 4, sms // 4 + 1, sms // 2, sms // 2 + 1, sms, sms + 1):
-                        want = _expected_choice(idx, op, code, D, 90, fast_ok, masked,
-                                                rows=rows, extent=extent, bh=bh, sms=sms)
+                    for bh in sorted({1, sms, *edges}):
+                        kw = {"rows": rows, "extent": extent, "bh": bh, "sms": sms,
+                              "blocks_per_sm": blocks}
+                        want = _expected_choice(idx, op, code, D, 90, fast_ok, masked, **kw)
                         args = (ops.index(op), code, D, 90, fast_ok, masked)
-                        kw = {"rows": rows, "extent": extent, "bh": bh, "sms": sms}
                         n += 1
                         if want is None:  # e.g. bwd_fused: float32 only
                             with pytest.raises(aot_sdpa.NoKernelError, match=f"no '{op}'"):
@@ -536,29 +562,47 @@ def test_small_grid_rule_without_a_driver():
                         assert _C._select_for_cc(*args, **kw) == want, (op, code, D, *args, kw)
                         hits += want[0] != _expected_choice(idx, op, code, D, 90, fast_ok,
                                                             masked, rows=rows, extent=extent)[0]
-    assert n == 2 * len(tiered) * 4 * 3 * 3 * 6 * 7 and hits > 0
+    assert n > 2 * 2 * len(tiered) * 4 * 3 * 3 * 6 * 8 and hits > 0
+    assert _idle_grid(24, 264) and _idle_grid(384, 264) and _idle_grid(396, 264)
+    assert not any(_idle_grid(p, 264) for p in (256, 397, 512, 640, 768))
     dq, dkdv = ops.index("bwd_dq"), ops.index("bwd_dkdv")
-    # ViT-B at batch 1 (12 heads, T = 197: 24 programs of the untiered tiles) runs the
-    # grid_len tiers, at batch 6 (144 programs) not but the T <= 200 ones (the untiered tiles
-    # with a narrow tail); past grid_len = 512 neither
+    # T = 197 (both loops end 5 rows past a whole block): ViT-B at batch 1 / 6 (24 / 144
+    # untiered programs: 9% / 55% of one wave of 264) and ViT-S (32 x 6 heads: 384 programs,
+    # 73% of two waves) run the grid_len tiers' tiles with the narrow tail; ViT-B at batch 32
+    # (768: 97% of three), 128 heads (256: 97% of one) and the default large grid the untiered
+    # tiles with it; past grid_len = 512 the untiered tiles; T = 128 (no tail) the grid_len
+    # tiers themselves
     for op, name in ((dq, "bwd_dq_fp16_d64_fast_sm90"), (dkdv, "bwd_dkdv_fp16_d64_fast_sm90")):
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=12)[0] == name + "_t64"
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197, bh=72)[0] == name + "_t200"
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=513, bh=1)[0] == name
-        assert _C._select_for_cc(op, 0, 64, 90, True, False, rows=197)[0] == name + "_t200"
+        def run(op=op, **kw):
+            return _C._select_for_cc(op, 0, 64, 90, True, False, **kw)[0]
+        for bh in (12, 72, 192):
+            assert run(rows=197, bh=bh) == name + "_t64n16", bh
+        for bh in (384, 128):
+            assert run(rows=197, bh=bh) == name + "_t200n16", bh
+        assert run(rows=197) == name + "_t200n16"
+        assert run(rows=513, bh=1) == name
+        assert run(rows=128, bh=12) == name + "_t64"
+        # one program per multiprocessor: ViT-S's 384 fill 97% of three waves of 132
+        assert run(rows=197, bh=192, blocks_per_sm=1) == name + "_t200n16"
+    with pytest.raises(ValueError, match="sms, blocks_per_sm >= 1"):
+        _C._select_for_cc(dq, 0, 64, 90, True, False, rows=197, bh=12, blocks_per_sm=0)
+    # the device's own count comes from the driver (test_breadth_gpu.py); a name is checked first
+    with pytest.raises(ValueError, match="no variant named 'bwd_dq_fp16_d64_fast_sm91'"):
+        _C._blocks_per_sm("bwd_dq_fp16_d64_fast_sm91", 0)
 
 
 def test_narrow_tiers_run_only_where_their_tail_is_narrow_without_a_driver():
-    """The 16-bit D = 64 dQ and dK/dV tiers with a narrow tail (narrow_only) run up to their
-    max_len only where the inner loop (dQ: the M keys; dK/dV: the T query rows) ends 1..16 rows
-    past a whole block of theirs (64 keys; 32 rows); elsewhere the untiered twin, and the
-    T <= 64 tier where it covers the call. The mirror of the rule agrees at every inner length
-    from 65 to 200."""
+    """The 16-bit D = 64 dQ and dK/dV tiers with a narrow tail (narrow_only) run where they
+    cover a call only where the inner loop (dQ: the M keys; dK/dV: the T query rows) ends
+    1..16 rows past a whole block of theirs (64 keys; 32 rows); elsewhere the untiered twin, and
+    the T <= 64 tier where it covers the call. Of the two that cover T <= 64, the narrow one
+    (the same tile with the tail) wins. The mirror of the rule agrees at every inner length
+    from 1 to 200."""
     from aot_sdpa import _C
 
     inv = aot_sdpa.kernel_inventory()
     assert {(r["op"], r["max_len"], r["narrow"]) for r in inv if r["narrow"]} == {
-        ("bwd_dq", 200, 16), ("bwd_dkdv", 200, 16)}
+        ("bwd_dq", 200, 16), ("bwd_dkdv", 200, 16), ("bwd_dq", 64, 16), ("bwd_dkdv", 64, 16)}
     ops = [o["name"] for o in _C.ops()]
     idx = _Index(inv)
     for op, block, name in (("bwd_dq", 64, "bwd_dq_fp16_d64_fast_sm90"),
@@ -567,14 +611,18 @@ def test_narrow_tiers_run_only_where_their_tail_is_narrow_without_a_driver():
         for inner, tier in ((197, True), (192, False), (block * 3 + 16, True),
                             (block * 3 + 17, False), (128, False), (65, True)):
             assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=200, extent=200,
-                                     inner=inner)[0] == name + ("_t200" if tier else ""), inner
+                                     inner=inner)[0] == name + ("_t200n16" if tier else ""), inner
         assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=64, inner=64)[0] == name + "_t64"
+        narrow48 = 0 < 48 % block <= 16  # dK/dV: 16 rows past 32; dQ: 48 keys, no whole block
+        assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=48, inner=48)[0] == (
+            name + ("_t64n16" if narrow48 else "_t64"))
         assert _C._select_for_cc(i, 0, 64, 90, True, False, rows=201, inner=197)[0] == name
-        for inner in range(65, 201):
+        for inner in range(1, 201):
             for code in (0, 1):
-                kw = {"rows": 200, "extent": 150, "inner": inner}
-                assert _C._select_for_cc(i, code, 64, 90, True, False, **kw) == _expected_choice(
-                    idx, op, code, 64, 90, True, False, **kw)
+                for rows in (64, 200):
+                    kw = {"rows": rows, "extent": 150, "inner": inner}
+                    assert _C._select_for_cc(i, code, 64, 90, True, False, **kw) == (
+                        _expected_choice(idx, op, code, 64, 90, True, False, **kw))
 
 
 def test_tier_rows_hook_swaps_and_refuses_negatives():

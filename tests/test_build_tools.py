@@ -295,7 +295,8 @@ def test_sequence_length_tiers_come_from_configs_with_max_len(tmp_path):
     spec = _spec()
     by_name = {v.name: v for v in spec.variants}
     tiers = [v for v in spec.variants if v.max_len]
-    assert tiers and all(v.name.endswith(f"_t{v.max_len}") for v in tiers)
+    assert tiers and all(v.name.endswith(f"_t{v.max_len}" + (f"n{v.narrow}" if v.narrow else ""))
+                         for v in tiers)
     for v in tiers:
         base = by_name[v.untiered_name]
         assert base.max_len is None and "max_len" not in base.as_json()
@@ -382,23 +383,34 @@ def test_narrow_tails_are_compile_inputs_and_narrow_only_is_dispatch_only(tmp_pa
     dispatch only (Variant.narrow, out of the JSON) and needs a tier with one narrow tail."""
     spec = _spec()
     by_name = {v.name: v for v in spec.variants}
-    for name, key in (("bwd_dq_fp16_d64_fast_sm90_t200", "TAIL_N"),
-                      ("bwd_dkdv_bf16_d64_fast_sm90_t200", "TAIL_M")):
+    for name, key in (("bwd_dq_fp16_d64_fast_sm90_t200n16", "TAIL_N"),
+                      ("bwd_dkdv_bf16_d64_fast_sm90_t200n16", "TAIL_M"),
+                      ("bwd_dq_bf16_d64_fast_sm90_t64n16", "TAIL_N"),
+                      ("bwd_dkdv_fp16_d64_fast_sm90_t64n16", "TAIL_M")):
         v = by_name[name]
         assert v.block[key] == 16 and v.as_json()["blocks"][key] == 16
         assert v.narrow == 16 and "narrow" not in v.as_json()
+        # beside the tier of the same max_len without the tail (t64: the same tile)
+        twin = by_name.get(name[:-3])
+        assert twin is None or (twin.narrow is None and key not in twin.block
+                                and twin.block == {k: b for k, b in v.block.items() if k != key})
     fwd = by_name["fwd_fp16_d64_fast_sm90_t200"]
     assert (fwd.block["TAIL_N"], fwd.narrow) == (16, None)  # the tier's own tile: every call
     assert all(v.narrow is None for v in spec.variants if v.max_len is None)
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
     dq_tier = "BLOCK_M = 128\nBLOCK_N = 64\nTAIL_N = 16\n"
-    assert text.count(dq_tier) == 1 and text.count("narrow_only = true\n") == 2
+    dkdv_t64 = ('max_len = 64\ncausal_len = 1024\ngrid_len = 512\nflavors = ["fast"]\narch = 90\n'
+                'dtypes = ["fp16", "bf16"]\nhead_dims = [64]\nBLOCK_M = 32\nBLOCK_N = 64\n')
+    assert text.count(dq_tier) == 1 and text.count("narrow_only = true\n") == 4
+    assert text.count(dkdv_t64) == 1
     for old, new, key in ((dq_tier, dq_tier.replace("16", "8"), "TAIL_N"),
                           (dq_tier, dq_tier.replace("16", "24"), "TAIL_N"),
                           (dq_tier, dq_tier.replace("16", "64"), "TAIL_N"),
                           (dq_tier, dq_tier.replace("TAIL_N = 16\n", ""), "narrow_only"),
-                          ("max_len = 200\nnarrow_only", "narrow_only", "narrow_only")):
+                          ("max_len = 200\nnarrow_only", "narrow_only", "narrow_only"),
+                          # dK/dV's t64 with the tail of its narrow twin: one cubin twice
+                          (dkdv_t64, dkdv_t64 + "TAIL_M = 16\n", "the same cubin")):
         path.write_text(text.replace(old, new, 1))
         with pytest.raises(ValueError, match=key):
             variants_mod.load(path)

@@ -35,16 +35,18 @@ INT_NAMES: tuple[str, ...] = tuple(_C.int_names())
 
 
 def kernel_inventory() -> list[dict]:
-    """One dict per compiled variant: op, dtype, head_dim (bucket), arch, serves (compute
+    """One dict per compiled variant: name, op, dtype, head_dim (bucket), arch, serves (compute
     capabilities it runs on), flavor (general, fast, masked, masked_fast, ragged,
     padding_fast), max_len (0: any sequence length; else a sequence-length tier, run in place
     of its untiered twin when max(T, M) <= max_len), tail_len (0: none; else the tier also
     runs for max(T, M) <= tail_len where the twin's last block of grid rows would be at most
     half full), causal_len (0: none; else causal calls run the tier where max(T, M)
     per head <= causal_len), grid_len (0: none; else the tier also runs for max(T, M) <=
-    grid_len where the twin's grid has at most one program per multiprocessor), narrow (0:
-    none; else the tier runs only where its inner loop ends 1..narrow rows past a whole block:
-    a narrow-tail tier), block_m, block_n, num_warps, num_stages,
+    grid_len where the twin's grid would leave at least a quarter of the slots of its waves
+    idle, the device's multiprocessors times the twin's occupancy), narrow (0: none; else the
+    tier runs only where its inner loop ends 1..narrow rows past a whole block: a narrow-tail
+    tier, named "..._t<max_len>n<narrow>", which wins over a tier of the same max_len),
+    block_m, block_n, num_warps, num_stages,
     shared_bytes, cubin_bytes, input_precision, and where its cubin lies: image (the
     compressed image of its op and arch, unpacked on first use) and image_offset."""
     return _C.inventory()
