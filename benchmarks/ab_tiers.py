@@ -7,7 +7,9 @@ tokens, H = 16; the bucket's head dim, or for a ragged tier a head dim below it:
 72 in 128), once with the dispatcher held to the tier and once to the untiered variants
 (_C._tier_rows, a benchmark hook: max(T, M) taken as the tier's own max_len, which the tier
 with the smallest max_len covering it, this one, answers even where a family has several, or
-as a length no tier covers), past max_len too (what the tier would do there), alternating A/B
+as a length no tier covers; a narrow-tail tier and the plain one of the same max_len are held
+alike: the narrow one runs where the call's loop ends in its tail, the `narrow` column), past
+max_len too (what the tier would do there), alternating A/B
 in each of `ROUNDS` rounds. Times
 are the device time of the whole call (_harness.backlogged_ms: several calls back to back
 behind a GPU sleep, the host out of the way), median over rounds; ratio = untiered / tier
@@ -104,7 +106,7 @@ def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool
                 _C._tier_rows(0)
             med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
             rows.append({"op": r["op"], "dtype": r["dtype"], "flavor": r["flavor"],
-                         "bucket": r["head_dim"], "max_len": r["max_len"],
+                         "bucket": r["head_dim"], "max_len": r["max_len"], "narrow": r["narrow"],
                          "tile": f"{r['block_m']}x{r['block_n']}/{r['num_warps']}/"
                                  f"{r['num_stages']}",
                          "B": max(1, TOKENS // T), "H": H, "Hkv": Hkv, "T": T, "M": M, "D": D,
