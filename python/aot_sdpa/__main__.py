@@ -35,8 +35,8 @@ def _inventory() -> None:
 def _reach(r: dict) -> str:
     """The lengths a variant runs for: any, a tier's max_len, its tail_len ("256/576": up to
     576 where the untiered tile's last block would be at most half full), its causal_len
-    ("768/1152/c8192": causal calls up to 8192), grid_len ("64/c1024/g512": small grids up to
-    512) and narrow ("200n16": only where its loop's tail is 1..16 rows)."""
+    ("768/1152/c8192": causal calls up to 8192), grid_len ("64/c1024/g512": grids that leave
+    waves idle, up to 512) and narrow ("200n16": only where its loop's tail is 1..16 rows)."""
     if not r["max_len"]:
         return "any"
     reach = [str(r["max_len"]) + (f"n{r['narrow']}" if r["narrow"] else ""),
