@@ -250,19 +250,15 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         tail_len=int(cfg["tail_len"]) if "tail_len" in cfg else None,
         causal_len=int(cfg["causal_len"]) if "causal_len" in cfg else None,
         grid_len=int(cfg["grid_len"]) if "grid_len" in cfg else None,
-        narrow=_narrow(op, cfg))
+        narrow=_narrow(cfg))
 
 
-def _narrow(op: str, cfg: dict) -> int | None:
-    """A config's narrow_only: its tier's narrow tail size (checked: on a tier with exactly one
-    of TAIL_N, TAIL_M), else None."""
+def _narrow(cfg: dict) -> int | None:
+    """A config's narrow_only: its tier's narrow tail size (load checked that it has exactly
+    one of TAIL_N, TAIL_M), else None."""
     if not cfg.get("narrow_only", False):
         return None
-    tails = [int(cfg[t]) for t in TAIL_OF if t in cfg]
-    if "max_len" not in cfg or len(tails) != 1:
-        raise ValueError(f"variants.toml: op {op!r} narrow_only: only on a tier (max_len) with "
-                         f"one narrow tail ({' or '.join(TAIL_OF)})")
-    return tails[0]
+    return next(int(cfg[t]) for t in TAIL_OF if t in cfg)
 
 
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
@@ -299,15 +295,16 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                         for c in table["configs"] if "max_len" in c})
         if any(t <= 0 or t > MAX_TIER_LEN for t, _ in tiers):
             raise ValueError(f"variants.toml: op {op!r} max_len {[t for t, _ in tiers]}: each "
-                             f"must be in "
-                             f"1..{MAX_TIER_LEN}")
+                             f"must be in 1..{MAX_TIER_LEN}")
         for c in table["configs"]:
             for reach in ("tail_len", "causal_len", "grid_len"):
                 if reach in c and ("max_len" not in c
                                    or not int(c["max_len"]) < int(c[reach]) <= MAX_TIER_LEN):
                     raise ValueError(f"variants.toml: op {op!r} {reach} {c[reach]}: only on a "
                                      f"tier (max_len), above its max_len, at most {MAX_TIER_LEN}")
-        if any(c.get("narrow_only", False) and "max_len" not in c for c in table["configs"]):
+        if any(c.get("narrow_only", False) and ("max_len" not in c or
+                                                sum(t in c for t in TAIL_OF) != 1)
+               for c in table["configs"]):
             raise ValueError(f"variants.toml: op {op!r} narrow_only: only on a tier (max_len) "
                              f"with one narrow tail ({' or '.join(TAIL_OF)})")
         if any("max_len" in c and "flavors" not in c for c in table["configs"]):
@@ -350,10 +347,8 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                 continue
                             variants.append(_variant(op, table, cfg, where, flavor, masked,
                                                      serves, max_len, fp32_precision))
-    names = Counter(v.name for v in variants)
-    if max(names.values(), default=1) > 1:
-        raise ValueError(f"variants.toml: two variants named {names.most_common(1)[0][0]}: one "
-                         "config per family and (max_len, narrow_only)")
+    # names are unique by construction (one config per family and (max_len, narrow_only), the
+    # narrow tail in the name); cubins need not be
     compiled = Counter(json.dumps(v.as_json(), sort_keys=True) for v in variants)
     if max(compiled.values(), default=1) > 1:  # render.py finds each cubin's variant by it
         raise ValueError("variants.toml: two tiers of one family compile the same cubin (a "

@@ -49,8 +49,8 @@ std::string take_error_detail() {
     throw CudaError(msg);
 }
 
-/* Compute capability of a device as e.g. 90 (cached with its multiprocessor count, device_sms;
- * needs the driver). */
+/* Compute capability of a device as e.g. 90 (cached with its multiprocessor count,
+ * device_facts; needs the driver). */
 int device_arch(int device) {
     if (device < 0 || device >= AOT_MAX_DEVICES)
         throw std::invalid_argument("aot_sdpa: device index out of range");
@@ -81,12 +81,17 @@ int device_arch(int device) {
     return arch;
 }
 
-/* The number of streaming multiprocessors of a device (read with its compute capability by
- * device_arch; needs the driver): the idle-grid rule of tier_for compares a grid's programs
- * with it times a variant's occupancy. */
-int device_sms(int device) {
-    device_arch(device);  // the index checked; the count cached (acquire: it is visible)
-    return __atomic_load_n(&g_sms[device], __ATOMIC_RELAXED);
+/* A device's compute capability (device_arch) and number of streaming multiprocessors, read
+ * with it (needs the driver): the idle-grid rule of tier_for compares a grid's programs with
+ * the count times a variant's occupancy. */
+struct DeviceFacts {
+    int arch;
+    int sms;
+};
+
+DeviceFacts device_facts(int device) {
+    const int arch = device_arch(device);  // the index checked; the count cached (acquire)
+    return {arch, __atomic_load_n(&g_sms[device], __ATOMIC_RELAXED)};
 }
 
 /* "sm_90, sm_80": plain string appends. A std::ostringstream here took the H200 test process
@@ -219,11 +224,17 @@ struct Grid {
     int blocks_per_sm;
 };
 
+/* The driver's occupancy of v on `device` (aot_blocks_per_sm: loading v if need be). */
+int occupancy(const aot_variant_t* v, int device) {
+    int blocks = 0;
+    const CUresult st = aot_blocks_per_sm(v->kernel, device, &blocks);
+    if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
+    return blocks;
+}
+
 int blocks_per_sm(const aot_variant_t* v, const Grid& g) {
     if (g.blocks_per_sm > 0) return g.blocks_per_sm;
-    int blocks = 0;
-    const CUresult st = aot_blocks_per_sm(v->kernel, g.device, &blocks);
-    if (st != CUDA_SUCCESS) throw_cuda(st, std::string("loading '") + v->kernel->variant_name + "'");
+    const int blocks = occupancy(v, g.device);
     return blocks > 0 ? blocks : 1;
 }
 
@@ -337,9 +348,10 @@ Choice select_for_cc(int op, int dtype, int head_dim, int cc, bool fast_ok, bool
 Choice select_variant(int op, int dtype, int head_dim, int device, bool fast_ok, bool ragged_ok,
                       bool masked, bool padding, int64_t rows, int64_t extent, int64_t inner,
                       int64_t causal_rows, int64_t bh) {
-    return select_for_cc(op, dtype, head_dim, device_arch(device), fast_ok, ragged_ok, masked,
-                         device, padding, rows, extent, inner, causal_rows,
-                         Grid{bh, device_sms(device), device, 0});
+    const DeviceFacts facts = device_facts(device);
+    return select_for_cc(op, dtype, head_dim, facts.arch, fast_ok, ragged_ok, masked, device,
+                         padding, rows, extent, inner, causal_rows,
+                         Grid{bh, facts.sms, device, 0});
 }
 
 std::vector<std::string> split_commas(const char* s) {
@@ -788,14 +800,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("_blocks_per_sm", [](const std::string& name, int device) {
         for (int i = 0; i < aot_num_variants; ++i)
             if (name == aot_variants[i].kernel->variant_name) {
-                int blocks = 0;
-                CUresult st;
-                {
-                    py::gil_scoped_release release;
-                    st = aot_blocks_per_sm(aot_variants[i].kernel, device, &blocks);
-                }
-                if (st != CUDA_SUCCESS) aot::throw_cuda(st, "loading '" + name + "'");
-                return blocks;
+                py::gil_scoped_release release;  // aot_unpack takes the GIL itself
+                return aot::occupancy(&aot_variants[i], device);
             }
         throw std::invalid_argument("aot_sdpa: no variant named '" + name + "'");
     }, py::arg("name"), py::arg("device"),

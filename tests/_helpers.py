@@ -59,3 +59,9 @@ def operands(B, H, Hkv, T, M, D, dtype, seed):
               (B, Hkv, M, D), (B, Hkv, M, D)]
     return [randn(s, dtype, seed=seed + i) for i, s in enumerate(shapes)]
 
+
+def idle_grid(programs: int, slots: int) -> bool:
+    """Whether `programs` programs, `slots` at once, leave at least a quarter of the slots of
+    the waves they take idle (csrc/aot_sdpa_ext.cpp idle_grid: the dispatcher's grid_len rule)."""
+    waves = -(-programs // slots)
+    return 4 * programs <= 3 * waves * slots

@@ -16,7 +16,7 @@ import torch
 import aot_sdpa
 from aot_sdpa import reference
 
-from _helpers import RULE_DTYPES, assert_within, operands
+from _helpers import RULE_DTYPES, assert_within, idle_grid, operands
 
 pytestmark = pytest.mark.gpu
 
@@ -223,13 +223,6 @@ def test_every_op_at_the_sequence_length_tier_edge_matches_fp64(dtype, factor, a
     _check_every_op(2, 3, 3, T, M, 64, dtype, factor, atol, causal, seed=T + M, padded=padded)
 
 
-def _idle_grid(programs, slots):
-    """Whether `programs` programs, `slots` at once, leave at least a quarter of the slots of
-    the waves they take idle (csrc/aot_sdpa_ext.cpp idle_grid)."""
-    waves = -(-programs // slots)
-    return 4 * programs <= 3 * waves * slots
-
-
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
 @pytest.mark.parametrize("B,H,Hkv,T,M,causal", [
     (1, 12, 12, 197, 197, False), (4, 12, 12, 197, 197, False), (1, 4, 4, 512, 512, False),
@@ -265,7 +258,7 @@ def test_idle_grid_tier_rule_matches_fp64(dtype, factor, atol, B, H, Hkv, T, M, 
         blocks = _C._blocks_per_sm(untiered, device) if sm90 else 1
         assert blocks >= 1, (untiered, blocks)
         # both untiered tiles are 128 rows / keys
-        idle = _idle_grid(B * Hkv * -(-extent // 128), sms * blocks) and rows <= 512
+        idle = idle_grid(B * Hkv * -(-extent // 128), sms * blocks) and rows <= 512
         tier = ("" if not sm90 else "t64n16" if narrow and (rows <= 64 or idle) else
                 "t64" if rows <= 64 or idle or 0 < causal_rows <= 1024 else
                 "t200n16" if narrow and rows <= 200 else "")

@@ -12,6 +12,8 @@ import pytest
 import aot_sdpa
 from build_tools.variants import load
 
+from _helpers import idle_grid
+
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"float16", "bfloat16", "float32"}
 BUCKETS = {32, 64, 128, 256}
@@ -294,13 +296,6 @@ def _narrow_ok(idx, r, inner):
     return not r["narrow"] or 0 < inner % block <= r["narrow"]
 
 
-def _idle_grid(programs, slots):
-    """Whether `programs` programs, `slots` at once, leave at least a quarter of the slots of
-    the waves they take idle."""
-    waves = -(-programs // slots)
-    return 4 * programs <= 3 * waves * slots
-
-
 def _tier_name(name, r):
     """The name of tier entry r of untiered variant `name`: "_t<max_len>", "n<narrow>" added
     for a narrow-tail tier."""
@@ -327,7 +322,7 @@ def _tier(idx, name, rows, extent=None, causal_rows=0, bh=None, sms=132, inner=N
     block = base["block_m"] if idx.grid[base["op"]] == "T" else base["block_n"]
     extent = rows if extent is None else extent
     inner = rows if inner is None else inner
-    idle = bh is not None and _idle_grid(bh * -(-extent // block), sms * blocks_per_sm)
+    idle = bh is not None and idle_grid(bh * -(-extent // block), sms * blocks_per_sm)
     family = [r for r in family if _narrow_ok(idx, r, inner)]
     cover = [r for r in family
              if r["max_len"] and (r["max_len"] >= rows
@@ -563,8 +558,8 @@ def test_idle_grid_rule_without_a_driver():
                         hits += want[0] != _expected_choice(idx, op, code, D, 90, fast_ok,
                                                             masked, rows=rows, extent=extent)[0]
     assert n > 2 * 2 * len(tiered) * 4 * 3 * 3 * 6 * 8 and hits > 0
-    assert _idle_grid(24, 264) and _idle_grid(384, 264) and _idle_grid(396, 264)
-    assert not any(_idle_grid(p, 264) for p in (256, 397, 512, 640, 768))
+    assert idle_grid(24, 264) and idle_grid(384, 264) and idle_grid(396, 264)
+    assert not any(idle_grid(p, 264) for p in (256, 397, 512, 640, 768))
     dq, dkdv = ops.index("bwd_dq"), ops.index("bwd_dkdv")
     # T = 197 (both loops end 5 rows past a whole block): ViT-B at batch 1 / 6 (24 / 144
     # untiered programs: 9% / 55% of one wave of 264) and ViT-S (32 x 6 heads: 384 programs,
