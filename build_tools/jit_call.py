@@ -50,7 +50,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages, register cap and ptxas --minnctapersm (or the given
     blocks/warps/stages/cap/min_blocks_per_sm);
-    returns nothing, like the AOT launcher.
+    returns Triton's compiled kernel (its n_regs, n_spills), which the AOT launcher does not.
     `causal`: (Q_LEN, DIAG) as aot_sdpa._ops._causal gives them, None for no causal mask;
     `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias);
     `masked_level`: the kernels' MASKED with a mask (Variant.masked: 2, the hinted flavours'
@@ -112,4 +112,4 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
         if maxnreg is not None:
             launch["maxnreg"] = maxnreg
     launch.update(ptxas_options(min_blocks_per_sm))  # as compile_variant passes it
-    fn[grid](*args, **constexprs, **launch)
+    return fn[grid](*args, **constexprs, **launch)

@@ -59,7 +59,7 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 # tiles with one up to T = 200
 TIERS = {("fwd", dt, b, "sm_90", f, n, 0) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
-                         (128, "ragged", 128))} | {
+                         (128, "fast", 2048), (128, "ragged", 128))} | {
     (op, dt, 64, "sm_90", "fast", n, narrow) for op in ("bwd_dq", "bwd_dkdv")
     for n, narrow in ((64, 0), (64, 16), (200, 16)) for dt in ("float16", "bfloat16")} | {
     ("bwd_fused", "float32", 64, "sm_90", "fast", 200, 0)}
@@ -498,8 +498,14 @@ def test_dispatcher_choices_without_a_driver():
         "fwd_bf16_d64_fast_sm90_t768")
     assert _C._select_for_cc(fwd, 1, 64, 90, True, False, rows=197, causal_rows=197)[0] == (
         "fwd_bf16_d64_fast_sm90_t200")
-    assert _C._select_for_cc(fwd, 0, 128, 90, True, False, rows=1024, causal_rows=1024)[0] == (
-        "fwd_fp16_d128_fast_sm90")  # the bucket-128 tier has no causal reach
+    # bucket 128: T <= 200 the two-stage tier, up to 2048 the three-stage one, which causal
+    # calls run up to its causal_len = 8192; past those, the untiered tile
+    for rows, causal, want in ((200, 200, "_t200"), (201, 0, "_t2048"), (2048, 0, "_t2048"),
+                               (2049, 0, ""), (8192, 8192, "_t2048"), (8193, 8193, ""),
+                               (16384, 4096, "_t2048")):
+        assert _C._select_for_cc(fwd, 0, 128, 90, True, False, rows=rows, causal_rows=causal,
+                                 bh=256, blocks_per_sm=1)[0] == f"fwd_fp16_d128_fast_sm90{want}", (
+            rows, causal)
     assert _C._select_for_cc(fwd, 1, 64, 90, False, False, rows=64)[0] == (
         "fwd_bf16_d64_general_sm90")  # no general tier
     assert _C._select_for_cc(fwd, 1, 64, 90, True, True, rows=64)[0] == (

@@ -365,8 +365,9 @@ def test_a_tiers_tail_and_causal_len_are_dispatch_only_and_checked(tmp_path):
     for old, new, key in (
             ("tail_len = 1152", "tail_len = 768", "tail_len"),
             (tier, "tail_len = 1152\ncausal_len = 8192", "tail_len"),
-            ("causal_len = 8192", "causal_len = 700", "causal_len"),
-            ("causal_len = 8192", f"causal_len = {variants_mod.MAX_TIER_LEN + 1}", "causal_len"),
+            (tier, tier.replace("causal_len = 8192", "causal_len = 700"), "causal_len"),
+            (tier, tier.replace("causal_len = 8192",
+                                f"causal_len = {variants_mod.MAX_TIER_LEN + 1}"), "causal_len"),
             (tier, "causal_len = 8192", "causal_len"),
             (dkdv_tier, dkdv_tier.replace("grid_len = 512", "grid_len = 64"), "grid_len"),
             (dkdv_tier, dkdv_tier.replace("max_len = 64\ncausal_len = 1024\n", ""), "grid_len")):
