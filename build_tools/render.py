@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from string import Template
 
 from build_tools.compile_variant import classify_params, is_constant
+from build_tools.variants import cubin_key
 
 TEMPLATES = Path(__file__).parent / "templates"
 DTYPE_CODE = {"fp16": 0, "bf16": 1, "fp32": 2, "tf32": 3}  # python/aot_sdpa/_checks.py
@@ -82,10 +82,6 @@ def _embed_path(path: Path) -> str:
     return path
 
 
-def _json_key(v: dict) -> str:
-    return json.dumps(v, sort_keys=True)
-
-
 def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) -> str:
     """Return the generated C source for all compiled variants; `images` and `placement` are
     build_tools.pack.pack_images' result (where each variant's cubin lies)."""
@@ -102,13 +98,13 @@ def render(spec, metas: list[dict], images: list[dict], placement: list[tuple]) 
     ops_used = [op for op in op_names if op in op_blocks]
     variant_code, table = [], []
     tpl = _tpl("variant.c.in")
-    # each meta's Variant (by its JSON, unique: variants.load): dispatch only, not in the
+    # each meta's Variant (by cubin_key, unique: variants.load): dispatch only, not in the
     # metas, are each tier's tail_len, causal_len, grid_len and narrow (and so its name,
     # "_t<max_len>n<narrow>")
-    of_json = {_json_key(v.as_json()): v for v in spec.variants}
+    of_key = {cubin_key(v.as_json()): v for v in spec.variants}
     for i, (meta, (image, offset, size, _)) in enumerate(zip(metas, placement)):
         v = meta["variant"]
-        var = of_json[_json_key(v)]
+        var = of_key[cubin_key(v)]
         variant_code.append(tpl.substitute(
             i=i, op=v["op"], name=var.name,
             image=image, image_name=images[image]["name"], offset=offset, size=size,

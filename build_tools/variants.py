@@ -57,6 +57,13 @@ MAX_BLOCK = 1024  # python/aot_sdpa/_checks.py MAX_SEQ_LEN leaves this margin be
 MAX_TIER_LEN = 1 << 16
 
 
+def cubin_key(v: dict) -> str:
+    """What a variant compiles, as one string: its JSON (Variant.as_json) with sorted keys.
+    Two variants with one key would compile the same cubin (load refuses that), so render.py
+    finds each compiled cubin's Variant by it."""
+    return json.dumps(v, sort_keys=True)
+
+
 def variant_name(v: dict) -> str:
     """A variant's name from its fields (Variant.as_json or asdict): op, dtype, bucket,
     flavour, arch and, for a sequence-length tier, "_t<max_len>", with "n<narrow>" for one that
@@ -349,7 +356,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                                      serves, max_len, fp32_precision))
     # names are unique by construction (one config per family and (max_len, narrow_only), the
     # narrow tail in the name); cubins need not be
-    compiled = Counter(json.dumps(v.as_json(), sort_keys=True) for v in variants)
+    compiled = Counter(cubin_key(v.as_json()) for v in variants)
     if max(compiled.values(), default=1) > 1:  # render.py finds each cubin's variant by it
         raise ValueError("variants.toml: two tiers of one family compile the same cubin (a "
                          "narrow_only tier needs a tile or tail of its own)")
