@@ -247,3 +247,15 @@ def wall_ms(fn, n: int = 20, warmup: int = 1) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - w) / n * 1e3
+
+
+def interleaved_rounds(timers: dict, rounds: int) -> dict[str, list[float]]:
+    """Each timer (name -> a zero-argument function returning a time) run once per round, in
+    turn, `rounds` times: a leased host's speed drifts within a run (by up to ~1.6x over a
+    minute), so interleaving spreads the drift over every case, and one round's times were
+    taken back to back. Returns name -> its times in round order."""
+    times = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return times

@@ -30,7 +30,16 @@ from torch import nn
 
 import aot_sdpa
 
-from _harness import ENV_COLUMNS, kept_rows, kernel_ms, table, torch_backend, wall_ms, write_csv
+from _harness import (
+    ENV_COLUMNS,
+    interleaved_rounds,
+    kept_rows,
+    kernel_ms,
+    table,
+    torch_backend,
+    wall_ms,
+    write_csv,
+)
 
 WIDTH, HEADS, DEPTH, MLP = 768, 12, 12, 3072
 SIZES = ((32, 197), (8, 1024))
@@ -116,13 +125,14 @@ def _paired_walls(fns: dict, torch_path: str, rounds: int = 5, steps: int = 5) -
     a run (by up to ~1.6x over a minute), so each round's ratio compares two loops run back to
     back. Returns each side's median (ms) and the median, least and greatest of the rounds'
     ratios torch / ours."""
-    times = {"aot_sdpa": [], "torch": []}
-    ratios = []
-    for _ in range(rounds):
-        for impl in times:
+    def timer(impl):
+        def run():
             with torch_backend(torch_path if impl == "torch" else None):
-                times[impl].append(wall_ms(fns[impl], n=steps))
-        ratios.append(times["torch"][-1] / times["aot_sdpa"][-1])
+                return wall_ms(fns[impl], n=steps)
+        return run
+
+    times = interleaved_rounds({impl: timer(impl) for impl in ("aot_sdpa", "torch")}, rounds)
+    ratios = [t / o for o, t in zip(times["aot_sdpa"], times["torch"])]
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     return {"aot_sdpa": med(times["aot_sdpa"]), "torch": med(times["torch"]),
             "ratio": round(med(ratios), 3), "ratio_min": round(min(ratios), 3),

@@ -22,7 +22,7 @@ import warnings
 import torch
 from bench_e2e_vit import ATTNS, WIDTH, _jvp_fn, _model, _train_fn
 
-from _harness import torch_backend, wall_ms
+from _harness import interleaved_rounds, torch_backend, wall_ms
 
 
 def main(T: int = 197) -> None:
@@ -36,17 +36,24 @@ def main(T: int = 197) -> None:
                              ("jvp", lambda m: _jvp_fn(m, x, tx), "math")):
         for impl in ("aot_sdpa", "torch"):
             steps[work, impl] = (make(_model(ATTNS[impl], dtype)), path if impl == "torch" else None)
-    walls: dict = {k: [] for k in steps}
-    walls_nogc: dict = {k: [] for k in steps}
-    for _ in range(5):  # interleaved rounds: a leased host's drift spreads over every case
-        for key, (fn, path) in steps.items():
+
+    def timer(key, gc_off):
+        fn, path = steps[key]
+
+        def run():
             with torch_backend(path):
-                walls[key].append(wall_ms(fn, n=10))
-                gc.disable()
+                if gc_off:
+                    gc.disable()
                 try:
-                    walls_nogc[key].append(wall_ms(fn, n=10))
+                    return wall_ms(fn, n=10)
                 finally:
                     gc.enable()
+        return run
+
+    times = interleaved_rounds({(key, gc_off): timer(key, gc_off) for key in steps
+                                for gc_off in (False, True)}, 5)
+    walls = {key: times[key, False] for key in steps}
+    walls_nogc = {key: times[key, True] for key in steps}
     for key in steps:
         w, wn = sorted(walls[key]), sorted(walls_nogc[key])
         print(f"WALL {key[0]:5s} {key[1]:8s} {w[2]:8.2f} ms/step ({w[0]:.2f} .. {w[-1]:.2f}); "
