@@ -113,6 +113,15 @@ def test_every_op_head_dims_matches_fp64(dtype, factor, atol, D, T, M):
     _check_every_op(1, 3, 3, T, M, D, dtype, factor, atol, False, seed=D + T)
 
 
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
+@pytest.mark.parametrize("causal,padded", [(True, False), ("bottom_right", False), (False, True)])
+def test_every_op_bucket_256_tiles_matches_fp64(dtype, factor, atol, causal, padded):
+    """Bucket 256's sm_90 tiles (timed on the H200: a 128-row forward and dQ, 64x64 dK/dV;
+    the general flavour's 128x64, 64x32, 32x64) under a causal mask with T != M and grouped
+    heads, and the general flavour at D = 256 itself (rows D + 4 apart). float32 stops at 128."""
+    _check_every_op(1, 2, 1, 333, 257, 256, dtype, factor, atol, causal, seed=5, padded=padded)
+
+
 @pytest.mark.parametrize("dtype,factor,atol,D", [
     (*rule, D) for rule in RULE_DTYPES for D in (40, 72, 96, 200)
     if rule[0] != torch.float32 or D <= 128], ids=lambda x: str(x))  # fp32 stops at 128
