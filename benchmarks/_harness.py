@@ -29,8 +29,9 @@ def env() -> dict:
         aot_sdpa.__version__, platform.python_version(), datetime.date.today().isoformat())))
 
 
-def time_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
-    """Median, p10 and p90 of per-call device time in ms (CUDA events around each call)."""
+def event_times(fn, warmup: int = 10, rep: int = 50) -> list[float]:
+    """Per-call device times in ms of rep calls (CUDA events around each call, no
+    synchronisation between calls), after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -41,9 +42,19 @@ def time_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
         fn()
         e.record()
     torch.cuda.synchronize()
-    t = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def spread(times: list[float]) -> dict:
+    """Median, p10 and p90 of times."""
+    t = sorted(times)
     q = lambda f: t[min(len(t) - 1, int(f * len(t)))]
     return {"ms": q(0.5), "p10_ms": q(0.1), "p90_ms": q(0.9)}
+
+
+def time_ms(fn, warmup: int = 10, rep: int = 50) -> dict:
+    """Median, p10 and p90 of per-call device time in ms (CUDA events around each call)."""
+    return spread(event_times(fn, warmup, rep))
 
 
 def peak_extra_mib(fn) -> float:
@@ -80,13 +91,28 @@ def torch_bwd(q, k, v, do, **sdpa_kwargs):
     return lambda: torch.autograd.grad(o, (qq, kk, vv), do, retain_graph=True)
 
 
-def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa") -> list[dict]:
+def compare(impls: dict, flops: float, key: dict, baseline: str = "aot_sdpa",
+            rounds: int = 5, rep: int = 10) -> list[dict]:
     """Time each impl {name: (torch backend or None, fn)}; rows carry TFLOP/s and
-    aot_speedup = impl time / aot_sdpa time (so > 1 means aot_sdpa is faster)."""
-    rows = []
-    for name, (backend, fn) in impls.items():
+    aot_speedup = impl time / aot_sdpa time (so > 1 means aot_sdpa is faster).
+    The impls take turns (interleaved_rounds): each round times rep calls of each after a
+    short warm-up, and an impl's median, p10 and p90 are over all its rounds' calls. Timed one
+    after the other (until 2026-12-01), any drift of the GPU's speed during a cell fell on one
+    impl alone; single cells' ratios moved by up to ~6% between runs."""
+
+    def timer(backend, fn):
+        def run() -> list[float]:
+            with torch_backend(backend):
+                return event_times(fn, warmup=3, rep=rep)
+        return run
+
+    for backend, fn in impls.values():  # first use: workspaces, cuDNN plans, module loads
         with torch_backend(backend):
-            t = time_ms(fn)
+            event_times(fn, warmup=7, rep=1)
+    times = interleaved_rounds({name: timer(*impl) for name, impl in impls.items()}, rounds)
+    rows = []
+    for name, per_round in times.items():
+        t = spread([ms for r in per_round for ms in r])
         rows.append({**key, "impl": name, **{k: round(v, 4) for k, v in t.items()},
                      "tflops": round(flops / t["ms"] / 1e9, 1)})
     base = next(r["ms"] for r in rows if r["impl"] == baseline)
@@ -249,11 +275,11 @@ def wall_ms(fn, n: int = 20, warmup: int = 1) -> float:
     return (time.perf_counter() - w) / n * 1e3
 
 
-def interleaved_rounds(timers: dict, rounds: int) -> dict[str, list[float]]:
-    """Each timer (name -> a zero-argument function returning a time) run once per round, in
-    turn, `rounds` times: a leased host's speed drifts within a run (by up to ~1.6x over a
-    minute), so interleaving spreads the drift over every case, and one round's times were
-    taken back to back. Returns name -> its times in round order."""
+def interleaved_rounds(timers: dict, rounds: int) -> dict[str, list]:
+    """Each timer (name -> a zero-argument function returning a time, or a list of them) run
+    once per round, in turn, `rounds` times: a leased host's speed drifts within a run (by up
+    to ~1.6x over a minute), so interleaving spreads the drift over every case, and one
+    round's times were taken back to back. Returns name -> its times in round order."""
     times = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timer in timers.items():

@@ -13,7 +13,7 @@ from aot_sdpa._checks import check_attention, check_devices, check_mask
 from aot_sdpa._native import OPS
 from aot_sdpa._torch_compat import plain_call
 
-from _harness import wall_ms
+from _harness import interleaved_rounds, wall_ms
 
 
 def us(fn, n=5000):
@@ -87,10 +87,7 @@ def main():
     # three rounds over every part, interleaved, so that no line is measured only at the start
     # (the single-pass version's first line, the full call, once read 25.8 us against 15.8 for
     # the C fast path it wraps); the median round is printed with the other two
-    rounds = {name: [] for name in parts}
-    for _ in range(3):
-        for name, fn in parts.items():
-            rounds[name].append(us(fn, 2000))
+    rounds = interleaved_rounds({name: lambda fn=fn: us(fn, 2000) for name, fn in parts.items()}, 3)
     for name, t in rounds.items():
         t.sort()
         print(f"{name:<28}{t[1]:8.2f} us  (rounds {t[0]:.2f} .. {t[2]:.2f})")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import aot_sdpa
 from aot_sdpa import _autograd, _ops
 
-from _harness import wall_ms
+from _harness import interleaved_rounds, wall_ms
 
 
 class _Identity(torch.autograd.Function):
@@ -74,14 +74,17 @@ def main():
     ref, got = grads(o_ours), []
     before(lambda: got.extend(grads(o_ours)))()
     print("gradients equal before and now:", len(got) == 3 and all(map(torch.equal, ref, got)))
-    rounds = {name: [] for name in parts}
-    for _ in range(3):  # interleaved rounds (profile_host.py: a leased host's speed drifts)
-        for name, fn in parts.items():
-            if name.startswith("_Bwd"):
-                with torch.no_grad():
-                    rounds[name].append(us(fn))
-            else:
-                rounds[name].append(us(fn))
+    def timer(name, fn):
+        if not name.startswith("_Bwd"):
+            return lambda: us(fn)
+
+        def no_grad_us():
+            with torch.no_grad():
+                return us(fn)
+        return no_grad_us
+
+    # interleaved rounds (profile_host.py: a leased host's speed drifts)
+    rounds = interleaved_rounds({name: timer(name, fn) for name, fn in parts.items()}, 3)
     for name, t in rounds.items():
         t.sort()
         print(f"{name:<36}{t[1]:8.2f} us  (rounds {t[0]:.2f} .. {t[2]:.2f})")
