@@ -171,15 +171,22 @@ def _additive(g, shape):
 def main(names):
     """Each check: [our max error vs fp64, the allowance]; the allowance is the project's rule,
     2 x the error of the same formulas in torch in the input dtype + atol (atol relative to
-    the reference's magnitude: 2e-7 fp32, 2e-4 fp16). Only the dtypes in `names` ("fp32",
-    "fp16")."""
+    the reference's magnitude: 5e-7 fp32, 2e-4 fp16). Only the dtypes in `names` ("fp32",
+    "fp16").
+
+    fp32's atol was 2e-7 until CI's CPU (AVX2, no AVX-512) failed dK at (1, 2, 37, 45, 16):
+    the interpreter's dots and exp2 run in NumPy, whose SIMD kernels (and OpenBLAS's sgemm
+    kernel) are picked by the CPU, so our float32 error moves with the machine while torch's
+    does not (that dK: 3.4e-7 / 4.9e-7 / 1.20e-6 with OpenBLAS's Sandybridge / SkylakeX /
+    Haswell kernels, allowance 1.16e-6). 5e-7 x (1 + |ref|) is the GPU tests' 1e-6 for a
+    reference of order one, about 4 ulp."""
     _ops._launch = interpreted_launch
     _ops.check_devices = lambda names, tensors: 0
     _ops.fp32_precision = lambda device: "ieee"  # no GPU to ask; the products interpreted_launch runs
     _ops.fused_bwd = lambda dt, D, device: FUSED["on"]
     out = {}
     g = torch.Generator().manual_seed(0)
-    for dtype, atol in ((torch.float32, 2e-7), (torch.float16, 2e-4)):
+    for dtype, atol in ((torch.float32, 5e-7), (torch.float16, 2e-4)):
         if DTYPES[dtype] not in names:
             continue
         for shape in ((1, 2, 37, 45, 16), (2, 1, 20, 70, 13)):  # (B, H, T, M, D)
