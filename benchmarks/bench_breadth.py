@@ -4,8 +4,8 @@ bf16 and fp16, B*T = 16k tokens, H = 16, D in {64, 128} (or the head dims named,
 causal in {no, top-left}, T in {1k, 4k, 8k}. Forward, backward (from the forward's stats /
 torch's autograd graph) and forward + JVP (sdpa_fwd_jvp vs torch.func.jvp of the math backend,
 the only torch path with forward AD; T <= 4k there: the math backend materialises B*H*T*T
-scores). FLOPs (non-causal; causal does
-half, counted as half): forward 4*B*H*T*M*D, backward 2.5x that, forward+JVP 3x.
+scores). FLOPs (non-causal; causal does half, counted as half): forward 4*B*H*T*M*D,
+backward 2.5x that, forward+JVP 3x.
 Goals printed at the end: >= 1.2x torch flash at D=128 forward and backward, causal >= 1.2x.
 
     python bench_breadth.py          # every row
