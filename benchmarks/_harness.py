@@ -199,6 +199,15 @@ def sweep_16k(H: int = 16, D: int = 64, Ts=(512, 1024, 2048, 4096, 8192)):
             yield dtype, B, T, {"dtype": str(dtype).split(".")[-1], "T": T, "B": B, "H": H, "D": D}
 
 
+def padded_rows(t: torch.Tensor, extra: int) -> torch.Tensor:
+    """t's values in a view whose rows are D + extra elements apart (a row stride that is no
+    multiple of 16 for extra 4 or 8: no divisibility hint, our general flavour's loads)."""
+    out = torch.zeros(*t.shape[:-1], t.shape[-1] + extra, dtype=t.dtype,
+                      device=t.device)[..., :t.shape[-1]]
+    out.copy_(t)
+    return out
+
+
 def fwd_flops(B: int, H: int, T: int, M: int, D: int) -> float:
     """Forward FLOPs: two matmuls (Q K^T and P V), 2*T*M*D each, per batch*head: 4*B*H*T*M*D."""
     return 4.0 * B * H * T * M * D

@@ -15,17 +15,9 @@ import torch
 
 import aot_sdpa
 
-from _harness import compare, fwd_flops, table, torch_backend, torch_bwd, write_csv
+from _harness import compare, fwd_flops, padded_rows, table, torch_backend, torch_bwd, write_csv
 
 F = torch.nn.functional
-
-
-def _padded(t):
-    """t's values with rows D + 4 elements apart (the general flavour's case)."""
-    out = torch.empty(*t.shape[:-1], t.shape[-1] + 4, dtype=t.dtype, device=t.device)
-    out = out[..., :t.shape[-1]]
-    out.copy_(t)
-    return out
 
 
 def main():
@@ -38,9 +30,9 @@ def main():
                 key = {"dtype": str(dtype).split(".")[-1], "D": D, "T": T, "B": B, "H": H}
                 q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=dtype)
                                for _ in range(4))
-                pq, pk, pv, pdo = (_padded(x) for x in (q, k, v, do))
+                pq, pk, pv, pdo = (padded_rows(x, 4) for x in (q, k, v, do))
                 o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
-                po = _padded(o)
+                po = padded_rows(o, 4)
                 flops = fwd_flops(B, H, T, T, D)
                 sdpa = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
                 fwd = {"aot_sdpa": (None, lambda: aot_sdpa.triton_sdpa_fused(q, k, v)),

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from ab_kernels import _tensors
 
-from _harness import kernel_ms, torch_backend, torch_bwd
+from _harness import kernel_ms, padded_rows, torch_backend, torch_bwd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,7 +75,7 @@ def main(D: int, ops: list[str], general: bool) -> None:
         B = 16384 // T
         x = _tensors(B, H, T, D)
         if general:  # the same values in rows of D + 8 elements
-            x = {n: _padded(t) if t.dim() == 4 else t for n, t in x.items()}
+            x = {n: padded_rows(t, 8) if t.dim() == 4 else t for n, t in x.items()}
         for op in ops:
             first = shipped(spec, op, D)
             tiles = [first] + [t for t in CONFIGS[D][op] if t != first]
@@ -104,28 +104,21 @@ def main(D: int, ops: list[str], general: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def _padded(t: torch.Tensor) -> torch.Tensor:
-    p = torch.zeros(*t.shape[:-1], t.shape[-1] + 8, device=t.device, dtype=t.dtype)
-    p[..., :t.shape[-1]] = t
-    return p[..., :t.shape[-1]]
-
-
 def _torch(op: str, x: dict, causal: bool, label: str) -> None:
     """torch's flash and cuDNN kernel time for the forward (op fwd) or the whole backward
     (after dQ, the last backward kernel probed)."""
     q, k, v, do = x["Q"], x["K"], x["V"], x["DO"]
     for bk in ("flash", "cudnn"):
+        what = f"{label} torch {bk} {'backward' if op == 'bwd_dq' else 'forward'}"
         try:
             with torch_backend(bk):
                 fn = (torch_bwd(q, k, v, do, is_causal=causal) if op == "bwd_dq" else
                       lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
                 ms = kernel_ms(fn, n=10)
         except RuntimeError as e:
-            print(f"{label} torch {bk} {'backward' if op == 'bwd_dq' else 'forward'}: "
-                  f"{str(e).splitlines()[0][:100]}", flush=True)
+            print(f"{what}: {str(e).splitlines()[0][:100]}", flush=True)
             continue
-        print(f"{label} torch {bk} {'backward' if op == 'bwd_dq' else 'forward'} {ms:.4f} ms",
-              flush=True)
+        print(f"{what} {ms:.4f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ and a trivial Python autograd.Function (what any Python backward node costs in t
 "before" lines time the backward as it was before 9166f21 (monkeypatched here): _Fwd.backward
 through _Bwd.apply even where nothing differentiates the call."""
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -75,13 +77,12 @@ def main():
     before(lambda: got.extend(grads(o_ours)))()
     print("gradients equal before and now:", len(got) == 3 and all(map(torch.equal, ref, got)))
     def timer(name, fn):
-        if not name.startswith("_Bwd"):
-            return lambda: us(fn)
+        grad_mode = torch.no_grad if name.startswith("_Bwd") else contextlib.nullcontext
 
-        def no_grad_us():
-            with torch.no_grad():
+        def run():
+            with grad_mode():
                 return us(fn)
-        return no_grad_us
+        return run
 
     # interleaved rounds (profile_host.py: a leased host's speed drifts)
     rounds = interleaved_rounds({name: timer(name, fn) for name, fn in parts.items()}, 3)
