@@ -46,7 +46,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
          blocks: dict | None = None, masked_level: int = 2,
          num_warps: int | None = None, num_stages: int | None = None,
          input_precision: str | None = None, maxnreg: int | None = None,
-         min_blocks_per_sm: int | None = None, tails: dict | None = None):
+         min_blocks_per_sm: int | None = None, tails: dict | None = None,
+         knobs: dict | None = None):
     """Launch `op` on `tensors` (pointer name -> tensor or None) with the general flavour's
     constexprs, blocks, warps, stages, register cap and ptxas --minnctapersm (or the given
     blocks/warps/stages/cap/min_blocks_per_sm);
@@ -55,7 +56,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     `bias`: the attention mask as aot_sdpa._ops._bias_view gives it (kernels with a Bias);
     `masked_level`: the kernels' MASKED with a mask (Variant.masked: 2, the hinted flavours'
     code, with the key-padding sweeps; 1, one masked sweep for any mask); `tails`: narrow
-    ragged tails (variants.TAIL_OF) added to the blocks, those of the kernel's parameters.
+    ragged tails (variants.TAIL_OF) added to the blocks, those of the kernel's parameters;
+    `knobs`: other constexpr parameters of the kernel (e.g. TWO_PASS), set over the variant's.
     """
     import torch
     import triton
@@ -100,7 +102,7 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))
     constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
                   "MASKED": 0 if bias is None else masked_level,
-                  "INPUT_PRECISION": input_precision or v.input_precision}
+                  "INPUT_PRECISION": input_precision or v.input_precision, **(knobs or {})}
     constexprs = {k: val for k, val in constexprs.items() if k in every}
     if num_warps is None:  # the variant's own launch options, as its cubin was compiled
         launch = {"num_warps": v.num_warps, "num_stages": v.num_stages}

@@ -250,7 +250,9 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
         head_dim=head_dim, arch=arch, serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
         input_precision=table.get("input_precision", {}).get(dtype, fp32_precision.get(
             arch, INPUT_PRECISION[dtype]) if dtype == "fp32" else INPUT_PRECISION[dtype]),
-        constexprs=tuple(sorted(table.get("constexprs", {}).items())),
+        # the op's constexprs, then the config's own (a kernel knob set per tile, e.g. TWO_PASS)
+        constexprs=tuple(sorted({**table.get("constexprs", {}),
+                                 **cfg.get("constexprs", {})}.items())),
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
         maxnreg=int(cfg["maxnreg"]) if "maxnreg" in cfg else None, masked=masked,
         min_blocks_per_sm=mb, max_len=max_len,

@@ -458,7 +458,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                   EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                   COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                  TAIL_M: tl.constexpr = 0):
+                  TAIL_M: tl.constexpr = 0, TWO_PASS: tl.constexpr = 0):
     """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
     written, float32 and zeroed by the caller; else DQ is never read). A split HEAD_DIM
     (_split) runs _dkdv_split: no mask, no atomic dQ."""
@@ -495,6 +495,11 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
         # H200 ran it faster or within 0.3% (buckets <= 64, 16-bit and float32); at bucket
         # 128 (16-bit) and in plain TF32 it was slower, and the three sweeps stay
         # (docs/design.md, "One masked loop")
+        # TWO_PASS (unmasked, dK and dV): dV's own sweep first, then dK's; else one sweep
+        tl.static_assert((TWO_PASS == 0) | ((MASKED == 0) & (COMPUTE_DK == 1) & (COMPUTE_DV == 1)
+                                            & (ATOMIC_DQ == 0)),
+                         "TWO_PASS: dK and dV, no mask, no atomic dQ")
+        DV_TOO: tl.constexpr = (COMPUTE_DV == 1) & (TWO_PASS == 0)
         ONE_MASKED: tl.constexpr = HEAD_DIM <= 64 and (Q.dtype.element_ty != tl.float32
                                                       or INPUT_PRECISION != "tf32")
         dq_base = DQ + off_z * stride_dqz + off_h * stride_dqh
@@ -519,6 +524,18 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
             keep = (b_keys > float("-inf")) | (stride_biasm != 0)
             zero_or_inf = tl.max(tl.where(keep, tl.abs(b_keys), 0.0), 0) == 0.0
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
+        if TWO_PASS:
+            # dV alone over every query head's rows, stored; then the sweep below, dK alone
+            for g in range(0, T // Q_LEN):
+                m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
+                dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                                    dq_base, stride_qm, stride_dom, stride_mm, stride_lm,
+                                    stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
+                                    DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
+                                    EVEN_D, False, INPUT_PRECISION, False, True, LSE2,
+                                    ONE_MASKED, ATOMIC_DQ, TAIL_M)
+            store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d,
+                       n_ok, d_ok, EVEN_D)
         for g in range(0, T // Q_LEN):
             m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
             if MASKED:
@@ -533,7 +550,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
                                                 BLOCK_M, EVEN_D, 0, INPUT_PRECISION,
-                                                COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
+                                                COMPUTE_DK, DV_TOO, LSE2, ONE_MASKED,
                                                 ATOMIC_DQ, TAIL_M)
                         else:
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
@@ -542,7 +559,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
                                                 BLOCK_M, EVEN_D, 1, INPUT_PRECISION,
-                                                COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED,
+                                                COMPUTE_DK, DV_TOO, LSE2, ONE_MASKED,
                                                 ATOMIC_DQ, TAIL_M)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
@@ -550,14 +567,14 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                          stride_lm, stride_biasm, stride_dqm, m_lo, g_end, g_end,
                                          0, 0, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
                                          qk_scale, sm_scale, BLOCK_M, EVEN_D, True, 2,
-                                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2, False,
+                                         INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2, False,
                                          ATOMIC_DQ)
             else:
                 dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
                                     dq_base, stride_qm, stride_dom, stride_mm, stride_lm,
                                     stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
                                     DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
-                                    EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2,
+                                    EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2,
                                     ONE_MASKED, ATOMIC_DQ, TAIL_M)
         if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
@@ -565,7 +582,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
         if COMPUTE_DK:
             store_rows(DK, dk * sm_scale, off_z, off_h, stride_dkz, stride_dkh, stride_dkn, offs_n,
                        offs_d, n_ok, d_ok, EVEN_D)
-        if COMPUTE_DV:
+        if DV_TOO:
             store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d,
                        n_ok, d_ok, EVEN_D)
 
@@ -587,6 +604,7 @@ def _sdpa_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, TAIL_M: tl.constexpr = 0,
+    TWO_PASS: tl.constexpr = 0,
 ):
     """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
 
@@ -594,7 +612,10 @@ def _sdpa_bwd_dkdv_kernel(
     dK_j = scale * sum_i P_ij (dO_i . V_j - z_i) Q_i
     (COMPUTE_DK / COMPUTE_DV select the outputs; dV alone needs no z.) TAIL_M (0: off): a
     head's ragged end of at most TAIL_M query rows, where no partial (causal) block precedes
-    it, is swept as one TAIL_M-row block (_dkdv_rows).
+    it, is swept as one TAIL_M-row block (_dkdv_rows). TWO_PASS (both outputs, no mask): the
+    program sweeps the query rows twice, for dV alone, then for dK alone: one BLOCK_N x
+    HEAD_DIM float32 accumulator live at a time instead of two (a 128-key block at D = 256),
+    for one more block product per block pair (S^T formed in both sweeps: five, not four).
     """
     # DK stands in for DQ (ATOMIC_DQ off: never read)
     _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, sm_scale, stride_qz, stride_qh,
@@ -603,7 +624,7 @@ def _sdpa_bwd_dkdv_kernel(
                   stride_dvz, stride_dvh, stride_dvn, 0, 0, 0, stride_mz, stride_mh, stride_mm,
                   stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm, Z, H,
                   T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED,
-                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False, TAIL_M)
+                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False, TAIL_M, TWO_PASS)
 
 
 @triton.jit

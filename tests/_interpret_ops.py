@@ -40,6 +40,9 @@ FUSED = {"on": False}
 # narrow ragged tails (build_tools/variants.py TAIL_OF) added to every launch whose kernel
 # takes them, while on: the general flavours' blocks with a 16-key / 16-row tail block
 TAILS = {"on": False}
+# the dK/dV kernel's TWO_PASS (a dV sweep, then a dK sweep; the bucket-256 sm_90 16-bit tiles
+# ship it) on every unmasked dK/dV launch, while on
+TWO_PASS = {"on": False}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
@@ -54,7 +57,9 @@ def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=Non
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
                   has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee",
                   masked_level=MASKED_LEVEL["level"],
-                  tails={"TAIL_N": 16, "TAIL_M": 16} if TAILS["on"] else None)
+                  tails={"TAIL_N": 16, "TAIL_M": 16} if TAILS["on"] else None,
+                  knobs={"TWO_PASS": 1} if TWO_PASS["on"] and op == "bwd_dkdv" and bias is None
+                  else None)
 
 
 def _err(x, ref):
@@ -62,12 +67,13 @@ def _err(x, ref):
 
 
 def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None,
-               level=2, tails=False):
+               level=2, tails=False, two_pass=False):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
     (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal, mask: as the API's
     (mask: a function of (B, H, T, M) returning it); level: the kernels' MASKED with a mask;
-    tails: with narrow ragged tails (TAILS)."""
+    tails: with narrow ragged tails (TAILS); two_pass: dK/dV by TWO_PASS, and only the
+    forward and the backward checked."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -84,7 +90,8 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
     tag = (f"{DTYPES[dtype]} B{B} H{H} Hkv{Hkv} T{T} M{M} D{D}{' bthd' if bthd else ''}"
            f"{' causal=' + str(causal) if causal else ''}"
            f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}"
-           f"{' MASKED=1' if level == 1 and mk is not None else ''}{' tails' if tails else ''}")
+           f"{' MASKED=1' if level == 1 and mk is not None else ''}{' tails' if tails else ''}"
+           f"{' two_pass' if two_pass else ''}")
     TAILS["on"] = tails
     c = causal
     _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
@@ -115,8 +122,12 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
     out[f"fwd m=-inf rows {tag}"] = [0.0 if same_rows else float("inf"), 0.0]
     check("fwd", (o, finite(m), l / l.max()),
           lambda a, m_, l_: (reference.forward(*a[:3], causal=c, mask=mk)[0], finite(m_), l_ / l_.max()))
+    TWO_PASS["on"] = two_pass
     check("bwd(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c, mask=mk), bwd)
     check("bwd(stats)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, causal=c, mask=mk), bwd)
+    TWO_PASS["on"] = False
+    if two_pass:
+        return
     if dtype == torch.float32 and mk is None:  # the one-kernel backward (atomic dQ) as well
         FUSED["on"] = True
         check("bwd_fused(o)", aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=c), bwd)
@@ -243,6 +254,10 @@ def main(names):
         _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, mask=_key_padding, tails=True)
         _check_all(out, dtype, atol, (1, 2, 69, 70, 16), g, causal=True, tails=True)
         _check_all(out, dtype, atol, (2, 4, 9, 13, 16), g, Hkv=2, tails=True)
+        # dK/dV by TWO_PASS: ragged rows and keys, causal over several blocks, grouped + causal
+        _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, two_pass=True)
+        _check_all(out, dtype, atol, (1, 2, 150, 170, 16), g, causal=True, two_pass=True)
+        _check_all(out, dtype, atol, (1, 4, 75, 75, 16), g, Hkv=2, causal=True, two_pass=True)
     # the split head-dim buckets ([split_buckets]: the 16-bit forward, dQ and dK/dV in
     # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),

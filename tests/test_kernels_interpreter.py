@@ -52,6 +52,13 @@ def test_every_op_runs_in_the_interpreter(interpreted):
     # narrow ragged tails (_interpret_ops TAILS): the forward's and dQ's keys, dK/dV's rows
     tails = {key.split()[0].split("[")[0] for key in interpreted if key.endswith(" tails")}
     assert {"fwd", "bwd(o)", "bwd(stats)", "sdpa_bwd_dq", "sdpa_bwd_dk", "sdpa_bwd_dv"} <= tails
+    # dK/dV's TWO_PASS (a dV sweep, then a dK sweep), plain, causal and grouped + causal
+    two_pass = [key for key in interpreted if key.endswith(" two_pass")]
+    assert {key.split()[0] for key in two_pass} == {"fwd[0]", "fwd[1]", "fwd[2]", "fwd",
+                                                      "bwd(o)[0]", "bwd(o)[1]", "bwd(o)[2]",
+                                                      "bwd(stats)[0]", "bwd(stats)[1]",
+                                                      "bwd(stats)[2]"}
+    assert any("causal" in key and "Hkv2" in key for key in two_pass)
     masked = {key.split()[0].split("[")[0] for key in interpreted if " mask(" in key}
     assert every <= masked
     # key padding through both mask codes: the hinted flavours' (MASKED 2, its own sweeps) and
