@@ -2,17 +2,20 @@
 shipped one (GPU only; JIT, the general flavour's constexprs with Triton's own alignment
 specialisation, kernel time from the profiler): the forward, the backward's dK/dV and dQ, the
 forward+JVP and the JVP, fp16, B * T = 16k, H = 16, T = 1k and 4k, full and causal (top-left).
-The shipped config (the untiered fast sm_90 variant's) first; a tile that does not compile
-(shared memory) is reported as such. With the forward, torch's flash and cuDNN forward (and
-backward, after dQ) kernel times for the same shape. --general: every input in rows padded by
-8 elements (strides not multiples of 16: no divisibility hint, the loads of our general
-flavour), T = 1k, not causal.
+The shipped config (the untiered fast sm_90 variant's; --general: the general one's) first; a
+tile that does not compile (shared memory) is reported as such. With the forward, torch's
+flash and cuDNN forward (and backward, after dQ) kernel times for the same shape. --general:
+every input in rows padded by 8 elements (strides not multiples of 16: no divisibility hint,
+the loads of our general flavour), T = 1k, not causal.
 
 Bucket 128: the tiles never timed against a three-stage one (dK/dV's was chosen by ptxas'
 spill counts); bucket 256 (Gemma's D): every tile was chosen by spill counts and sm_80's shared
 memory, none timed on the H200 before.
 
-    python probe_bucket_tiles.py 128|256 [--general] [op ...]
+    python probe_bucket_tiles.py 128|256 [--general] [--t=1024,4096] [op[:first|:two_pass] ...]
+
+`op:first` times only the shipped tile (a reference line for the others), `op:two_pass` the
+shipped tile and the TWO_PASS candidates; --t sets the lengths.
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ CONFIGS = {  # bucket: {op: candidates (BLOCK_M, BLOCK_N, num_warps, num_stages)
         "bwd_dkdv": ((16, 32, 4, 3), (32, 32, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
                      (32, 32, 8, 2), (32, 64, 8, 2), (64, 32, 8, 2), (64, 64, 8, 2),
                      (64, 64, 8, 1), (64, 32, 8, 3), (32, 64, 8, 3), (128, 32, 8, 2),
-                     (32, 128, 8, 2), (64, 64, 16, 2)),
+                     (32, 128, 8, 2), (64, 64, 16, 2),
+                     # a dV sweep, then a dK sweep (TWO_PASS): one accumulator live at a time
+                     (32, 128, 8, 3, {"TWO_PASS": 1}), (32, 128, 8, 2, {"TWO_PASS": 1}),
+                     (16, 128, 8, 4, {"TWO_PASS": 1}), (64, 64, 8, 2, {"TWO_PASS": 1}),
+                     (32, 64, 8, 3, {"TWO_PASS": 1}), (16, 128, 8, 3, {"TWO_PASS": 1})),
         "bwd_dq": ((32, 32, 4, 3), (64, 32, 4, 2), (32, 64, 4, 2), (64, 32, 8, 2),
                    (64, 64, 8, 2), (128, 32, 8, 2), (128, 64, 8, 2), (128, 32, 8, 3),
                    (128, 16, 8, 2), (64, 32, 8, 3), (128, 32, 16, 2), (128, 64, 8, 1)),
@@ -55,47 +62,58 @@ CONFIGS = {  # bucket: {op: candidates (BLOCK_M, BLOCK_N, num_warps, num_stages)
                     (128, 32, 8, 2), (32, 64, 4, 2)),
         "jvp": ((32, 32, 4, 2), (64, 32, 4, 2), (64, 32, 8, 2), (64, 64, 8, 2),
                 (128, 32, 8, 2), (32, 64, 4, 2)),
+        # dK alone and dV alone (one accumulator each: 128-key blocks fit; ptxas on the CPU:
+        # 0-24 B of stack for these, 224 B for the fused dK/dV's 64x64/8/2)
+        "bwd_dk": ((32, 128, 8, 3), (32, 128, 8, 2), (16, 128, 8, 3), (16, 128, 8, 4),
+                   (64, 64, 8, 2)),
+        "bwd_dv": ((32, 128, 8, 3), (32, 128, 8, 2), (16, 128, 8, 4), (32, 128, 8, 4),
+                   (64, 128, 8, 2)),
     },
 }
 
 
-def shipped(spec, op: str, D: int) -> tuple:
-    """The untiered sm_90 fp16 variant's tile (fast flavour, else general)."""
+def shipped(spec, op: str, D: int, general: bool) -> tuple:
+    """The untiered sm_90 fp16 variant's tile (fast flavour, else general; --general: the
+    general one), with its config's own constexprs (e.g. TWO_PASS) if any."""
     v = min((v for v in spec.variants if v.op == op and v.dtype == "fp16" and v.head_dim == D
              and v.arch == 90 and v.flavor in ("fast", "general") and v.max_len is None),
-            key=lambda v: v.flavor != "fast")
+            key=lambda v: v.flavor != ("general" if general else "fast"))
     b = dict(v.blocks)
-    return b["BLOCK_M"], b["BLOCK_N"], v.num_warps, v.num_stages
+    knobs = {k: c for k, c in v.constexprs if k not in spec.ops[op].get("constexprs", {})}
+    return (b["BLOCK_M"], b["BLOCK_N"], v.num_warps, v.num_stages) + ((knobs,) if knobs else ())
 
 
-def main(D: int, ops: list[str], general: bool) -> None:
+def main(D: int, ops: list[str], general: bool, lengths: tuple[int, ...]) -> None:
     spec = load(ROOT / "kernels" / "variants.toml")
     H = 16
-    for T in (1024,) if general else (1024, 4096):
+    for T in (1024,) if general else lengths:
         B = 16384 // T
         x = _tensors(B, H, T, D)
         if general:  # the same values in rows of D + 8 elements
             x = {n: padded_rows(t, 8) if t.dim() == 4 else t for n, t in x.items()}
-        for op in ops:
-            first = shipped(spec, op, D)
-            tiles = [first] + [t for t in CONFIGS[D][op] if t != first]
+        for op_arg in ops:
+            op, pick = (op_arg.split(":") + [""])[:2]
+            first = shipped(spec, op, D, general)
+            tiles = [first] + [t for t in CONFIGS[D][op] if t != first and pick != "first"
+                               and (pick != "two_pass" or len(t) > 4)]
             for causal in (None,) if general else (None, (T, 0)):
                 mode, base = ("general " if general else "") + ("causal" if causal else "full"), None
-                for bm, bn, w, st in tiles:
+                for bm, bn, w, st, *knobs in tiles:
                     def run(x=x, op=op, sizes=(B, H, T, T, D), bm=bm, bn=bn, w=w, st=st,
-                            causal=causal):
+                            causal=causal, knobs=knobs[0] if knobs else None):
                         return jit_call.call(
                             spec, op, "fp16", x, sizes, 1 / math.sqrt(D), causal=causal,
-                            blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+                            blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
+                            knobs=knobs)
                     try:
                         k = run()
                         ms = kernel_ms(run, n=10)
                     except Exception as e:  # noqa: BLE001 (a tile over the shared-memory limit)
-                        print(f"{op} D{D} B{B} T{T} {mode} {(bm, bn, w, st)}: "
+                        print(f"{op} D{D} B{B} T{T} {mode} {(bm, bn, w, st, *knobs)}: "
                               f"{type(e).__name__}", flush=True)
                         continue
                     base = base or ms
-                    print(f"{op} D{D} B{B} T{T} {mode} {(bm, bn, w, st)} {ms:.4f} ms  "
+                    print(f"{op} D{D} B{B} T{T} {mode} {(bm, bn, w, st, *knobs)} {ms:.4f} ms  "
                           f"first / this {base / ms:.3f}  {k.n_regs} regs {k.n_spills} spills",
                           flush=True)
                 if op in ("fwd", "bwd_dq") and not general:
@@ -124,5 +142,7 @@ def _torch(op: str, x: dict, causal: bool, label: str) -> None:
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     bucket, rest = int(sys.argv[1]), sys.argv[2:]
-    ops = [a for a in rest if a != "--general"]
-    main(bucket, ops or list(CONFIGS[bucket]), "--general" in rest)
+    ops = [a for a in rest if not a.startswith("--")]
+    lengths = next((tuple(int(t) for t in a[4:].split(",")) for a in rest
+                    if a.startswith("--t=")), (1024, 4096))
+    main(bucket, ops or list(CONFIGS[bucket]), "--general" in rest, lengths)
