@@ -719,3 +719,19 @@ def test_jit_call_launches_with_the_variants_ptxas_option(monkeypatch):
     assert launched[0]["ptx_options"] == ptxas_options(1)["ptx_options"] == "--minnctapersm 1"
     assert "ptx_options" not in launched[1]
     assert launched[2]["ptx_options"] == "--minnctapersm 1"
+
+
+def test_a_config_sets_kernel_constexprs_over_the_ops():
+    """A config's `constexprs` (a per-tile kernel knob: TWO_PASS) join the op table's and are a
+    compile input (the cache key's JSON): bucket 256's 16-bit sm_90 dK/dV tiles sweep twice,
+    the other variants of the op keep the single sweep."""
+    spec = _spec()
+    dkdv = [v for v in spec.variants if v.op == "bwd_dkdv"]
+    two = {(v.dtype, v.head_dim, v.flavor, v.arch) for v in dkdv
+           if dict(v.constexprs).get("TWO_PASS") == 1}
+    assert two == {(dt, 256, fl, 90) for dt in ("fp16", "bf16")
+                   for fl in ("fast", "ragged", "general")}
+    for v in dkdv:
+        c = dict(v.constexprs)
+        assert c["COMPUTE_DK"] == 1 and c["COMPUTE_DV"] == 1
+        assert v.as_json()["constexprs"] == c
