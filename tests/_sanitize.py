@@ -7,7 +7,7 @@ masks (key padding with a fully masked batch, additive with -inf, dense with gro
 grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, a
 strided (B, T, H, D) view, every sequence-length tier's cubin and the split head-dim buckets.
 Every dtype by default. Modes: "fast" runs float16 alone (racecheck is slower), "float32"
-float32 alone; "tiers" or "split" only those cases (with "fast": in float16 alone). Prints
+float32 alone; "tiers", "split" or "d256" only those cases (with "fast": in float16 alone). Prints
 one line per case and "sanitize workload done" at the end.
 """
 
@@ -117,12 +117,25 @@ def _split(dt):
     _case("split fast D=96 T=1 M=3", 1, 2, 2, 1, 3, 96, dt)
 
 
+def _d256(dt):
+    """Bucket 256's 16-bit two-pass dK/dV (TWO_PASS: each 128-key block's rows swept for dV,
+    then for dK) beyond main()'s (1, 2, 40, 50) case: several key blocks with a partial last
+    one, causal with grouped heads, bottom-right with T > M (rows that see no key), the ragged
+    flavour (D = 200) and the general one (a strided view)."""
+    _case("D=256 several key blocks", 2, 2, 2, 131, 301, 256, dt)
+    _case("D=256 gqa causal", 1, 4, 2, 257, 257, 256, dt, causal=True)
+    _case("D=256 bottom-right T>M", 1, 2, 2, 300, 131, 256, dt, causal="bottom_right")
+    _case("D=200 ragged causal", 1, 2, 1, 150, 200, 200, dt, causal=True)
+    _case("D=256 strided", 2, 2, 2, 70, 150, 256, dt, bthd=True)
+
+
 def main():
     dtypes = ([torch.float16] if "fast" in sys.argv[1:] else [torch.float32]
               if "float32" in sys.argv[1:] else [torch.float16, torch.bfloat16, torch.float32])
     for mode, cases, mode_dtypes in (("tiers", _tiers, (torch.float16, torch.bfloat16,
                                                          torch.float32)),
-                                     ("split", _split, (torch.float16, torch.bfloat16))):
+                                     ("split", _split, (torch.float16, torch.bfloat16)),
+                                     ("d256", _d256, (torch.float16, torch.bfloat16))):
         if mode in sys.argv[1:]:  # those cases alone, in their dtypes (fp16 alone with "fast")
             for dt in mode_dtypes if "fast" not in sys.argv[1:] else (torch.float16,):
                 cases(dt)
@@ -155,6 +168,7 @@ def main():
         _tiers(dt)
         if dt != torch.float32:
             _split(dt)
+            _d256(dt)
     print("sanitize workload done", flush=True)
 
 
