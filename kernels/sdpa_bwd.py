@@ -372,6 +372,26 @@ def _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq
 
 
 @triton.jit
+def _dkdv_heads(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, dq_base,
+                stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm, stride_dqm, first, full,
+                T, cols, Q_LEN, DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale,
+                BLOCK_M: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr,
+                ONE_MASKED: tl.constexpr, ATOMIC_DQ: tl.constexpr, TAIL_M: tl.constexpr):
+    """A key block's unmasked sweep (no attention mask) over every query head of its group
+    (T // Q_LEN heads; one with Q_LEN = T): each head's rows as _dkdv_rows sweeps them, from
+    `first`, `full` (query_limits)."""
+    for g in range(0, T // Q_LEN):
+        m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
+        dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                            dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                            stride_dqm, m_lo, m_mid, g_end, cols, Q_LEN, DIAG, M, offs_m, offs_d,
+                            d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D, False, INPUT_PRECISION,
+                            COMPUTE_DK, COMPUTE_DV, LSE2, ONE_MASKED, ATOMIC_DQ, TAIL_M)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_bases(Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz, stride_qh,
                 stride_doz, stride_doh, stride_mz, stride_mh, stride_lz, stride_lh,
                 LSE2: tl.constexpr):
@@ -526,19 +546,16 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
         first, full = query_limits(offs_n, n_ok, Q_LEN, DIAG)
         if TWO_PASS:
             # dV alone over every query head's rows, stored; then the sweep below, dK alone
-            for g in range(0, T // Q_LEN):
-                m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
-                dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                                    dq_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                    stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
-                                    DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
-                                    EVEN_D, False, INPUT_PRECISION, False, True, LSE2,
-                                    ONE_MASKED, ATOMIC_DQ, TAIL_M)
+            dk, dv = _dkdv_heads(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                                 dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                                 stride_dqm, first, full, T, offs_n, Q_LEN, DIAG, M, offs_m,
+                                 offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D,
+                                 INPUT_PRECISION, False, True, LSE2, ONE_MASKED, ATOMIC_DQ, TAIL_M)
             store_rows(DV, dv, off_z, off_h, stride_dvz, stride_dvh, stride_dvn, offs_n, offs_d,
                        n_ok, d_ok, EVEN_D)
-        for g in range(0, T // Q_LEN):
-            m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
-            if MASKED:
+        if MASKED:
+            for g in range(0, T // Q_LEN):
+                m_lo, m_mid, g_end = group_rows(g, Q_LEN, first, full, BLOCK_M)
                 if MASKED == 2 and stride_biasm == 0:  # key padding (one bias row for every query row)
                     # keys all masked (B_j = -inf: a padded batch's tail) have P_ij = 0 for
                     # every row, so dK_j = dV_j = 0: the block is skipped, not swept
@@ -569,13 +586,13 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                          qk_scale, sm_scale, BLOCK_M, EVEN_D, True, 2,
                                          INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2, False,
                                          ATOMIC_DQ)
-            else:
-                dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                                    dq_base, stride_qm, stride_dom, stride_mm, stride_lm,
-                                    stride_biasm, stride_dqm, m_lo, m_mid, g_end, offs_n, Q_LEN,
-                                    DIAG, M, offs_m, offs_d, d_ok, qk_scale, sm_scale, BLOCK_M,
-                                    EVEN_D, False, INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2,
-                                    ONE_MASKED, ATOMIC_DQ, TAIL_M)
+        else:
+            dk, dv = _dkdv_heads(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
+                                 dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                                 stride_dqm, first, full, T, offs_n, Q_LEN, DIAG, M, offs_m,
+                                 offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D,
+                                 INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2, ONE_MASKED, ATOMIC_DQ,
+                                 TAIL_M)
         if MASKED == 2:  # keys masked for every row: dK_j = dV_j = 0
             dk = tl.where(keep[:, None], dk, 0.0)
             dv = tl.where(keep[:, None], dv, 0.0)
