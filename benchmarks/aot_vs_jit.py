@@ -4,7 +4,7 @@ config, side by side (GPU only; D = 64, fp16 or the dtypes named, each call insi
 The AOT launch goes through aot_sdpa._ops._launch (the dispatcher: the fast flavour where the
 call qualifies, its sequence-length tier where one applies); the JIT one through
 build_tools/jit_call.py with the config of the variant the dispatcher ran (blocks, warps,
-stages, register cap, ptxas --minnctapersm: _C._select names it), compiled by Triton's JIT,
+stages, register cap, ptxas --minnctapersm, its knobs: _C._select names it), compiled by Triton's JIT,
 which specialises its integer arguments (an int equal to 1 becomes a constant, a multiple of
 16 gets a divisibility hint) as the fast flavour's hints do. A ratio above 1 is time the AOT
 build leaves on the table (results/aot_vs_jit_h200.log).
@@ -60,7 +60,8 @@ def _dispatched_config(op: str, code: int, T: int, D: int) -> dict:
                       rows=T, extent=T)[0]  # T = M here: the key-side grid's extent too
     v = next(v for v in SPEC.variants if v.name == name)
     return {"blocks": dict(v.blocks), "num_warps": v.num_warps, "num_stages": v.num_stages,
-            "maxnreg": v.maxnreg, "min_blocks_per_sm": v.min_blocks_per_sm}
+            "maxnreg": v.maxnreg, "min_blocks_per_sm": v.min_blocks_per_sm,
+            "knobs": jit_call.config_knobs(SPEC, v)}
 
 
 def main(dtype: str):

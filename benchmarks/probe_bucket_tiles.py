@@ -79,7 +79,7 @@ def shipped(spec, op: str, D: int, general: bool) -> tuple:
              and v.arch == 90 and v.flavor in ("fast", "general") and v.max_len is None),
             key=lambda v: v.flavor != ("general" if general else "fast"))
     b = dict(v.blocks)
-    knobs = {k: c for k, c in v.constexprs if k not in spec.ops[op].get("constexprs", {})}
+    knobs = jit_call.config_knobs(spec, v)
     return (b["BLOCK_M"], b["BLOCK_N"], v.num_warps, v.num_stages) + ((knobs,) if knobs else ())
 
 

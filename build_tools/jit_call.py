@@ -41,6 +41,12 @@ def kernel(spec: Spec, op: str):
     return fn
 
 
+def config_knobs(spec: Spec, v) -> dict:
+    """The constexprs variant `v`'s config sets over its op's (its tile's knobs, e.g. TWO_PASS)."""
+    of_op = spec.ops[v.op].get("constexprs", {})
+    return {k: c for k, c in v.constexprs if of_op.get(k) != c}
+
+
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
          has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
          blocks: dict | None = None, masked_level: int = 2,
@@ -57,7 +63,9 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     `masked_level`: the kernels' MASKED with a mask (Variant.masked: 2, the hinted flavours'
     code, with the key-padding sweeps; 1, one masked sweep for any mask); `tails`: narrow
     ragged tails (variants.TAIL_OF) added to the blocks, those of the kernel's parameters;
-    `knobs`: other constexpr parameters of the kernel (e.g. TWO_PASS), set over the variant's.
+    `knobs`: other constexpr parameters of the kernel (e.g. TWO_PASS), set over the op's. The
+    variant's own config knobs (config_knobs) come only with its own tile (blocks None): given
+    other blocks, a caller passes the knobs it means.
     """
     import torch
     import triton
@@ -100,7 +108,8 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     extent, step = (T, block["BLOCK_M"]) if v.grid == "T" else (M, block["BLOCK_N"])
     gy = min(Z * H, 65535)
     grid = (triton.cdiv(extent, step), gy, triton.cdiv(Z * H, gy))
-    constexprs = {**dict(v.constexprs), **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
+    own = dict(v.constexprs) if blocks is None else dict(spec.ops[op].get("constexprs", {}))
+    constexprs = {**own, **block, "HEAD_DIM": bucket, "EVEN_D": D == bucket,
                   "MASKED": 0 if bias is None else masked_level,
                   "INPUT_PRECISION": input_precision or v.input_precision, **(knobs or {})}
     constexprs = {k: val for k, val in constexprs.items() if k in every}

@@ -685,18 +685,15 @@ def test_jit_call_reads_another_kernel_tree_when_asked(tmp_path):
     assert out.stdout.strip() == str((ROOT / "kernels").resolve())
 
 
-def test_jit_call_launches_with_the_variants_ptxas_option(monkeypatch):
-    """jit_call launches a variant with the compile options its AOT cubin got: a
-    min_blocks_per_sm variant (sm_90 float32 D = 128 backward-JVP dK/dV) with ptxas
-    --minnctapersm 1, another without, and an explicit override with it (the sweeps)."""
-    import torch
-
+@pytest.fixture
+def jit_launches(monkeypatch):
+    """jit_call's launches, recorded instead of run: each launch's keyword arguments (its
+    constexprs and compile options), the JIT function's signature kept."""
     from build_tools import jit_call
-    from build_tools.variants import ptxas_options
 
     launched = []
 
-    class Recorder:  # the JIT function's signature, a launch that records its options
+    class Recorder:
         def __init__(self, fn):
             self.fn = fn.fn
 
@@ -705,6 +702,18 @@ def test_jit_call_launches_with_the_variants_ptxas_option(monkeypatch):
 
     real = jit_call.kernel
     monkeypatch.setattr(jit_call, "kernel", lambda spec, op: Recorder(real(spec, op)))
+    return launched
+
+
+def test_jit_call_launches_with_the_variants_ptxas_option(jit_launches):
+    """jit_call launches a variant with the compile options its AOT cubin got: a
+    min_blocks_per_sm variant (sm_90 float32 D = 128 backward-JVP dK/dV) with ptxas
+    --minnctapersm 1, another without, and an explicit override with it (the sweeps)."""
+    import torch
+
+    from build_tools import jit_call
+    from build_tools.variants import ptxas_options
+
     spec = _spec()
     names = aot_sdpa._native.OPS["bwd_jvp_dkdv"].pointers
     x = {n: torch.zeros(1, 1, 16, 128) for n in names}
@@ -716,9 +725,9 @@ def test_jit_call_launches_with_the_variants_ptxas_option(monkeypatch):
                   blocks={"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1,
                   min_blocks_per_sm=1)
     assert ptxas_options(None) == {}
-    assert launched[0]["ptx_options"] == ptxas_options(1)["ptx_options"] == "--minnctapersm 1"
-    assert "ptx_options" not in launched[1]
-    assert launched[2]["ptx_options"] == "--minnctapersm 1"
+    assert jit_launches[0]["ptx_options"] == ptxas_options(1)["ptx_options"] == "--minnctapersm 1"
+    assert "ptx_options" not in jit_launches[1]
+    assert jit_launches[2]["ptx_options"] == "--minnctapersm 1"
 
 
 def test_a_config_sets_kernel_constexprs_over_the_ops():
@@ -735,3 +744,29 @@ def test_a_config_sets_kernel_constexprs_over_the_ops():
         c = dict(v.constexprs)
         assert c["COMPUTE_DK"] == 1 and c["COMPUTE_DV"] == 1
         assert v.as_json()["constexprs"] == c
+
+
+def test_jit_call_takes_a_configs_knobs_only_with_its_tile(jit_launches):
+    """jit_call.call runs a variant's config knobs (bucket 256's TWO_PASS) with that variant's
+    own tile; given other blocks (a sweep's candidate) only the op's constexprs and the knobs
+    passed, so a candidate tile is timed as the caller names it."""
+    import torch
+
+    from build_tools import jit_call
+
+    spec = _spec()
+    general = next(v for v in spec.variants if v.name == "bwd_dkdv_fp16_d256_general_sm90")
+    assert jit_call.config_knobs(spec, general) == {"TWO_PASS": 1}
+    masked = next(v for v in spec.variants if v.name == "bwd_dkdv_fp16_d256_masked_sm90")
+    assert jit_call.config_knobs(spec, masked) == {}
+    names = aot_sdpa._native.OPS["bwd_dkdv"].pointers
+    x = {n: torch.zeros(1, 1, 16, 256) for n in names}
+    x.update(Bias=None, Zbuf=torch.zeros(2, 16))
+    tile = {"BLOCK_M": 64, "BLOCK_N": 64}
+    jit_call.call(spec, "bwd_dkdv", "fp16", x, (1, 1, 16, 16, 256), 1.0)
+    jit_call.call(spec, "bwd_dkdv", "fp16", x, (1, 1, 16, 16, 256), 1.0, blocks=tile,
+                  num_warps=8, num_stages=2)
+    jit_call.call(spec, "bwd_dkdv", "fp16", x, (1, 1, 16, 16, 256), 1.0, blocks=tile,
+                  num_warps=8, num_stages=2, knobs={"TWO_PASS": 1})
+    assert [kw.get("TWO_PASS") for kw in jit_launches] == [1, None, 1]
+    assert all(kw["COMPUTE_DK"] == 1 and kw["COMPUTE_DV"] == 1 for kw in jit_launches)
