@@ -60,6 +60,49 @@ from _split import is_split, load_rows_split, split_lead, split_offsets, store_r
 
 
 @triton.jit
+def ordered_program(Z, H, ordered, dtype: tl.constexpr, QUERY_BLOCKS: tl.constexpr,
+                    HEAD_CHUNK: tl.constexpr):
+    """(block, off_z, off_h, bh, valid): this program's block index along its head's query
+    rows (QUERY_BLOCKS, the dQ kernel) or keys (dK/dV) and its batch*head (batch_head's
+    four, int64).
+
+    Without HEAD_CHUNK (0), for float32 data (query_block's reason: its kernels sit at the
+    register cap), or without `ordered` (run time: every block does the same work), the block
+    is program_id(0) (QUERY_BLOCKS: query_block's) and batch*head is batch_head's. Else (a
+    causal mask: query block i sweeps ~i + 1 key blocks, key block i ~n - i query blocks) the
+    launch order L = pid0 + n * bh (n = num_programs(0); axis 0 runs fastest and programs
+    start in L order) is dealt out heaviest block first over chunks of HEAD_CHUNK heads: the
+    chunk's heaviest blocks of all its heads, then the next heaviest, ..., the head running
+    fastest. In the per-head order every head ends on its light blocks, but the last heads'
+    heavy blocks start late and overrun the launch's end (a list-scheduling model of 132
+    slots puts that tail at 6-14% of the kernel at B*T = 16k, H = 16; chunks of 8-16 heads at
+    1-3%). A chunk rather than every head at once keeps the data of the heads that run
+    together few (shared in L2), as the per-head order does: on the H200 (JIT, fp16,
+    probe_causal_order.py) one chunk of every head was slower than chunks of 8.
+    The map is a bijection of [0, n * Z * H): chunk c = L // (HEAD_CHUNK * n) holds
+    g = min(HEAD_CHUNK, Z*H - c*HEAD_CHUNK) heads; for r = L - c*HEAD_CHUNK*n, rank r // g
+    (0: the heaviest) of head c*HEAD_CHUNK + r % g. Programs past n * Z * H (axis 2's
+    padding) exit."""
+    off_z, off_h, bh, valid = batch_head(Z, H)
+    n = tl.num_programs(0)
+    rank = tl.program_id(0)
+    if HEAD_CHUNK > 0 and dtype != tl.float32:
+        if ordered:
+            heads = Z.to(tl.int64) * H
+            launch = rank.to(tl.int64) + n.to(tl.int64) * bh  # L: the launch order
+            span = n.to(tl.int64) * HEAD_CHUNK  # programs per chunk of HEAD_CHUNK heads
+            chunk = launch // span
+            r = launch - chunk * span
+            g = tl.maximum(tl.minimum(heads - chunk * HEAD_CHUNK, HEAD_CHUNK), 1)
+            rank = (r // g).to(tl.int32)
+            bh = chunk * HEAD_CHUNK + (r - rank * g)
+            off_z, off_h, valid = bh // H, bh % H, launch < n.to(tl.int64) * heads
+    if QUERY_BLOCKS and dtype != tl.float32:  # the heaviest query block is the last
+        rank = n - 1 - rank
+    return rank, off_z, off_h, bh, valid
+
+
+@triton.jit
 def _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, rows, row_ok, dtype: tl.constexpr):
     """Rows `rows` of Zbuf's contiguous (Z*H, T) planes: z, then, for 16-bit data only (whose
     dK/dV kernel reads it), lse2 = m log2(e) + log2(l): load_row_stats' 16-bit m2, made +inf
@@ -413,7 +456,7 @@ def _dkdv_bases(Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz,
 def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
                 stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
                 stride_dom, stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh,
-                stride_dvn, stride_mm, stride_lm, off_z, off_h, T, M, D, Q_LEN, DIAG,
+                stride_dvn, stride_mm, stride_lm, blk, off_z, off_h, T, M, D, Q_LEN, DIAG,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
                 TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                 COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, LSE2: tl.constexpr):
@@ -422,7 +465,7 @@ def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
     partial blocks masked, the whole ones unmasked, the ragged tail masked), every product
     over the head dim the sum of a lead and a tail product, dK and dV one accumulator per part."""
     offs_n, offs_m, offs_d, n_ok, d_ok, offs_t, t_ok = split_offsets(
-        tl.program_id(0), BLOCK_N, BLOCK_M, LEAD_DIM, TAIL_DIM, M, D)
+        blk, BLOCK_N, BLOCK_M, LEAD_DIM, TAIL_DIM, M, D)
     k, k_t = load_rows_split(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, n_ok, offs_d,
                              d_ok, offs_t, t_ok, EVEN_D)
     v, v_t = load_rows_split(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, n_ok, offs_d,
@@ -478,11 +521,14 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
                   EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                   COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                  TAIL_M: tl.constexpr = 0, TWO_PASS: tl.constexpr = 0):
+                  TAIL_M: tl.constexpr = 0, TWO_PASS: tl.constexpr = 0,
+                  HEAD_CHUNK: tl.constexpr = 0):
     """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
     written, float32 and zeroed by the caller; else DQ is never read). A split HEAD_DIM
-    (_split) runs _dkdv_split: no mask, no atomic dQ."""
-    off_z, off_h, bh, valid = batch_head(Z, H)
+    (_split) runs _dkdv_split: no mask, no atomic dQ. HEAD_CHUNK: ordered_program's (key
+    blocks)."""
+    blk, off_z, off_h, bh, valid = ordered_program(Z, H, DIAG < M - 1, Q.dtype.element_ty, False,
+                                                   HEAD_CHUNK)
     # 16-bit dK/dV reads lse2 (Zbuf's second plane) for the row stats; float32, and dV
     # alone (no pre-pass: Zbuf is null), read m and l
     LSE2: tl.constexpr = COMPUTE_DK and Q.dtype.element_ty != tl.float32
@@ -497,13 +543,12 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
             _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale, stride_qm,
                         stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
                         stride_dom, stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh,
-                        stride_dvn, stride_mm, stride_lm, off_z, off_h, T, M, D, Q_LEN, DIAG,
-                        BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
+                        stride_dvn, stride_mm, stride_lm, blk, off_z, off_h, T, M, D, Q_LEN,
+                        DIAG, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
                         INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, LSE2)
     elif valid:
         # this program owns keys offs_n and sweeps query blocks of BLOCK_M rows
-        offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_N, BLOCK_M,
-                                                           HEAD_DIM, M, D)
+        offs_n, offs_m, offs_d, n_ok, d_ok = block_offsets(blk, BLOCK_N, BLOCK_M, HEAD_DIM, M, D)
         k = load_rows(K, off_z, off_h, stride_kz, stride_kh, stride_kn, offs_n, offs_d, n_ok,
                       d_ok, EVEN_D)
         v = load_rows(V, off_z, off_h, stride_vz, stride_vh, stride_vn, offs_n, offs_d, n_ok,
@@ -621,7 +666,7 @@ def _sdpa_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     COMPUTE_DK: tl.constexpr, COMPUTE_DV: tl.constexpr, TAIL_M: tl.constexpr = 0,
-    TWO_PASS: tl.constexpr = 0,
+    TWO_PASS: tl.constexpr = 0, HEAD_CHUNK: tl.constexpr = 0,
 ):
     """dK and/or dV for one (key block, batch*head) program, looping over all query blocks.
 
@@ -633,6 +678,8 @@ def _sdpa_bwd_dkdv_kernel(
     program sweeps the query rows twice, for dV alone, then for dK alone: one BLOCK_N x
     HEAD_DIM float32 accumulator live at a time instead of two (a 128-key block at D = 256),
     for one more block product per block pair (S^T formed in both sweeps: five, not four).
+    HEAD_CHUNK (0: off): under a causal mask, 16-bit programs take their key blocks heaviest
+    first over chunks of HEAD_CHUNK heads (ordered_program).
     """
     # DK stands in for DQ (ATOMIC_DQ off: never read)
     _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, sm_scale, stride_qz, stride_qh,
@@ -641,7 +688,7 @@ def _sdpa_bwd_dkdv_kernel(
                   stride_dvz, stride_dvh, stride_dvn, 0, 0, 0, stride_mz, stride_mh, stride_mm,
                   stride_lz, stride_lh, stride_lm, stride_biasz, stride_biash, stride_biasm, Z, H,
                   T, M, D, Q_LEN, DIAG, BLOCK_M, BLOCK_N, HEAD_DIM, EVEN_D, MASKED,
-                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False, TAIL_M, TWO_PASS)
+                  INPUT_PRECISION, COMPUTE_DK, COMPUTE_DV, False, TAIL_M, TWO_PASS, HEAD_CHUNK)
 
 
 @triton.jit
@@ -764,15 +811,15 @@ def _dq_split_inner(dq, dq_t, q, q_t, do, do_t, m2, inv_l, z, k_base, v_base, st
 def _dq_split(Q, K, V, DO, O, Mstat, Lstat, Zbuf, DQ, sm_scale, stride_qz, stride_qh, stride_qm,
               stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn, stride_doz,
               stride_doh, stride_dom, stride_oz, stride_oh, stride_om, stride_dqz, stride_dqh,
-              stride_dqm, stride_mz, stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, off_z,
-              off_h, bh, Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
+              stride_dqm, stride_mz, stride_mh, stride_mm, stride_lz, stride_lh, stride_lm, blk,
+              off_z, off_h, bh, Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LEAD_DIM: tl.constexpr,
               TAIL_DIM: tl.constexpr, EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """_sdpa_bwd_dq_kernel's program for a split bucket HEAD_DIM = LEAD_DIM + TAIL_DIM (_split;
     no mask): the same equations and sweeps, every product over the head dim the sum of a lead
     and a tail product, dQ one accumulator per part."""
     offs_m, offs_n, offs_d, m_ok, d_ok, offs_t, t_ok = split_offsets(
-        query_block(Q.dtype.element_ty), BLOCK_M, BLOCK_N, LEAD_DIM, TAIL_DIM, T, D)
+        blk, BLOCK_M, BLOCK_N, LEAD_DIM, TAIL_DIM, T, D)
     q, q_t = load_rows_split(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, m_ok, offs_d,
                              d_ok, offs_t, t_ok, EVEN_D)
     do, do_t = load_rows_split(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, m_ok,
@@ -822,7 +869,7 @@ def _sdpa_bwd_dq_kernel(
     Z, H, T, M, D, Q_LEN, DIAG, HAS_O,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     EVEN_D: tl.constexpr, MASKED: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    TAIL_N: tl.constexpr = 0,
+    TAIL_N: tl.constexpr = 0, HEAD_CHUNK: tl.constexpr = 0,
 ):
     """dQ_i = scale * sum_j P_ij (dO_i . V_j - z_i) K_j for one (query block, batch*head).
 
@@ -832,8 +879,11 @@ def _sdpa_bwd_dq_kernel(
     the pre-pass's z from Zbuf (O null).
     A HEAD_DIM that is not a power of two is a split bucket (_split; kernels/variants.toml
     [split_buckets]): _dq_split, no mask there (MASKED = 0). TAIL_N (0: off): a ragged end of
-    at most TAIL_N keys is swept as one TAIL_N-key block (_dq_keys)."""
-    off_z, off_h, bh, valid = batch_head(Z, H)
+    at most TAIL_N keys is swept as one TAIL_N-key block (_dq_keys). HEAD_CHUNK (0: off): under
+    a causal mask, 16-bit programs take their query blocks heaviest first over chunks of
+    HEAD_CHUNK heads (ordered_program)."""
+    blk, off_z, off_h, bh, valid = ordered_program(Z, H, DIAG < M - 1, Q.dtype.element_ty, True,
+                                                   HEAD_CHUNK)
     if is_split(HEAD_DIM):
         tl.static_assert(MASKED == 0, "split buckets have no masked flavour")
         LEAD_DIM: tl.constexpr = split_lead(HEAD_DIM)
@@ -842,12 +892,11 @@ def _sdpa_bwd_dq_kernel(
                       stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
                       stride_doz, stride_doh, stride_dom, stride_oz, stride_oh, stride_om,
                       stride_dqz, stride_dqh, stride_dqm, stride_mz, stride_mh, stride_mm,
-                      stride_lz, stride_lh, stride_lm, off_z, off_h, bh, Z, H, T, M, D, Q_LEN,
-                      DIAG, HAS_O, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
+                      stride_lz, stride_lh, stride_lm, blk, off_z, off_h, bh, Z, H, T, M, D,
+                      Q_LEN, DIAG, HAS_O, BLOCK_M, BLOCK_N, LEAD_DIM, HEAD_DIM - LEAD_DIM, EVEN_D,
                       INPUT_PRECISION)
     elif valid:
-        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(query_block(Q.dtype.element_ty),
-                                                           BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
+        offs_m, offs_n, offs_d, m_ok, d_ok = block_offsets(blk, BLOCK_M, BLOCK_N, HEAD_DIM, T, D)
         q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d, m_ok,
                       d_ok, EVEN_D)
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,

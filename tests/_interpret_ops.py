@@ -43,6 +43,10 @@ TAILS = {"on": False}
 # the dK/dV kernel's TWO_PASS (a dV sweep, then a dK sweep; the bucket-256 sm_90 16-bit tiles
 # ship it) on every unmasked dK/dV launch, while on
 TWO_PASS = {"on": False}
+# the backward's HEAD_CHUNK (causal 16-bit dQ and dK/dV programs dealt out heaviest first
+# over chunks of that many heads: kernels/_common.py ordered_program) on every dQ and dK/dV
+# launch, while nonzero
+HEAD_CHUNK = {"n": 0}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
@@ -58,8 +62,17 @@ def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=Non
                   has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee",
                   masked_level=MASKED_LEVEL["level"],
                   tails={"TAIL_N": 16, "TAIL_M": 16} if TAILS["on"] else None,
-                  knobs={"TWO_PASS": 1} if TWO_PASS["on"] and op == "bwd_dkdv" and bias is None
-                  else None)
+                  knobs=_knobs(op, bias))
+
+
+def _knobs(op, bias) -> dict | None:
+    """The kernel constexprs that TWO_PASS and HEAD_CHUNK switch on for this launch."""
+    knobs = {}
+    if TWO_PASS["on"] and op == "bwd_dkdv" and bias is None:
+        knobs["TWO_PASS"] = 1
+    if HEAD_CHUNK["n"] and op in ("bwd_dq", "bwd_dkdv"):
+        knobs["HEAD_CHUNK"] = HEAD_CHUNK["n"]
+    return knobs or None
 
 
 def _err(x, ref):
@@ -67,13 +80,13 @@ def _err(x, ref):
 
 
 def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, mask=None,
-               level=2, tails=False, two_pass=False):
+               level=2, tails=False, two_pass=False, head_chunk=0):
     """Every public op on one problem; appends [our error, allowance] per output to `out`.
     Hkv: fewer key/value heads (grouped-query attention); bthd: the query-like tensors as
     (B, T, H, D) buffers seen as (B, H, T, D) (strided views); causal, mask: as the API's
     (mask: a function of (B, H, T, M) returning it); level: the kernels' MASKED with a mask;
     tails: with narrow ragged tails (TAILS); two_pass: dK/dV by TWO_PASS, and only the
-    forward and the backward checked."""
+    forward and the backward checked; head_chunk: the backward's HEAD_CHUNK (HEAD_CHUNK)."""
     B, H, T, M, D = shape
     Hkv = H if Hkv is None else Hkv
 
@@ -91,8 +104,8 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
            f"{' causal=' + str(causal) if causal else ''}"
            f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}"
            f"{' MASKED=1' if level == 1 and mk is not None else ''}{' tails' if tails else ''}"
-           f"{' two_pass' if two_pass else ''}")
-    TAILS["on"] = tails
+           f"{' two_pass' if two_pass else ''}{f' chunk{head_chunk}' if head_chunk else ''}")
+    TAILS["on"], HEAD_CHUNK["n"] = tails, head_chunk
     c = causal
     _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
     same_stats = reference.forward(*x[:3], causal=c, mask=mk)[1:]
@@ -258,6 +271,17 @@ def main(names):
         _check_all(out, dtype, atol, (2, 2, 37, 70, 16), g, two_pass=True)
         _check_all(out, dtype, atol, (1, 2, 150, 170, 16), g, causal=True, two_pass=True)
         _check_all(out, dtype, atol, (1, 4, 75, 75, 16), g, Hkv=2, causal=True, two_pass=True)
+        # causal dQ and dK/dV programs dealt out by chunks of heads (HEAD_CHUNK; 16-bit only:
+        # float32 keeps the per-head order): 5 heads in chunks of 2 (the last one short),
+        # grouped heads (4 folded heads, chunks of 3) with TWO_PASS, bottom-right with T > M
+        # (rows and a key block seen by nothing), and no causal mask (the order unchanged)
+        if dtype != torch.float32:
+            _check_all(out, dtype, atol, (1, 5, 150, 170, 16), g, causal=True, head_chunk=2)
+            _check_all(out, dtype, atol, (2, 4, 75, 75, 16), g, Hkv=2, causal="bottom_right",
+                       two_pass=True, head_chunk=3)
+            _check_all(out, dtype, atol, (1, 3, 130, 40, 16), g, causal="bottom_right",
+                       head_chunk=2)
+            _check_all(out, dtype, atol, (2, 3, 70, 90, 16), g, head_chunk=4)
     # the split head-dim buckets ([split_buckets]: the 16-bit forward, dQ and dK/dV in
     # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),

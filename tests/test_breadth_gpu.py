@@ -101,6 +101,18 @@ def test_every_op_causal_grouped_query_matches_fp64(dtype, factor, atol, Hkv, ca
     _check_every_op(1, 8, Hkv, 333, 257, 64, dtype, factor, atol, causal, seed=Hkv)
 
 
+@pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES[:2], ids=lambda x: str(x))
+@pytest.mark.parametrize("D", [128, 256])
+@pytest.mark.parametrize("causal,T,M,Hkv", [(True, 600, 600, 4), ("bottom_right", 600, 450, 2)])
+def test_causal_backward_by_chunks_of_heads_matches_fp64(dtype, factor, atol, D, causal, T, M,
+                                                         Hkv):
+    """Buckets 128 and 256's sm_90 16-bit dQ and dK/dV kernels deal causal programs out
+    heaviest first over chunks of 8 heads (kernels/variants.toml HEAD_CHUNK): 12 heads (a
+    whole chunk, then a short one of 4) of several blocks each, and grouped heads folded
+    (6 heads of 1200 rows) with bottom-right T > M."""
+    _check_every_op(3, 4, Hkv, T, M, D, dtype, factor, atol, causal, seed=D + M)
+
+
 @pytest.mark.parametrize("dtype,factor,atol", RULE_DTYPES, ids=lambda x: str(x))
 @pytest.mark.parametrize("D", [1, 8, 40, 72, 96, 128, 200, 256])
 @pytest.mark.parametrize("T,M", [(113, 203), (1024, 1023)])
@@ -319,8 +331,9 @@ def test_every_sequence_length_tier_runs_and_matches_fp64(tier):
     _check_every_op(2, 3, 3, T, T, D, dtype, factor, atol, False, seed=bucket)
 
 
-def test_causal_grouped_query_backward_is_bitwise_deterministic():
-    q, k, v, do, *_ = operands(2, 8, 2, 1000, 1000, 64, torch.bfloat16, seed=5)
+@pytest.mark.parametrize("D", [64, 128])  # 128: programs dealt out by chunks of heads
+def test_causal_grouped_query_backward_is_bitwise_deterministic(D):
+    q, k, v, do, *_ = operands(2, 8, 2, 1000, 1000, D, torch.bfloat16, seed=5)
     o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v, causal=True)
     first = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o, causal=True)
     for _ in range(3):

@@ -731,9 +731,11 @@ def test_jit_call_launches_with_the_variants_ptxas_option(jit_launches):
 
 
 def test_a_config_sets_kernel_constexprs_over_the_ops():
-    """A config's `constexprs` (a per-tile kernel knob: TWO_PASS) join the op table's and are a
-    compile input (the cache key's JSON): bucket 256's 16-bit sm_90 dK/dV tiles sweep twice,
-    the other variants of the op keep the single sweep."""
+    """A config's `constexprs` (per-tile kernel knobs: TWO_PASS, HEAD_CHUNK) join the op
+    table's and are a compile input (the cache key's JSON): bucket 256's 16-bit sm_90 dK/dV
+    tiles sweep twice, the other variants of the op keep the single sweep; the 16-bit sm_90
+    fast and ragged dQ and dK/dV tiles of buckets 128 and 256 deal causal programs out by
+    chunks of 8 heads, every other backward variant keeps the per-head order."""
     spec = _spec()
     dkdv = [v for v in spec.variants if v.op == "bwd_dkdv"]
     two = {(v.dtype, v.head_dim, v.flavor, v.arch) for v in dkdv
@@ -744,6 +746,14 @@ def test_a_config_sets_kernel_constexprs_over_the_ops():
         c = dict(v.constexprs)
         assert c["COMPUTE_DK"] == 1 and c["COMPUTE_DV"] == 1
         assert v.as_json()["constexprs"] == c
+    chunked = {(v.op, v.dtype, v.head_dim, v.flavor, v.arch, v.max_len): dict(v.constexprs)
+               for v in spec.variants if "HEAD_CHUNK" in dict(v.constexprs)}
+    assert set(chunked) == {(op, dt, d, fl, 90, None) for op in ("bwd_dq", "bwd_dkdv")
+                            for dt in ("fp16", "bf16") for d in (128, 256)
+                            for fl in ("fast", "ragged")}
+    assert {c["HEAD_CHUNK"] for c in chunked.values()} == {8}
+    assert all(v.as_json()["constexprs"] == dict(v.constexprs) for v in spec.variants
+               if v.op == "bwd_dq")
 
 
 def test_jit_call_takes_a_configs_knobs_only_with_its_tile(jit_launches):
