@@ -7,7 +7,7 @@ masks (key padding with a fully masked batch, additive with -inf, dense with gro
 grouped-query heads (Hkv = 1, 2), ragged T/M (1, 3, primes), head dims 1, 72, 256, a
 strided (B, T, H, D) view, every sequence-length tier's cubin and the split head-dim buckets.
 Every dtype by default. Modes: "fast" runs float16 alone (racecheck is slower), "float32"
-float32 alone; "tiers", "split" or "d256" only those cases (with "fast": in float16 alone). Prints
+float32 alone; "tiers", "split", "d256" or "chunks" only those cases (with "fast": in float16 alone). Prints
 one line per case and "sanitize workload done" at the end.
 """
 
@@ -129,13 +129,24 @@ def _d256(dt):
     _case("D=256 strided", 2, 2, 2, 70, 150, 256, dt, bthd=True)
 
 
+def _chunks(dt):
+    """The causal backward's programs dealt out by chunks of 8 heads (HEAD_CHUNK: buckets 128
+    and 256, 16-bit fast and ragged dQ and dK/dV): 12 heads (a whole chunk and a short one),
+    grouped heads folded with bottom-right T > M, and the ragged flavour (D = 200)."""
+    _case("D=128 12 heads causal", 3, 4, 4, 300, 300, 128, dt, causal=True)
+    _case("D=256 12 heads causal", 3, 4, 4, 260, 260, 256, dt, causal=True)
+    _case("D=128 gqa bottom-right T>M", 3, 4, 2, 300, 200, 128, dt, causal="bottom_right")
+    _case("D=200 ragged 12 heads causal", 3, 4, 4, 150, 150, 200, dt, causal=True)
+
+
 def main():
     dtypes = ([torch.float16] if "fast" in sys.argv[1:] else [torch.float32]
               if "float32" in sys.argv[1:] else [torch.float16, torch.bfloat16, torch.float32])
     for mode, cases, mode_dtypes in (("tiers", _tiers, (torch.float16, torch.bfloat16,
                                                          torch.float32)),
                                      ("split", _split, (torch.float16, torch.bfloat16)),
-                                     ("d256", _d256, (torch.float16, torch.bfloat16))):
+                                     ("d256", _d256, (torch.float16, torch.bfloat16)),
+                                     ("chunks", _chunks, (torch.float16, torch.bfloat16))):
         if mode in sys.argv[1:]:  # those cases alone, in their dtypes (fp16 alone with "fast")
             for dt in mode_dtypes if "fast" not in sys.argv[1:] else (torch.float16,):
                 cases(dt)
