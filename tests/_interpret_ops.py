@@ -44,8 +44,8 @@ TAILS = {"on": False}
 # ship it) on every unmasked dK/dV launch, while on
 TWO_PASS = {"on": False}
 # the backward's HEAD_CHUNK (causal 16-bit dQ and dK/dV programs dealt out heaviest first
-# over chunks of that many heads: kernels/_common.py ordered_program) on every dQ and dK/dV
-# launch, while nonzero
+# over chunks of that many heads: kernels/sdpa_bwd.py ordered_program) on every dQ and dK/dV
+# launch (the ops that ship it; not the dK-only and dV-only ones), while nonzero
 HEAD_CHUNK = {"n": 0}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
