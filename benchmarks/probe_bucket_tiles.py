@@ -72,12 +72,17 @@ CONFIGS = {  # bucket: {op: candidates (BLOCK_M, BLOCK_N, num_warps, num_stages)
 }
 
 
+def shipped_variant(spec, op: str, D: int, general: bool):
+    """The untiered sm_90 fp16 variant of `op` at bucket D: the fast flavour's, else the
+    general one's (--general: the general one)."""
+    return min((v for v in spec.variants if v.op == op and v.dtype == "fp16" and v.head_dim == D
+                and v.arch == 90 and v.flavor in ("fast", "general") and v.max_len is None),
+               key=lambda v: v.flavor != ("general" if general else "fast"))
+
+
 def shipped(spec, op: str, D: int, general: bool) -> tuple:
-    """The untiered sm_90 fp16 variant's tile (fast flavour, else general; --general: the
-    general one), with its config's own constexprs (e.g. TWO_PASS) if any."""
-    v = min((v for v in spec.variants if v.op == op and v.dtype == "fp16" and v.head_dim == D
-             and v.arch == 90 and v.flavor in ("fast", "general") and v.max_len is None),
-            key=lambda v: v.flavor != ("general" if general else "fast"))
+    """shipped_variant's tile, with its config's own constexprs (e.g. TWO_PASS) if any."""
+    v = shipped_variant(spec, op, D, general)
     b = dict(v.blocks)
     knobs = jit_call.config_knobs(spec, v)
     return (b["BLOCK_M"], b["BLOCK_N"], v.num_warps, v.num_stages) + ((knobs,) if knobs else ())

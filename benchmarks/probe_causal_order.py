@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from ab_kernels import _tensors
-from probe_bucket_tiles import shipped
+from probe_bucket_tiles import shipped, shipped_variant
 
 from _harness import kernel_ms
 
@@ -53,13 +53,15 @@ def main(dims: list[int], lengths: list[int], rounds: int, ops: list[str],
             x = _tensors(B, H, T, D)
             for op in ops:
                 bm, bn, w, st, *kn = tile or shipped(spec, op, D, False)
+                # the shipped tile's register cap too (bucket 64's dQ: 128); --tile: none
+                cap = None if tile else shipped_variant(spec, op, D, False).maxnreg
 
                 def run(chunk, causal=(T, 0), op=op, bm=bm, bn=bn, w=w, st=st,
-                        kn=kn, x=x, B=B, T=T, D=D):
+                        kn=kn, cap=cap, x=x, B=B, T=T, D=D):
                     return jit_call.call(
                         spec, op, "fp16", x, (B, H, T, T, D), 1 / math.sqrt(D), causal=causal,
                         blocks={"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st,
-                        knobs={**(kn[0] if kn else {}), "HEAD_CHUNK": chunk})
+                        maxnreg=cap, knobs={**(kn[0] if kn else {}), "HEAD_CHUNK": chunk})
 
                 for c in CHUNKS:
                     run(c)  # compile
@@ -70,7 +72,8 @@ def main(dims: list[int], lengths: list[int], rounds: int, ops: list[str],
                 med = {c: statistics.median(t) for c, t in times.items()}
                 line = "  ".join(f"chunk{c} {med[c]:.4f} ms ({med[0] / med[c]:.3f}x)"
                                  for c in CHUNKS)
-                print(f"{op} D{D} B{B} T{T} causal {(bm, bn, w, st, *kn)}: {line}", flush=True)
+                print(f"{op} D{D} B{B} T{T} causal {(bm, bn, w, st, *kn)}"
+                      f"{f' maxnreg {cap}' if cap else ''}: {line}", flush=True)
                 if T == lengths[0]:
                     full = {c: kernel_ms(lambda c=c: run(c, None), n=10) for c in (0, 16)}
                     print(f"{op} D{D} B{B} T{T} full: chunk0 {full[0]:.4f} ms  chunk16 "
