@@ -1,5 +1,5 @@
 """The order in which causal backward programs start (GPU only; JIT, kernel time from the
-profiler): HEAD_CHUNK (kernels/_common.py ordered_program) for the 16-bit dQ and dK/dV
+profiler): HEAD_CHUNK (kernels/sdpa_bwd.py ordered_program) for the 16-bit dQ and dK/dV
 kernels, each bucket's shipped sm_90 fp16 tile and knobs, B * T = 16k, H = 16, causal
 (top-left), against HEAD_CHUNK = 0 (per head: the order before). Chunks of 8 and 16 heads
 and one chunk of every head (4096: heaviest first over the whole launch). Interleaved rounds

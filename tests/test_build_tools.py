@@ -745,15 +745,15 @@ def test_a_config_sets_kernel_constexprs_over_the_ops():
     for v in dkdv:
         c = dict(v.constexprs)
         assert c["COMPUTE_DK"] == 1 and c["COMPUTE_DV"] == 1
-        assert v.as_json()["constexprs"] == c
     chunked = {(v.op, v.dtype, v.head_dim, v.flavor, v.arch, v.max_len): dict(v.constexprs)
                for v in spec.variants if "HEAD_CHUNK" in dict(v.constexprs)}
     assert set(chunked) == {(op, dt, d, fl, 90, None) for op in ("bwd_dq", "bwd_dkdv")
                             for dt in ("fp16", "bf16") for d in (128, 256)
                             for fl in ("fast", "ragged")}
     assert {c["HEAD_CHUNK"] for c in chunked.values()} == {8}
-    assert all(v.as_json()["constexprs"] == dict(v.constexprs) for v in spec.variants
-               if v.op == "bwd_dq")
+    for v in spec.variants:  # every knob a compile input
+        if v.op in ("bwd_dq", "bwd_dkdv"):
+            assert v.as_json()["constexprs"] == dict(v.constexprs)
 
 
 def test_jit_call_takes_a_configs_knobs_only_with_its_tile(jit_launches):
