@@ -75,7 +75,10 @@ SHAPES_SPLIT = {"d80_1k": (16, 16, 1024, 80), "d96_1k": (16, 16, 1024, 96),
 TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PRECISIONS = {"fp16": ("fp16", None), "fp32": ("fp32", "tf32x3"), "tf32": ("fp32", "tf32"),
               # named only: fp32 as six bf16 products (Triton's "bf16x6", ~fp32 accuracy)
-              "bf16x6": ("fp32", "bf16x6")}
+              "bf16x6": ("fp32", "bf16x6"),
+              # named only: fp32 as three fp16 products of scaled operands (kernels/_common.py
+              # mma), over SPLIT_BF16's candidates and FP16X3_MORE's
+              "fp16x3": ("fp32", "fp16x3")}
 DEFAULT_PRECISIONS = ("fp16", "fp32", "tf32")
 HALF = {  # fwd, bwd_dkdv, bwd_dq, jvp, fwd_jvp: the first is the current sm_90 D = 64 config
     # (the forward's: the untiered fast flavour's, registers capped at 128; (64, 64, 4, 2) is its
@@ -173,6 +176,13 @@ SPLIT_BF16 = {  # fp32 in "bf16x6" products (bfloat16 operand tiles, three per o
     "bwd_fused": [(32, 128, 8, 1), (32, 128, 8, 2), (64, 128, 8, 1), (64, 64, 4, 1), (32, 64, 4, 1),
                   (64, 64, 8, 1), (16, 128, 8, 1)],
 }
+FP16X3_MORE = {  # "fp16x3" also tries these (its operand parts take half bf16x6's registers
+    # and shared memory: deeper pipelines and larger tiles fit)
+    "fwd": [(128, 64, 8, 4), (64, 64, 4, 2), (64, 128, 4, 3)],
+    "fwd_jvp": [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)],
+    "jvp": [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 3)],
+    "bwd_fused": [(64, 64, 4, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 4, 1)],
+}
 SPLIT_BF16_128 = {  # as SPLIT_BF16, D = 128
     "fwd": [(128, 64, 8, 1), (128, 64, 8, 2), (128, 128, 8, 1), (128, 32, 8, 2), (64, 64, 4, 2),
             (64, 128, 8, 2)],
@@ -244,7 +254,10 @@ def _jobs(ops, d128=False, precs=DEFAULT_PRECISIONS, min1=False, split_buckets=F
                 half, full, split = HALF_SPLIT, {}, {}
                 if prec != "fp16" or op not in half:
                     continue
-            cfgs = {"fp16": half, "bf16x6": split}.get(prec, full).get(op) or full[op]
+            cfgs = {"fp16": half, "bf16x6": split, "fp16x3": split}.get(prec, full).get(
+                op) or full[op]
+            if prec == "fp16x3":
+                cfgs = [*cfgs, *(c for c in FP16X3_MORE.get(op, []) if c not in cfgs)]
             for i, cfg in enumerate(cfgs):
                 if not min1 or i == 0:
                     yield op, prec, dtype, ip, cfg, None
