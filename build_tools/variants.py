@@ -16,9 +16,14 @@ DTYPE_TRITON = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "tf32": "fp32"}
 # fp32 must be fp32-accurate: tensor-core products in split precision, whose sum carries fp32
 # accuracy: "tf32x3" (three TF32 products) or "bf16x6" (six bfloat16 products), per arch as
 # variants.toml's `fp32_precision` says (default "tf32x3"), or IEEE products where an op asks
-# with `input_precision = { fp32 = "ieee" }`; never plain TF32. 16-bit inputs ignore the setting.
+# with `input_precision = { fp32 = "ieee" }`, or "fp16x3" (three fp16 products of scaled
+# operands, kernels/_common.py mma) where an op's `fp16x3` where-table covers the variant;
+# never plain TF32. 16-bit inputs ignore the setting.
 INPUT_PRECISION = {"fp16": "tf32", "bf16": "tf32", "fp32": "tf32x3", "tf32": "tf32"}
-FP32_ACCURATE = {"ieee", "tf32x3", "bf16x6"}
+FP32_ACCURATE = {"ieee", "tf32x3", "bf16x6", "fp16x3"}
+# "fp16x3" is computed by _common.mma, not by tl.dot: only for ops whose every product goes
+# through mma, and only where a `fp16x3` where-table names it (never an arch-wide default)
+MMA_ONLY = {"fp16x3"}
 EXTRA_DTYPES = {"tf32"}
 BLOCK_KEYS = ("BLOCK_M", "BLOCK_N", "TAIL_M", "TAIL_N")
 # a narrow ragged tail (the kernels' TAIL_N in the forward and dQ, TAIL_M in dK/dV; unset: 0,
@@ -231,7 +236,8 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
              fp32_precision: dict[int, str]) -> Variant:
     """One variant of `op` at `where` (arch, dtype, bucket) compiled with `cfg`. A config's own
     min_blocks_per_sm (a sequence-length tier's tile measured with it) overrides the op's
-    where-table; the op's input_precision overrides the arch's fp32_precision."""
+    where-table; the op's input_precision overrides the arch's fp32_precision, and its fp16x3
+    where-table both, for the fp32 variants it covers."""
     arch, dtype, head_dim = where
     blocks = tuple((k, int(cfg[k])) for k in BLOCK_KEYS if k in cfg)
     if any(b > MAX_BLOCK for _, b in blocks):
@@ -243,13 +249,16 @@ def _variant(op: str, table: dict, cfg: dict, where: tuple[int, str, int], flavo
             raise ValueError(f"variants.toml: op {op!r} {tail} = {n}: a power of two >= 16 "
                              f"below {block} ({cfg.get(block)})")
     mb = 1 if any(_covers(e, *where, flavor) for e in table.get("min_blocks_per_sm", [])) else None
+    precision = table.get("input_precision", {}).get(dtype, fp32_precision.get(
+        arch, INPUT_PRECISION[dtype]) if dtype == "fp32" else INPUT_PRECISION[dtype])
+    if dtype == "fp32" and any(_covers(e, *where, flavor) for e in table.get("fp16x3", [])):
+        precision = "fp16x3"
     if "min_blocks_per_sm" in cfg:
         mb = int(cfg["min_blocks_per_sm"])
     return Variant(
         op=op, source=table["source"], kernel=table["kernel"], grid=table["grid"], dtype=dtype,
         head_dim=head_dim, arch=arch, serves=tuple(serves[arch]), flavor=flavor, blocks=blocks,
-        input_precision=table.get("input_precision", {}).get(dtype, fp32_precision.get(
-            arch, INPUT_PRECISION[dtype]) if dtype == "fp32" else INPUT_PRECISION[dtype]),
+        input_precision=precision,
         # the op's constexprs, then the config's own (a kernel knob set per tile, e.g. TWO_PASS)
         constexprs=tuple(sorted({**table.get("constexprs", {}),
                                  **cfg.get("constexprs", {})}.items())),
@@ -277,9 +286,10 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     if missing:
         raise ValueError(f"variants.toml: [serves] has no entry for archs {missing}")
     fp32_precision = {int(a): p for a, p in data.get("fp32_precision", {}).items()}
-    if not set(fp32_precision.values()) <= FP32_ACCURATE:
+    if not set(fp32_precision.values()) <= FP32_ACCURATE - MMA_ONLY:
         raise ValueError(f"variants.toml: fp32_precision {fp32_precision}; fp32 must stay "
-                         f"fp32-accurate ({sorted(FP32_ACCURATE)})")
+                         f"fp32-accurate ({sorted(FP32_ACCURATE - MMA_ONLY)}; fp16x3 only "
+                         "through an op's fp16x3 where-table)")
     bucket_dtypes = {int(b): list(d) for b, d in data.get("bucket_dtypes", {}).items()}
     limits = {f: data.get(f, {}) for f in LIMITED_FLAVORS}  # where those are compiled
     split = data.get("split_buckets", {})  # head-dim buckets that are not powers of two
@@ -289,10 +299,14 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     variants = []
     for op, table in data["ops"].items():
         bad = {d: p for d, p in table.get("input_precision", {}).items()
-               if d == "fp32" and p not in FP32_ACCURATE}
+               if d == "fp32" and p not in FP32_ACCURATE - MMA_ONLY}
         if bad:
             raise ValueError(f"variants.toml: op {op!r} asks for {bad}; fp32 must stay "
-                             f"fp32-accurate ({sorted(FP32_ACCURATE)})")
+                             f"fp32-accurate ({sorted(FP32_ACCURATE - MMA_ONLY)}; fp16x3 "
+                             "through the op's fp16x3 where-table)")
+        if any(set(e.get("dtypes", ["fp32"])) != {"fp32"} for e in table.get("fp16x3", [])):
+            raise ValueError(f"variants.toml: op {op!r} fp16x3 {table['fp16x3']}: a float32 "
+                             "product precision (dtypes, if given, must be [\"fp32\"])")
         extra = table.get("extra_dtypes", [])
         if not set(extra) <= EXTRA_DTYPES:
             raise ValueError(f"variants.toml: op {op!r} extra_dtypes {extra}; known: "

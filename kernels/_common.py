@@ -420,7 +420,60 @@ def round_tf32(x, INPUT_PRECISION: tl.constexpr):
 
 
 @triton.jit
+def pow2_scale(x, AXIS: tl.constexpr):
+    """Per row (AXIS 1) or column (AXIS 0) of a float32 tile x: s = 2**e, the power of two
+    with max|x| * s in [2**14, 2**15), and 1 / s. e = 141 - E, where E is the biased exponent
+    of max|x| (141 = 127, the bias, + 14), clamped to [-126, 126] so that s and 1 / s are
+    normal floats: every finite max down to 2**-112 is scaled into that range (the largest,
+    < 2**128, needs e = -113); a smaller one, or zero, gets s = 2**126, whose fp16 parts still
+    hold x to 2**-150, below float32's own resolution there; inf or NaN stays so. Multiplying by
+    s or 1 / s is exact."""
+    amax = tl.max(tl.abs(x), AXIS)
+    e = 141 - ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF)  # 0xFF: the 8 exponent bits
+    e = tl.minimum(tl.maximum(e, -126), 126)
+    s = ((e + 127) << 23).to(tl.float32, bitcast=True)  # 2**e, built from its exponent field
+    inv = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-e
+    return s, inv
+
+
+@triton.jit
+def split_f16(x):
+    """x = hi + lo + r with hi = fp16(x), lo = fp16(x - hi) (round to nearest): |r| <=
+    2**-22 |x| while lo is a normal fp16. Scaled by pow2_scale (row max in [2**14, 2**15)),
+    that holds down to ~2**-16 of the row's max; below it lo is subnormal and |r| stays under
+    2**-24, i.e. 2**-38 of the row's max."""
+    hi = x.to(tl.float16)
+    return hi, (x - hi.to(tl.float32)).to(tl.float16)
+
+
+@triton.jit
 def mma(a, b, acc, INPUT_PRECISION: tl.constexpr):
-    """acc + a @ b on tensor cores (acc None: a @ b), operands rounded by round_tf32."""
-    return tl.dot(round_tf32(a, INPUT_PRECISION), round_tf32(b, INPUT_PRECISION), acc,
-                  input_precision=INPUT_PRECISION)
+    """acc + a @ b on tensor cores (acc None: a @ b), operands rounded by round_tf32.
+
+    INPUT_PRECISION "fp16x3" (float32 a, b; kernels/variants.toml): three fp16 products,
+      a @ b = (a_lo b_hi + a_hi b_lo + a_hi b_hi) / (s_a s_b)        (fp32 accumulation)
+    where s_a scales each row of a and s_b each column of b by a power of two (pow2_scale,
+    so fp16's range holds them whatever their size) and a s_a = a_hi + a_lo (split_f16). The
+    dropped a_lo b_lo and split remainders are ~2**-22 of |a_i| |b_j| per term, against
+    "bf16x6"'s six bfloat16 products at ~2**-24: at fp16's full tensor-core rate, half the
+    products."""
+    if INPUT_PRECISION == "fp16x3":
+        # -- power-of-two scales: rows of a, columns of b
+        sa, ia = pow2_scale(a, 1)
+        sb, ib = pow2_scale(b, 0)
+        # -- each scaled operand as two fp16 parts
+        a_hi, a_lo = split_f16(a * sa[:, None])
+        b_hi, b_lo = split_f16(b * sb[None, :])
+        # -- the small terms first, then hi * hi, in one fp32 accumulator
+        p = tl.dot(a_lo, b_hi)
+        p = tl.dot(a_hi, b_lo, p)
+        p = tl.dot(a_hi, b_hi, p)
+        # -- undo the scales (exact; their product first, so that p * 1/s_a alone cannot
+        #    overflow where 1/s_b brings it back), then add to acc
+        p = p * (ia[:, None] * ib[None, :])
+        if acc is not None:
+            p = acc + p
+        return p
+    else:
+        return tl.dot(round_tf32(a, INPUT_PRECISION), round_tf32(b, INPUT_PRECISION), acc,
+                      input_precision=INPUT_PRECISION)

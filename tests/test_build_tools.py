@@ -505,23 +505,35 @@ def test_fp32_may_not_ask_for_plain_tf32(tmp_path):
 
 def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
     """float32 variants are fp32-accurate in their arch's split precision (variants.toml
-    fp32_precision: "bf16x6" on sm_90, "tf32x3" on sm_80) unless the op names its own; plain
-    TF32 only in the opt-in "tf32" variants, and a table asking for it is refused."""
+    fp32_precision: "bf16x6" on sm_90, "tf32x3" on sm_80) unless the op names its own, or its
+    fp16x3 where-table covers the variant (then "fp16x3"); plain TF32 only in the opt-in
+    "tf32" variants, and a table asking for it is refused."""
     spec = variants_mod.load(ROOT / "kernels" / "variants.toml")
     prec = {}
     for v in spec.variants:
-        prec.setdefault((v.op, v.dtype, v.arch), set()).add(v.input_precision)
+        covered = any(variants_mod._covers(e, v.arch, v.dtype, v.head_dim, v.flavor)
+                      for e in spec.ops[v.op].get("fp16x3", []))
+        prec.setdefault((v.op, v.dtype, v.arch, covered), set()).add(v.input_precision)
     own = {op for op, t in spec.ops.items() if "fp32" in t.get("input_precision", {})}
-    for (op, dt, arch), ps in prec.items():
+    for (op, dt, arch, covered), ps in prec.items():
         if dt == "fp32":
-            want = spec.ops[op]["input_precision"]["fp32"] if op in own else (
-                "bf16x6" if arch == 90 else "tf32x3")
+            want = "fp16x3" if covered else spec.ops[op]["input_precision"]["fp32"] if (
+                op in own) else ("bf16x6" if arch == 90 else "tf32x3")
             assert ps == {want}, (op, arch, ps)
         elif dt == "tf32":
             assert ps == {"tf32"}, (op, arch, ps)
+    # fp16x3 where measured faster (variants.toml, results/probe_fp16x3_h200.log): sm_90 only,
+    # the forward, the JVPs and the one-kernel backward, buckets 32 and 64 (bucket 128 lost
+    # once compiled ahead of time)
+    fp16x3 = {(v.op, v.arch, v.head_dim, v.flavor) for v in spec.variants
+              if v.input_precision == "fp16x3"}
+    assert {op for op, *_ in fp16x3} == {"fwd", "fwd_jvp", "jvp", "bwd_fused"}
+    assert {arch for _, arch, *_ in fp16x3} == {90}
+    assert {hd for _, _, hd, _ in fp16x3} == {32, 64}
+    assert ("bwd_fused", 90, 64, "ragged") in fp16x3 and ("fwd", 90, 64, "masked") in fp16x3
     assert {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}.isdisjoint(own)
     assert "bwd_jvp_rows" in own  # faster in tf32x3 (variants.toml [ops.bwd_jvp_dkdv])
-    tf32_ops = {op for op, dt, _ in prec if dt == "tf32"}
+    tf32_ops = {op for op, dt, *_ in prec if dt == "tf32"}
     assert "fwd" in tf32_ops and "bwd_jvp_rows" not in tf32_ops
     text = (ROOT / "kernels" / "variants.toml").read_text()
     path = tmp_path / "variants.toml"
@@ -529,6 +541,18 @@ def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
     assert text.count(old) == 1
     path.write_text(text.replace(old, 'fp32_precision = { 90 = "tf32", 80 = "tf32x3" }'))
     with pytest.raises(ValueError, match="fp32-accurate"):
+        variants_mod.load(path)
+    # fp16x3 is computed by _common.mma: never arch-wide (the HVP kernels call tl.dot), never
+    # an op's input_precision, and its where-table is for float32 only
+    path.write_text(text.replace(old, 'fp32_precision = { 90 = "fp16x3", 80 = "tf32x3" }'))
+    with pytest.raises(ValueError, match="fp16x3 only"):
+        variants_mod.load(path)
+    path.write_text(text.replace("[ops.fwd]\n", '[ops.fwd]\ninput_precision = { fp32 = "fp16x3" }\n'))
+    with pytest.raises(ValueError, match="where-table"):
+        variants_mod.load(path)
+    path.write_text(text.replace("[ops.bwd_dkdv]\n",
+                                 '[ops.bwd_dkdv]\nfp16x3 = [{ dtypes = ["fp16"] }]\n'))
+    with pytest.raises(ValueError, match="fp16x3"):
         variants_mod.load(path)
 
 

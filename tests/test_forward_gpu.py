@@ -40,7 +40,7 @@ def test_forward_matches_fp64(dtype, factor, atol, D, T, M):
     to, tm, tl = reference.forward(q, k, v)  # PyTorch, same dtype
     assert_within("o", o, ro, to, factor, atol)
     # m's size is that of the scores |S| (~10 at D=1, scale 1): fp32's split-precision
-    # products (tf32x3 on sm_80; bf16x6 on sm_90) drop their smallest terms, a relative error
+    # products (tf32x3 on sm_80; bf16x6 or fp16x3 on sm_90) drop their smallest terms, a relative error
     # ~2**-22 per product where IEEE has 2**-24, so m's atol is relative to max |m| (measured
     # in tf32x3 at D=1, T*M >= 1e5, H200: 1.9e-6..2.9e-6 vs torch's 2.4e-7..4.7e-7, for |m| up
     # to ~10).

@@ -22,8 +22,8 @@ def _inventory() -> None:
     print(f"{'op':<18}{'dtype':<10}{'products':<9}{'D':>4} {'arch':<7}{'flavor':<13}{'T,M<=':>15}"
           f"{'BLOCK_M':>8}{'BLOCK_N':>8}{'warps':>6}{'stages':>7}{'smem':>8}{'cubin':>9}")
     for r in inv:
-        # products: the tensor-core input precision (float32: bf16x6 on sm_90, tf32x3 on
-        # sm_80 = fp32-accurate, the default; tf32 = under
+        # products: the tensor-core input precision (float32: bf16x6 or fp16x3 on sm_90,
+        # tf32x3 on sm_80 = fp32-accurate, the default; tf32 = under
         # torch.set_float32_matmul_precision("high"/"medium"))
         prec = r["input_precision"] if r["dtype"] == "float32" else "native"
         print(f"{r['op']:<18}{r['dtype']:<10}{prec:<9}{r['head_dim']:>4} {r['arch']:<7}"

@@ -420,7 +420,7 @@ def fused_bwd(dt: int, D: int, device: int) -> bool:
     """Whether an unmasked backward runs the one-kernel dK/dV/dQ (bwd_fused: dQ by float32
     atomic adds, five block products per block pair against the two kernels' seven) instead
     of the dK/dV and dQ kernels: fp32-accurate float32 whose head-dim bucket has it on
-    `device` (sm_90, where that backward is bound by its "bf16x6" products), and only while
+    `device` (sm_90, where that backward is bound by its split products), and only while
     torch.are_deterministic_algorithms_enabled() is False: its dQ sums run in the order the
     programs reach them, so dQ is not bitwise repeatable (dK, dV are), as torch's own float32
     backward (the efficient backend's) is not."""
@@ -435,8 +435,9 @@ _FP32_PRECISION: dict[int, str] = {}  # device index -> its float32 variants' pr
 
 def fp32_precision(device: int) -> str:
     """The product precision of the fp32-accurate forward+JVP variants that run on `device`
-    (variants.toml's fp32_precision of the arch serving it: "bf16x6" on sm_90, "tf32x3" on
-    sm_80), read from the kernel inventory once per device ("" when none serves it)."""
+    (the first such row of the kernel inventory, read once per device; "" when none serves
+    it): "tf32x3" on sm_80; on sm_90 "bf16x6" or "fp16x3", per bucket and flavour
+    (variants.toml [ops.fwd_jvp] fp16x3), neither of which splits (split_fwd_jvp)."""
     p = _FP32_PRECISION.get(device)
     if p is None:
         p = next((r["input_precision"] for r in _served(device) if r["op"] == "fwd_jvp"

@@ -1,0 +1,103 @@
+"""The "fp16x3" float32 products (kernels/_common.py mma: rows of a and columns of b scaled by
+powers of two, each split in two fp16 parts, three fp16 products in fp32 accumulation) in
+Triton's interpreter, on the CPU, against float64: an element error within 2**-20 of
+sum_k |a_ik| |b_kj| (three dropped terms of ~2**-22 each, plus fp32 accumulation), on rows and
+columns whose sizes span 10**-15 .. 10**15, rows of 1e36 and of float32 subnormals, sizes
+spanning 10**24 inside a row (fp16 alone holds 6e-8 .. 65504), a zero row, and an
+accumulator. The interpreter runs fp16 dots as NumPy matmuls in float32 (exact products), so
+this checks the scaling and splitting; the GPU tests (test_precision_gpu.py) check the
+kernels that use it against torch's error."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+np = pytest.importorskip("numpy")
+if tuple(int(x) for x in np.__version__.split(".")[:2]) >= (2, 3):
+    pytest.skip("Triton 3.6's interpreter needs NumPy < 2.3 (the test extras pin it)",
+                allow_module_level=True)
+
+KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+
+# run in a child process: TRITON_INTERPRET must hold when _common's @triton.jit runs
+SCRIPT = r"""
+import json, sys
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+sys.path.insert(0, sys.argv[1])
+from _common import mma
+
+@triton.jit
+def _kernel(A, B, C, M: tl.constexpr, K: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr,
+            ACC: tl.constexpr):
+    rm, rk, rn = tl.arange(0, M), tl.arange(0, K), tl.arange(0, N)
+    a = tl.load(A + rm[:, None] * K + rk[None, :])
+    b = tl.load(B + rk[:, None] * N + rn[None, :])
+    c_ptrs = C + rm[:, None] * N + rn[None, :]
+    if ACC:
+        tl.store(c_ptrs, mma(a, b, tl.load(c_ptrs), PREC))
+    else:
+        tl.store(c_ptrs, mma(a, b, None, PREC))
+
+M, K, N = 32, 64, 16
+rng = np.random.default_rng(0)
+cases = {}
+for name in ("gaussian", "wide", "extremes"):
+    a = rng.standard_normal((M, K))
+    b = rng.standard_normal((K, N))
+    if name == "wide":  # rows of a and columns of b from 1e-15 to 1e15
+        a *= 10.0 ** rng.uniform(-15, 15, (M, 1))
+        b *= 10.0 ** rng.uniform(-15, 15, (1, N))
+    if name == "extremes":  # a zero row, float32-subnormal and huge rows, mixed inside rows
+        a[0] = 0
+        a[1] *= 1e-40
+        a[2] *= 1e36
+        a[3] *= 10.0 ** rng.uniform(-12, 12, K)
+        b[:, 0] *= 1e-36
+        b[:, 1] *= 1e-30
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    for acc in (0, 1):
+        c0 = rng.standard_normal((M, N)).astype(np.float32) if acc else np.zeros((M, N), np.float32)
+        c = torch.from_numpy(c0.copy())
+        _kernel[(1,)](torch.from_numpy(a), torch.from_numpy(b), c, M, K, N, "fp16x3", acc)
+        c = c.numpy()
+        exact = a.astype(np.float64) @ b.astype(np.float64) + c0
+        scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64) + np.abs(c0)
+        err = np.abs(c - exact)
+        ok = scale > 1e-30  # below: float32 itself underflows (a[1] b[:, 0] ~ 1e-76)
+        cases[f"{name} acc{acc}"] = {
+            "finite": bool(np.isfinite(c).all()),
+            "worst": float((err[ok] / scale[ok]).max()),
+            "underflow_err": float(err[~ok].max()) if (~ok).any() else 0.0,
+            "zero_exact": bool((err[scale == 0] == 0).all()),
+        }
+print(json.dumps(cases))
+"""
+
+
+@pytest.fixture(scope="module")
+def cases():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(KERNELS)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["gaussian", "wide", "extremes"])
+@pytest.mark.parametrize("acc", [0, 1])
+def test_fp16x3_products_are_float32_accurate(cases, name, acc):
+    case = cases[f"{name} {'acc1' if acc else 'acc0'}"]
+    assert case["finite"]  # no fp16 overflow: the power-of-two scales hold every size
+    assert case["zero_exact"]  # a zero row gives exactly the accumulator
+    assert case["underflow_err"] <= 1e-30
+    # 2**-20 relative to sum |a||b|: a dropped lo part (fp16 alone: ~2**-11) or an unscaled
+    # operand (flushed or overflowed in fp16) fails it by orders of magnitude
+    assert case["worst"] <= 2.0 ** -20, case  # measured 0.9-1.1e-7 (~2**-23)
