@@ -6,9 +6,10 @@ of the compiled cubin, `_ops._launch` runs the same Triton source in the interpr
 block sizes of kernels/variants.toml and the arguments assembled by parameter name exactly as
 the generated launchers do. Prints one JSON object: check name -> [max error, allowance].
 
-    python tests/_interpret_ops.py [fp32] [fp16]   only the checks of the dtypes named (fp16
-    with the split head-dim buckets' cases; default both), so that the test can run the two
-    halves side by side in two processes
+    python tests/_interpret_ops.py [fp32] [fp16] [fp16x3]   only the checks of the dtypes named
+    (fp16 with the split head-dim buckets' cases; default fp32 and fp16), so that the test can
+    run the two halves side by side in two processes; fp16x3: float32 checks whose launches run
+    "fp16x3" products where sm_90 ships them (tests/test_fp16x3.py)
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ TWO_PASS = {"on": False}
 # over chunks of that many heads: kernels/sdpa_bwd.py ordered_program) on every dQ and dK/dV
 # launch (the ops that ship it; not the dK-only and dV-only ones), while nonzero
 HEAD_CHUNK = {"n": 0}
+# float32 products in "fp16x3" (kernels/_common.py mma) where the dispatched sm_90 variant
+# ships them (variants.toml fp16x3 where-tables), while on; elsewhere, and while off, IEEE
+FP16X3 = {"on": False}
 DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
@@ -59,10 +63,25 @@ def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=Non
     if Z * H == 0 or (T if SPEC.ops[op]["grid"] == "T" else M) == 0:
         return  # the dispatcher launches nothing for an empty problem
     jit_call.call(SPEC, op, ("fp16", "bf16", "fp32")[dtype], tensors, sizes, scale,
-                  has_tdo=has_tdo, causal=causal, bias=bias, input_precision="ieee",
+                  has_tdo=has_tdo, causal=causal, bias=bias,
+                  input_precision=_precision(op, dtype, sizes[4], bias),
                   masked_level=MASKED_LEVEL["level"],
                   tails={"TAIL_N": 16, "TAIL_M": 16} if TAILS["on"] else None,
                   knobs=_knobs(op, bias))
+
+
+def _precision(op, dtype, D, bias) -> str:
+    """The products of an interpreted launch: "ieee", or, with FP16X3 on, "fp16x3" where the
+    sm_90 float32 variant that jit_call runs (the general or masked flavour of the smallest
+    bucket >= D) has it (the interpreter has no "bf16x6")."""
+    if FP16X3["on"] and dtype == 2:
+        flavor = "general" if bias is None else "masked"
+        v = min((v for v in SPEC.variants if v.op == op and v.dtype == "fp32" and v.arch == 90
+                 and v.head_dim >= D and v.flavor == flavor), key=lambda v: v.head_dim,
+                default=None)
+        if v is not None and v.input_precision == "fp16x3":
+            return "fp16x3"
+    return "ieee"
 
 
 def _knobs(op, bias) -> dict | None:
@@ -104,7 +123,8 @@ def _check_all(out, dtype, atol, shape, g, Hkv=None, bthd=False, causal=False, m
            f"{' causal=' + str(causal) if causal else ''}"
            f"{'' if mk is None else f' mask{tuple(mk.shape)}:{str(mk.dtype)[6:]}'}"
            f"{' MASKED=1' if level == 1 and mk is not None else ''}{' tails' if tails else ''}"
-           f"{' two_pass' if two_pass else ''}{f' chunk{head_chunk}' if head_chunk else ''}")
+           f"{' two_pass' if two_pass else ''}{f' chunk{head_chunk}' if head_chunk else ''}"
+           f"{' fp16x3' if FP16X3['on'] else ''}")
     TAILS["on"], HEAD_CHUNK["n"] = tails, head_chunk
     c = causal
     _, m64, l64 = reference.forward(*x64[:3], causal=c, mask=mk)
@@ -286,6 +306,21 @@ def main(names):
     # 80 = 64 + 16 and 96 = 64 + 32; the other ops in 128): a tail cut at D (72), a whole one
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),
     # and causal over several blocks each way (the unmasked sweeps of whole blocks as well)
+    # float32 in "fp16x3" products where sm_90 ships them (D <= 64: the forward, the JVPs and
+    # the one-kernel backward; the other ops stay IEEE): ragged T, M and D, the full bucket 64
+    # (the one-kernel backward runs there, both ways), causal over several blocks, grouped
+    # heads, a key-padding mask (the masked flavours) and a dense one
+    if "fp16x3" in names:
+        FP16X3["on"] = True
+        f32 = (torch.float32, 5e-7)
+        _check_all(out, *f32, (1, 2, 37, 45, 16), g)
+        _check_all(out, *f32, (1, 2, 40, 70, 64), g)
+        _check_all(out, *f32, (1, 2, 150, 170, 40), g, causal=True)
+        _check_all(out, *f32, (2, 4, 9, 13, 16), g, Hkv=2)
+        _check_all(out, *f32, (2, 2, 37, 70, 16), g, mask=_key_padding)
+        _check_all(out, *f32, (1, 2, 90, 80, 16), g, causal="bottom_right",
+                   mask=lambda B, H, T, M: _additive(g, (1, H, T, M)))
+        FP16X3["on"] = False
     if "fp16" in names:
         _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)
         _check_all(out, torch.float16, 2e-4, (1, 2, 70, 50, 96), g, Hkv=1, causal="bottom_right")

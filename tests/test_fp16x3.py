@@ -22,7 +22,8 @@ if tuple(int(x) for x in np.__version__.split(".")[:2]) >= (2, 3):
     pytest.skip("Triton 3.6's interpreter needs NumPy < 2.3 (the test extras pin it)",
                 allow_module_level=True)
 
-KERNELS = Path(__file__).resolve().parent.parent / "kernels"
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "kernels"
 
 # run in a child process: TRITON_INTERPRET must hold when _common's @triton.jit runs
 SCRIPT = r"""
@@ -101,3 +102,37 @@ def test_fp16x3_products_are_float32_accurate(cases, name, acc):
     # 2**-20 relative to sum |a||b|: a dropped lo part (fp16 alone: ~2**-11) or an unscaled
     # operand (flushed or overflowed in fp16) fails it by orders of magnitude
     assert case["worst"] <= 2.0 ** -20, case  # measured 0.9-1.1e-7 (~2**-23)
+
+
+@pytest.fixture(scope="module")
+def through_the_ops():
+    """tests/_interpret_ops.py fp16x3: every public op on float32 problems, each launch whose
+    sm_90 variant ships fp16x3 running it in the interpreter (the rest IEEE)."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "_interpret_ops.py"),
+                          "fp16x3"], capture_output=True, text=True, env=env, timeout=1200)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_ops_in_fp16x3_match_float64_in_the_interpreter(through_the_ops):
+    """Each output against float64 within the project's rule (2x torch's float32 error +
+    5e-7 (1 + |ref|)): ragged shapes, the full 64 bucket (one-kernel backward both ways),
+    causal, grouped heads, key-padding and dense masks. Dropping the lo products from mma
+    fails 150 of the 158 checks (measured)."""
+    from build_tools.variants import load
+
+    spec = load(KERNELS / "variants.toml")
+    # the launches checked do run fp16x3: the general / masked sm_90 float32 variants that
+    # jit_call picks for D = 16 and 64 have it
+    for op, D, flavor in (("fwd", 16, "general"), ("fwd", 16, "masked"), ("jvp", 64, "general"),
+                          ("fwd_jvp", 40, "general"), ("bwd_fused", 64, "general")):
+        v = min((v for v in spec.variants if v.op == op and v.dtype == "fp32" and v.arch == 90
+                 and v.head_dim >= D and v.flavor == flavor), key=lambda v: v.head_dim)
+        assert v.input_precision == "fp16x3", (op, D, flavor)
+    checks = through_the_ops
+    assert {"fwd[0]", "jvp[0]", "fwd_jvp[1]", "bwd_fused(o)[0]", "bwd_fused(stats)[2]"} <= {
+        k.split()[0] for k in checks}
+    assert all(k.endswith(" fp16x3") for k in checks)
+    bad = {k: v for k, v in checks.items() if v[0] > v[1]}
+    assert not bad, bad
