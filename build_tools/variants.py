@@ -279,6 +279,15 @@ def _narrow(cfg: dict) -> int | None:
     return next(int(cfg[t]) for t in TAIL_OF if t in cfg)
 
 
+def _kernel_source(path: Path, source: str) -> str:
+    """A kernel source's text: next to the variants.toml read, else in the repository's
+    kernels/ (a test's edited copy of variants.toml lives elsewhere)."""
+    src = Path(path).parent / source
+    if not src.is_file():
+        src = Path(__file__).resolve().parent.parent / "kernels" / source
+    return src.read_text()
+
+
 def load(path: Path, only_ops: set[str] | None = None) -> Spec:
     data = tomllib.loads(Path(path).read_text())
     serves = {int(a): [int(c) for c in ccs] for a, ccs in data["serves"].items()}
@@ -307,6 +316,9 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
         if any(set(e.get("dtypes", ["fp32"])) != {"fp32"} for e in table.get("fp16x3", [])):
             raise ValueError(f"variants.toml: op {op!r} fp16x3 {table['fp16x3']}: a float32 "
                              "product precision (dtypes, if given, must be [\"fp32\"])")
+        if table.get("fp16x3") and "tl.dot(" in _kernel_source(path, table["source"]):
+            raise ValueError(f"variants.toml: op {op!r} fp16x3: {table['source']} calls tl.dot "
+                             "itself; fp16x3 products exist only in _common.mma")
         extra = table.get("extra_dtypes", [])
         if not set(extra) <= EXTRA_DTYPES:
             raise ValueError(f"variants.toml: op {op!r} extra_dtypes {extra}; known: "

@@ -554,6 +554,11 @@ def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
                                  '[ops.bwd_dkdv]\nfp16x3 = [{ dtypes = ["fp16"] }]\n'))
     with pytest.raises(ValueError, match="fp16x3"):
         variants_mod.load(path)
+    # an op whose kernel calls tl.dot itself (the HVP's) cannot take it
+    path.write_text(text.replace("[ops.bwd_jvp_rows]\n",
+                                 "[ops.bwd_jvp_rows]\nfp16x3 = [{ archs = [90] }]\n"))
+    with pytest.raises(ValueError, match="calls tl.dot"):
+        variants_mod.load(path)
 
 
 def test_kernel_needing_scratch_is_rejected(tmp_path):
