@@ -81,7 +81,6 @@ def _references(x: dict, scale: float, ops: list[str]) -> dict:
 
 def _run(spec, op: str, prec: str, x: dict, out: dict, sizes: tuple, scale: float,
          tile: tuple | None = None):
-    B, H, T, _, D = sizes
     if op == "fwd":
         t = {"Q": x["Q"], "K": x["K"], "V": x["V"], "O": out["O"], "Mstat": out["Mstat"],
              "Lstat": out["Lstat"]}
@@ -127,11 +126,11 @@ def main(shapes: list[str], ops: list[str], precs: list[str], rounds: int,
                 _run(spec, op, prec, x, out, sizes, scale, tile)
             torch.cuda.synchronize()
             errs = []
+            # each output of the ops run against its reference (TO1: the JVP kernel's tangent)
             for n in ("O", "TO", "TO1", "DQ", "DK", "DV"):
                 key = "TO" if n == "TO1" else n
                 if key in ref and {"TO": "fwd_jvp", "TO1": "jvp"}.get(n, ops[0]) in ops:
-                    src = n
-                    ours = (out[src] - ref[key][0]).abs().max().item()
+                    ours = (out[n] - ref[key][0]).abs().max().item()
                     theirs = (ref[key][1] - ref[key][0]).abs().max().item()
                     errs.append(f"{n} {ours:.2e} (torch {theirs:.2e}, {ours / theirs:.2f}x)")
             print(f"{name} {sizes} {prec} errors: " + "; ".join(errs), flush=True)

@@ -47,6 +47,15 @@ def config_knobs(spec: Spec, v) -> dict:
     return {k: c for k, c in v.constexprs if of_op.get(k) != c}
 
 
+def variant(spec: Spec, op: str, dtype: str, D: int, masked: bool = False):
+    """The variant whose blocks, knobs and precision `call` runs: the general (masked: the
+    masked) sm_90 flavour of the smallest head-dim bucket that holds D, as dispatched (None:
+    there is none)."""
+    flavor = "masked" if masked else "general"
+    return min((v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim >= D
+                and v.arch == 90 and v.flavor == flavor), key=lambda v: v.head_dim, default=None)
+
+
 def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: float, *,
          has_tdo: int = 0, causal: tuple[int, int] | None = None, bias=None,
          blocks: dict | None = None, masked_level: int = 2,
@@ -71,11 +80,10 @@ def call(spec: Spec, op: str, dtype: str, tensors: dict, sizes: tuple, scale: fl
     import triton
 
     Z, H, T, M, D = sizes
-    # the general (with a mask: masked) sm_90 variant of the smallest head-dim bucket that
-    # holds D, as dispatched
-    flavor = "general" if bias is None else "masked"
-    v = min((v for v in spec.variants if v.op == op and v.dtype == dtype and v.head_dim >= D
-             and v.arch == 90 and v.flavor == flavor), key=lambda v: v.head_dim)
+    v = variant(spec, op, dtype, D, bias is not None)
+    if v is None:
+        raise ValueError(f"no sm_90 {op} {dtype} variant for D = {D}"
+                         f"{' with a mask' if bias is not None else ''}")
     bucket = v.head_dim
     fn = kernel(spec, op)
     params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()

@@ -75,10 +75,7 @@ def _precision(op, dtype, D, bias) -> str:
     sm_90 float32 variant that jit_call runs (the general or masked flavour of the smallest
     bucket >= D) has it (the interpreter has no "bf16x6")."""
     if FP16X3["on"] and dtype == 2:
-        flavor = "general" if bias is None else "masked"
-        v = min((v for v in SPEC.variants if v.op == op and v.dtype == "fp32" and v.arch == 90
-                 and v.head_dim >= D and v.flavor == flavor), key=lambda v: v.head_dim,
-                default=None)
+        v = jit_call.variant(SPEC, op, "fp32", D, bias is not None)
         if v is not None and v.input_precision == "fp16x3":
             return "fp16x3"
     return "ieee"
