@@ -37,6 +37,9 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) == exp2(x * LOG2E)
 LN2 = tl.constexpr(0.6931471805599453)  # ln(2): converts a base-2 row max back to natural units
+# sweep_scales: K takes one scale per program when every key's largest |K_jd| (not 0) is
+# within this factor (2**6) of the largest of all, else per-key scales per tile
+K_ONE_SPAN = tl.constexpr(64.0)
 
 
 @triton.jit
@@ -421,14 +424,18 @@ def round_tf32(x, INPUT_PRECISION: tl.constexpr):
 
 @triton.jit
 def pow2_scale(x, AXIS: tl.constexpr):
-    """Per row (AXIS 1) or column (AXIS 0) of a float32 tile x: s = 2**e, the power of two
-    with max|x| * s in [2**14, 2**15), and 1 / s. e = 141 - E, where E is the biased exponent
-    of max|x| (141 = 127, the bias, + 14), clamped to [-126, 126] so that s and 1 / s are
-    normal floats: every finite max down to 2**-112 is scaled into that range (the largest,
-    < 2**128, needs e = -113); a smaller one, or zero, gets s = 2**126, whose fp16 parts still
-    hold x to 2**-150, below float32's own resolution there; inf or NaN stays so. Multiplying by
-    s or 1 / s is exact."""
-    amax = tl.max(tl.abs(x), AXIS)
+    """Per row (AXIS 1) or column (AXIS 0) of a float32 tile x: pow2_of_max of its max |x|."""
+    return pow2_of_max(tl.max(tl.abs(x), AXIS))
+
+
+@triton.jit
+def pow2_of_max(amax):
+    """For maxima amax >= 0 (any shape): s = 2**e, the power of two with amax * s in
+    [2**14, 2**15), and 1 / s. e = 141 - E, where E is the biased exponent of amax (141 = 127,
+    the bias, + 14), clamped to [-126, 126] so that s and 1 / s are normal floats: every finite
+    max down to 2**-112 is scaled into that range (the largest, < 2**128, needs e = -113); a
+    smaller one, or zero, gets s = 2**126, whose fp16 parts still hold x to 2**-150, below
+    float32's own resolution there; inf or NaN stays so. Multiplying by s or 1 / s is exact."""
     e = 141 - ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF)  # 0xFF: the 8 exponent bits
     e = tl.minimum(tl.maximum(e, -126), 126)
     s = ((e + 127) << 23).to(tl.float32, bitcast=True)  # 2**e, built from its exponent field
@@ -447,6 +454,20 @@ def split_f16(x):
 
 
 @triton.jit
+def fp16x3_dot(a, b):
+    """a @ b of float32 tiles already scaled into fp16's range (pow2_scale), as three fp16
+    products of their parts (split_f16), fp32 accumulation:
+      a @ b = a_lo b_hi + a_hi b_lo + a_hi b_hi
+    dropping a_lo b_lo and the split remainders, ~2**-22 of |a_i| |b_j| per term."""
+    a_hi, a_lo = split_f16(a)
+    b_hi, b_lo = split_f16(b)
+    # -- the small terms first, then hi * hi, in one fp32 accumulator
+    p = tl.dot(a_lo, b_hi)
+    p = tl.dot(a_hi, b_lo, p)
+    return tl.dot(a_hi, b_hi, p)
+
+
+@triton.jit
 def mma(a, b, acc, INPUT_PRECISION: tl.constexpr):
     """acc + a @ b on tensor cores (acc None: a @ b), operands rounded by round_tf32.
 
@@ -458,16 +479,10 @@ def mma(a, b, acc, INPUT_PRECISION: tl.constexpr):
     "bf16x6"'s six bfloat16 products at ~2**-24: at fp16's full tensor-core rate, half the
     products."""
     if INPUT_PRECISION == "fp16x3":
-        # -- power-of-two scales: rows of a, columns of b
+        # -- power-of-two scales: rows of a, columns of b; the three products of the parts
         sa, ia = pow2_scale(a, 1)
         sb, ib = pow2_scale(b, 0)
-        # -- each scaled operand as two fp16 parts
-        a_hi, a_lo = split_f16(a * sa[:, None])
-        b_hi, b_lo = split_f16(b * sb[None, :])
-        # -- the small terms first, then hi * hi, in one fp32 accumulator
-        p = tl.dot(a_lo, b_hi)
-        p = tl.dot(a_hi, b_lo, p)
-        p = tl.dot(a_hi, b_hi, p)
+        p = fp16x3_dot(a * sa[:, None], b * sb[None, :])
         # -- undo the scales (exact; their product first, so that p * 1/s_a alone cannot
         #    overflow where 1/s_b brings it back), then add to acc
         p = p * (ia[:, None] * ib[None, :])
@@ -477,3 +492,74 @@ def mma(a, b, acc, INPUT_PRECISION: tl.constexpr):
     else:
         return tl.dot(round_tf32(a, INPUT_PRECISION), round_tf32(b, INPUT_PRECISION), acc,
                       input_precision=INPUT_PRECISION)
+
+
+@triton.jit
+def sweep_scales(kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, offs_n, offs_d, d_ok,
+                 EVEN_D: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """"fp16x3": powers of two that put a program's K^T and V tiles into fp16's range for all
+    its key sweeps, from one scan of the keys [n_lo, n_hi) they cover (keys >= M read as 0),
+    before them:
+      s_k = 2**e,  max_{j,d} |K_jd| s_k in [2**14, 2**15)      (one per program)
+      s_v[d] = 2**e_d,  max_j |V_jd| s_v[d] in [2**14, 2**15)  (one per head-dim column)
+    as pow2_of_max gives them, with their inverses, and `k_one`: whether every key's largest
+    |K_jd| that is not 0 lies within 2**6 of the largest of all (K_ONE_SPAN). Returns
+    (s_k, 1/s_k, s_v, 1/s_v, k_one), shaped to broadcast against a K^T tile, a row vector and
+    a V tile or acc: [1, 1], [1], [1, HEAD_DIM], [1, HEAD_DIM], and a scalar.
+
+    Why: per-tile scales took a max over each tile's keys in every block, and K^T's twice
+    (Triton rematerialises the per-key max in the MMA layout that unscales the scores rather
+    than convert the vector): leaving K's and V's out made the forward 1.41-1.67x faster (H200,
+    JIT, benchmarks/probe_fp16x3.py, results/probe_fp16x3_h200.log sections 3-6; K's part is
+    nearly all of it). The sweeps then scale each V tile by constants (mma_swept); acc runs in
+    V's scaled units from zero and is unscaled by 1 / s_v once, after them (one scale for every
+    sweep: an acc carried into a sweep of other scales could overflow when scaled). K takes
+    the one scale s_k only where k_one holds; elsewhere its per-key, per-tile scales (mma).
+
+    Precision: a split keeps max(2**-22, 2**-38 max / |x|) of an element x (split_f16), the
+    max being that of what one scale covers. V: O_id's error exceeds per-tile scales' only
+    where row i attends to values under 2**-16 of column d's max over the program's keys (it is
+    <= 2**-38 max_j |V_jd| per unit of probability), where per-tile scales took that max over
+    64 or 128 keys. K: one scale for keys of very different sizes lets a small key's scores
+    lose precision against keys a row does not see (causal) or gives no weight, which per-key
+    scales never did (tests/_interpret_ops.py, keys spanning 10**+-6: 2.2x the rule's allowance,
+    causal); within 2**6 its elements keep full precision down to 2**-11 of the key's own max
+    (per-key scales: 2**-17). Other precisions: (1, 1, 1, 1, True), folded away."""
+    if INPUT_PRECISION == "fp16x3":
+        k_max = tl.zeros([offs_d.shape[0], offs_n.shape[0]], tl.float32)
+        v_max = tl.zeros([offs_n.shape[0], offs_d.shape[0]], tl.float32)
+        key_min = tl.full([offs_n.shape[0]], float("inf"), tl.float32)
+        for start_n in range(n_lo, n_hi, offs_n.shape[0]):
+            cols = start_n + offs_n
+            kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, cols < M, offs_d,
+                              d_ok, True, EVEN_D)
+            # -- elementwise running maxima, and the smallest nonzero per-key max
+            k_abs = tl.abs(kT)
+            k_max = tl.maximum(k_max, k_abs)
+            v_max = tl.maximum(v_max, tl.abs(v))
+            key = tl.max(k_abs, 0)  # each key's largest |K_jd| (keys >= M: 0)
+            key_min = tl.minimum(key_min, tl.where(key > 0.0, key, float("inf")))
+        k_all = tl.max(k_max, 1)[None, :]  # [1, HEAD_DIM]: over every key, per column
+        s_k, inv_k = pow2_scale(k_all, 1)  # [1]: over every key and column
+        s_v, inv_v = pow2_scale(v_max, 0)  # per head-dim column
+        k_one = tl.min(key_min, 0) * K_ONE_SPAN >= tl.max(tl.max(k_all, 1), 0)
+        return s_k[:, None], inv_k, s_v[None, :], inv_v[None, :], k_one
+    else:
+        return 1.0, 1.0, 1.0, 1.0, True
+
+
+@triton.jit
+def mma_swept(a, b, acc, s_b, inv_b, INPUT_PRECISION: tl.constexpr):
+    """acc + a @ b with b's scale fixed for a whole sweep (sweep_scales: s_b a [1, 1] or
+    [1, HEAD_DIM] tensor of powers of two; inv_b = 1 / s_b where one scalar undoes it here, 1
+    where the sweep's end does): "fp16x3" measures only a's rows here (pow2_scale),
+      a @ b = fp16x3_dot(s_a a, s_b b) / s_a * inv_b
+    (1 / s_a * inv_b first, as mma's unscale); other precisions: mma(a, b, acc)."""
+    if INPUT_PRECISION == "fp16x3":
+        sa, ia = pow2_scale(a, 1)
+        p = fp16x3_dot(a * sa[:, None], b * s_b) * (ia * inv_b)[:, None]
+        if acc is not None:
+            p = acc + p
+        return p
+    else:
+        return mma(a, b, acc, INPUT_PRECISION)

@@ -12,11 +12,13 @@ from _common import (
     load_kT_v,
     load_rows,
     mma,
+    mma_swept,
     online_probs,
     padding_sweeps,
     query_block,
     row_limits,
     store_rows,
+    sweep_scales,
 )
 from _split import is_split, load_rows_split, split_lead, split_offsets, store_rows_split
 
@@ -102,29 +104,65 @@ def _fwd_split(Q, K, V, O, Mstat, Lstat, sm_scale, stride_qz, stride_qh, stride_
 
 @triton.jit
 def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, lim,
-               b_rows, offs_n, offs_d, d_ok, qk_scale,
+               b_rows, offs_n, offs_d, d_ok, qk_scale, sc,
                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, MASK_N: tl.constexpr,
-               BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+               BIAS: tl.constexpr, INPUT_PRECISION: tl.constexpr, K_ONE: tl.constexpr):
     """Online-softmax sweep over key blocks [n_lo, n_hi); MASK_N masks the keys j > lim_i
     (keys >= M and, causal, keys past the row's diagonal) and, BIAS, adds the attention
     mask's bias (rows b_rows), masking its -inf entries; BIAS 1 without MASK_N adds a
     key-padding bias to blocks every row sees whole (padding_bias). A masked row may have
     seen no key yet (m_i = -inf): it then rescales by exp2(-inf - 0) = 0, never by
-    exp2(-inf + inf)."""
+    exp2(-inf + inf). sc = (s_k, 1/s_k, s_v) from sweep_scales ("fp16x3"; other precisions:
+    1s, folded): V scaled by s_v (acc in its units until the caller unscales it), K by s_k
+    where K_ONE, else per key and tile (mma)."""
+    s_k, inv_k, s_v = sc
     for start_n in range(n_lo, n_hi, BLOCK_N):
         cols = start_n + offs_n
         n_ok = cols < M
         # -- load K^T (HEAD_DIM x BLOCK_N) and V (BLOCK_N x HEAD_DIM) for this key block
         kT, v = load_kT_v(kT_base, v_base, stride_kn, stride_vn, cols, n_ok, offs_d, d_ok, MASK_N,
                           EVEN_D)
-        # -- new running max, rescale factor for the old accumulators, unnormalised probs
-        p, m_new, alpha = online_probs(mma(q, kT, None, INPUT_PRECISION), m_i, b_rows, cols, lim,
-                                       qk_scale, MASK_N, BIAS)
+        # -- scores, then the new running max, rescale factor for the old accumulators and
+        #    unnormalised probs
+        if K_ONE:
+            s = mma_swept(q, kT, None, s_k, inv_k, INPUT_PRECISION)
+        else:
+            s = mma(q, kT, None, INPUT_PRECISION)
+        p, m_new, alpha = online_probs(s, m_i, b_rows, cols, lim, qk_scale, MASK_N, BIAS)
         # -- l_i <- alpha*l_i + rowsum(p);  acc <- alpha*acc + p V
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        acc = mma(p.to(v.dtype), v, acc, INPUT_PRECISION)
+        acc = mma_swept(p.to(v.dtype), v, acc, s_v, 1.0, INPUT_PRECISION)
         m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_full, n_hi,
+                rows, Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
+                BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr, K_ONE: tl.constexpr):
+    """_fwd_keys' sweeps: with key padding (BIAS 1) the zero-bias blocks [0, n_lo) plainly,
+    then [n_lo, n_full) and the tail [n_full, n_hi) with per-score limits."""
+    if BIAS == 1:
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0,
+                                   n_lo, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
+                                   BLOCK_N, EVEN_D, False, 0, INPUT_PRECISION, K_ONE)
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo,
+                               n_full, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc, BLOCK_N,
+                               EVEN_D, False, BIAS, INPUT_PRECISION, K_ONE)
+    if n_full < n_hi:
+        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+        if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                       n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N),
+                                       offs_d, d_ok, qk_scale, sc, TAIL_N, EVEN_D, True, BIAS,
+                                       INPUT_PRECISION, K_ONE)
+        else:
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                       n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
+                                       qk_scale, sc, BLOCK_N, EVEN_D, True, BIAS,
+                                       INPUT_PRECISION, K_ONE)
     return acc, m_i, l_i
 
 
@@ -137,28 +175,27 @@ def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n
     diagonal / ragged tail [n_full, n_hi) with one (TAIL_N > 0: a tail of at most TAIL_N keys
     as one TAIL_N-key block, not a BLOCK_N one); blocks past the last row's limit are
     skipped. BIAS 1: with a key-padding mask (b_row its row), else none; its blocks of zero
-    bias are swept first without it, and keys past its last kept one dropped (padding_sweeps)."""
+    bias are swept first without it, and keys past its last kept one dropped (padding_sweeps).
+    acc enters as zeros; "fp16x3": the sweeps run in the scales of one scan of the keys
+    [0, n_hi) they cover (sweep_scales), acc unscaled at the end; K in one scale where every
+    key is within K_ONE_SPAN of the largest (a branch at run time), else per key."""
     n_lo = 0
     if BIAS == 1:  # key padding: a plain sweep over its zero-bias blocks, none past its last key
         n_lo, n_full, n_hi = padding_sweeps(b_row, M, n_full, n_hi, BLOCK_N)
-        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0,
-                                   n_lo, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N,
-                                   EVEN_D, False, 0, INPUT_PRECISION)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo,
-                               n_full, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D,
-                               False, BIAS, INPUT_PRECISION)
-    if n_full < n_hi:
-        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
-        if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
-                                       n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N),
-                                       offs_d, d_ok, qk_scale, TAIL_N, EVEN_D, True, BIAS,
-                                       INPUT_PRECISION)
-        else:
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
-                                       n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
-                                       qk_scale, BLOCK_N, EVEN_D, True, BIAS, INPUT_PRECISION)
-    return acc, m_i, l_i
+    s_k, inv_k, s_v, inv_v, k_one = sweep_scales(kT_base, v_base, stride_kn, stride_vn, 0, n_hi,
+                                                 M, offs_n, offs_d, d_ok, EVEN_D,
+                                                 INPUT_PRECISION)
+    if k_one:
+        acc, m_i, l_i = _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                    n_lo, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row, offs_n,
+                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
+                                    BIAS, INPUT_PRECISION, TAIL_N, True)
+    else:
+        acc, m_i, l_i = _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                    n_lo, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row, offs_n,
+                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
+                                    BIAS, INPUT_PRECISION, TAIL_N, False)
+    return acc * inv_v, m_i, l_i
 
 
 @triton.jit
@@ -226,9 +263,20 @@ def _sdpa_fwd_kernel(
             else:  # a bias row per query row: every key block a row may see, masked
                 lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
                 b_rows = bias_rows(b_base, stride_biasm, offs_m)
-                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
-                                           0, n_hi, M, lim, b_rows, offs_n, offs_d, d_ok, qk_scale,
-                                           BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION)
+                s_k, inv_k, s_v, inv_v, k_one = sweep_scales(k_base, v_base, stride_kn, stride_vn,
+                                                             0, n_hi, M, offs_n, offs_d, d_ok,
+                                                             EVEN_D, INPUT_PRECISION)
+                if k_one:
+                    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
+                                               stride_vn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
+                                               d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
+                                               True, 2, INPUT_PRECISION, True)
+                else:
+                    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
+                                               stride_vn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
+                                               d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
+                                               True, 2, INPUT_PRECISION, False)
+                acc = acc * inv_v
         else:
             acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                       n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d,

@@ -209,6 +209,65 @@ def _additive(g, shape):
     return b.masked_fill(torch.rand(*shape, generator=g) < 0.25, float("-inf"))
 
 
+def _check_wide(out):
+    """float32 on sizes that only scaling keeps in fp16's range, each head-dim column of an
+    output against its own allowance, relative to that column (2x torch's float32 error on it
+    + 5e-7 of its largest value: the rule's atol without its floor of 1, which would pass any
+    column far below one), plain, causal and with key padding. The forward: keys' rows span
+    10**-6 .. 10**6 (past _common.K_ONE_SPAN: K per key and tile) and within 2**6 of each
+    other (K in one scale per program), V's columns 10**-12 .. 10**12 (one scale per column
+    and program, _common.sweep_scales). The forward+JVP (per-tile scales): a tangent in V
+    alone, 1e-9 of V's size, its columns spread on their own (tO = P tV must keep its own
+    precision), and tangents in all three, 1e-9 of the primals (K unspread, so that no row is
+    one-hot: there tO = A / l - (r / l) O cancels, a limit of the one-pass formulation
+    whatever the products' precision). Its own generator: the inputs do not depend on the
+    checks before it."""
+    g = torch.Generator().manual_seed(7)
+    B, H, T, M, D = 2, 2, 70, 150, 64
+
+    def spread(*shape):
+        return 10.0 ** (12 * torch.rand(*shape, generator=g) - 6)
+
+    def randn(h, n, scale=1.0):
+        return scale * torch.randn(B, h, n, D, generator=g)
+
+    q, k, v = randn(H, T), randn(H, M) * spread(B, H, M, 1), randn(H, M) * spread(1, 1, 1, D) ** 2
+    tv = randn(H, M, 1e-9) * spread(1, 1, 1, D) ** 2
+    k1 = randn(H, M)
+    # keys within 2**6 of each other: rows scaled by 2**[-2, 2] (maxima of 64 normals
+    # vary less than 2x between keys here)
+    k_one = k1 * 2.0 ** (4 * torch.rand(B, H, M, 1, generator=g) - 2)
+    jvp_cases = {"tv": (q, k, v, 0 * q, 0 * k, tv),
+                 "all": (q, k1, v, randn(H, T, 1e-9), randn(H, M, 1e-9), tv)}
+
+    def columns(ours, ref, same, what, tag):
+        errs = (ours.double() - ref).abs().amax(dim=(0, 1, 2))
+        allow = 2 * (same.double() - ref).abs().amax(dim=(0, 1, 2)) + 5e-7 * ref.abs().amax(
+            dim=(0, 1, 2))
+        worst = int(torch.argmax(errs / allow))  # the worst column against its allowance
+        out[f"{what} wide column {worst} {tag}"] = [errs[worst].item(), allow[worst].item()]
+
+    def jvp(a, causal, mk):
+        m_, l_ = reference.forward(*a[:3], causal=causal, mask=mk)[1:]
+        return reference.jvp(*a, m_, l_, causal=causal, mask=mk)
+
+    for causal, mk in ((False, None), (True, None), (False, _key_padding(B, H, T, M))):
+        tag = (f"fp32 B{B} H{H} T{T} M{M} D{D}{' causal' if causal else ''}"
+               f"{'' if mk is None else ' mask'} fp16x3")
+        ref = reference.forward(q.double(), k.double(), v.double(), causal=causal, mask=mk)[0]
+        same = reference.forward(q, k, v, causal=causal, mask=mk)[0]
+        columns(aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal, mask=mk)[0], ref, same,
+                "fwd", tag)
+        ref = reference.forward(q.double(), k_one.double(), v.double(), causal=causal, mask=mk)[0]
+        same = reference.forward(q, k_one, v, causal=causal, mask=mk)[0]
+        columns(aot_sdpa.triton_sdpa_fused(q, k_one, v, causal=causal, mask=mk)[0], ref, same,
+                "fwd k_one", tag)
+        for name, x in jvp_cases.items():
+            x64 = tuple(t.double() for t in x)
+            ft = aot_sdpa.sdpa_fwd_jvp(*x, causal=causal, mask=mk)[3]
+            columns(ft, jvp(x64, causal, mk), jvp(x, causal, mk), f"fwd_jvp[1] {name}", tag)
+
+
 def main(names):
     """Each check: [our max error vs fp64, the allowance]; the allowance is the project's rule,
     2 x the error of the same formulas in torch in the input dtype + atol (atol relative to
@@ -306,7 +365,8 @@ def main(names):
     # float32 in "fp16x3" products where sm_90 ships them (D <= 64: the forward, the JVPs and
     # the one-kernel backward; the other ops stay IEEE): ragged T, M and D, the full bucket 64
     # (the one-kernel backward runs there, both ways), causal over several blocks, grouped
-    # heads, a key-padding mask (the masked flavours) and a dense one
+    # heads, a key-padding mask (the masked flavours) and a dense one; the forward on sizes
+    # spanning many decades (_check_wide)
     if "fp16x3" in names:
         FP16X3["on"] = True
         f32 = (torch.float32, 5e-7)
@@ -317,6 +377,7 @@ def main(names):
         _check_all(out, *f32, (2, 2, 37, 70, 16), g, mask=_key_padding)
         _check_all(out, *f32, (1, 2, 90, 80, 16), g, causal="bottom_right",
                    mask=lambda B, H, T, M: _additive(g, (1, H, T, M)))
+        _check_wide(out)
         FP16X3["on"] = False
     if "fp16" in names:
         _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)
