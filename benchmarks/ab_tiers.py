@@ -34,6 +34,7 @@ keys more than top-left's); "_causal_br". A length may be "T:M" (M keys; default
 `--hkv N` gives k and v N heads (grouped-query attention; default H = 16), `--tokens N` sets
 B * T (default 8192; bench_breadth.py's shapes are 16384). `--out NAME` writes results/NAME.csv
 instead of the names above (the backward's tiers: ab_tiers_bwd*.csv, ab_tiers_own_bwd.csv).
+`--dtype NAME` (float16, bfloat16, float32) times only that dtype's tiers.
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ def _ladder(max_len: int) -> list[int]:
 
 
 def main(ops: list[str], lengths: list[tuple[int, int]] | None = None, own: bool = False,
-         causal: bool | str = False, Hkv: int = H, out: str | None = None) -> None:
+         causal: bool | str = False, Hkv: int = H, out: str | None = None,
+         dtype: str | None = None) -> None:
     cc = torch.cuda.get_device_capability()
     arch = f"sm_{cc[0]}{cc[1]}"
     tiers = [r for r in aot_sdpa.kernel_inventory() if r["max_len"] and r["arch"] == arch
-             and (not ops or r["op"] in ops)]
+             and (not ops or r["op"] in ops) and (dtype is None or r["dtype"] == dtype)]
     if not tiers:
         raise SystemExit(f"ab_tiers: no sequence-length tier for {arch}")
     rows = []
@@ -142,11 +144,12 @@ def parse(args: list[str]) -> dict:
     TOKENS = int(_pop_value(args, "--tokens") or TOKENS)
     Hkv = int(_pop_value(args, "--hkv") or H)
     out = _pop_value(args, "--out")
+    dtype = _pop_value(args, "--dtype")
     flags = {"--own", "--causal", "--causal-br"}
     return {"ops": [a for a in args if a not in flags], "lengths": lengths,
             "own": "--own" in args,
             "causal": "bottom_right" if "--causal-br" in args else "--causal" in args, "Hkv": Hkv,
-            "out": out}
+            "out": out, "dtype": dtype}
 
 
 if __name__ == "__main__":
