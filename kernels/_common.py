@@ -32,6 +32,8 @@ Conventions used by every kernel in this folder:
   o = 0, m = -inf, l = 0 and zero derivatives: its P is 0 everywhere.
 """
 
+import os
+
 import triton
 import triton.language as tl
 
@@ -40,6 +42,9 @@ LN2 = tl.constexpr(0.6931471805599453)  # ln(2): converts a base-2 row max back 
 # sweep_scales: K takes one scale per program when every key's largest |K_jd| (not 0) is
 # within this factor (2**6) of the largest of all, else per-key scales per tile
 K_ONE_SPAN = tl.constexpr(64.0)
+# Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) runs no inline PTX: f16_satfinite
+# takes a plain-Triton path there
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
 @triton.jit
@@ -444,12 +449,29 @@ def pow2_of_max(amax):
 
 
 @triton.jit
+def f16_satfinite(x):
+    """fp16(x) rounded to nearest, +-inf -> +-65504 (fp16's largest), NaN kept:
+    cvt.rn.satfinite.f16x2.f32, one instruction per two elements as the plain conversion
+    (PTX ISA 8.1; sm_80+); Triton's interpreter, which runs no PTX, clamps first."""
+    if INTERPRETED:
+        return tl.clamp(x, -65504.0, 65504.0).to(tl.float16)
+    else:
+        # -- $1 (the pair's first element) to the low half: cvt.f16x2's second source
+        return tl.inline_asm_elementwise("cvt.rn.satfinite.f16x2.f32 $0, $2, $1;", "=r,r,r", [x],
+                                         dtype=tl.float16, is_pure=True, pack=2)
+
+
+@triton.jit
 def split_f16(x):
     """x = hi + lo + r with hi = fp16(x), lo = fp16(x - hi) (round to nearest): |r| <=
     2**-22 |x| while lo is a normal fp16. Scaled by pow2_scale (row max in [2**14, 2**15)),
     that holds down to ~2**-16 of the row's max; below it lo is subnormal and |r| stays under
-    2**-24, i.e. 2**-38 of the row's max."""
-    hi = x.to(tl.float16)
+    2**-24, i.e. 2**-38 of the row's max. hi saturates (f16_satfinite): x = +-inf gives
+    hi = +-65504 and lo = fp16(x - hi) = +-inf, both of x's sign, so that fp16x3_dot's three
+    products carry it as one float32 product would (a finite hi * inf, never inf - inf or
+    inf * 0 of the split: with hi = inf, lo = inf - inf = NaN made every score NaN); NaN stays
+    NaN in both."""
+    hi = f16_satfinite(x)
     return hi, (x - hi.to(tl.float32)).to(tl.float16)
 
 
@@ -458,7 +480,10 @@ def fp16x3_dot(a, b):
     """a @ b of float32 tiles already scaled into fp16's range (pow2_scale), as three fp16
     products of their parts (split_f16), fp32 accumulation:
       a @ b = a_lo b_hi + a_hi b_lo + a_hi b_hi
-    dropping a_lo b_lo and the split remainders, ~2**-22 of |a_i| |b_j| per term."""
+    dropping a_lo b_lo and the split remainders, ~2**-22 of |a_i| |b_j| per term. An infinite
+    element x enters as (hi, lo) = (+-65504, +-inf): a_ik b_kj is then +-inf of the float32
+    product's sign in a cross term (both infinite: in both), and 0 * inf = NaN only where
+    x's partner is 0 (or too small for fp16 in its scaled row or column)."""
     a_hi, a_lo = split_f16(a)
     b_hi, b_lo = split_f16(b)
     # -- the small terms first, then hi * hi, in one fp32 accumulator
@@ -504,8 +529,8 @@ def sweep_scales(kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, offs_n, o
       s_v[d] = 2**e_d,  max_j |V_jd| s_v[d] in [2**14, 2**15)  (one per head-dim column)
     as pow2_of_max gives them, with their inverses, and `k_one`: whether every key's largest
     |K_jd| that is not 0 lies within 2**6 of the largest of all (K_ONE_SPAN). Returns
-    (s_k, 1/s_k, s_v, 1/s_v, k_one), shaped to broadcast against a K^T tile, a row vector and
-    a V tile or acc: [1, 1], [1], [1, HEAD_DIM], [1, HEAD_DIM], and a scalar.
+    (s_k, 1/s_k, s_v, 1/s_v, k_one): scalars for K, [1, HEAD_DIM] for V (to broadcast against
+    a V tile or acc), and a scalar.
 
     Why: per-tile scales took a max over each tile's keys in every block, and K^T's twice
     (Triton rematerialises the per-key max in the MMA layout that unscales the scores rather
@@ -539,18 +564,18 @@ def sweep_scales(kT_base, v_base, stride_kn, stride_vn, n_lo, n_hi, M, offs_n, o
             v_max = tl.maximum(v_max, tl.abs(v))
             key = tl.max(k_abs, 0)  # each key's largest |K_jd| (keys >= M: 0)
             key_min = tl.minimum(key_min, tl.where(key > 0.0, key, float("inf")))
-        k_all = tl.max(k_max, 1)[None, :]  # [1, HEAD_DIM]: over every key, per column
-        s_k, inv_k = pow2_scale(k_all, 1)  # [1]: over every key and column
+        k_top = tl.max(tl.max(k_max, 1), 0)  # the largest |K_jd| of all
+        s_k, inv_k = pow2_of_max(k_top)
         s_v, inv_v = pow2_scale(v_max, 0)  # per head-dim column
-        k_one = tl.min(key_min, 0) * K_ONE_SPAN >= tl.max(tl.max(k_all, 1), 0)
-        return s_k[:, None], inv_k, s_v[None, :], inv_v[None, :], k_one
+        k_one = tl.min(key_min, 0) * K_ONE_SPAN >= k_top
+        return s_k, inv_k, s_v[None, :], inv_v[None, :], k_one
     else:
         return 1.0, 1.0, 1.0, 1.0, True
 
 
 @triton.jit
 def mma_swept(a, b, acc, s_b, inv_b, INPUT_PRECISION: tl.constexpr):
-    """acc + a @ b with b's scale fixed for a whole sweep (sweep_scales: s_b a [1, 1] or
+    """acc + a @ b with b's scale fixed for a whole sweep (sweep_scales: s_b a scalar or a
     [1, HEAD_DIM] tensor of powers of two; inv_b = 1 / s_b where one scalar undoes it here, 1
     where the sweep's end does): "fp16x3" measures only a's rows here (pow2_scale),
       a @ b = fp16x3_dot(s_a a, s_b b) / s_a * inv_b

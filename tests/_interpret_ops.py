@@ -209,6 +209,36 @@ def _additive(g, shape):
     return b.masked_fill(torch.rand(*shape, generator=g) < 0.25, float("-inf"))
 
 
+def _check_nonfinite(out):
+    """float32 inputs with infinities, in the products of float32 (a +-inf operand enters
+    only fp16x3's hi * hi product: _common.fp16x3_dot): a key coordinate of -inf against
+    positive queries gives scores of -inf, probabilities of exactly 0, and an output as finite
+    as float64's, within the rule (plain and causal; D 16 and 64, the forward's per-key K
+    scales either way, its keys then holding an infinite max); a +inf one gives float64's
+    NaN rows (softmax of +inf), position for position ("mismatches" against 0 allowed)."""
+    g = torch.Generator().manual_seed(11)
+    for D, causal in ((16, False), (64, True)):
+        B, H, T, M = 1, 2, 37, 45
+        q = torch.randn(B, H, T, D, generator=g).abs() + 0.1  # positive rows
+        k, v = torch.randn(B, H, M, D, generator=g), torch.randn(B, H, M, D, generator=g)
+        k[:, :, 3, 0] = float("-inf")
+        k[:, 1, 40, D - 1] = float("-inf")
+        tag = f"fp32 B{B} H{H} T{T} M{M} D{D}{' causal' if causal else ''} fp16x3"
+        ref = reference.forward(q.double(), k.double(), v.double(), causal=causal)[0]
+        same = reference.forward(q, k, v, causal=causal)[0]
+        ours = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)[0]
+        out[f"fwd -inf key {tag}"] = [(ours.double() - ref).abs().max().item(),
+                                      (2 * (same.double() - ref).abs().max()
+                                       + 5e-7 * (1 + ref.abs().max())).item()]
+        k[:, 0, 5, 1] = float("inf")
+        ref = reference.forward(q.double(), k.double(), v.double(), causal=causal)[0]
+        ours = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)[0]
+        finite = torch.isfinite(ref)
+        bad = (torch.isnan(ours) != torch.isnan(ref)) | (finite & ((ours.double() - ref).abs()
+                                                                   > 1e-5 * (1 + ref.abs())))
+        out[f"fwd +inf key mismatches {tag}"] = [float(bad.sum()), 0.0]
+
+
 def _check_wide(out):
     """float32 on sizes that only scaling keeps in fp16's range, each head-dim column of an
     output against its own allowance, relative to that column (2x torch's float32 error on it
@@ -378,6 +408,7 @@ def main(names):
         _check_all(out, *f32, (1, 2, 90, 80, 16), g, causal="bottom_right",
                    mask=lambda B, H, T, M: _additive(g, (1, H, T, M)))
         _check_wide(out)
+        _check_nonfinite(out)
         FP16X3["on"] = False
     if "fp16" in names:
         _check_all(out, torch.float16, 2e-4, (1, 2, 37, 45, 72), g)

@@ -79,6 +79,33 @@ for name in ("gaussian", "wide", "extremes"):
             "underflow_err": float(err[~ok].max()) if (~ok).any() else 0.0,
             "zero_exact": bool((err[scale == 0] == 0).all()),
         }
+# infinities and a NaN: a float32 product's inf, -inf and NaN, entry for entry; the rest as
+# accurate as above. a's rows 0-2 and b's columns 0-1 hold them, the infinities all at k = 9:
+# an infinite element's partners in its row / column are scaled under fp16's range and read
+# as 0, so an infinite row meeting an infinite column at another k would give 0 * inf = NaN
+# where float32 adds two infinities (inf, or NaN for opposite signs: a documented limit)
+a = rng.standard_normal((M, K)).astype(np.float32)
+b = rng.standard_normal((K, N)).astype(np.float32)
+a[0, 9], a[1, 9] = np.inf, -np.inf   # rows 0, 1: +-inf * b[9, j]
+b[9, 0], b[9, 1] = -np.inf, np.inf   # columns 0, 1: a[i, 9] * -+inf; (0..1, 0..1): inf * inf
+a[2, 3] = np.nan                     # row 2: NaN
+a[5, 9] = 0.0                        # (5, 0), (5, 1): 0 * inf = NaN
+a[6] = np.ldexp(np.round(np.ldexp(a[6], 4)), -4)  # short mantissas: lo = 0 (the defect's case)
+c = torch.zeros(M, N)
+_kernel[(1,)](torch.from_numpy(a), torch.from_numpy(b), c, M, K, N, "fp16x3", 0)
+c = c.numpy().astype(np.float64)
+with np.errstate(invalid="ignore"):
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+fin = np.isfinite(exact)
+scale = np.abs(a[3:]).astype(np.float64) @ np.abs(b[:, 2:]).astype(np.float64)
+cases["nonfinite"] = {
+    "inf_entries": int(np.isinf(exact).sum()),
+    "nan_entries": int(np.isnan(exact).sum()),
+    "same_nan": bool((np.isnan(c) == np.isnan(exact)).all()),
+    "same_inf": bool((c[np.isinf(exact)] == exact[np.isinf(exact)]).all()),
+    "finite_where_finite": bool(np.isfinite(c[fin]).all()),
+    "worst": float((np.abs(c[3:, 2:] - exact[3:, 2:]) / scale).max()),
+}
 print(json.dumps(cases))
 """
 
@@ -102,6 +129,18 @@ def test_fp16x3_products_are_float32_accurate(cases, name, acc):
     # 2**-20 relative to sum |a||b|: a dropped lo part (fp16 alone: ~2**-11) or an unscaled
     # operand (flushed or overflowed in fp16) fails it by orders of magnitude
     assert case["worst"] <= 2.0 ** -20, case  # measured 0.9-1.1e-7 (~2**-23)
+
+
+def test_fp16x3_products_carry_infinities_and_nan_as_float32(cases):
+    """An infinite operand splits into (hi, lo) = (+-65504, +-inf) (_common.split_f16): each
+    entry is the float32 product's +-inf or NaN. With hi = inf, lo = inf - inf = NaN turned
+    every entry that met an infinity into NaN (the forward gave NaN where an infinite key
+    coordinate made a score -inf and its probability 0: test_reliability_gpu)."""
+    case = cases["nonfinite"]
+    # the data do exercise it: inf * -inf, -inf * inf, 0 * inf and NaN entries
+    assert case["inf_entries"] >= 40 and case["nan_entries"] >= 16, case
+    assert case["same_inf"] and case["same_nan"] and case["finite_where_finite"], case
+    assert case["worst"] <= 2.0 ** -20, case
 
 
 @pytest.fixture(scope="module")

@@ -381,6 +381,40 @@ def test_infinite_logits_match_fp64_reference():
     torch.testing.assert_close(m.double(), rm, equal_nan=True)
 
 
+@pytest.mark.parametrize("D", [16, 64])
+@pytest.mark.parametrize("case", ["-inf key", "+inf key", "inf q and k", "inf v"])
+def test_infinities_in_float32_products_match_fp64(D, case):
+    """float32 runs its products as three fp16 ones on sm_90 (D <= 64, "fp16x3"): an infinite
+    element must come out of them as out of a float32 product (kernels/_common.split_f16),
+    in the forward, the backward and the forward+JVP alike: finite where float64 is finite,
+    the same infinities, NaN exactly where float64 has NaN."""
+    q, k, v = qkv(1, 2, 37, 45, D, torch.float32, seed=12)
+    q = q.abs() + 0.1  # positive rows: an infinite key coordinate gives an infinite score
+    do, tq, tk, tv = (randn(x.shape, torch.float32, seed=13 + i) for i, x in enumerate((q, q, k, v)))
+    if case == "-inf key":  # scores -inf: probabilities 0; dQ NaN (0 * -inf), the rest finite
+        k[:, :, 3, 0] = float("-inf")
+    elif case == "+inf key":  # scores +inf: the rows' softmax is NaN
+        k[:, 0, 5, 1] = float("inf")
+    elif case == "inf q and k":  # inf * -inf at one coordinate
+        k[:, :, 3, 0], q[:, :, 4, 0] = float("-inf"), float("inf")
+    else:
+        v[:, :, 7, 2] = float("inf")
+    o, m, l = aot_sdpa.triton_sdpa_fused(q, k, v)
+    x64 = [t.double().requires_grad_() for t in (q, k, v)]
+    ro = reference.attention(*x64)
+    grads = aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
+    rgrads = torch.autograd.grad(ro, x64, do.double())
+    fo, _, _, ft = aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    _, rt = torch.func.jvp(reference.attention, tuple(t.detach() for t in x64),
+                           (tq.double(), tk.double(), tv.double()))
+    for name, ours, ref in [("O", o, ro), ("fwd_jvp O", fo, ro), ("fwd_jvp tO", ft, rt)] + [
+            (n, a, r) for n, a, r in zip(("dQ", "dK", "dV"), grads, rgrads)]:
+        torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-5, atol=1e-5,
+                                   equal_nan=True, msg=lambda e, n=name: f"{case} {n}: {e}")
+    if case == "-inf key":  # the case that matters to a user: finite outputs stay finite
+        assert torch.isfinite(o).all() and torch.isfinite(grads[1]).all()
+
+
 def test_fp16_overflow_becomes_inf_not_garbage():
     q, k, v = qkv(1, 1, 32, 48, 16, torch.float16, seed=8)
     v = torch.full_like(v, 30000.0)
