@@ -227,9 +227,8 @@ def _check_nonfinite(out):
         ref = reference.forward(q.double(), k.double(), v.double(), causal=causal)[0]
         same = reference.forward(q, k, v, causal=causal)[0]
         ours = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)[0]
-        out[f"fwd -inf key {tag}"] = [(ours.double() - ref).abs().max().item(),
-                                      (2 * (same.double() - ref).abs().max()
-                                       + 5e-7 * (1 + ref.abs().max())).item()]
+        out[f"fwd -inf key {tag}"] = [_err(ours, ref),
+                                      2 * _err(same, ref) + 5e-7 * (1 + ref.abs().max().item())]
         k[:, 0, 5, 1] = float("inf")
         ref = reference.forward(q.double(), k.double(), v.double(), causal=causal)[0]
         ours = aot_sdpa.triton_sdpa_fused(q, k, v, causal=causal)[0]
