@@ -139,30 +139,36 @@ def _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_
 
 @triton.jit
 def _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n_full, n_hi,
-                rows, Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
+                rows, Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale, sc, mask_lim,
                 BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
                 INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr, K_ONE: tl.constexpr):
     """_fwd_keys' sweeps: with key padding (BIAS 1) the zero-bias blocks [0, n_lo) plainly,
-    then [n_lo, n_full) and the tail [n_full, n_hi) with per-score limits."""
-    if BIAS == 1:
+    then [n_lo, n_full) and the tail [n_full, n_hi) with per-score limits; with a bias row
+    per query row (BIAS 2, b_row their pointers) every block [0, n_hi) masked by mask_lim."""
+    if BIAS == 2:
         acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0,
-                                   n_lo, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
-                                   BLOCK_N, EVEN_D, False, 0, INPUT_PRECISION, K_ONE)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo,
-                               n_full, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc, BLOCK_N,
-                               EVEN_D, False, BIAS, INPUT_PRECISION, K_ONE)
-    if n_full < n_hi:
-        lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
-        if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
-                                       n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N),
-                                       offs_d, d_ok, qk_scale, sc, TAIL_N, EVEN_D, True, BIAS,
-                                       INPUT_PRECISION, K_ONE)
-        else:
-            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
-                                       n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
-                                       qk_scale, sc, BLOCK_N, EVEN_D, True, BIAS,
-                                       INPUT_PRECISION, K_ONE)
+                                   n_hi, M, mask_lim, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
+                                   BLOCK_N, EVEN_D, True, 2, INPUT_PRECISION, K_ONE)
+    else:
+        if BIAS == 1:
+            acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, 0,
+                                       n_lo, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc,
+                                       BLOCK_N, EVEN_D, False, 0, INPUT_PRECISION, K_ONE)
+        acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo,
+                                   n_full, M, 0, b_row, offs_n, offs_d, d_ok, qk_scale, sc, BLOCK_N,
+                                   EVEN_D, False, BIAS, INPUT_PRECISION, K_ONE)
+        if n_full < n_hi:
+            lim = row_limits(rows, Q_LEN, DIAG, M)  # not live during the first sweep
+            if TAIL_N > 0 and n_hi - n_full <= TAIL_N:  # a narrow tail: one TAIL_N-key block
+                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                           n_full, n_hi, M, lim, b_row, tl.arange(0, TAIL_N),
+                                           offs_d, d_ok, qk_scale, sc, TAIL_N, EVEN_D, True, BIAS,
+                                           INPUT_PRECISION, K_ONE)
+            else:
+                acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
+                                           n_full, n_hi, M, lim, b_row, offs_n, offs_d, d_ok,
+                                           qk_scale, sc, BLOCK_N, EVEN_D, True, BIAS,
+                                           INPUT_PRECISION, K_ONE)
     return acc, m_i, l_i
 
 
@@ -170,12 +176,15 @@ def _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_lo, n
 def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n_hi, rows,
               Q_LEN, DIAG, M, b_row, offs_n, offs_d, d_ok, qk_scale,
               BLOCK_N: tl.constexpr, EVEN_D: tl.constexpr, BIAS: tl.constexpr,
-              INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr = 0):
+              INPUT_PRECISION: tl.constexpr, TAIL_N: tl.constexpr = 0, mask_lim=0):
     """The key blocks every row sees whole ([0, n_full), no per-score limit), then the
     diagonal / ragged tail [n_full, n_hi) with one (TAIL_N > 0: a tail of at most TAIL_N keys
     as one TAIL_N-key block, not a BLOCK_N one); blocks past the last row's limit are
-    skipped. BIAS 1: with a key-padding mask (b_row its row), else none; its blocks of zero
-    bias are swept first without it, and keys past its last kept one dropped (padding_sweeps).
+    skipped. BIAS 1: with a key-padding mask (b_row its row); its blocks of zero bias are
+    swept first without it, and keys past its last kept one dropped (padding_sweeps). BIAS 2:
+    a bias row per query row (b_row their pointers), every block [0, n_hi) masked, each row
+    by its key limit mask_lim (-1 for padded rows: none of their bias is read; unused
+    otherwise). BIAS 0: no mask.
     acc enters as zeros; "fp16x3": the sweeps run in the scales of one scan of the keys
     [0, n_hi) they cover (sweep_scales), acc unscaled at the end; K in one scale where every
     key is within K_ONE_SPAN of the largest (a branch at run time), else per key."""
@@ -188,13 +197,13 @@ def _fwd_keys(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn, n_full, n
     if k_one:
         acc, m_i, l_i = _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
                                     n_lo, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row, offs_n,
-                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
-                                    BIAS, INPUT_PRECISION, TAIL_N, True)
+                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), mask_lim, BLOCK_N,
+                                    EVEN_D, BIAS, INPUT_PRECISION, TAIL_N, True)
     else:
         acc, m_i, l_i = _fwd_sweeps(acc, m_i, l_i, q, kT_base, v_base, stride_kn, stride_vn,
                                     n_lo, n_full, n_hi, rows, Q_LEN, DIAG, M, b_row, offs_n,
-                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
-                                    BIAS, INPUT_PRECISION, TAIL_N, False)
+                                    offs_d, d_ok, qk_scale, (s_k, inv_k, s_v), mask_lim, BLOCK_N,
+                                    EVEN_D, BIAS, INPUT_PRECISION, TAIL_N, False)
     return acc * inv_v, m_i, l_i
 
 
@@ -262,21 +271,11 @@ def _sdpa_fwd_kernel(
                                           INPUT_PRECISION)
             else:  # a bias row per query row: every key block a row may see, masked
                 lim = tl.where(m_ok, row_limits(offs_m, Q_LEN, DIAG, M), -1)
-                b_rows = bias_rows(b_base, stride_biasm, offs_m)
-                s_k, inv_k, s_v, inv_v, k_one = sweep_scales(k_base, v_base, stride_kn, stride_vn,
-                                                             0, n_hi, M, offs_n, offs_d, d_ok,
-                                                             EVEN_D, INPUT_PRECISION)
-                if k_one:
-                    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
-                                               stride_vn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
-                                               d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
-                                               True, 2, INPUT_PRECISION, True)
-                else:
-                    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_kn,
-                                               stride_vn, 0, n_hi, M, lim, b_rows, offs_n, offs_d,
-                                               d_ok, qk_scale, (s_k, inv_k, s_v), BLOCK_N, EVEN_D,
-                                               True, 2, INPUT_PRECISION, False)
-                acc = acc * inv_v
+                acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
+                                          n_full, n_hi, offs_m, Q_LEN, DIAG, M,
+                                          bias_rows(b_base, stride_biasm, offs_m), offs_n,
+                                          offs_d, d_ok, qk_scale, BLOCK_N, EVEN_D, 2,
+                                          INPUT_PRECISION, 0, lim)
         else:
             acc, m_i, l_i = _fwd_keys(acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn,
                                       n_full, n_hi, offs_m, Q_LEN, DIAG, M, Bias, offs_n, offs_d,
