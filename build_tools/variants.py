@@ -48,7 +48,8 @@ MASKED_FLAVORS = {"masked", "masked_fast", "padding_fast"}  # read the attention
 # variants.toml [padding_sweeps] says, else 1 (the key-padding code cost its cubins 2-3.5x the
 # compile time)
 HINTED_MASKED_LEVEL = 2
-# the unmasked hinted flavours an op's `no_hints` entries leave out (those calls run general)
+# the unmasked hinted flavours an op's `no_hints` entries leave out (those calls run general;
+# an entry's `flavors`, if given, narrows it to those of them)
 UNHINTABLE = ("fast", "ragged")
 # flavours compiled only where a table of that name says (archs, dtypes, head_dims)
 LIMITED_FLAVORS = ("ragged", "padding_fast", "masked_fast")
@@ -366,7 +367,7 @@ def load(path: Path, only_ops: set[str] | None = None) -> Spec:
                                 continue  # [split_buckets] flavors (never a masked one)
                         elif not _covers(limits.get(flavor, {}), *where):
                             continue  # [ragged], [padding_fast]: compiled where they pay
-                        if flavor in UNHINTABLE and any(_covers(u, *where)
+                        if flavor in UNHINTABLE and any(_covers(u, *where, flavor)
                                                         for u in table.get("no_hints", [])):
                             continue  # the op's no_hints: the general flavour runs faster
                         masked = 0

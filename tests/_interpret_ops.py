@@ -72,10 +72,14 @@ def interpreted_launch(op, dtype, device, sizes, scale, *, has_tdo=0, causal=Non
 
 def _precision(op, dtype, D, bias) -> str:
     """The products of an interpreted launch: "ieee", or, with FP16X3 on, "fp16x3" where the
-    sm_90 float32 variant that jit_call runs (the general or masked flavour of the smallest
-    bucket >= D) has it (the interpreter has no "bf16x6")."""
+    sm_90 float32 variant that jit_call runs has it: the general or masked flavour of the
+    smallest bucket >= D, or, unmasked at D == that bucket (whose EVEN_D code the launch then
+    runs), the fast one (the interpreter has no "bf16x6")."""
     if FP16X3["on"] and dtype == 2:
         v = jit_call.variant(SPEC, op, "fp32", D, bias is not None)
+        if v is not None and bias is None and v.head_dim == D:
+            v = next((f for f in SPEC.variants if (f.op, f.dtype, f.head_dim, f.arch, f.flavor)
+                      == (op, "fp32", D, 90, "fast") and f.max_len is None), v)
         if v is not None and v.input_precision == "fp16x3":
             return "fp16x3"
     return "ieee"
@@ -392,7 +396,8 @@ def main(names):
     # (96) with multi-query heads and bottom-right causal with T > M (rows that see no key),
     # and causal over several blocks each way (the unmasked sweeps of whole blocks as well)
     # float32 in "fp16x3" products where sm_90 ships them (D <= 64: the forward, the JVPs and
-    # the one-kernel backward; the other ops stay IEEE): ragged T, M and D, the full bucket 64
+    # the one-kernel backward; D = 128: the forward; the other ops stay IEEE): ragged T, M and
+    # D, the full buckets 64 and 128
     # (the one-kernel backward runs there, both ways), causal over several blocks, grouped
     # heads, a key-padding mask (the masked flavours) and a dense one; the forward on sizes
     # spanning many decades (_check_wide)
@@ -402,6 +407,7 @@ def main(names):
         _check_all(out, *f32, (1, 2, 37, 45, 16), g)
         _check_all(out, *f32, (1, 2, 40, 70, 64), g)
         _check_all(out, *f32, (1, 2, 150, 170, 40), g, causal=True)
+        _check_all(out, *f32, (1, 2, 37, 70, 128), g)  # the bucket-128 forward (fast: D = 128)
         _check_all(out, *f32, (2, 4, 9, 13, 16), g, Hkv=2)
         _check_all(out, *f32, (2, 2, 37, 70, 16), g, mask=_key_padding)
         _check_all(out, *f32, (1, 2, 90, 80, 16), g, causal="bottom_right",

@@ -39,10 +39,11 @@ RAGGED_BUCKETS = {64, 128, 256}
 # ops with a plain-TF32 float32 variant too (torch.get_float32_matmul_precision() != "highest")
 TF32_OPS = {"fwd", "bwd_z_from_stats", "bwd_dkdv", "bwd_dk", "bwd_dv", "bwd_dq", "jvp",
             "fwd_jvp"}
-# (op, dtype, bucket, arch) without the unmasked hinted flavours (fast, ragged): the op's
-# no_hints in kernels/variants.toml (the general flavour measured faster there; the
-# second-order ops on sm_80: compile time)
-UNHINTED = {("fwd", "float32", 128, "sm_90")}
+# the ops' no_hints in kernels/variants.toml: (op, dtype, bucket, arch) without a ragged
+# flavour (the sm_90 float32 forward at 128: D < 128 runs general, faster there; D = 128 runs
+# fast, in fp16x3), and (op, arch) without fast and ragged (the second-order ops on sm_80:
+# compile time)
+UNRAGGED = {("fwd", "float32", 128, "sm_90")}
 UNHINTED_ARCH = {("bwd_jvp_dq", "sm_80"), ("bwd_jvp_dkdv", "sm_80")}
 # ops compiled for buckets 64-256 only (D <= 32 runs in the 64 bucket): variants.toml head_dims
 SECOND_ORDER_OPS = {"bwd_jvp_rows", "bwd_jvp_dq", "bwd_jvp_dkdv"}
@@ -85,8 +86,7 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         assert not {r for r in have if r[:4] == (op, dt, d, arch)}
                         continue
                     assert (op, dt, d, arch, "general") in have
-                    hintable = ((op, dt, d, arch) not in UNHINTED
-                                and (op, arch) not in UNHINTED_ARCH)
+                    hintable = (op, arch) not in UNHINTED_ARCH
                     if op in FAST_OPS:
                         assert ((op, dt, d, arch, "fast") in have) == hintable
                     assert ((op, dt, d, arch, "masked") in have) == (op in MASKED_OPS
@@ -95,7 +95,8 @@ def test_inventory_has_every_op_dtype_bucket_arch():
                         op in MASKED_FAST_OPS and dt != "tf32" and arch == "sm_90")
                     assert ((op, dt, d, arch, "ragged") in have) == (
                         op in RAGGED_OPS and dt != "tf32" and arch == "sm_90"
-                        and d in RAGGED_BUCKETS and hintable)
+                        and d in RAGGED_BUCKETS and hintable
+                        and (op, dt, d, arch) not in UNRAGGED)
     assert {r[0] for r in have if r[1] == "tf32"} == TF32_OPS
     assert {r for r in have if r[0] in ("bwd_fused", "bwd_z_from_o")} == FUSED
     assert {r[0] for r in have} == OPS | {"bwd_fused", "bwd_z_from_o"}

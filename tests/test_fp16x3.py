@@ -156,7 +156,7 @@ def through_the_ops():
 
 def test_ops_in_fp16x3_match_float64_in_the_interpreter(through_the_ops):
     """Each output against float64 within the project's rule (2x torch's float32 error +
-    5e-7 (1 + |ref|)): ragged shapes, the full 64 bucket (one-kernel backward both ways),
+    5e-7 (1 + |ref|)): ragged shapes, the full 64 and 128 buckets (one-kernel backward both ways),
     causal, grouped heads, key-padding and dense masks; and, per output column, the forward
     and forward+JVP on sizes spanning up to 10**24 (_interpret_ops._check_wide). Dropping the
     lo products from mma fails 150 of the first 158 checks (measured)."""
@@ -170,9 +170,16 @@ def test_ops_in_fp16x3_match_float64_in_the_interpreter(through_the_ops):
                           ("fwd_jvp", 40, False), ("bwd_fused", 64, False)):
         assert jit_call.variant(spec, op, "fp32", D, masked).input_precision == "fp16x3", (
             op, D, masked)
+    # and at D = 128 the forward's fast flavour (the EVEN_D code an interpreted launch at the
+    # bucket's own head dim runs) has it, its general flavour not
+    fast = [v for v in spec.variants if (v.op, v.dtype, v.head_dim, v.arch, v.flavor)
+            == ("fwd", "fp32", 128, 90, "fast")]
+    assert [v.input_precision for v in fast] == ["fp16x3"]
+    assert jit_call.variant(spec, "fwd", "fp32", 128).input_precision == "bf16x6"
     checks = through_the_ops
     assert {"fwd[0]", "jvp[0]", "fwd_jvp[1]", "bwd_fused(o)[0]", "bwd_fused(stats)[2]"} <= {
         k.split()[0] for k in checks}
+    assert any(k.startswith("fwd[0] ") and " D128 " in k for k in checks)
     # the forward's two ways of scaling K (one scale per program, or per key where the keys'
     # sizes spread past _common.K_ONE_SPAN), each output column against its own allowance
     # (_interpret_ops._check_wide; a 1e-4 error in the one-scale path's 1 / s_k fails those
