@@ -387,7 +387,8 @@ def test_infinities_in_float32_products_match_fp64(D, case):
     """float32 runs its products as three fp16 ones on sm_90 (D <= 64, "fp16x3"): an infinite
     element must come out of them as out of a float32 product (kernels/_common.split_f16),
     in the forward, the backward and the forward+JVP alike: finite where float64 is finite,
-    the same infinities, NaN exactly where float64 has NaN."""
+    the same infinities, NaN exactly where float64 has NaN (but for the forward+JVP's tangent
+    in the column of an infinite value: NaN or float64's infinity there)."""
     q, k, v = qkv(1, 2, 37, 45, D, torch.float32, seed=12)
     q = q.abs() + 0.1  # positive rows: an infinite key coordinate gives an infinite score
     do, tq, tk, tv = (randn(x.shape, torch.float32, seed=13 + i) for i, x in enumerate((q, q, k, v)))
@@ -409,7 +410,18 @@ def test_infinities_in_float32_products_match_fp64(D, case):
                            (tq.double(), tk.double(), tv.double()))
     for name, ours, ref in [("O", o, ro), ("fwd_jvp O", fo, ro), ("fwd_jvp tO", ft, rt)] + [
             (n, a, r) for n, a, r in zip(("dQ", "dK", "dV"), grads, rgrads)]:
-        torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-5, atol=1e-5,
+        ours, ref = ours.double(), ref.detach()
+        if case == "inf v" and name == "fwd_jvp tO":
+            # the documented limit (README "Infinite and NaN inputs"): the forward+JVP's one
+            # pass forms tO = A / l - (r / l) O, and with an infinite v_j both terms of its
+            # column are infinite: NaN in the rows where the two have the same sign, where
+            # float64 gives +-inf (measured: 36-37 of the column's 74 rows, H200). Where float64
+            # is finite ours must match it, and an infinity of ours must be float64's
+            fin, inf = torch.isfinite(ref), torch.isinf(ours)
+            assert not torch.isfinite(ours[~fin]).any(), f"{case} {name}: finite for inf"
+            assert torch.equal(ours[inf], ref[inf]), f"{case} {name}: wrong infinities"
+            ours, ref = ours[fin], ref[fin]
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5,
                                    equal_nan=True, msg=lambda e, n=name: f"{case} {n}: {e}")
     if case == "-inf key":  # the case that matters to a user: finite outputs stay finite
         assert torch.isfinite(o).all() and torch.isfinite(grads[1]).all()
