@@ -228,22 +228,34 @@ def test_dropin_inference_writes_the_stats_to_one_scratch(recorder):
     assert strides[3 * i:3 * i + 3] == [3 * 5, 5, 1]
 
 
-@pytest.mark.parametrize("dtype,D,precision,arch_fp32,split", [
-    (torch.float16, 128, "highest", "tf32x3", False), (torch.bfloat16, 72, "highest", "tf32x3",
-                                                       False),
-    (torch.float32, 64, "highest", "tf32x3", False), (torch.float32, 65, "highest", "tf32x3", True),
-    (torch.float32, 128, "highest", "tf32x3", True), (torch.float32, 128, "highest", "bf16x6", False),
-    (torch.float32, 72, "highest", "bf16x6", False), (torch.float32, 72, "high", "tf32x3", False),
-    (torch.float32, 128, "high", "tf32x3", True), (torch.float32, 128, "high", "bf16x6", True)])
+@pytest.mark.parametrize("dtype,D,precision,arch_fp32,d128_fp16x3,split", [
+    (torch.float16, 128, "highest", "tf32x3", False, False),
+    (torch.float16, 128, "highest", "bf16x6", True, False),
+    (torch.bfloat16, 72, "highest", "tf32x3", False, False),
+    (torch.float32, 64, "highest", "tf32x3", False, False),
+    (torch.float32, 64, "highest", "bf16x6", True, False),
+    (torch.float32, 65, "highest", "tf32x3", False, True),
+    (torch.float32, 128, "highest", "tf32x3", False, True),
+    (torch.float32, 128, "highest", "bf16x6", False, False),
+    (torch.float32, 128, "highest", "bf16x6", True, True),
+    (torch.float32, 72, "highest", "bf16x6", False, False),
+    (torch.float32, 72, "highest", "bf16x6", True, False),
+    (torch.float32, 72, "high", "tf32x3", False, False),
+    (torch.float32, 128, "high", "tf32x3", False, True),
+    (torch.float32, 128, "high", "bf16x6", True, True)])
 @pytest.mark.parametrize("drop_in", [False, True])
 def test_float32_head_dims_above_64_run_forward_then_jvp(recorder, monkeypatch, dtype, D,
-                                                          precision, arch_fp32, split, drop_in):
+                                                          precision, arch_fp32, d128_fp16x3,
+                                                          split, drop_in):
     """sdpa_fwd_jvp (and the drop-in under forward AD, which keeps no stats) runs the fused
     kernel, except where _ops.split_fwd_jvp measured two kernels faster (fp32-accurate
-    float32 in the 128 bucket where the device's arch has "tf32x3" products (sm_80), TF32 at
-    D = 128): the forward kernel, then the JVP kernel on the stats it wrote (two distinct
-    buffers: the JVP reads m and l). `arch_fp32` stands in for the device's fp32 precision."""
+    float32 in the 128 bucket where the device's arch has "tf32x3" products (sm_80), and at
+    D = 128 where its forward and JVP kernels run "fp16x3" (sm_90); TF32 at D = 128): the
+    forward kernel, then the JVP kernel on the stats it wrote (two distinct buffers: the JVP
+    reads m and l). `arch_fp32` and `d128_fp16x3` stand in for the device's fp32 precision
+    and _ops.fp16x3_d128."""
     monkeypatch.setattr(_ops, "fp32_precision", lambda device: arch_fp32)
+    monkeypatch.setattr(_ops, "fp16x3_d128", lambda device: d128_fp16x3)
     q, tq = _t(2, 3, 5, D, dtype=dtype), _t(2, 3, 5, D, dtype=dtype)
     k, v, tk, tv = (_t(2, 3, 7, D, dtype=dtype) for _ in range(4))
     prev = torch.get_float32_matmul_precision()

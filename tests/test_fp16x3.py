@@ -176,10 +176,11 @@ def test_ops_in_fp16x3_match_float64_in_the_interpreter(through_the_ops):
             == ("fwd", "fp32", 128, 90, "fast")]
     assert [v.input_precision for v in fast] == ["fp16x3"]
     assert jit_call.variant(spec, "fwd", "fp32", 128).input_precision == "bf16x6"
+    assert jit_call.variant(spec, "jvp", "fp32", 128).input_precision == "fp16x3"
     checks = through_the_ops
     assert {"fwd[0]", "jvp[0]", "fwd_jvp[1]", "bwd_fused(o)[0]", "bwd_fused(stats)[2]"} <= {
         k.split()[0] for k in checks}
-    assert any(k.startswith("fwd[0] ") and " D128 " in k for k in checks)
+    assert {k.split()[0] for k in checks if " D128 " in k} >= {"fwd[0]", "jvp[0]", "fwd_jvp[1]"}
     # the forward's two ways of scaling K (one scale per program, or per key where the keys'
     # sizes spread past _common.K_ONE_SPAN), each output column against its own allowance
     # (_interpret_ops._check_wide; a 1e-4 error in the one-scale path's 1 / s_k fails those

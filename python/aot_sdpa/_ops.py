@@ -437,7 +437,8 @@ def fp32_precision(device: int) -> str:
     """The product precision of the fp32-accurate forward+JVP variants that run on `device`
     (the first such row of the kernel inventory, read once per device; "" when none serves
     it): "tf32x3" on sm_80; on sm_90 "bf16x6" or "fp16x3", per bucket and flavour
-    (variants.toml [ops.fwd_jvp] fp16x3), neither of which splits (split_fwd_jvp)."""
+    (variants.toml [ops.fwd_jvp] fp16x3); of these only "tf32x3" splits the whole 128 bucket
+    (split_fwd_jvp; sm_90 splits D = 128 alone, by fp16x3_d128)."""
     p = _FP32_PRECISION.get(device)
     if p is None:
         p = next((r["input_precision"] for r in _served(device) if r["op"] == "fwd_jvp"
@@ -446,18 +447,40 @@ def fp32_precision(device: int) -> str:
     return p
 
 
+_FP16X3_D128: dict[int, bool] = {}  # device index -> fp16x3_d128(device)
+
+
+def fp16x3_d128(device: int) -> bool:
+    """Whether `device` runs the fp32-accurate forward's fast flavour and the JVP kernel at
+    D = 128 in "fp16x3" products (sm_90: variants.toml [ops.fwd], [ops.jvp]), read once per
+    device from the kernel inventory."""
+    f = _FP16X3_D128.get(device)
+    if f is None:
+        prec = {(r["op"], r["flavor"]): r["input_precision"] for r in _served(device)
+                if r["head_dim"] == 128 and not r["max_len"] and r["input_precision"] != "tf32"}
+        f = prec.get(("fwd", "fast")) == prec.get(("jvp", "fast")) == "fp16x3"
+        _FP16X3_D128[device] = f
+    return f
+
+
 def split_fwd_jvp(dt: int, D: int, device: int) -> bool:
     """Whether the forward+JVP runs as the forward kernel, then the JVP kernel on its stats,
     instead of the fused kernel: where that was measured faster (H200,
     benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in the 128 head-dim bucket
     where `device` runs "tf32x3" products (fp32_precision: sm_80; asked only for such calls)
     (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused kernel's two BLOCK_M x 128 fp32
-    accumulators and split operands spill) and TF32 at D = 128 (1.48-1.50x). In "bf16x6"
-    products (sm_90) the fused kernel is 1.49-1.52x faster there; TF32 at D = 72, whose calls
-    run the general (scalar-load) kernels, is 2x faster fused; D <= 64 is fused-faster for all
-    (0.67-0.98x split)."""
-    return (dt == _FP32_CODE and D > 64 and fp32_precision(device) == "tf32x3") or (
-        dt == TF32_CODE and D == 128)
+    accumulators and split operands spill), fp32-accurate float32 at D = 128 where the forward
+    and the JVP kernel run "fp16x3" products and the fused kernel "bf16x6" (sm_90,
+    fp16x3_d128: 1.21-1.24x, results/ab_split_d128_h200.log) and TF32 at D = 128
+    (1.48-1.50x). In "bf16x6" products alone the fused kernel is 1.49-1.52x faster (sm_90
+    below D = 128, where the forward runs bf16x6 and the split with the fp16x3 JVP kernel is
+    not measured yet); TF32 at D = 72, whose calls run the general
+    (scalar-load) kernels, is 2x faster fused; D <= 64 is fused-faster for all (0.67-0.98x
+    split)."""
+    if dt == TF32_CODE:
+        return D == 128
+    return dt == _FP32_CODE and D > 64 and (fp32_precision(device) == "tf32x3" or (
+        D == 128 and fp16x3_d128(device)))
 
 
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
