@@ -283,6 +283,20 @@ def test_float32_head_dims_above_64_run_forward_then_jvp(recorder, monkeypatch, 
         assert (fwd["Mstat"], fwd["Lstat"]) == (m.data_ptr(), l.data_ptr())
 
 
+def test_masked_float32_d128_forward_jvp_stays_fused(recorder, monkeypatch):
+    """The sm_90 split at D = 128 (_ops.fp16x3_d128) is for unmasked calls: the masked
+    flavours of the forward and JVP kernels run "bf16x6", where the fused kernel is faster,
+    so a masked float32 forward+JVP there runs the fused kernel."""
+    monkeypatch.setattr(_ops, "fp32_precision", lambda device: "bf16x6")
+    monkeypatch.setattr(_ops, "fp16x3_d128", lambda device: True)
+    q, tq = _t(2, 3, 5, 128, dtype=torch.float32), _t(2, 3, 5, 128, dtype=torch.float32)
+    k, v, tk, tv = (_t(2, 3, 7, 128, dtype=torch.float32) for _ in range(4))
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv, mask=mask)
+    aot_sdpa.sdpa_fwd_jvp(q, k, v, tq, tk, tv)
+    assert [c[0] for c in recorder.calls] == ["fwd_jvp", "fwd", "jvp"]
+
+
 @pytest.mark.parametrize("bthd", [False, True])
 def test_grouped_query_folds_the_query_heads_into_rows(recorder, bthd):
     """k, v with Hkv heads: every kernel runs plain attention over (B, Hkv, (H/Hkv)*T) rows,

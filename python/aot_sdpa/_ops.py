@@ -463,7 +463,7 @@ def fp16x3_d128(device: int) -> bool:
     return f
 
 
-def split_fwd_jvp(dt: int, D: int, device: int) -> bool:
+def split_fwd_jvp(dt: int, D: int, device: int, masked: bool = False) -> bool:
     """Whether the forward+JVP runs as the forward kernel, then the JVP kernel on its stats,
     instead of the fused kernel: where that was measured faster (H200,
     benchmarks/results/fwd_jvp_split.csv): fp32-accurate float32 in the 128 head-dim bucket
@@ -471,7 +471,8 @@ def split_fwd_jvp(dt: int, D: int, device: int) -> bool:
     (D = 72: 1.13x, D = 128: 1.19-1.22x; the fused kernel's two BLOCK_M x 128 fp32
     accumulators and split operands spill), fp32-accurate float32 at D = 128 where the forward
     and the JVP kernel run "fp16x3" products and the fused kernel "bf16x6" (sm_90,
-    fp16x3_d128: 1.21-1.24x, results/ab_split_d128_h200.log) and TF32 at D = 128
+    fp16x3_d128: 1.21-1.24x, results/ab_split_d128_h200.log; unmasked only: the masked
+    flavours of both kernels stay "bf16x6", where the fused kernel is faster) and TF32 at D = 128
     (1.48-1.50x). In "bf16x6" products alone the fused kernel is 1.49-1.52x faster (sm_90
     below D = 128, where the forward runs bf16x6 and the split with the fp16x3 JVP kernel is
     not measured yet); TF32 at D = 72, whose calls run the general
@@ -480,7 +481,7 @@ def split_fwd_jvp(dt: int, D: int, device: int) -> bool:
     if dt == TF32_CODE:
         return D == 128
     return dt == _FP32_CODE and D > 64 and (fp32_precision(device) == "tf32x3" or (
-        D == 128 and fp16x3_d128(device)))
+        D == 128 and not masked and fp16x3_d128(device)))
 
 
 def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
@@ -490,7 +491,7 @@ def _fwd_jvp(q, k, v, tq, tk, tv, scale, causal, bias, scratch_stats: bool):
     shape, bv, ci = q.shape, _bias_view(bias, q, k), _causal(causal, T, M)
     sizes, (q, tq) = _grouping((B, H, T, M, D), k, q, tq)
     o, to = torch.empty_like(q), torch.empty_like(q)
-    split = split_fwd_jvp(dt, D, dev)
+    split = split_fwd_jvp(dt, D, dev, bv is not None)
     if scratch_stats and not split:  # the JVP kernel of a split call reads m and l
         m = l = _row_stat(q, *sizes[:3])
     else:
