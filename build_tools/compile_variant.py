@@ -107,6 +107,8 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str,
                         "zero": zero, "owner": stride_owner(name, pointers, abi)})
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
+        elif name in abi.get("fp16_pointers", ()):
+            out.append({"name": name, "ty": "*fp16", "kind": "ptr", "hint": False})
         else:
             # data pointers: 16-byte aligned (the divisibility of an address is in bytes)
             out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast,

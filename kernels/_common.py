@@ -42,6 +42,9 @@ LN2 = tl.constexpr(0.6931471805599453)  # ln(2): converts a base-2 row max back 
 # sweep_scales: K takes one scale per program when every key's largest |K_jd| (not 0) is
 # within this factor (2**6) of the largest of all, else per-key scales per tile
 K_ONE_SPAN = tl.constexpr(64.0)
+# A split buffer's row (split_rows_store): hi and lo (HEAD_DIM halves each), then 1/s as one
+# float32 (2 halves) padded to 8 halves, so that every row stays 16-byte aligned
+SPLIT_PAD = tl.constexpr(8)
 # Triton's interpreter (TRITON_INTERPRET=1, the CPU tests) runs no inline PTX: f16_satfinite
 # takes a plain-Triton path there
 INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
@@ -486,10 +489,82 @@ def fp16x3_dot(a, b):
     x's partner is 0 (or too small for fp16 in its scaled row or column)."""
     a_hi, a_lo = split_f16(a)
     b_hi, b_lo = split_f16(b)
+    return fp16x3_parts(a_hi, a_lo, b_hi, b_lo)
+
+
+@triton.jit
+def fp16x3_parts(a_hi, a_lo, b_hi, b_lo):
+    """fp16x3_dot of operands already split: a_lo b_hi + a_hi b_lo + a_hi b_hi."""
     # -- the small terms first, then hi * hi, in one fp32 accumulator
     p = tl.dot(a_lo, b_hi)
     p = tl.dot(a_hi, b_lo, p)
     return tl.dot(a_hi, b_hi, p)
+
+
+@triton.jit
+def split_rows(x):
+    """x's rows scaled into fp16's range (pow2_scale, s per row) and split (split_f16):
+    (hi, lo, 1/s) with s_i x_i = hi_i + lo_i (+ the split's remainder)."""
+    s, inv = pow2_scale(x, 1)
+    hi, lo = split_f16(x * s[:, None])
+    return hi, lo, inv
+
+
+@triton.jit
+def split_rows_store(base, x, rows, row_ok, offs_d, HEAD_DIM: tl.constexpr):
+    """Store split_rows(x) of a float32 tile x (len(rows) x HEAD_DIM; columns past the head dim
+    zero) as rows `rows` of a split buffer at `base` (fp16, 2 HEAD_DIM + SPLIT_PAD halves per
+    row): [hi | lo | 1/s as float32 | padding]. Every column is written (tail columns as 0),
+    so a reader needs no head-dim mask."""
+    ROW: tl.constexpr = 2 * HEAD_DIM + SPLIT_PAD
+    hi, lo, inv = split_rows(x)
+    ptrs = base + rows[:, None] * ROW + offs_d[None, :]
+    tl.store(ptrs, hi, mask=row_ok[:, None])
+    tl.store(ptrs + HEAD_DIM, lo, mask=row_ok[:, None])
+    tl.store((base + rows * ROW + 2 * HEAD_DIM).to(tl.pointer_type(tl.float32)), inv,
+             mask=row_ok)
+
+
+@triton.jit
+def load_split_rows(base, stride_row, rows, row_ok, offs_d, MASK_ROWS: tl.constexpr,
+                    TRANS: tl.constexpr):
+    """Rows `rows` of a split buffer (split_rows_store; stride_row = 2 HEAD_DIM + SPLIT_PAD):
+    (hi, lo, 1/s), hi and lo as len(rows) x HEAD_DIM tiles (TRANS: HEAD_DIM x len(rows));
+    masked rows read as hi = lo = 0, 1/s = 0."""
+    HEAD_DIM: tl.constexpr = offs_d.shape[0]
+    if TRANS:
+        ptrs = base + rows[None, :] * stride_row + offs_d[:, None]
+        ok = row_ok[None, :]
+    else:
+        ptrs = base + rows[:, None] * stride_row + offs_d[None, :]
+        ok = row_ok[:, None]
+    hi = load_tile(ptrs, ok, ok, MASK_ROWS, True)
+    lo = load_tile(ptrs + HEAD_DIM, ok, ok, MASK_ROWS, True)
+    inv_ptrs = (base + rows * stride_row + 2 * HEAD_DIM).to(tl.pointer_type(tl.float32))
+    if MASK_ROWS:
+        inv = tl.load(inv_ptrs, mask=row_ok, other=0.0)
+    else:
+        inv = tl.load(inv_ptrs)
+    return hi, lo, inv
+
+
+@triton.jit
+def mma_split_cols(a, b_hi, b_lo, inv_b):
+    """a @ b in "fp16x3" for b given split with its columns scaled (b_kj = (b_hi + b_lo)_kj
+    inv_b_j, inv_b = 1/s of each column): a's rows scaled and split here,
+      a @ b = fp16x3_parts(a s_a, b s_b) / (s_a s_b)."""
+    a_hi, a_lo, inv_a = split_rows(a)
+    return fp16x3_parts(a_hi, a_lo, b_hi, b_lo) * (inv_a[:, None] * inv_b[None, :])
+
+
+@triton.jit
+def mma_split_rows(a, b_hi, b_lo, inv_b, acc):
+    """acc + a @ b in "fp16x3" for b given split with its rows scaled (b_kj = (b_hi +
+    b_lo)_kj inv_b_k): b's row scales fold into a's columns (exact: powers of two), whose
+    rows are then scaled and split here,
+      a @ b = fp16x3_parts(s_a (a inv_b), s_b b) / s_a."""
+    a_hi, a_lo, inv_a = split_rows(a * inv_b[None, :])
+    return acc + fp16x3_parts(a_hi, a_lo, b_hi, b_lo) * inv_a[:, None]
 
 
 @triton.jit

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 from _common import (
     LOG2E,
+    SPLIT_PAD,
     batch_head,
     bias_rows,
     block_offsets,
@@ -45,14 +46,18 @@ from _common import (
     load_kT_v,
     load_row_stats,
     load_rows,
+    load_split_rows,
     load_tile,
     mma,
+    mma_split_cols,
+    mma_split_rows,
     one_masked_loop,
     padding_sweeps,
     query_block,
     query_limits,
     row_limits,
     row_vector,
+    split_rows_store,
     store_rows,
     unseen_rows_to_zero,
 )
@@ -122,29 +127,44 @@ def _dot_rows(o, do):
 
 @triton.jit
 def _sdpa_bwd_z_from_o_kernel(
-    O, DO, Mstat, Lstat, Zbuf,
+    O, DO, Q, Mstat, Lstat, Zbuf, Split,
     stride_oz, stride_oh, stride_om,
     stride_doz, stride_doh, stride_dom,
+    stride_qz, stride_qh, stride_qm,
     stride_mz, stride_mh, stride_mm,
     stride_lz, stride_lh, stride_lm,
-    Z, H, T, D,
+    Z, H, T, D, HAS_O,
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, EVEN_D: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
 ):
-    """z_i = sum_d dO_id * O_id (fp32) and lse2_i (_store_z_lse2) into Zbuf's two planes."""
+    """The one-kernel backward's pre-pass (bwd_fused), per block of query rows:
+    HAS_O: z_i = sum_d dO_id * O_id (fp32) and lse2_i (_store_z_lse2) into Zbuf's planes (else
+    O and Zbuf are not touched: z came from the stats); "fp16x3": Q's and dO's rows split
+    (split_rows_store) into Split, Q's (Z*H, T) rows then dO's, each row
+    [hi | lo | 1/s | padding] with s_i x_i = hi_i + lo_i (else Q and Split are not touched)."""
     off_z, off_h, bh, valid = batch_head(Z, H)
     if valid:
         offs_m, _, offs_d, m_ok, d_ok = block_offsets(tl.program_id(0), BLOCK_M, BLOCK_M,
                                                       HEAD_DIM, T, D)
-        o = load_rows(O, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d, m_ok,
-                      d_ok, EVEN_D)
         do = load_rows(DO, off_z, off_h, stride_doz, stride_doh, stride_dom, offs_m, offs_d, m_ok,
                        d_ok, EVEN_D)
-        z = _dot_rows(o, do)
-        # the stats only feed lse2: float32 stores none, and its loads compile away
-        m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh, stride_mm,
-                                   stride_lz, stride_lh, stride_lm, offs_m, m_ok,
-                                   O.dtype.element_ty)
-        _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, O.dtype.element_ty)
+        if HAS_O:
+            o = load_rows(O, off_z, off_h, stride_oz, stride_oh, stride_om, offs_m, offs_d,
+                          m_ok, d_ok, EVEN_D)
+            z = _dot_rows(o, do)
+            # the stats only feed lse2: float32 stores none, and its loads compile away
+            m2, inv_l = load_row_stats(Mstat, Lstat, off_z, off_h, stride_mz, stride_mh,
+                                       stride_mm, stride_lz, stride_lh, stride_lm, offs_m, m_ok,
+                                       O.dtype.element_ty)
+            _store_z_lse2(Zbuf, z, m2, inv_l, bh, Z, H, T, offs_m, m_ok, O.dtype.element_ty)
+        if INPUT_PRECISION == "fp16x3":
+            ROW: tl.constexpr = 2 * HEAD_DIM + SPLIT_PAD
+            q = load_rows(Q, off_z, off_h, stride_qz, stride_qh, stride_qm, offs_m, offs_d,
+                          m_ok, d_ok, EVEN_D)
+            split_rows_store(Split + bh.to(tl.int64) * T * ROW, q, offs_m, m_ok, offs_d,
+                             HEAD_DIM)
+            split_rows_store(Split + (Z.to(tl.int64) * H + bh) * T * ROW, do, offs_m, m_ok,
+                             offs_d, HEAD_DIM)
 
 
 @triton.jit
@@ -326,31 +346,51 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
     (contiguous), l_base unused; else the stats m, l. ATOMIC_DQ: also add this key block's
     share of dQ, scale * dS K, to the float32 rows of dq_base (atomically: every key block's
     program adds to the same rows)."""
+    # PRESPLIT (bwd_fused in "fp16x3"): q_base and do_base point at the pre-pass's split rows
+    # of Q and dO (_sdpa_bwd_z_from_o_kernel, split_rows_store), whose scales fold into P^T
+    # and dS^T; Q and dO are never split here
+    PRESPLIT: tl.constexpr = ATOMIC_DQ and INPUT_PRECISION == "fp16x3"
     for start_m in range(m_lo, m_hi, BLOCK_M):
         if JUMP:  # the tail's block, moved forward (one_masked_loop)
             start_m = jumped(start_m, jump_at, jump)
         rows = start_m + offs_m
         r_ok = rows < row_end
         # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats
-        qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
-                       d_ok[:, None], MASK_M, EVEN_D)
-        do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :], r_ok[:, None],
-                       d_ok[None, :], MASK_M, EVEN_D)
         m2, inv_l = _dkdv_rows_stats(m_base, l_base, rows, r_ok, stride_mm, stride_lm, BLOCK_M,
                                      MASK_M, LSE2)
-        # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
-        s2T = mma(k, qT, None, INPUT_PRECISION) * qk_scale
+        if PRESPLIT:
+            # (their fp16 parts hi + lo = s_i x_i and each row's 1 / s_i)
+            qT_hi, qT_lo, inv_q = load_split_rows(q_base, stride_qm, rows, r_ok, offs_d, MASK_M,
+                                                  True)
+            do_hi, do_lo, inv_do = load_split_rows(do_base, stride_dom, rows, r_ok, offs_d,
+                                                   MASK_M, False)
+            # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
+            s2T = mma_split_cols(k, qT_hi, qT_lo, inv_q) * qk_scale
+        else:
+            qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
+                           d_ok[:, None], MASK_M, EVEN_D)
+            do = load_tile(do_base + rows[:, None] * stride_dom + offs_d[None, :],
+                           r_ok[:, None], d_ok[None, :], MASK_M, EVEN_D)
+            s2T = mma(k, qT, None, INPUT_PRECISION) * qk_scale
         pT = frozen_probs_T(s2T, m2, inv_l, b_base, stride_biasm, rows, r_ok, cols, Q_LEN,
                             DIAG, M, MASK_M, BIAS)
         # -- dV += P^T dO
         if COMPUTE_DV:
-            dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
+            if PRESPLIT:
+                dv = mma_split_rows(pT, do_hi, do_lo, inv_do, dv)
+            else:
+                dv = mma(pT.to(do.dtype), do, dv, INPUT_PRECISION)
         if COMPUTE_DK:
             # -- dP^T = V dO^T;  dS^T = P^T * (dP^T - z);  dK += dS^T Q
             z = _rows_z(z_base, rows, r_ok, MASK_M)
-            dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
-            dsT = pT * (dpT - z[None, :])
-            dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
+            if PRESPLIT:
+                dpT = mma_split_cols(v, tl.trans(do_hi), tl.trans(do_lo), inv_do)
+                dsT = pT * (dpT - z[None, :])
+                dk = mma_split_rows(dsT, tl.trans(qT_hi), tl.trans(qT_lo), inv_q, dk)
+            else:
+                dpT = mma(v, tl.trans(do), None, INPUT_PRECISION)
+                dsT = pT * (dpT - z[None, :])
+                dk = mma(dsT.to(qT.dtype), tl.trans(qT), dk, INPUT_PRECISION)
             if ATOMIC_DQ:
                 # -- dQ_i += scale * dS K for this block's keys (BLOCK_M x HEAD_DIM); padded
                 #    rows and tail columns are not written
@@ -511,7 +551,7 @@ def _dkdv_split(K, V, DK, DV, q_base, do_base, m_base, l_base, z_base, sm_scale,
 
 
 @triton.jit
-def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
+def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, Split, sm_scale,
                   stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
                   stride_vz, stride_vh, stride_vn, stride_doz, stride_doh, stride_dom,
                   stride_dkz, stride_dkh, stride_dkn, stride_dvz, stride_dvh, stride_dvn,
@@ -524,7 +564,9 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                   TAIL_M: tl.constexpr = 0, TWO_PASS: tl.constexpr = 0,
                   HEAD_CHUNK: tl.constexpr = 0):
     """The body of _sdpa_bwd_dkdv_kernel and _sdpa_bwd_fused_kernel (ATOMIC_DQ: DQ is also
-    written, float32 and zeroed by the caller; else DQ is never read). A split HEAD_DIM
+    written, float32 and zeroed by the caller; else DQ is never read; ATOMIC_DQ in "fp16x3":
+    Q and dO are read from Split, _sdpa_bwd_z_from_o_kernel's split rows, else Split is never
+    read). A split HEAD_DIM
     (_split) runs _dkdv_split: no mask, no atomic dQ. HEAD_CHUNK: ordered_program's (key
     blocks)."""
     blk, off_z, off_h, bh, valid = ordered_program(Z, H, DIAG < M - 1, Q.dtype.element_ty, False,
@@ -556,6 +598,16 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
         q_base, do_base, z_base, m_base, l_base = _dkdv_bases(
             Q, DO, Mstat, Lstat, Zbuf, off_z, off_h, bh, Z, H, T, stride_qz, stride_qh,
             stride_doz, stride_doh, stride_mz, stride_mh, stride_lz, stride_lh, LSE2)
+        if ATOMIC_DQ and INPUT_PRECISION == "fp16x3":  # _dkdv_inner's PRESPLIT
+            # Q's and dO's split rows: Split holds Q's (Z*H, T) rows, then dO's
+            ROW: tl.constexpr = 2 * HEAD_DIM + SPLIT_PAD
+            q_base = Split + bh.to(tl.int64) * T * ROW
+            do_base = Split + (Z.to(tl.int64) * H + bh) * T * ROW
+            q_rows = ROW
+            do_rows = ROW
+        else:
+            q_rows = stride_qm
+            do_rows = stride_dom
         # One masked loop for a head's partial blocks and ragged tail (_dkdv_rows) where the
         # H200 ran it faster or within 0.3% (buckets <= 64, 16-bit and float32); at bucket
         # 128 (16-bit) and in plain TF32 it was slower, and the three sweeps stay
@@ -592,7 +644,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
         if TWO_PASS:
             # dV alone over every query head's rows, stored; then the sweep below, dK alone
             dk, dv = _dkdv_heads(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                                 dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                                 dq_base, q_rows, do_rows, stride_mm, stride_lm, stride_biasm,
                                  stride_dqm, first, full, T, offs_n, Q_LEN, DIAG, M, offs_m,
                                  offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D,
                                  INPUT_PRECISION, False, True, LSE2, ONE_MASKED, ATOMIC_DQ, TAIL_M)
@@ -607,7 +659,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                     if tl.max(b_keys, 0) > float("-inf"):
                         if zero_or_inf:  # no bias to add (masked keys zeroed below)
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
-                                                z_base, b_base, dq_base, stride_qm, stride_dom,
+                                                z_base, b_base, dq_base, q_rows, do_rows,
                                                 stride_mm, stride_lm, stride_biasm, stride_dqm,
                                                 m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
@@ -616,7 +668,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 ATOMIC_DQ, TAIL_M)
                         else:
                             dk, dv = _dkdv_rows(dk, dv, k, v, q_base, do_base, m_base, l_base,
-                                                z_base, b_base, dq_base, stride_qm, stride_dom,
+                                                z_base, b_base, dq_base, q_rows, do_rows,
                                                 stride_mm, stride_lm, stride_biasm, stride_dqm,
                                                 m_lo, m_mid, g_end, offs_n, Q_LEN, DIAG, M,
                                                 offs_m, offs_d, d_ok, qk_scale, sm_scale,
@@ -625,7 +677,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                                 ATOMIC_DQ, TAIL_M)
                 else:  # a bias row per query row: every row that may see a key, masked
                     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base,
-                                         b_base, dq_base, stride_qm, stride_dom, stride_mm,
+                                         b_base, dq_base, q_rows, do_rows, stride_mm,
                                          stride_lm, stride_biasm, stride_dqm, m_lo, g_end, g_end,
                                          0, 0, offs_n, Q_LEN, DIAG, M, offs_m, offs_d, d_ok,
                                          qk_scale, sm_scale, BLOCK_M, EVEN_D, True, 2,
@@ -633,7 +685,7 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale,
                                          ATOMIC_DQ)
         else:
             dk, dv = _dkdv_heads(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base,
-                                 dq_base, stride_qm, stride_dom, stride_mm, stride_lm, stride_biasm,
+                                 dq_base, q_rows, do_rows, stride_mm, stride_lm, stride_biasm,
                                  stride_dqm, first, full, T, offs_n, Q_LEN, DIAG, M, offs_m,
                                  offs_d, d_ok, qk_scale, sm_scale, BLOCK_M, EVEN_D,
                                  INPUT_PRECISION, COMPUTE_DK, DV_TOO, LSE2, ONE_MASKED, ATOMIC_DQ,
@@ -682,7 +734,7 @@ def _sdpa_bwd_dkdv_kernel(
     first over chunks of HEAD_CHUNK heads (ordered_program).
     """
     # DK stands in for DQ (ATOMIC_DQ off: never read)
-    _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, sm_scale, stride_qz, stride_qh,
+    _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DK, Q, sm_scale, stride_qz, stride_qh,
                   stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
                   stride_doz, stride_doh, stride_dom, stride_dkz, stride_dkh, stride_dkn,
                   stride_dvz, stride_dvh, stride_dvn, 0, 0, 0, stride_mz, stride_mh, stride_mm,
@@ -693,7 +745,7 @@ def _sdpa_bwd_dkdv_kernel(
 
 @triton.jit
 def _sdpa_bwd_fused_kernel(
-    Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV, DQ,
+    Q, K, V, DO, Mstat, Lstat, Zbuf, DK, DV, DQ, Split,
     sm_scale,
     stride_qz, stride_qh, stride_qm,
     stride_kz, stride_kh, stride_kn,
@@ -718,9 +770,19 @@ def _sdpa_bwd_fused_kernel(
     Five block products per (query block, key block) pair against the two-kernel backward's
     seven (the dQ kernel recomputes S and dP); the price is that dQ's float32 sums run in the
     order the programs reach them, so dQ is not bitwise repeatable (dK and dV are).
+
+    In "fp16x3" Q and dO come split by the pre-pass (Split, _sdpa_bwd_z_from_o_kernel):
+    s_i Q_i = Qhi_i + Qlo_i and t_i dO_i = dOhi_i + dOlo_i in fp16 with powers of two s_i, t_i
+    per row, so that every query block's split is done once instead of by every key block's
+    program (kernels/_common.py mma splits both operands of each product):
+      S^T  = (K s_K)(Qhi + Qlo)^T / (s_K s)        dP^T = (V s_V)(dOhi + dOlo)^T / (s_V t)
+      dV  += (s_P (P^T / t)) (dOhi + dOlo) / s_P   dK  += (s_D (dS^T / s)) (Qhi + Qlo) / s_D
+    (s_K, s_V, s_P, s_D: split_rows' row scales of the left operands, K's and V's once per
+    program; 1/s and 1/t fold into P^T's and dS^T's columns, exact). dQ as before.
     """
     # no mask (MASKED 0: Bias never read, Q stands in); both outputs of dK/dV, and dQ
-    _dkdv_program(Q, K, V, DO, Q, Mstat, Lstat, Zbuf, DK, DV, DQ, sm_scale, stride_qz, stride_qh,
+    _dkdv_program(Q, K, V, DO, Q, Mstat, Lstat, Zbuf, DK, DV, DQ, Split, sm_scale, stride_qz,
+                  stride_qh,
                   stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
                   stride_doz, stride_doh, stride_dom, stride_dkz, stride_dkh, stride_dkn,
                   stride_dvz, stride_dvh, stride_dvn, stride_dqz, stride_dqh, stride_dqm,

@@ -85,6 +85,13 @@ def _precision(op, dtype, D, bias) -> str:
     return "ieee"
 
 
+def _presplit_bucket(D, device) -> int:
+    """_ops.presplit_bucket as the interpreted launches run bwd_fused (_precision): its
+    general variant's bucket where that runs "fp16x3", else 0."""
+    v = jit_call.variant(SPEC, "bwd_fused", "fp32", D, False)
+    return v.head_dim if v is not None and _precision("bwd_fused", 2, D, None) == "fp16x3" else 0
+
+
 def _knobs(op, bias) -> dict | None:
     """The kernel constexprs that TWO_PASS and HEAD_CHUNK switch on for this launch."""
     knobs = {}
@@ -320,6 +327,7 @@ def main(names):
     # fp16x3: while FP16X3 is on, as there
     _ops.fp16x3_d128 = lambda device: FP16X3["on"]
     _ops.fused_bwd = lambda dt, D, device: FUSED["on"]
+    _ops.presplit_bucket = _presplit_bucket
     out = {}
     g = torch.Generator().manual_seed(0)
     for dtype, atol in ((torch.float32, 5e-7), (torch.float16, 2e-4)):

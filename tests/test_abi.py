@@ -20,6 +20,7 @@ class _Recorder:
         self.calls = []
         self.tensors = []  # the tensors each call passed, by name
         self.fused = False  # what _ops.fused_bwd answers (on the GPU: the inventory decides)
+        self.presplit = 0  # what _ops.presplit_bucket answers (likewise)
 
     def launch_named(self, index, dtype, device, stream, tensors, ints, scale):
         name = next(n for n, a in OPS.items() if a.index == index)
@@ -35,6 +36,7 @@ def recorder(monkeypatch):
     monkeypatch.setattr(_ops, "check_devices", lambda names, tensors: 0)
     monkeypatch.setattr(_ops, "current_raw_stream", lambda device: 0)
     monkeypatch.setattr(_ops, "fused_bwd", lambda dt, D, device: rec.fused)
+    monkeypatch.setattr(_ops, "presplit_bucket", lambda D, device: rec.presplit)
     return rec
 
 
@@ -114,13 +116,18 @@ def test_every_op_gets_its_tensors_by_name(recorder):
         assert ints[5] == 0 and dict(zip(OPS[name].pointers, ptrs))["TDO"] == 0
 
 
+@pytest.mark.parametrize("presplit", [0, 64])
 @pytest.mark.parametrize("Hkv", [3, 1])
-def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv):
+def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv, presplit):
     """Where _ops.fused_bwd says so (float32 on sm_90, not in deterministic mode), the
     backward is the z pre-pass, then one bwd_fused launch with dK, dV and a zeroed dQ (its
     programs add their shares of dQ to it), on the folded grid with grouped heads; with a
-    mask it stays the two kernels (bwd_fused has no masked variant)."""
+    mask it stays the two kernels (bwd_fused has no masked variant). Where bwd_fused runs
+    "fp16x3" (presplit: its bucket) the pre-pass from o also splits Q and dO into a buffer of
+    2 * Z*H*T rows of 2 * bucket + 8 halves that bwd_fused then reads (without o: z from the
+    stats, then that pre-pass without O, for the split alone); elsewhere Split is null."""
     B, H, T, M, D = 2, 3, 5, 7, 16
+    recorder.presplit = presplit
     # a (B, T, H, D) view for q where no heads fold (a folded one would be a copy)
     q = _t(B, H, T, D, dtype=torch.float32, transpose=Hkv == H)
     do = _t(B, H, T, D, dtype=torch.float32)
@@ -131,19 +138,32 @@ def test_fused_backward_gets_its_tensors_by_name(recorder, Hkv):
     aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)  # bwd_fused needs every row's z first: the pre-pass
     assert [c[0] for c in recorder.calls] == ["bwd_z_from_o", "bwd_fused"]
     fold = _ops._fold if Hkv != H else (lambda x, _: x)
-    _check(recorder, {"bwd_z_from_o": dict(O=fold(o, Hkv), DO=fold(do, Hkv), Mstat=fold(m, Hkv),
-                                           Lstat=fold(l, Hkv))})
+    _check(recorder, {"bwd_z_from_o": dict(O=fold(o, Hkv), DO=fold(do, Hkv), Q=fold(q, Hkv),
+                                           Mstat=fold(m, Hkv), Lstat=fold(l, Hkv))})
+    named = dict(recorder.tensors)
+    split = named["bwd_fused"]["Split"]
+    assert named["bwd_z_from_o"]["Split"] is split
+    if presplit:
+        assert split.dtype == torch.float16 and split.numel() == 2 * B * H * T * (2 * presplit + 8)
+    else:
+        assert split is None
     recorder.calls.clear()
     recorder.tensors.clear()
     dq, dk, dv = aot_sdpa.sdpa_bwd(q, k, v, do, m, l)
-    assert [c[0] for c in recorder.calls] == ["bwd_z_from_stats", "bwd_fused"]
+    assert [c[0] for c in recorder.calls] == (["bwd_z_from_stats", "bwd_z_from_o", "bwd_fused"]
+                                             if presplit else ["bwd_z_from_stats", "bwd_fused"])
     assert (dq == 0).all()  # the recorder launches nothing: what the kernel gets is zeros
-    named = dict(recorder.tensors)["bwd_fused"]
-    assert named["DQ"].data_ptr() == dq.data_ptr() and named["Zbuf"] is dict(
-        recorder.tensors)["bwd_z_from_stats"]["Zbuf"]
+    named = dict(recorder.tensors)
+    assert named["bwd_fused"]["DQ"].data_ptr() == dq.data_ptr()
+    assert named["bwd_fused"]["Zbuf"] is named["bwd_z_from_stats"]["Zbuf"]
     _check(recorder, {"bwd_fused": dict(Q=fold(q, Hkv), K=k, V=v, DO=fold(do, Hkv),
                                         Mstat=fold(m, Hkv), Lstat=fold(l, Hkv), DK=dk, DV=dv,
                                         DQ=fold(dq, Hkv))})
+    if presplit:  # the split alone: no O, the stats' z kept
+        assert named["bwd_z_from_o"]["O"] is None
+        assert named["bwd_z_from_o"]["Split"] is named["bwd_fused"]["Split"]
+        assert named["bwd_z_from_o"]["Zbuf"] is named["bwd_fused"]["Zbuf"]
+        _check(recorder, {"bwd_z_from_o": dict(O=None, Q=fold(q, Hkv), DO=fold(do, Hkv))})
     recorder.calls.clear()
     mask = torch.ones(B, 1, 1, M, dtype=torch.bool)
     aot_sdpa.sdpa_bwd(q, k, v, do, m, l, mask=mask)

@@ -671,8 +671,11 @@ def test_op_abi_is_generated_with_stride_owners():
     # every op that computes scores takes the attention mask but the one-kernel backward
     # (masked calls run the two kernels); z from dO . O does not
     assert {n for n, a in abi.items() if "Bias" not in a.pointers} == {"bwd_z_from_o", "bwd_fused"}
+    # ... and, in "fp16x3", Q's and dO's rows split by its pre-pass (Split: no strides)
     assert abi["bwd_fused"].pointers == ("Q", "K", "V", "DO", "Mstat", "Lstat", "Zbuf", "DK", "DV",
-                                         "DQ")
+                                         "DQ", "Split")
+    assert abi["bwd_z_from_o"].pointers == ("O", "DO", "Q", "Mstat", "Lstat", "Zbuf", "Split")
+    assert "Split" not in abi["bwd_fused"].stride_owners + abi["bwd_z_from_o"].stride_owners
     for a in abi.values():
         assert set(a.stride_owners) <= set(a.pointers)
 

@@ -135,6 +135,9 @@ def test_param_classification_hints_only_data_tensors():
     general = classify_params(names, abi, "fp16", "general")
     assert fast["Q"]["ty"] == "*fp16" and fast["Q"]["hint"]
     assert fast["Mstat"]["ty"] == "*fp32" and not fast["Mstat"]["hint"]
+    # the one-kernel backward's split rows are fp16 whatever the call's dtype
+    split = classify_params(["Split"], abi, "fp32", "fast")[0]
+    assert split["ty"] == "*fp16" and not split["hint"]
     assert fast["stride_qz"]["ty"] == "i64" and fast["stride_qz"]["hint"]
     assert not fast["stride_mz"]["hint"] and fast["T"]["ty"] == "i32"
     assert not any(p["hint"] for p in general)
@@ -528,7 +531,11 @@ def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
     # and forward+JVP lost there once compiled ahead of time)
     fp16x3 = {(v.op, v.arch, v.head_dim, v.flavor) for v in spec.variants
               if v.input_precision == "fp16x3"}
-    assert {op for op, *_ in fp16x3} == {"fwd", "fwd_jvp", "jvp", "bwd_fused"}
+    assert {op for op, *_ in fp16x3} == {"fwd", "fwd_jvp", "jvp", "bwd_fused", "bwd_z_from_o"}
+    # the one-kernel backward's pre-pass splits Q and dO exactly where bwd_fused reads them
+    # split (its "fp16x3" variants; kernels/sdpa_bwd.py): one table must not drift from the other
+    assert ({t[1:] for t in fp16x3 if t[0] == "bwd_z_from_o"}
+            == {t[1:] for t in fp16x3 if t[0] == "bwd_fused"})
     assert {arch for _, arch, *_ in fp16x3} == {90}
     assert {hd for _, _, hd, _ in fp16x3} == {32, 64, 128}
     assert {t for t in fp16x3 if t[2] == 128} == {("fwd", 90, 128, "fast")} | {

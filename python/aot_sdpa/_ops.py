@@ -32,6 +32,7 @@ _OP_INDEX = {name: abi.index for name, abi in OPS.items()}
 _BIAS_OPS = frozenset(name for name, abi in OPS.items() if "Bias" in abi.pointers)
 _F32 = torch.float32
 _FP32_CODE = DTYPE_CODE[_F32]  # fp32-accurate float32 (TF32_CODE: TF32 products)
+_SPLIT_PAD = 8  # halves after hi and lo in a split row: kernels/_common.py SPLIT_PAD
 # The forward's host fast path (csrc/aot_fastpath.cpp): (o, m, l) or o for the common call
 # (one dtype and CUDA device, as many key/value heads as query heads, no mask, unit last
 # strides), checked by the same rules as check_attention / check_devices; None for anything
@@ -268,15 +269,17 @@ def _zbuf(q, sizes) -> Tensor:
     return _row_stat(q, planes * Z, H, T)  # (planes*Z, H, T) contiguous: z, then lse2
 
 
-def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv) -> Tensor:
+def _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv, split=None) -> Tensor:
     """_zbuf filled by the z pre-pass: z from dO . O when the forward's o is given, else from
-    the stats."""
+    the stats; `split` (_split_rows) filled too when given (by bwd_z_from_o, which then runs
+    without o where z came from the stats)."""
     z = _zbuf(q, sizes)
-    if o is not None:
-        _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Mstat=m, Lstat=l, Zbuf=z)
-    else:
+    if o is None:
         _launch("bwd_z_from_stats", dt, dev, sizes, scale, causal=ci, bias=bv, Q=q, K=k, V=v,
                 DO=do, Mstat=m, Lstat=l, Zbuf=z)
+    if o is not None or split is not None:
+        _launch("bwd_z_from_o", dt, dev, sizes, scale, O=o, DO=do, Q=q, Mstat=m, Lstat=l,
+                Zbuf=z, Split=split)
     return z
 
 
@@ -286,14 +289,15 @@ def bwd(q, k, v, do, m, l, o=None, scale=None, causal=0, bias=None):
     sizes, (q, do, m, l, o) = _grouping(sizes, k, q, do, m, l, o)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     fused = bv is None and fused_bwd(dt, sizes[4], dev)  # dQ added up by the dK/dV programs
+    split = _split_rows(q, sizes, dev) if fused else None  # Q, dO split by the pre-pass
     # given o, the dQ kernel forms z (and lse2) itself and writes them for dK/dV, so it runs
     # first and no pre-pass does (HAS_O); bwd_fused has no dQ kernel: the pre-pass runs
     z = (_zbuf(q, sizes) if o is not None and not fused
-         else _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv))
+         else _z(q, k, v, do, m, l, o, sizes, dt, scale, dev, ci, bv, split))
     common = dict(Q=q, K=k, V=v, DO=do, Mstat=m, Lstat=l, Zbuf=z)
     if fused:
         _launch("bwd_fused", dt, dev, sizes, scale, causal=ci, DK=dk, DV=dv, DQ=dq.zero_(),
-                **common)
+                Split=split, **common)
     else:
         _launch("bwd_dq", dt, dev, sizes, scale, causal=ci, bias=bv, DQ=dq, O=o, **common)
         _launch("bwd_dkdv", dt, dev, sizes, scale, causal=ci, bias=bv, DK=dk, DV=dv, **common)
@@ -405,15 +409,39 @@ _FUSED_BUCKETS: dict[int, tuple] = {}  # device index -> (float32 buckets, bwd_f
 
 def _fused_buckets(device: int) -> tuple:
     """The float32 backward's head-dim buckets on `device` (bwd_dkdv's, ascending: a call runs in
-    the smallest that holds its D) and those of them with a bwd_fused variant there (none:
-    sm_80, or a build without it)."""
+    the smallest that holds its D), those of them with a bwd_fused variant there (none:
+    sm_80, or a build without it) and those whose bwd_fused variants all run "fp16x3" (they
+    read Q and dO split by the pre-pass: _split_rows)."""
     b = _FUSED_BUCKETS.get(device)
     if b is None:
         rows = _served(device)
-        b = (sorted({r["head_dim"] for r in rows if r["op"] == "bwd_dkdv"}),
-             frozenset(r["head_dim"] for r in rows if r["op"] == "bwd_fused"))
+        fused = frozenset(r["head_dim"] for r in rows if r["op"] == "bwd_fused")
+        b = (sorted({r["head_dim"] for r in rows if r["op"] == "bwd_dkdv"}), fused,
+             frozenset(h for h in fused if all(r["input_precision"] == "fp16x3" for r in rows
+                                                if r["op"] == "bwd_fused" and r["head_dim"] == h)))
         _FUSED_BUCKETS[device] = b
     return b
+
+
+def presplit_bucket(D: int, device: int) -> int:
+    """For a fused_bwd call with head dim D: its bucket where bwd_fused runs "fp16x3" products
+    on `device` (reading Q and dO split by the pre-pass: _split_rows), else 0."""
+    buckets, _, presplit = _fused_buckets(device)
+    bucket = next(b for b in buckets if b >= D)
+    return bucket if bucket in presplit else 0
+
+
+def _split_rows(q: Tensor, sizes: tuple, device: int) -> Tensor | None:
+    """The buffer of Q's and dO's split rows that bwd_fused reads in "fp16x3" (uninitialised;
+    the z pre-pass fills it: kernels/sdpa_bwd.py _sdpa_bwd_z_from_o_kernel): (2, Z*H*T) rows
+    of 2 * bucket + 8 halves (hi, lo, 1/s as float32, padding); None where the call's bucket
+    runs bwd_fused in other products (nothing split). Asked for fused_bwd calls only."""
+    Z, H, T, _, D = sizes
+    bucket = presplit_bucket(D, device)
+    if not bucket:
+        return None
+    return torch.empty(2 * Z * H * T * (2 * bucket + _SPLIT_PAD), dtype=torch.float16,
+                       device=q.device)
 
 
 def fused_bwd(dt: int, D: int, device: int) -> bool:
@@ -426,7 +454,7 @@ def fused_bwd(dt: int, D: int, device: int) -> bool:
     backward (the efficient backend's) is not."""
     if dt != _FP32_CODE or torch.are_deterministic_algorithms_enabled():
         return False
-    buckets, fused = _fused_buckets(device)
+    buckets, fused, _ = _fused_buckets(device)
     return next((b for b in buckets if b >= D), None) in fused
 
 
