@@ -527,8 +527,9 @@ def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
             assert ps == {"tf32"}, (op, arch, ps)
     # fp16x3 where measured faster (variants.toml, results/probe_fp16x3_h200.log): sm_90 only,
     # the forward, the JVPs and the one-kernel backward, buckets 32 and 64; in bucket 128 the
-    # forward's fast flavour (D = 128; D = 72 lost) and the JVP's unmasked ones (the backward
-    # and forward+JVP lost there once compiled ahead of time)
+    # forward's fast flavour (D = 128; D = 72 lost), the JVP's unmasked ones and the one-kernel
+    # backward's (on Q and dO split by its pre-pass: results/probe_presplit_bwd_h200.log; the
+    # fused forward+JVP lost there once compiled ahead of time)
     fp16x3 = {(v.op, v.arch, v.head_dim, v.flavor) for v in spec.variants
               if v.input_precision == "fp16x3"}
     assert {op for op, *_ in fp16x3} == {"fwd", "fwd_jvp", "jvp", "bwd_fused", "bwd_z_from_o"}
@@ -539,7 +540,8 @@ def test_fp32_defaults_to_split_precision_and_tf32_is_opt_in(tmp_path):
     assert {arch for _, arch, *_ in fp16x3} == {90}
     assert {hd for _, _, hd, _ in fp16x3} == {32, 64, 128}
     assert {t for t in fp16x3 if t[2] == 128} == {("fwd", 90, 128, "fast")} | {
-        ("jvp", 90, 128, f) for f in ("general", "fast", "ragged")}
+        (op, 90, 128, f) for op in ("jvp", "bwd_fused", "bwd_z_from_o")
+        for f in ("general", "fast", "ragged")}
     assert ("bwd_fused", 90, 64, "ragged") in fp16x3 and ("fwd", 90, 64, "masked") in fp16x3
     assert {"fwd", "bwd_dkdv", "bwd_dq", "jvp", "fwd_jvp"}.isdisjoint(own)
     assert "bwd_jvp_rows" in own  # faster in tf32x3 (variants.toml [ops.bwd_jvp_dkdv])

@@ -1,0 +1,176 @@
+"""JIT probe: float32 fused backward (dK, dV, atomic dQ) in fp16x3, unmasked, T % blocks == 0,
+D = HEAD_DIM. A: fp32 Q, dO loaded and split in the loop (as kernels/sdpa_bwd.py's mma).
+B: Q, dO pre-split per row (hi, lo fp16 + per-row power-of-two scale) by a pre-pass; their
+row scales folded into P^T / dS^T columns for dV / dK. Times (profiler) and max errors vs fp64."""
+import math, statistics, sys
+from pathlib import Path
+import torch
+import triton
+import triton.language as tl
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "benchmarks"))
+from kernels._common import mma, pow2_scale, split_f16, LOG2E  # noqa
+from _harness import kernel_ms  # noqa
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@triton.jit
+def f3(a_hi, a_lo, b_hi, b_lo):
+    p = tl.dot(a_lo, b_hi)
+    p = tl.dot(a_hi, b_lo, p)
+    return tl.dot(a_hi, b_hi, p)
+
+
+@triton.jit
+def rsplit(a):
+    sa, ia = pow2_scale(a, 1)
+    hi, lo = split_f16(a * sa[:, None])
+    return hi, lo, ia
+
+
+@triton.jit
+def presplit_kernel(X, XH, XL, IS, T, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    bh = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    off = bh.to(tl.int64) * T * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :]
+    x = tl.load(X + off)
+    hi, lo, ia = rsplit(x)
+    tl.store(XH + off, hi)
+    tl.store(XL + off, lo)
+    tl.store(IS + bh.to(tl.int64) * T + rows, ia)
+
+
+@triton.jit
+def bwd_kernel(Q, K, V, DO, M2, IL, ZB, DK, DV, DQ, QH, QL, DOH, DOL, IQ, IDO, sm_scale, T,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+               PRESPLIT: tl.constexpr, BF16X6: tl.constexpr = False):
+    bh = tl.program_id(1).to(tl.int64)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    base = bh * T * HEAD_DIM
+    k = tl.load(K + base + offs_n[:, None] * HEAD_DIM + offs_d[None, :])
+    v = tl.load(V + base + offs_n[:, None] * HEAD_DIM + offs_d[None, :])
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    qk_scale = sm_scale * LOG2E
+    if PRESPLIT:
+        k_hi, k_lo, ik = rsplit(k)
+        v_hi, v_lo, iv = rsplit(v)
+    for start_m in range(0, T, BLOCK_M):
+        rows = start_m + offs_m
+        m2 = tl.load(M2 + bh * T + rows)
+        il = tl.load(IL + bh * T + rows)
+        z = tl.load(ZB + bh * T + rows)
+        if PRESPLIT:
+            tq = base + rows[None, :] * HEAD_DIM + offs_d[:, None]
+            td = base + rows[:, None] * HEAD_DIM + offs_d[None, :]
+            qT_hi = tl.load(QH + tq)
+            qT_lo = tl.load(QL + tq)
+            do_hi = tl.load(DOH + td)
+            do_lo = tl.load(DOL + td)
+            iq = tl.load(IQ + bh * T + rows)
+            ido = tl.load(IDO + bh * T + rows)
+            s2T = f3(k_hi, k_lo, qT_hi, qT_lo) * (ik[:, None] * iq[None, :]) * qk_scale
+            pT = tl.exp2(s2T - m2[None, :]) * il[None, :]
+            a_hi, a_lo, ia = rsplit(pT * ido[None, :])
+            dv += f3(a_hi, a_lo, do_hi, do_lo) * ia[:, None]
+            dpT = f3(v_hi, v_lo, tl.trans(do_hi), tl.trans(do_lo)) * (iv[:, None] * ido[None, :])
+            dsT = pT * (dpT - z[None, :])
+            a_hi, a_lo, ia = rsplit(dsT * iq[None, :])
+            dk += f3(a_hi, a_lo, tl.trans(qT_hi), tl.trans(qT_lo)) * ia[:, None]
+            dq = mma(tl.trans(dsT), k, None, "fp16x3") * sm_scale
+        else:
+            PREC: tl.constexpr = "bf16x6" if PRESPLIT == 0 and BF16X6 else "fp16x3"
+            qT = tl.load(Q + base + rows[None, :] * HEAD_DIM + offs_d[:, None])
+            do = tl.load(DO + base + rows[:, None] * HEAD_DIM + offs_d[None, :])
+            s2T = mma(k, qT, None, PREC) * qk_scale
+            pT = tl.exp2(s2T - m2[None, :]) * il[None, :]
+            dv = mma(pT, do, dv, PREC)
+            dpT = mma(v, tl.trans(do), None, PREC)
+            dsT = pT * (dpT - z[None, :])
+            dk = mma(dsT, tl.trans(qT), dk, PREC)
+            dq = mma(tl.trans(dsT), k, None, PREC) * sm_scale
+        tl.atomic_add(DQ + base + rows[:, None] * HEAD_DIM + offs_d[None, :], dq, sem="relaxed")
+    tn = base + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DK + tn, dk * sm_scale)
+    tl.store(DV + tn, dv)
+
+
+def run(x, tile, presplit):
+    bf = presplit == 2
+    presplit = 0 if bf else presplit
+    q, k, v, do, m2, il, z = x["q"], x["k"], x["v"], x["do"], x["m2"], x["il"], x["z"]
+    B, H, T, D = q.shape
+    BM, BN, W, S = tile
+    dq = torch.zeros_like(q); dk = torch.empty_like(q); dv = torch.empty_like(q)
+    if presplit:
+        qh = torch.empty(q.shape, dtype=torch.float16, device=DEV); ql = torch.empty_like(qh)
+        dh = torch.empty_like(qh); dl = torch.empty_like(qh)
+        iq = torch.empty(B, H, T, device=DEV); ido = torch.empty_like(iq)
+        presplit_kernel[(T // 64, B * H)](q, qh, ql, iq, T, 64, D)
+        presplit_kernel[(T // 64, B * H)](do, dh, dl, ido, T, 64, D)
+    else:
+        qh = ql = dh = dl = q; iq = ido = m2
+    bwd_kernel[(T // BN, B * H)](q, k, v, do, m2, il, z, dk, dv, dq, qh, ql, dh, dl, iq, ido,
+                                 x["scale"], T, BM, BN, D, presplit, bf, num_warps=W, num_stages=S)
+    return dq, dk, dv
+
+
+def inputs(B, H, T, D, wide=False):
+    g = torch.Generator(device=DEV).manual_seed(0)
+    t = {n: torch.randn(B, H, T, D, device=DEV, generator=g) for n in ("q", "k", "v", "do")}
+    if wide:
+        for n in ("q", "k", "v", "do"):
+            t[n] *= 10 ** (4 * torch.rand(B, H, T, 1, device=DEV, generator=g) - 2)
+    scale = 1 / math.sqrt(D)
+    s = (t["q"].double() @ t["k"].double().transpose(-1, -2)) * scale
+    m = s.amax(-1); l = torch.exp(s - m[..., None]).sum(-1)
+    o = torch.softmax(s, -1) @ t["v"].double()
+    t["m2"] = (m * 1.4426950408889634).float(); t["il"] = (1 / l).float()
+    t["z"] = (o * t["do"].double()).sum(-1).float(); t["scale"] = scale
+    return t
+
+
+def errors(x, outs):
+    q, k, v = (x[n].double().requires_grad_() for n in ("q", "k", "v"))
+    ref = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=x["scale"]), (q, k, v), x["do"].double())
+    q32, k32, v32 = (x[n].clone().requires_grad_() for n in ("q", "k", "v"))
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        tt = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, scale=x["scale"]), (q32, k32, v32), x["do"])
+    ours = [(a.double() - r).abs().max().item() for a, r in zip(outs, ref)]
+    th = [(a.double() - r).abs().max().item() for a, r in zip(tt, ref)]
+    return ours, th
+
+
+if __name__ == "__main__":
+    shapes = {"vit": (32, 12, 197 // 1 - 5, 64), "sd": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
+              "d128": (16, 16, 1024, 128), "small": (2, 3, 256, 64)}
+    shapes["vit"] = (32, 12, 192, 64)
+    tiles = [(32, 64, 4, 1), (32, 64, 4, 2), (64, 64, 4, 1), (64, 64, 4, 2), (32, 128, 8, 1),
+             (64, 128, 8, 1), (64, 128, 8, 2), (32, 128, 8, 2)]
+    which = sys.argv[1].split(",") if len(sys.argv) > 1 else ["sd", "vit"]
+    for wide in (False, True):
+        x = inputs(2, 3, 256, 64, wide)
+        outs = {}
+        for ps in (0, 1):
+            outs[ps] = run(x, (32, 64, 4, 1), ps)
+            o, t = errors(x, outs[ps])
+            print(f"errors wide={wide} presplit={ps}: ours dq/dk/dv {['%.2e' % e for e in o]} torch fp32 {['%.2e' % e for e in t]}", flush=True)
+        print("  max |A - B| dq/dk/dv", ['%.2e' % (a - b).abs().max().item() for a, b in zip(outs[0], outs[1])],
+              "max |A|", ['%.2e' % a.abs().max().item() for a in outs[0]], flush=True)
+    for name in which:
+        B, H, T, D = shapes[name]
+        x = inputs(B, H, T, D)
+        if name == "d128":
+            tl_ = [(32, 64, 4, 1), (32, 128, 8, 1), (64, 64, 4, 1), (64, 128, 8, 1), (32, 64, 8, 1)]
+        else:
+            tl_ = tiles
+        for tile in tl_:
+            for ps in ((0, 1, 2) if name in ("d128", "sd") else (0, 1)):
+                try:
+                    ms = [kernel_ms(lambda: run(x, tile, ps)) for _ in range(3)]
+                    print(f"{name} {tile} presplit={ps}: {statistics.median(ms):.3f} ms", flush=True)
+                except Exception as e:  # noqa
+                    print(f"{name} {tile} presplit={ps}: {type(e).__name__} {str(e)[:100]}", flush=True)
