@@ -1,14 +1,27 @@
-"""JIT probe: float32 fused backward (dK, dV, atomic dQ) in fp16x3, unmasked, T % blocks == 0,
-D = HEAD_DIM. A: fp32 Q, dO loaded and split in the loop (as kernels/sdpa_bwd.py's mma).
-B: Q, dO pre-split per row (hi, lo fp16 + per-row power-of-two scale) by a pre-pass; their
-row scales folded into P^T / dS^T columns for dV / dK. Times (profiler) and max errors vs fp64."""
-import math, statistics, sys
+"""JIT probe: the float32 one-kernel backward (dK, dV, dQ by atomic adds) in "fp16x3", with Q
+and dO split in the loop by every key-block program (as kernels/_common.py mma
+presplit=0),
+split once by a pre-pass (presplit=1: hi, lo fp16 and 1/s per row
+their row scales folded
+into P^T's and dS^T's columns, as kernels/sdpa_bwd.py ships it), or in "bf16x6" in the loop
+(presplit=2). A stand-alone kernel (no mask, no causal, T a multiple of the blocks, D equal to
+HEAD_DIM), GPU only: device time per call (profiler, median of 3, the pre-pass and dQ's
+zeroing included) per tile, and the max errors against float64 beside torch's float32 math.
+
+    python probe_presplit_bwd.py [sd,d128,vit,long]
+"""
+import math
+import statistics
+import sys
 from pathlib import Path
+
 import torch
 import triton
 import triton.language as tl
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from kernels._common import mma, pow2_scale, split_f16, LOG2E  # noqa
 from _harness import kernel_ms  # noqa
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -104,15 +117,21 @@ def run(x, tile, presplit):
     q, k, v, do, m2, il, z = x["q"], x["k"], x["v"], x["do"], x["m2"], x["il"], x["z"]
     B, H, T, D = q.shape
     BM, BN, W, S = tile
-    dq = torch.zeros_like(q); dk = torch.empty_like(q); dv = torch.empty_like(q)
+    dq = torch.zeros_like(q)
+    dk = torch.empty_like(q)
+    dv = torch.empty_like(q)
     if presplit:
-        qh = torch.empty(q.shape, dtype=torch.float16, device=DEV); ql = torch.empty_like(qh)
-        dh = torch.empty_like(qh); dl = torch.empty_like(qh)
-        iq = torch.empty(B, H, T, device=DEV); ido = torch.empty_like(iq)
+        qh = torch.empty(q.shape, dtype=torch.float16, device=DEV)
+        ql = torch.empty_like(qh)
+        dh = torch.empty_like(qh)
+        dl = torch.empty_like(qh)
+        iq = torch.empty(B, H, T, device=DEV)
+        ido = torch.empty_like(iq)
         presplit_kernel[(T // 64, B * H)](q, qh, ql, iq, T, 64, D)
         presplit_kernel[(T // 64, B * H)](do, dh, dl, ido, T, 64, D)
     else:
-        qh = ql = dh = dl = q; iq = ido = m2
+        qh = ql = dh = dl = q
+        iq = ido = m2
     bwd_kernel[(T // BN, B * H)](q, k, v, do, m2, il, z, dk, dv, dq, qh, ql, dh, dl, iq, ido,
                                  x["scale"], T, BM, BN, D, presplit, bf, num_warps=W, num_stages=S)
     return dq, dk, dv
@@ -126,28 +145,32 @@ def inputs(B, H, T, D, wide=False):
             t[n] *= 10 ** (4 * torch.rand(B, H, T, 1, device=DEV, generator=g) - 2)
     scale = 1 / math.sqrt(D)
     s = (t["q"].double() @ t["k"].double().transpose(-1, -2)) * scale
-    m = s.amax(-1); l = torch.exp(s - m[..., None]).sum(-1)
+    m = s.amax(-1)
+    l = torch.exp(s - m[..., None]).sum(-1)
     o = torch.softmax(s, -1) @ t["v"].double()
-    t["m2"] = (m * 1.4426950408889634).float(); t["il"] = (1 / l).float()
-    t["z"] = (o * t["do"].double()).sum(-1).float(); t["scale"] = scale
+    t["m2"] = (m * 1.4426950408889634).float()
+    t["il"] = (1 / l).float()
+    t["z"] = (o * t["do"].double()).sum(-1).float()
+    t["scale"] = scale
     return t
 
 
 def errors(x, outs):
     q, k, v = (x[n].double().requires_grad_() for n in ("q", "k", "v"))
-    ref = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=x["scale"]), (q, k, v), x["do"].double())
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    ref = torch.autograd.grad(sdpa(q, k, v, scale=x["scale"]), (q, k, v), x["do"].double())
     q32, k32, v32 = (x[n].clone().requires_grad_() for n in ("q", "k", "v"))
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-        tt = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, scale=x["scale"]), (q32, k32, v32), x["do"])
+        tt = torch.autograd.grad(sdpa(q32, k32, v32, scale=x["scale"]), (q32, k32, v32), x["do"])
     ours = [(a.double() - r).abs().max().item() for a, r in zip(outs, ref)]
     th = [(a.double() - r).abs().max().item() for a, r in zip(tt, ref)]
     return ours, th
 
 
 if __name__ == "__main__":
-    shapes = {"vit": (32, 12, 197 // 1 - 5, 64), "sd": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
-              "d128": (16, 16, 1024, 128), "small": (2, 3, 256, 64)}
-    shapes["vit"] = (32, 12, 192, 64)
+    # vit: T = 192, the multiple of 64 nearest ViT's 197 (the kernel has no ragged rows)
+    shapes = {"vit": (32, 12, 192, 64), "sd": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
+              "d128": (16, 16, 1024, 128)}
     tiles = [(32, 64, 4, 1), (32, 64, 4, 2), (64, 64, 4, 1), (64, 64, 4, 2), (32, 128, 8, 1),
              (64, 128, 8, 1), (64, 128, 8, 2), (32, 128, 8, 2)]
     which = sys.argv[1].split(",") if len(sys.argv) > 1 else ["sd", "vit"]
@@ -157,9 +180,11 @@ if __name__ == "__main__":
         for ps in (0, 1):
             outs[ps] = run(x, (32, 64, 4, 1), ps)
             o, t = errors(x, outs[ps])
-            print(f"errors wide={wide} presplit={ps}: ours dq/dk/dv {['%.2e' % e for e in o]} torch fp32 {['%.2e' % e for e in t]}", flush=True)
-        print("  max |A - B| dq/dk/dv", ['%.2e' % (a - b).abs().max().item() for a, b in zip(outs[0], outs[1])],
-              "max |A|", ['%.2e' % a.abs().max().item() for a in outs[0]], flush=True)
+            print(f"errors wide={wide} presplit={ps}: ours dq/dk/dv {[f'{e:.2e}' for e in o]} "
+                  f"torch fp32 {[f'{e:.2e}' for e in t]}", flush=True)
+        print("  max |A - B| dq/dk/dv",
+              [f'{(a - b).abs().max().item():.2e}' for a, b in zip(outs[0], outs[1])],
+              "max |A|", [f'{a.abs().max().item():.2e}' for a in outs[0]], flush=True)
     for name in which:
         B, H, T, D = shapes[name]
         x = inputs(B, H, T, D)
