@@ -22,23 +22,9 @@ import triton.language as tl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from kernels._common import mma, pow2_scale, split_f16, LOG2E  # noqa
+from kernels._common import LOG2E, fp16x3_parts, mma, split_rows  # noqa
 from _harness import kernel_ms  # noqa
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@triton.jit
-def f3(a_hi, a_lo, b_hi, b_lo):
-    p = tl.dot(a_lo, b_hi)
-    p = tl.dot(a_hi, b_lo, p)
-    return tl.dot(a_hi, b_hi, p)
-
-
-@triton.jit
-def rsplit(a):
-    sa, ia = pow2_scale(a, 1)
-    hi, lo = split_f16(a * sa[:, None])
-    return hi, lo, ia
 
 
 @triton.jit
@@ -48,7 +34,7 @@ def presplit_kernel(X, XH, XL, IS, T, BLOCK_M: tl.constexpr, HEAD_DIM: tl.conste
     offs_d = tl.arange(0, HEAD_DIM)
     off = bh.to(tl.int64) * T * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :]
     x = tl.load(X + off)
-    hi, lo, ia = rsplit(x)
+    hi, lo, ia = split_rows(x)
     tl.store(XH + off, hi)
     tl.store(XL + off, lo)
     tl.store(IS + bh.to(tl.int64) * T + rows, ia)
@@ -69,8 +55,8 @@ def bwd_kernel(Q, K, V, DO, M2, IL, ZB, DK, DV, DQ, QH, QL, DOH, DOL, IQ, IDO, s
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     qk_scale = sm_scale * LOG2E
     if PRESPLIT:
-        k_hi, k_lo, ik = rsplit(k)
-        v_hi, v_lo, iv = rsplit(v)
+        k_hi, k_lo, ik = split_rows(k)
+        v_hi, v_lo, iv = split_rows(v)
     for start_m in range(0, T, BLOCK_M):
         rows = start_m + offs_m
         m2 = tl.load(M2 + bh * T + rows)
@@ -85,14 +71,14 @@ def bwd_kernel(Q, K, V, DO, M2, IL, ZB, DK, DV, DQ, QH, QL, DOH, DOL, IQ, IDO, s
             do_lo = tl.load(DOL + td)
             iq = tl.load(IQ + bh * T + rows)
             ido = tl.load(IDO + bh * T + rows)
-            s2T = f3(k_hi, k_lo, qT_hi, qT_lo) * (ik[:, None] * iq[None, :]) * qk_scale
+            s2T = fp16x3_parts(k_hi, k_lo, qT_hi, qT_lo) * (ik[:, None] * iq[None, :]) * qk_scale
             pT = tl.exp2(s2T - m2[None, :]) * il[None, :]
-            a_hi, a_lo, ia = rsplit(pT * ido[None, :])
-            dv += f3(a_hi, a_lo, do_hi, do_lo) * ia[:, None]
-            dpT = f3(v_hi, v_lo, tl.trans(do_hi), tl.trans(do_lo)) * (iv[:, None] * ido[None, :])
+            a_hi, a_lo, ia = split_rows(pT * ido[None, :])
+            dv += fp16x3_parts(a_hi, a_lo, do_hi, do_lo) * ia[:, None]
+            dpT = fp16x3_parts(v_hi, v_lo, tl.trans(do_hi), tl.trans(do_lo)) * (iv[:, None] * ido[None, :])
             dsT = pT * (dpT - z[None, :])
-            a_hi, a_lo, ia = rsplit(dsT * iq[None, :])
-            dk += f3(a_hi, a_lo, tl.trans(qT_hi), tl.trans(qT_lo)) * ia[:, None]
+            a_hi, a_lo, ia = split_rows(dsT * iq[None, :])
+            dk += fp16x3_parts(a_hi, a_lo, tl.trans(qT_hi), tl.trans(qT_lo)) * ia[:, None]
             dq = mma(tl.trans(dsT), k, None, "fp16x3") * sm_scale
         else:
             PREC: tl.constexpr = "bf16x6" if PRESPLIT == 0 and BF16X6 else "fp16x3"
