@@ -355,11 +355,11 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
             start_m = jumped(start_m, jump_at, jump)
         rows = start_m + offs_m
         r_ok = rows < row_end
-        # -- load Q^T (HEAD_DIM x BLOCK_M), dO (BLOCK_M x HEAD_DIM) and the frozen row stats
+        # -- the frozen row stats, then Q^T (HEAD_DIM x BLOCK_M) and dO (BLOCK_M x HEAD_DIM)
         m2, inv_l = _dkdv_rows_stats(m_base, l_base, rows, r_ok, stride_mm, stride_lm, BLOCK_M,
                                      MASK_M, LSE2)
         if PRESPLIT:
-            # (their fp16 parts hi + lo = s_i x_i and each row's 1 / s_i)
+            # (as their fp16 parts hi + lo = s_i x_i and each row's 1 / s_i)
             qT_hi, qT_lo, inv_q = load_split_rows(q_base, stride_qm, rows, r_ok, offs_d, MASK_M,
                                                   True)
             do_hi, do_lo, inv_do = load_split_rows(do_base, stride_dom, rows, r_ok, offs_d,

@@ -588,3 +588,12 @@ def test_dq_fast_condition_covers_the_optional_o():
     assert not aot_sdpa._C._fast_ok(op, dict(t, O=shifted), ints)  # a 2-byte offset
     rows72 = torch.zeros(B, H, T, 72, dtype=torch.float16)[..., :D]  # row stride 72 % 16 = 8
     assert not aot_sdpa._C._fast_ok(op, dict(t, O=rows72), ints)
+
+
+def test_split_rows_pad_matches_the_kernels():
+    """_ops sizes the split buffer's rows as 2 * bucket + _SPLIT_PAD halves; the kernels
+    address them with kernels/_common.py SPLIT_PAD (read as text: no Triton import here)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "kernels" / "_common.py").read_text()
+    assert f"SPLIT_PAD = tl.constexpr({_ops._SPLIT_PAD})\n" in text

@@ -423,12 +423,19 @@ def _fused_buckets(device: int) -> tuple:
     return b
 
 
+def _fused_bucket(D: int, device: int) -> int | None:
+    """The head-dim bucket a float32 backward with head dim D runs in on `device` (the smallest
+    that holds D) where bwd_fused has it there, else None."""
+    buckets, fused, _ = _fused_buckets(device)
+    bucket = next((b for b in buckets if b >= D), None)
+    return bucket if bucket in fused else None
+
+
 def presplit_bucket(D: int, device: int) -> int:
     """For a fused_bwd call with head dim D: its bucket where bwd_fused runs "fp16x3" products
     on `device` (reading Q and dO split by the pre-pass: _split_rows), else 0."""
-    buckets, _, presplit = _fused_buckets(device)
-    bucket = next(b for b in buckets if b >= D)
-    return bucket if bucket in presplit else 0
+    bucket = _fused_bucket(D, device)
+    return bucket if bucket in _fused_buckets(device)[2] else 0
 
 
 def _split_rows(q: Tensor, sizes: tuple, device: int) -> Tensor | None:
@@ -454,8 +461,7 @@ def fused_bwd(dt: int, D: int, device: int) -> bool:
     backward (the efficient backend's) is not."""
     if dt != _FP32_CODE or torch.are_deterministic_algorithms_enabled():
         return False
-    buckets, fused, _ = _fused_buckets(device)
-    return next((b for b in buckets if b >= D), None) in fused
+    return _fused_bucket(D, device) is not None
 
 
 _FP32_PRECISION: dict[int, str] = {}  # device index -> its float32 variants' product precision
