@@ -108,7 +108,9 @@ def classify_params(param_names: list[str], abi: dict, dtype: str, flavor: str,
         elif name in abi["fp32_pointers"]:
             out.append({"name": name, "ty": "*fp32", "kind": "ptr", "hint": False})
         elif name in abi.get("fp16_pointers", ()):
-            out.append({"name": name, "ty": "*fp16", "kind": "ptr", "hint": False})
+            # our own scratch (torch allocations: 16-byte aligned), hinted as the data pointers
+            # are: unhinted, the split rows' loads did not vectorise (bwd_fused)
+            out.append({"name": name, "ty": "*fp16", "kind": "ptr", "hint": fast, "div": 16})
         else:
             # data pointers: 16-byte aligned (the divisibility of an address is in bytes)
             out.append({"name": name, "ty": "*" + DTYPE_TRITON[dtype], "kind": "ptr", "hint": fast,

@@ -135,9 +135,11 @@ def test_param_classification_hints_only_data_tensors():
     general = classify_params(names, abi, "fp16", "general")
     assert fast["Q"]["ty"] == "*fp16" and fast["Q"]["hint"]
     assert fast["Mstat"]["ty"] == "*fp32" and not fast["Mstat"]["hint"]
-    # the one-kernel backward's split rows are fp16 whatever the call's dtype
+    # the one-kernel backward's split rows are fp16 whatever the call's dtype, and hinted
+    # 16-byte aligned (our own allocation) in the fast flavours only, as the data pointers
     split = classify_params(["Split"], abi, "fp32", "fast")[0]
-    assert split["ty"] == "*fp16" and not split["hint"]
+    assert split["ty"] == "*fp16" and split["hint"] and split["div"] == 16
+    assert not classify_params(["Split"], abi, "fp32", "general")[0]["hint"]
     assert fast["stride_qz"]["ty"] == "i64" and fast["stride_qz"]["hint"]
     assert not fast["stride_mz"]["hint"] and fast["T"]["ty"] == "i32"
     assert not any(p["hint"] for p in general)
