@@ -63,7 +63,9 @@ TIERS = {("fwd", dt, b, "sm_90", f, n, 0) for dt in ("float16", "bfloat16")
          for b, f, n in ((64, "fast", 200), (64, "fast", 768), (128, "fast", 200),
                          (128, "fast", 2048), (128, "ragged", 128))} | {
     (op, dt, 64, "sm_90", "fast", n, narrow) for op in ("bwd_dq", "bwd_dkdv")
-    for n, narrow in ((64, 0), (64, 16), (200, 16)) for dt in ("float16", "bfloat16")}
+    for n, narrow in ((64, 0), (64, 16), (200, 16)) for dt in ("float16", "bfloat16")} | {
+    # the float32 one-kernel backward at D <= 64: 32x64/4/1 up to T = 512, 64x64/4/1 past it
+    ("bwd_fused", "float32", 64, "sm_90", f, 512, 0) for f in ("fast", "ragged")}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
 # buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
 # pre-pass from O, needed nowhere else (the dQ kernel forms z from O: HAS_O)
@@ -430,7 +432,7 @@ def test_dispatcher_choices_without_a_driver():
                             n += 1
     per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
     assert n == per_op * (2 * (len(ops) - len(tiered)) + 2 * len(tiered) * (1 + len(TIER_LENS)))
-    assert tiered == {"fwd", "bwd_dq", "bwd_dkdv"}  # bwd_fused: none since fp16x3 (variants.toml)
+    assert tiered == {"fwd", "bwd_dq", "bwd_dkdv", "bwd_fused"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     # 16-bit on sm_90: 64 < D <= 96 runs in the split buckets 80 and 96 ([split_buckets])
