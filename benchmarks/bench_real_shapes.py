@@ -15,10 +15,11 @@ Times: device time per call with a GPU backlog (host out of the way; `ms`), and 
 call of an eager loop (`wall_ms`, host included). ratio = torch best / ours (> 1: we are faster).
 Writes results/real_shapes.csv and .png; prints the goals of issue 10 and which cells miss them.
 
-    python bench_real_shapes.py [shape names ...] [float16 bfloat16 float32]
-Named shapes or dtypes only re-measure those (every shape, or every dtype, when none is
-named): their rows replace the same cells' rows of the existing results/real_shapes.csv, the
-others are kept, and the goals, table and plot cover the union.
+    python bench_real_shapes.py [shape names ...] [float16 bfloat16 float32] [works ...]
+Named shapes, dtypes or works (forward, backward, jvp_func, jvp_fused) only re-measure those
+(all of a kind when none of it is named): their rows replace the same cells' rows of the
+existing results/real_shapes.csv, the others are kept, and the goals, table and plot cover
+the union.
 """
 
 from __future__ import annotations
@@ -102,19 +103,21 @@ def _torch_all(kind, B, H, T, D, dtype) -> dict:
 
 def main(names: list[str]):
     dtype_names = {str(d).split(".")[-1]: d for d in DTYPES}
-    unknown = [n for n in names if n not in SHAPES and n not in dtype_names]
+    unknown = [n for n in names if n not in SHAPES and n not in dtype_names
+               and n not in FLOP_FACTOR]
     if unknown:
-        raise SystemExit(f"unknown shapes or dtypes {unknown}; known: {list(SHAPES)}, "
-                         f"{list(dtype_names)}")
+        raise SystemExit(f"unknown shapes, dtypes or works {unknown}; known: {list(SHAPES)}, "
+                         f"{list(dtype_names)}, {list(FLOP_FACTOR)}")
     shapes = {n: SHAPES[n] for n in names if n in SHAPES} or {
         n: s for n, s in SHAPES.items() if n not in NAMED_ONLY}
     dtypes = {n: d for n, d in dtype_names.items() if n in names} or dtype_names
+    kinds = [k for k in FLOP_FACTOR if k in names] or list(FLOP_FACTOR)
     rows = kept_rows("real_shapes", lambda r: r["shape"] not in shapes
-                     or r["dtype"] not in dtypes) if names else []
+                     or r["dtype"] not in dtypes or r["work"] not in kinds) if names else []
     for name, (B, H, T, D) in shapes.items():
         for dtype in dtypes.values():
             flops = fwd_flops(B, H, T, T, D)
-            for kind in ("forward", "backward", "jvp_func", "jvp_fused"):
+            for kind in kinds:
                 key = {"shape": name, "B": B, "H": H, "T": T, "D": D,
                        "dtype": str(dtype).split(".")[-1], "work": kind}
                 try:
