@@ -37,6 +37,7 @@ from _common import (
     batch_head,
     bias_rows,
     block_offsets,
+    fp16x3_parts,
     frozen_probs,
     frozen_probs_T,
     group_rows,
@@ -49,7 +50,6 @@ from _common import (
     load_split_rows,
     load_tile,
     mma,
-    mma_split_cols,
     mma_split_rows,
     one_masked_loop,
     padding_sweeps,
@@ -57,6 +57,7 @@ from _common import (
     query_limits,
     row_limits,
     row_vector,
+    split_rows,
     split_rows_store,
     store_rows,
     unseen_rows_to_zero,
@@ -350,6 +351,9 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
     # of Q and dO (_sdpa_bwd_z_from_o_kernel, split_rows_store), whose scales fold into P^T
     # and dS^T; Q and dO are never split here
     PRESPLIT: tl.constexpr = ATOMIC_DQ and INPUT_PRECISION == "fp16x3"
+    if PRESPLIT:  # k and v come split (_dkdv_program): (hi, lo, 1/s) per key row
+        k_hi, k_lo, inv_k = k
+        v_hi, v_lo, inv_v = v
     for start_m in range(m_lo, m_hi, BLOCK_M):
         if JUMP:  # the tail's block, moved forward (one_masked_loop)
             start_m = jumped(start_m, jump_at, jump)
@@ -364,8 +368,10 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
                                                   True)
             do_hi, do_lo, inv_do = load_split_rows(do_base, stride_dom, rows, r_ok, offs_d,
                                                    MASK_M, False)
-            # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M)
-            s2T = mma_split_cols(k, qT_hi, qT_lo, inv_q) * qk_scale
+            # -- P^T = exp2(S^T*log2(e) - m*log2(e)) / l   (BLOCK_N x BLOCK_M), from K's and
+            #    Q's parts: S^T = (K s_K)(Q s)^T / (s_K s)
+            s2T = fp16x3_parts(k_hi, k_lo, qT_hi, qT_lo) * (inv_k[:, None] * inv_q[None, :])
+            s2T = s2T * qk_scale
         else:
             qT = load_tile(q_base + rows[None, :] * stride_qm + offs_d[:, None], r_ok[None, :],
                            d_ok[:, None], MASK_M, EVEN_D)
@@ -384,7 +390,8 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
             # -- dP^T = V dO^T;  dS^T = P^T * (dP^T - z);  dK += dS^T Q
             z = _rows_z(z_base, rows, r_ok, MASK_M)
             if PRESPLIT:
-                dpT = mma_split_cols(v, tl.trans(do_hi), tl.trans(do_lo), inv_do)
+                dpT = fp16x3_parts(v_hi, v_lo, tl.trans(do_hi), tl.trans(do_lo))
+                dpT = dpT * (inv_v[:, None] * inv_do[None, :])
                 dsT = pT * (dpT - z[None, :])
                 dk = mma_split_rows(dsT, tl.trans(qT_hi), tl.trans(qT_lo), inv_q, dk)
             else:
@@ -397,7 +404,10 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, m_base, l_base, z_base, b_base, d
                 #    adds unmasked: a mask that varies along the head dim (d_ok, D unknown)
                 #    keeps the adds scalar, and they took ~1/8 of the kernel's time (H200,
                 #    JIT, (2, 8, 4096, 64) float32: 2.77 -> 2.43 ms unmasked)
-                dq = mma(tl.trans(dsT).to(k.dtype), k, None, INPUT_PRECISION) * sm_scale
+                if PRESPLIT:  # K's row scales fold into dS's columns (mma_split_rows)
+                    dq = mma_split_rows(tl.trans(dsT), k_hi, k_lo, inv_k, 0.0) * sm_scale
+                else:
+                    dq = mma(tl.trans(dsT).to(k.dtype), k, None, INPUT_PRECISION) * sm_scale
                 dq_ptrs = dq_base + rows[:, None] * stride_dqm + offs_d[None, :]
                 if MASK_M or not EVEN_D:
                     tl.atomic_add(dq_ptrs, dq, mask=r_ok[:, None] & d_ok[None, :], sem="relaxed")
@@ -611,6 +621,11 @@ def _dkdv_program(Q, K, V, DO, Bias, Mstat, Lstat, Zbuf, DK, DV, DQ, Split, sm_s
             do_base = Split + (Z.to(tl.int64) * H + bh) * T * ROW
             q_rows = ROW
             do_rows = ROW
+            # K and V split once here (split_rows: hi + lo = s_j x_j per key, and 1/s_j):
+            # the sweeps read only the parts, so the float32 tiles and a second, column-
+            # scaled split of K for dQ (mma's) are not kept live beside them
+            k = split_rows(k)
+            v = split_rows(v)
         else:
             q_rows = stride_qm
             do_rows = stride_dom
