@@ -7,11 +7,12 @@ build_tools/jit_call.py at the shipped tile and at others (optionally under a re
 and (`probe`, (2, 8, 4096, 64) only) probe_presplit_bwd.py's kernel. The pre-pass and every
 other launch run the AOT cubins (_ops._launch is patched for bwd_fused only).
 
-    python probe_fused_gap.py TAG [aot] [probe] [tiles]
+    python probe_fused_gap.py TAG [aot] [probe] [tiles | d128]
     AOT_SDPA_KERNELS=<dir>/kernels python probe_fused_gap.py TAG   the JIT rows from other
     kernel sources (an A/B of two versions of sdpa_bwd.py, one process each)
 `tiles`: the T ladder (1024, 4096, 8192, and DiT-B/2's 256) at 32x64/4/1 and 64x64/4/1
-instead of the default shapes (ViT-B, SD) and tiles.
+instead of the default shapes (ViT-B, SD) and tiles; `d128`: D = 128 at T = 1024 / 4096
+(16k tokens, H = 16) at 32x128/8/1 (shipped), 64x64/4/1 and 32x64/4/1.
 """
 
 import statistics
@@ -54,12 +55,15 @@ def _ms(fn, name: str) -> float:
 
 
 def main(args):
-    tag, tiles_mode = args[0], "tiles" in args
+    tag, tiles_mode, d128 = args[0], "tiles" in args, "d128" in args
     _ops._launch = _launch
     shapes = ({"t1024": (8, 16, 1024, 64), "sd": (2, 8, 4096, 64), "long": (1, 16, 8192, 64),
                "dit": (32, 12, 256, 64)} if tiles_mode
+              else {"d128_1k": (16, 16, 1024, 128), "d128_4k": (4, 16, 4096, 128)} if d128
               else {"sd": (2, 8, 4096, 64), "vit": (32, 12, 197, 64)})
     tiles = ([((32, 64, 4, 1), None), ((64, 64, 4, 1), None)] if tiles_mode
+             else [((32, 128, 8, 1), None), ((64, 64, 4, 1), None), ((32, 64, 4, 1), None)]
+             if d128
              else [((32, 64, 4, 1), None), ((32, 64, 4, 1), 232), ((64, 64, 4, 1), None)])
     for name, (B, H, T, D) in shapes.items():
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -69,16 +73,20 @@ def main(args):
         def fn():
             return aot_sdpa.sdpa_bwd(q, k, v, do, m, l, o=o)
 
-        if "aot" in args or tiles_mode:
-            JIT["on"] = False
+        JIT["on"] = False
+        ref = fn()  # the AOT cubins' (dq, dk, dv), which the JIT rows' differences are from
+        if "aot" in args or tiles_mode or d128:
             print(f"{tag} {name} AOT: {_ms(fn, 'bwd_fused'):.4f} ms", flush=True)
         JIT["on"] = True
         for tile, cap in tiles:
             JIT["tile"], JIT["maxnreg"] = tile, cap
             t = _ms(fn, "bwd_fused")
             kern = JIT["kernel"]
+            diff = [f"{((a - b).abs().max() / b.abs().max()).item():.1e}"
+                    for a, b in zip(fn(), ref)]
             print(f"{tag} {name} JIT {tile} maxnreg={cap}: {t:.4f} ms (regs {kern.n_regs}, "
-                  f"spills {kern.n_spills})", flush=True)
+                  f"spills {kern.n_spills}; max |JIT - AOT| / max |AOT| dq/dk/dv {diff})",
+                  flush=True)
         if "probe" in args and name == "sd":
             import probe_presplit_bwd as probe
 
