@@ -7,12 +7,13 @@ build_tools/jit_call.py at the shipped tile and at others (optionally under a re
 and (`probe`, (2, 8, 4096, 64) only) probe_presplit_bwd.py's kernel. The pre-pass and every
 other launch run the AOT cubins (_ops._launch is patched for bwd_fused only).
 
-    python probe_fused_gap.py TAG [aot] [probe] [tiles | d128]
+    python probe_fused_gap.py TAG [aot] [probe] [tiles | d128] [tile=BM,BN,W,S ...]
     AOT_SDPA_KERNELS=<dir>/kernels python probe_fused_gap.py TAG   the JIT rows from other
     kernel sources (an A/B of two versions of sdpa_bwd.py, one process each)
 `tiles`: the T ladder (1024, 4096, 8192, and DiT-B/2's 256) at 32x64/4/1 and 64x64/4/1
 instead of the default shapes (ViT-B, SD) and tiles; `d128`: D = 128 at T = 1024 / 4096
-(16k tokens, H = 16) at 32x128/8/1 (shipped), 64x64/4/1 and 32x64/4/1.
+(16k tokens, H = 16) at 32x128/8/1, 64x64/4/1 and 32x64/4/1 (shipped since). `tile=BM,BN,W,S`
+(repeatable): the JIT rows at those tiles instead.
 """
 
 import statistics
@@ -65,6 +66,9 @@ def main(args):
              else [((32, 128, 8, 1), None), ((64, 64, 4, 1), None), ((32, 64, 4, 1), None)]
              if d128
              else [((32, 64, 4, 1), None), ((32, 64, 4, 1), 232), ((64, 64, 4, 1), None)])
+    named = [(tuple(int(x) for x in a[5:].split(",")), None) for a in args
+             if a.startswith("tile=")]
+    tiles = named or tiles
     for name, (B, H, T, D) in shapes.items():
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, do = (torch.randn(B, H, T, D, device="cuda", generator=g) for _ in range(4))
