@@ -798,8 +798,9 @@ def _sdpa_bwd_fused_kernel(
     program (kernels/_common.py mma splits both operands of each product):
       S^T  = (K s_K)(Qhi + Qlo)^T / (s_K s)        dP^T = (V s_V)(dOhi + dOlo)^T / (s_V t)
       dV  += (s_P (P^T / t)) (dOhi + dOlo) / s_P   dK  += (s_D (dS^T / s)) (Qhi + Qlo) / s_D
-    (s_K, s_V, s_P, s_D: split_rows' row scales of the left operands, K's and V's once per
-    program; 1/s and 1/t fold into P^T's and dS^T's columns, exact). dQ as before.
+      dQ  += (s_E (dS / s_K)) (Khi + Klo) / s_E    (K s_K = Khi + Klo, split once per program)
+    (s_K, s_V, s_P, s_D, s_E: split_rows' row scales of the left operands, K's and V's once per
+    program; 1/s and 1/t fold into P^T's and dS^T's columns and 1/s_K into dS's, exact).
     """
     # no mask (MASKED 0: Bias never read, Q stands in); both outputs of dK/dV, and dQ
     _dkdv_program(Q, K, V, DO, Q, Mstat, Lstat, Zbuf, DK, DV, DQ, Split, sm_scale, stride_qz,
