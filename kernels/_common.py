@@ -549,15 +549,6 @@ def load_split_rows(base, stride_row, rows, row_ok, offs_d, MASK_ROWS: tl.conste
 
 
 @triton.jit
-def mma_split_cols(a, b_hi, b_lo, inv_b):
-    """a @ b in "fp16x3" for b given split with its columns scaled (b_kj = (b_hi + b_lo)_kj
-    inv_b_j, inv_b = 1/s of each column): a's rows scaled and split here,
-      a @ b = fp16x3_parts(a s_a, b s_b) / (s_a s_b)."""
-    a_hi, a_lo, inv_a = split_rows(a)
-    return fp16x3_parts(a_hi, a_lo, b_hi, b_lo) * (inv_a[:, None] * inv_b[None, :])
-
-
-@triton.jit
 def mma_split_rows(a, b_hi, b_lo, inv_b, acc):
     """acc + a @ b in "fp16x3" for b given split with its rows scaled (b_kj = (b_hi +
     b_lo)_kj inv_b_k): b's row scales fold into a's columns (exact: powers of two), whose
