@@ -4,7 +4,7 @@ products ("bf16x6", sm_90's float32 precision until then), GPU only, JIT, genera
 shipped tile of each op: kernel time (profiler, interleaved rounds, median) and max |error|
 against a float64 reference, with torch's float32 math error on the same inputs beside it.
 
-    python probe_fp16x3.py [--shapes=vit,dit,sd,long,d128,dit_xl,vit_wide,t256_d128]
+    python probe_fp16x3.py [--shapes=vit,dit,sd,long,d128,dit_xl,vit_wide,t256_d128,t1024]
                            [--ops=fwd,fwd_jvp,jvp,bwd_fused] [--precs=bf16x6,fp16x3]
                            [--rounds=3] [--tile=BLOCK_M,BLOCK_N,warps,stages]
 
@@ -37,6 +37,7 @@ SHAPES = {  # (B, H, T, D)
     "vit": (32, 12, 197, 64), "vit_wide": (32, 12, 197, 64), "dit": (32, 12, 256, 64),
     "sd": (2, 8, 4096, 64), "long": (1, 16, 8192, 64), "d128": (16, 16, 1024, 128),
     "dit_xl": (32, 16, 256, 72), "t256_d128": (32, 16, 256, 128),
+    "t1024": (8, 12, 1024, 64),  # the end-to-end benchmark's T = 1024 attention
 }
 
 
