@@ -55,7 +55,8 @@ SMEM = {80: 163 * 1024, 86: 99 * 1024, 87: 163 * 1024, 89: 99 * 1024, 90: 227 * 
 # forward's fast flavour up to 200 (bucket 64: ViT) and 768 (bucket 64: DiT-B/2, BERT), and 200
 # (bucket 128), its ragged one in bucket 128 up to 128; the 16-bit bucket-64 dQ and dK/dV's
 # fast flavour up to 64 (and causal calls up to 1024); the float32 one-kernel backward has none
-# since its fp16x3 products (its T <= 200 tile is its untiered one: variants.toml)
+# since its fp16x3 products (its T <= 200 tile is its untiered one: variants.toml); the float32
+# forward+JVP's fast flavour in bucket 64 up to 256 (ViT, DiT-B/2)
 # (op, dtype, bucket, arch, flavour, max_len, narrow): dQ's and dK/dV's T <= 64 tiers (which
 # also serve causal calls and idle grids), their tiles with a narrow tail, and the untiered
 # tiles with one up to T = 200
@@ -65,7 +66,8 @@ TIERS = {("fwd", dt, b, "sm_90", f, n, 0) for dt in ("float16", "bfloat16")
     (op, dt, 64, "sm_90", "fast", n, narrow) for op in ("bwd_dq", "bwd_dkdv")
     for n, narrow in ((64, 0), (64, 16), (200, 16)) for dt in ("float16", "bfloat16")} | {
     # the float32 one-kernel backward at D <= 64: 32x64/4/1 up to T = 512, 64x64/4/1 past it
-    ("bwd_fused", "float32", 64, "sm_90", f, 512, 0) for f in ("fast", "ragged")}
+    ("bwd_fused", "float32", 64, "sm_90", f, 512, 0) for f in ("fast", "ragged")} | {
+    ("fwd_jvp", "float32", 64, "sm_90", "fast", 256, 0)}
 # the one-kernel float32 backward (dQ by atomic adds): sm_90, fp32-accurate float32 only,
 # buckets 64 and 128, unmasked flavours ([ops.bwd_fused]; _ops.fused_bwd runs it), and its z
 # pre-pass from O, needed nowhere else (the dQ kernel forms z from O: HAS_O)
@@ -432,7 +434,7 @@ def test_dispatcher_choices_without_a_driver():
                             n += 1
     per_op = 4 * 4 * 15 * 16  # CCs x dtype codes x head dims x the four flags
     assert n == per_op * (2 * (len(ops) - len(tiered)) + 2 * len(tiered) * (1 + len(TIER_LENS)))
-    assert tiered == {"fwd", "bwd_dq", "bwd_dkdv", "bwd_fused"}
+    assert tiered == {"fwd", "bwd_dq", "bwd_dkdv", "bwd_fused", "fwd_jvp"}
     # spot checks of the rule itself
     fwd = ops.index("fwd")
     # 16-bit on sm_90: 64 < D <= 96 runs in the split buckets 80 and 96 ([split_buckets])
